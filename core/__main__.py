@@ -1,0 +1,7 @@
+"""`python -m slimcore`: the same CLI as the `slimcore` script (torchrun needs a module)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""The `slimcore` command: run, config, plugins, and subcommands that plugins add.
+
+Plugins are turned off before they are imported, so the CLI reads its `-p no:NAME` flags
+and the YAML's `plugins.disable` before it discovers plugins, then builds the full parser
+(plugin subcommands included) and dispatches.
+
+Exit status: 0 done, 2 the user's mistake (one line on stderr, no traceback), 1 a bug
+(traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+
+from .config import ConfigError, load_yaml
+from .errors import UserError
+from .launch import SMOKE_OVERRIDES, execute_run, resolve_config
+from .plugins import SlimcorePluginManager
+
+# The original scripts' flags, each a shorthand for one --set.
+FLAG_KEYS = {
+    "steps": "run.steps",
+    "viz_interval": "intervals.viz",
+    "checkpoint_interval": "intervals.checkpoint",
+    "max_chunks": "chunk.max_chunks",
+    "tokens_per_chunk": "chunk.tokens_per_chunk",
+    "output_dir": "output.dir",
+    "device": "run.device",
+    "seed": "run.seed",
+}
+CONFIG_COMMANDS = ("run", "config")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(argv)
+    except UserError as e:
+        print(f"slimcore: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("slimcore: interrupted", file=sys.stderr)
+        return 130
+
+
+@dataclass
+class EarlyArgs:
+    """What must be known before plugins are imported."""
+    disabled: set[str] = field(default_factory=set)
+    strict: bool = False
+    raw_config: dict | None = None
+
+
+def read_early_args(argv: list[str]) -> EarlyArgs:
+    early = EarlyArgs()
+    values = []
+    for i, token in enumerate(argv):
+        if token == "-p" and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif token.startswith("-p") and token not in ("-p",) and not token.startswith("--"):
+            values.append(token[2:].lstrip("="))
+        elif token == "--strict-plugins":
+            early.strict = True
+    for value in values:
+        if not value.startswith("no:") or len(value) == 3:
+            raise UserError(f"-p {value}: expected -p no:NAME to disable plugin NAME")
+        early.disabled.add(value[3:])
+    positionals = [t for i, t in enumerate(argv) if not t.startswith("-")
+                   and (i == 0 or argv[i - 1] not in ("-p",))]
+    if len(positionals) >= 2 and positionals[0] in CONFIG_COMMANDS:
+        early.raw_config = load_yaml(positionals[1])
+        section = early.raw_config.get("plugins") or {}
+        if isinstance(section, dict):
+            disable = section.get("disable") or []
+            if not (isinstance(disable, list) and all(isinstance(n, str) for n in disable)):
+                raise ConfigError("plugins.disable", "expected a list of plugin names",
+                                  positionals[1])
+            early.disabled.update(disable)
+            early.strict = early.strict or section.get("strict") is True
+    return early
+
+
+def _main(argv: list[str]) -> int:
+    early = read_early_args(argv)
+    pm = SlimcorePluginManager()
+    pm.discover(disabled=early.disabled, strict=early.strict)
+    parser = build_parser(pm)
+    args = parser.parse_args(argv)
+    args.plugin_manager = pm
+    args.raw_config = early.raw_config
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    return args.handler(args)
+
+
+def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-p", dest="plugin_flags", action="append", default=[],
+                        metavar="no:NAME", help="disable plugin NAME before it is imported")
+    common.add_argument("--strict-plugins", action="store_true",
+                        help="make every plugin load failure fatal")
+    parser = argparse.ArgumentParser(
+        prog="slimcore", parents=[common],
+        description="Train GPT-style language models on streamed text.")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="train as a YAML config says")
+    add_config_arguments(run)
+    run.set_defaults(handler=command_run)
+
+    config = sub.add_parser("config", parents=[common], help="print the resolved config")
+    add_config_arguments(config)
+    config.set_defaults(handler=command_config)
+
+    plugins = sub.add_parser("plugins", parents=[common], help="list installed plugins")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(handler=command_plugins)
+
+    pm.hook.register_commands(subparsers=sub)
+    return parser
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="the run's YAML file")
+    parser.add_argument("--steps", type=int, help="optimizer steps (run.steps)")
+    parser.add_argument("--viz-interval", type=int, help="steps between dashboards")
+    parser.add_argument("--checkpoint-interval", type=int, help="steps between checkpoints")
+    parser.add_argument("--max-chunks", type=int, help="chunk source: stop after N chunks")
+    parser.add_argument("--tokens-per-chunk", type=int, help="chunk source: chunk size")
+    parser.add_argument("--output-dir", help="where outputs go (default runs/<name>)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--test", action="store_true", help="smoke run: tiny model, few steps")
+    parser.add_argument("--set", dest="assignments", action="append", default=[],
+                        metavar="KEY=VALUE", help="set any config key, e.g. model.width=256")
+
+
+def overrides_from(args: argparse.Namespace) -> list[str]:
+    overrides = list(SMOKE_OVERRIDES) if args.test else []
+    for attr, key in FLAG_KEYS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return overrides + args.assignments
+
+
+def command_run(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config, overrides_from(args), args.plugin_manager,
+                            raw=args.raw_config)
+    status = execute_run(config, args.plugin_manager)
+    return 0 if status in ("completed", "stopped") else 1
+
+
+def command_config(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config, overrides_from(args), args.plugin_manager,
+                            raw=args.raw_config)
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def command_plugins(args: argparse.Namespace) -> int:
+    report = args.plugin_manager.report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    width = max((len(p["name"]) for p in report), default=4)
+    for p in report:
+        detail = ", ".join(p["hooks"]) if p["status"] == "loaded" else (p["error"] or "")
+        print(f"{p['name']:<{width}}  {p['version']:<8}  {p['distribution']:<24}  "
+              f"{p['status']:<7}  {detail}")
+    return 0

@@ -1,0 +1,24 @@
+"""The one exception type that means "the user can fix this".
+
+The CLI turns a `UserError` into one line on stderr and exit status 2, with no traceback.
+Anything else that escapes is a bug in slimcore or a plugin: exit status 1 with a traceback.
+Plugins raise `UserError` (or a subclass) for bad input they own: a missing file, an
+unreachable dataset, a bad value in their config section.
+"""
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message says what is wrong and what to do."""
+
+
+class ConfigError(UserError):
+    """A config value is missing, unknown, mistyped or out of range.
+
+    `key` is the dotted key (`model.width`), `source` the file or flag it came from.
+    """
+
+    def __init__(self, key: str, message: str, source: str | None = None):
+        self.key = key
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {message}")

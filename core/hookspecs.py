@@ -1,0 +1,142 @@
+"""The hook contract between the slimcore core and its plugins (pluggy project `slimcore`).
+
+Every hook is called with keyword arguments; an implementation may accept any subset of
+them. A plugin is a module or object with functions marked `@slimcore.hookimpl`, registered
+through an entry point of group `slimcore` (the entry point's name is the plugin's name).
+
+Kinds of hook:
+- selection hooks (`firstresult`): the core names what the YAML selected (`source`,
+  `checkpointer`); an implementation answers only for its own name and returns None otherwise.
+- observer hooks (`on_*`): every plugin is called in isolation; an exception is reported once
+  with the plugin's name, and a plugin that keeps failing is switched off for the run.
+  Training goes on. They run on the training thread: return quickly, hand heavy work
+  (rendering, I/O) to a thread or process of your own.
+- collection hooks (`declare_config`, `register_charts`, `register_commands`): every plugin
+  contributes; results are merged.
+
+docs/plugins.md lists every hook with its exact signature; tests/test_hooks.py holds a
+`test_hook_<name>` for each, and a meta-test fails when a hook lacks either.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import pluggy
+
+if TYPE_CHECKING:
+    import argparse
+
+    from .batch import Batch
+    from .charts import Chart
+    from .metrics import TrainingMetrics
+    from .run import Run
+    from .sampling import TextSample
+    from .state import TrainingState
+
+hookspec = pluggy.HookspecMarker("slimcore")
+hookimpl = pluggy.HookimplMarker("slimcore")
+
+
+@hookspec
+def declare_config() -> dict[str, type]:
+    """Declare this plugin's config sections: ``{section_name: dataclass_type}``.
+
+    The core parses the YAML section of that name into the dataclass with the same rules as
+    its own sections (unknown keys and wrong types are errors naming the dotted key and the
+    file). Validate values in the dataclass's ``__post_init__`` by raising
+    ``slimcore.ConfigError(key, message)`` or ``ValueError``. A section name must be unique
+    across plugins and must not be a core section. The parsed instance is
+    ``run.config.section(name)``.
+    """
+
+
+@hookspec
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add CLI subcommands: ``parser = subparsers.add_parser(name, help=...)``, then
+    ``parser.set_defaults(handler=fn)`` where ``fn(args) -> int`` returns the exit status.
+
+    Raise ``slimcore.UserError`` from the handler for bad input (exit status 2, one line).
+    """
+
+
+@hookspec
+def register_charts() -> list[Chart]:
+    """Return the charts this plugin contributes to the training dashboard (a list of
+    ``slimcore.Chart``). Chart names must be unique across plugins; a run turns charts on
+    and off by name."""
+
+
+@hookspec(firstresult=True)
+def corpus_text(source: str, run: Run, max_documents: int) -> Iterable[str] | None:
+    """Texts to train the tokenizer on: at most ``max_documents`` documents of the corpus
+    that data source ``source`` would read for ``run``. Return None when ``source`` is not
+    yours. The iterable must be finite and deterministic (the tokenizer cache is keyed by
+    a fingerprint of this text). Raise ``slimcore.UserError`` if the corpus is unreachable.
+    """
+
+
+@hookspec(firstresult=True)
+def iterate_batches(source: str, run: Run) -> Iterator[Batch] | None:
+    """Return the batch iterator of data source ``source`` (``data.source`` in the YAML),
+    or None when ``source`` is not yours.
+
+    Each item is a ``slimcore.Batch`` of ``run.config.data.batch_size`` sequences of
+    ``run.config.model.seq_len`` tokens, encoded with ``run.tokenizer``, on the CPU (the
+    core moves it to the device). Targets equal to ``slimcore.IGNORE_INDEX`` are left out of
+    loss and accuracy. Stopping the iteration ends the run early. Read only this rank's
+    share: ``run.rank`` of ``run.world_size``. Raise ``slimcore.UserError`` for an
+    unreachable or malformed corpus.
+    """
+
+
+@hookspec
+def on_run_start(run: Run) -> None:
+    """Observer: the run is about to take its first step; ``run`` has the resolved config,
+    output folder, tokenizer, model and plugin report."""
+
+
+@hookspec
+def on_metrics(metrics: TrainingMetrics, run: Run) -> None:
+    """Observer: one optimizer step finished; ``metrics`` is its ``TrainingMetrics``.
+
+    Called on every rank-0 step, on the training thread: store or hand off, never render
+    here.
+    """
+
+
+@hookspec
+def on_text_samples(step: int, samples: list[TextSample], run: Run) -> None:
+    """Observer: the model generated ``samples`` (prompt and continuation) at ``step``,
+    every ``intervals.sample_every`` viz intervals."""
+
+
+@hookspec(firstresult=True)
+def save_checkpoint(checkpointer: str, run: Run, state: TrainingState) -> str | None:
+    """Save ``state`` with checkpointer ``checkpointer`` (``checkpoint.checkpointer`` in the
+    YAML); return the path of the saved checkpoint, or None when the name is not yours.
+
+    Must be all or nothing: a crash mid-save leaves the previous checkpoint usable. Raise
+    ``slimcore.UserError`` for a problem the user can fix (disk full, unwritable folder).
+    """
+
+
+@hookspec(firstresult=True)
+def load_checkpoint(checkpointer: str, run: Run, path: str) -> dict[str, Any] | None:
+    """Load the checkpoint at ``path`` with checkpointer ``checkpointer``; return None when
+    the name is not yours.
+
+    Returns a dict with ``step`` (int), ``model`` (state dict), ``optimizer``, ``scheduler``
+    and ``data`` states as saved. Must verify integrity before returning a tensor and must
+    never execute code from the file. Raise ``slimcore.UserError`` for a damaged or
+    incompatible checkpoint.
+    """
+
+
+@hookspec
+def on_run_end(run: Run, status: str, error: BaseException | None) -> None:
+    """Observer: the run is over; called from a ``finally``, so it runs after a crash too.
+
+    ``status`` is ``"completed"``, ``"stopped"`` (the data ran out or a signal arrived),
+    or ``"failed"`` (``error`` holds the exception). Flush and close what you hold.
+    """

@@ -1,0 +1,135 @@
+"""From a YAML file to a finished run: resolve the config, prepare the run, train.
+
+    resolve_config(path, overrides, pm)  YAML + --test + flags + --set -> RunConfig
+    execute_run(config, pm)              output folder, tokenizer, model, data, train loop
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .config import ConfigError, RunConfig, apply_override, load_yaml, parse_config
+from .errors import UserError
+from .model import GPT
+from .ops import select_ops
+from .plugins import SlimcorePluginManager
+from .run import Run, resolve_device
+from .state import TrainingState
+from .tokenizer import Tokenizer, load_tokenizer, train_or_reuse
+from .trainer import build_optimizer, build_scheduler, save_final_checkpoint, train_loop
+
+# `--test`: a smoke run that exercises every part in seconds.
+SMOKE_OVERRIDES = [
+    "run.steps=10", "model.width=64", "model.layers=2", "model.heads=4",
+    "model.mlp_hidden=128", "model.seq_len=64", "data.batch_size=4",
+    "tokenizer.vocab_size=1000", "tokenizer.train_documents=50", "intervals.viz=5",
+    "intervals.log=1", "samples.max_new_tokens=8",
+]
+
+
+def declared_sections(pm: SlimcorePluginManager) -> dict[str, type]:
+    from .config import CORE_SECTIONS
+
+    sections: dict[str, type] = {}
+    owners: dict[str, str] = {}
+    for impl in pm.hook.declare_config.get_hookimpls():
+        for name, cls in (impl.function() or {}).items():
+            if name in CORE_SECTIONS or name in sections:
+                other = owners.get(name, "slimcore")
+                raise UserError(f"plugin '{impl.plugin_name}' declares config section '{name}', "
+                                f"which '{other}' already owns; disable one of them")
+            sections[name], owners[name] = cls, impl.plugin_name
+    return sections
+
+
+def resolve_config(path: str | Path, overrides: list[str], pm: SlimcorePluginManager,
+                   raw: dict | None = None) -> RunConfig:
+    """`overrides` are `dotted.key=value` strings applied in order after the YAML."""
+    raw = load_yaml(path) if raw is None else raw
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    raw.setdefault("run", {})
+    if isinstance(raw["run"], dict) and not raw["run"].get("name"):
+        raw["run"]["name"] = Path(path).stem
+    overridden = {a.partition("=")[0].strip() for a in overrides}
+    ignorable = {i.name for i in pm.infos.values() if i.status != "loaded"}
+    try:
+        return parse_config(raw, declared_sections(pm), str(path), ignorable)
+    except ConfigError as e:
+        if any(e.key == k or e.key.startswith(k + ".") for k in overridden):
+            raise ConfigError(e.key, str(e).split(f"{e.key}: ", 1)[-1], "--set") from None
+        raise
+
+
+def output_dir_for(config: RunConfig) -> Path:
+    return Path(config.output.dir) if config.output.dir else Path("runs") / config.run.name
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_tokenizer(run: Run) -> Tokenizer:
+    cfg = run.config
+    if cfg.tokenizer.path:
+        return load_tokenizer(cfg.tokenizer.path)
+    texts = run.plugins.hook.corpus_text(source=cfg.data.source, run=run,
+                                         max_documents=cfg.tokenizer.train_documents)
+    if texts is None:
+        raise run.plugins.unknown_selection(cfg.data.source, "data source", "data.source")
+    return train_or_reuse(cfg.tokenizer, texts)
+
+
+def write_run_record(run: Run) -> None:
+    """What ran: the resolved config and every plugin with its version and status."""
+    (run.output_dir / "plugins.json").write_text(json.dumps(run.plugins.report(), indent=2))
+    (run.output_dir / "config.yaml").write_text(
+        yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+
+
+def execute_run(config: RunConfig, pm: SlimcorePluginManager) -> str:
+    """Train as configured; returns the end status. Raises UserError for bad input."""
+    device = resolve_device(config.run.device)
+    pm.check_selectable(config.data.source, "data source", "data.source")
+    if config.checkpoint.checkpointer:
+        pm.check_selectable(config.checkpoint.checkpointer, "checkpointer",
+                            "checkpoint.checkpointer")
+    run = Run(config=config, output_dir=output_dir_for(config), device=device, plugins=pm)
+    run.output_dir.mkdir(parents=True, exist_ok=True)
+    print(pm.header())
+    write_run_record(run)
+    seed_everything(config.run.seed)
+
+    run.tokenizer = prepare_tokenizer(run)
+    model = GPT(config.model, run.tokenizer.vocab_size, select_ops(config.model.backend, device))
+    run.model = model.to(device)
+    optimizer = build_optimizer(model, config.optimizer, device)
+    state = TrainingState(step=0, model=model, optimizer=optimizer,
+                          scheduler=build_scheduler(optimizer, config.schedule, config.run.steps),
+                          tokens_seen=0)
+    batches = pm.hook.iterate_batches(source=config.data.source, run=run)
+    if batches is None:
+        raise pm.unknown_selection(config.data.source, "data source", "data.source")
+
+    status, error = "failed", None
+    try:
+        pm.notify("on_run_start", run=run)
+        status = train_loop(run, state, iter(batches))
+        save_final_checkpoint(run, state)
+        return status
+    except KeyboardInterrupt as e:
+        status, error = "stopped", e
+        raise
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        pm.notify("on_run_end", run=run, status=status, error=error)

@@ -1,0 +1,129 @@
+"""The GPT decoder: token embedding, blocks of (RMSNorm, rotary causal attention, RMSNorm,
+SwiGLU MLP) with residuals, a final RMSNorm and an untied output projection. No biases.
+
+Matrix products stay in PyTorch (cuBLAS) and attention in `scaled_dot_product_attention`
+(fused flash/memory-efficient kernels); the memory-bound work goes through `ops`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelSection
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, width: int, eps: float, ops):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+        self.ops = ops
+
+    def forward(self, x):
+        return self.ops.rms_norm(x, self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelSection, ops):
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.out = nn.Linear(cfg.width, cfg.width, bias=False)
+        self.ops = ops
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)
+        # (B, T, C) -> (B, H, T, D)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        q = self.ops.rotary(q, cos, sin)
+        k = self.ops.rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelSection, ops):
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.width, 2 * cfg.mlp_hidden, bias=False)
+        self.down = nn.Linear(cfg.mlp_hidden, cfg.width, bias=False)
+        self.ops = ops
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(self.ops.swiglu(gate, up))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelSection, ops):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
+        self.attn = Attention(cfg, ops)
+        self.mlp_norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
+        self.mlp = MLP(cfg, ops)
+
+    def forward(self, x, cos, sin):
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelSection, vocab_size: int, ops):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.ops = ops
+        self.embed = nn.Embedding(vocab_size, cfg.width)
+        self.blocks = nn.ModuleList(Block(cfg, ops) for _ in range(cfg.layers))
+        self.norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
+        self.head = nn.Linear(cfg.width, vocab_size, bias=False)
+        cos, sin = rotary_tables(cfg.seq_len, cfg.width // cfg.heads, cfg.rope_theta)
+        # Not persistent: derived from the config, so checkpoints need not carry them.
+        self.register_buffer("rotary_cos", cos, persistent=False)
+        self.register_buffer("rotary_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        # Residual projections scaled down so the residual stream's variance does not grow
+        # with depth (GPT-2).
+        for block in self.blocks:
+            for proj in (block.attn.out, block.mlp.down):
+                nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.layers))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
+
+    def hidden_states(self, inputs: torch.Tensor) -> torch.Tensor:
+        T = inputs.shape[1]
+        if T > self.cfg.seq_len:
+            raise ValueError(f"sequence of {T} tokens exceeds model.seq_len={self.cfg.seq_len}")
+        x = self.embed(inputs)  # (B, T, C)
+        cos, sin = self.rotary_cos[:T], self.rotary_sin[:T]
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.norm(x)
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor):
+        """(loss summed over counted targets, correct top-1 count, counted targets)."""
+        hidden = self.hidden_states(inputs)
+        return self.ops.output_loss(hidden.flatten(0, 1), self.head.weight, targets.flatten())
+
+    @torch.no_grad()
+    def next_token_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(B, V) logits for the token after each row of (B, T) inputs."""
+        return self.head(self.hidden_states(inputs)[:, -1])
+
+    def matmul_parameters(self) -> int:
+        """Parameters of matrix products (every Linear, the output projection included);
+        the embedding is a lookup and does not count toward FLOPs."""
+        return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+
+
+def rotary_tables(seq_len: int, head_dim: int, theta: float):
+    """cos and sin of position * frequency, (seq_len, head_dim / 2), in float32."""
+    freqs = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), freqs)
+    return angles.cos().float(), angles.sin().float()

@@ -1,0 +1,66 @@
+"""The memory-bound operations of the model, behind one small interface.
+
+The model calls these and nothing else for normalization, rotary embedding, the gated MLP
+activation and the output loss, so a faster implementation (the native kernels) swaps in by
+`model.backend` without touching the model. `TorchOps` is the PyTorch reference: every
+other backend is tested against it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .batch import IGNORE_INDEX
+
+
+class TorchOps:
+    name = "torch"
+
+    @staticmethod
+    def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        # Statistics in float32: bf16's 8-bit mantissa loses the mean of squares.
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+        return (normed * weight.float()).type_as(x)
+
+    @staticmethod
+    def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate (B, H, T, D) query or key pairs (i, i + D/2) by position; cos, sin: (T, D/2)."""
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+    @staticmethod
+    def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        return F.silu(gate) * up
+
+    @staticmethod
+    def output_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Project (N, C) hidden states to the vocabulary and score them against (N,) targets.
+
+        Returns the summed cross-entropy over counted targets (float32, differentiable), the
+        count of targets that are the argmax of their logits, and the count of targets.
+        Summing (not averaging) lets the trainer normalise over a whole accumulated batch.
+        Accuracy comes from the same logits as the loss, at no extra pass.
+        """
+        logits = hidden @ weight.t()  # (N, V)
+        loss_sum = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
+                                   reduction="sum")
+        counted = targets != IGNORE_INDEX
+        with torch.no_grad():
+            correct = ((logits.argmax(dim=-1) == targets) & counted).sum()
+        return loss_sum, correct, counted.sum()
+
+
+BACKENDS = {"torch": TorchOps}
+
+
+def select_ops(backend: str, device: torch.device):
+    """`auto` picks the fastest implementation available for the device; today that is the
+    PyTorch reference everywhere (the native kernels register here when built)."""
+    if backend == "auto":
+        backend = "torch"
+    return BACKENDS[backend]

@@ -1,0 +1,218 @@
+"""Plugin discovery and calling: entry points of group `slimcore`, loaded one by one.
+
+pluggy's own `load_setuptools_entrypoints` stops at the first plugin that fails to import;
+slimcore loops over the entry points itself so that a broken plugin is reported with its
+name, version and error and never takes the CLI down. A failure is fatal only when the run
+selects that plugin (or with `--strict-plugins`).
+
+Plugins are turned off before they are imported, from three places that add up:
+YAML `plugins.disable`, CLI `-p no:NAME`, env `SLIMCORE_DISABLE_PLUGINS=a,b`. The env
+`SLIMCORE_LOAD_PLUGINS=a,b` is an allowlist: every other installed plugin is blocked.
+`SLIMCORE_TRACE_PLUGINS=1` prints every hook call with its arguments and result.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import pluggy
+
+from . import builtin_plugins, hookspecs
+from .errors import UserError
+
+ENTRY_POINT_GROUP = "slimcore"
+FAILURES_BEFORE_SWITCH_OFF = 3
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    distribution: str
+    status: str  # loaded, blocked, failed
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PluginFailure(UserError):
+    """A plugin the run needs could not be loaded."""
+
+
+class SlimcorePluginManager(pluggy.PluginManager):
+    def __init__(self):
+        super().__init__("slimcore")
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._observer_failures: dict[str, int] = {}
+        self.switched_off: set[str] = set()
+        if os.environ.get("SLIMCORE_TRACE_PLUGINS"):
+            self.enable_tracing()
+
+    # -- discovery ----------------------------------------------------------------------
+
+    def discover(self, disabled: set[str] = frozenset(), strict: bool = False) -> None:
+        """Register the built-ins, then every installed entry point not disabled."""
+        disabled = set(disabled) | env_list("SLIMCORE_DISABLE_PLUGINS")
+        allow = env_list("SLIMCORE_LOAD_PLUGINS")
+        for name, factory in builtin_plugins.BUILTINS:
+            # The allowlist names installed plugins; built-ins answer to disabling only.
+            self._admit(name, "slimcore", _version("slimcore"), disabled, set(), factory)
+        seen = set(self.infos)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in seen:
+                continue  # the same distribution can be visible twice on sys.path
+            seen.add(ep.name)
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "?"
+            self._admit(ep.name, dist, version, disabled, allow, ep.load)
+        if strict:
+            failed = [i for i in self.infos.values() if i.status == "failed"]
+            if failed:
+                raise PluginFailure("; ".join(f"plugin '{i.name}' failed: {i.error}"
+                                              for i in failed) + " (--strict-plugins)")
+
+    def _admit(self, name: str, dist: str, version: str, disabled: set[str],
+               allow: set[str], load: Callable[[], Any]) -> None:
+        info = PluginInfo(name=name, version=version, distribution=dist, status="loaded")
+        self.infos[name] = info
+        if name in disabled or (allow and name not in allow):
+            self.set_blocked(name)  # never imported
+            info.status = "blocked"
+            return
+        try:
+            plugin = load()
+            if isinstance(plugin, type):
+                plugin = plugin()  # a class: one fresh instance per plugin manager (per run)
+            self.register(plugin, name=name)
+            self._check_hook_names(plugin, name)
+        except Exception as e:  # noqa: BLE001 - any import-time failure is the plugin's
+            if self.get_plugin(name) is not None:
+                self.unregister(name=name)
+            info.status = "failed"
+            info.error = f"{type(e).__name__}: {e}"
+            return
+        info.hooks = sorted(c.name for c in self.get_hookcallers(plugin) or [])
+
+    def _check_hook_names(self, plugin: Any, name: str) -> None:
+        """A misspelled hook name would silently never be called: treat it as a failure."""
+        for hook_name in dir(self.hook):
+            caller = getattr(self.hook, hook_name)
+            if isinstance(caller, pluggy.HookCaller) and not caller.has_spec():
+                if any(impl.plugin_name == name for impl in caller.get_hookimpls()):
+                    raise pluggy.PluginValidationError(
+                        plugin, f"unknown hook '{hook_name}' (see docs/plugins.md)")
+
+    def register_builtin_for_test(self, plugin: Any, name: str) -> None:
+        """Register an in-process plugin (tests, benchmarks) and list it like the others."""
+        self.register(plugin, name=name)
+        self._check_hook_names(plugin, name)
+        self.infos[name] = PluginInfo(
+            name=name, version="-", distribution="(in process)", status="loaded",
+            hooks=sorted(c.name for c in self.get_hookcallers(plugin) or []))
+
+    # -- questions the run asks ---------------------------------------------------------
+
+    def check_selectable(self, name: str, role: str, key: str) -> None:
+        """Fail with one clear line when the plugin the YAML selects is blocked or broken.
+
+        Called before the run does any work, so a broken selected plugin costs seconds."""
+        info = self.infos.get(name)
+        if info is None or info.status == "loaded":
+            return
+        if info.status == "blocked":
+            raise UserError(f"{key}: {role} '{name}' is disabled (plugins.disable, -p no:"
+                            f"{name} or SLIMCORE_*_PLUGINS); enable it or pick another")
+        raise PluginFailure(f"{key}: {role} '{name}' ({info.distribution} {info.version}) "
+                            f"failed to load: {info.error}")
+
+    def unknown_selection(self, name: str, role: str, key: str) -> UserError:
+        """The error for a selection no plugin answered for."""
+        self.check_selectable(name, role, key)
+        available = ", ".join(self.implementers(_ROLE_HOOKS[role])) or "none"
+        return UserError(f"{key}: unknown {role} '{name}' (installed: {available}; "
+                         "see `slimcore plugins`)")
+
+    def implementers(self, hook_name: str) -> list[str]:
+        caller = getattr(self.hook, hook_name)
+        return sorted({impl.plugin_name for impl in caller.get_hookimpls()})
+
+    def header(self) -> str:
+        """The one-line plugin summary printed at the start of a run."""
+        loaded = [f"{i.name} {i.version}" for i in self.infos.values()
+                  if i.status == "loaded" and i.distribution != "slimcore"]
+        line = "plugins: " + (", ".join(loaded) or "none")
+        for status in ("blocked", "failed"):
+            names = [i.name for i in self.infos.values() if i.status == status]
+            if names:
+                line += f"; {status}: " + ", ".join(names)
+        return line
+
+    def report(self) -> list[dict]:
+        return [i.to_dict() for i in self.infos.values()]
+
+    # -- observer calls, each plugin in isolation ----------------------------------------
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call an observer hook on every plugin; a failing plugin does not stop the others.
+
+        The first failure of a plugin is reported with its name; after
+        FAILURES_BEFORE_SWITCH_OFF failures it is switched off for the rest of the run.
+        """
+        caller = getattr(self.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):  # pluggy's order: last registered first
+            if impl.plugin_name in self.switched_off:
+                continue
+            try:
+                impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+            except Exception as e:  # noqa: BLE001 - an observer must never stop training
+                self._observer_failed(impl.plugin_name, hook_name, e)
+
+    def _observer_failed(self, plugin_name: str, hook_name: str, error: Exception) -> None:
+        count = self._observer_failures.get(plugin_name, 0) + 1
+        self._observer_failures[plugin_name] = count
+        if count == 1:
+            print(f"slimcore: warning: plugin '{plugin_name}' failed in {hook_name}: "
+                  f"{type(error).__name__}: {error}", file=sys.stderr)
+        if count >= FAILURES_BEFORE_SWITCH_OFF:
+            self.switched_off.add(plugin_name)
+            info = self.infos.get(plugin_name)
+            if info is not None:
+                info.status = "failed"
+                info.error = f"switched off after {count} failures in observer hooks"
+            print(f"slimcore: warning: plugin '{plugin_name}' switched off after {count} "
+                  "failures; training goes on", file=sys.stderr)
+
+    # -- debugging ----------------------------------------------------------------------
+
+    def enable_tracing(self) -> None:
+        def before(hook_name, hook_impls, kwargs):
+            names = [i.plugin_name for i in hook_impls]
+            print(f"[slimcore trace] {hook_name}({', '.join(kwargs)}) -> {names}",
+                  file=sys.stderr)
+
+        def after(outcome, hook_name, hook_impls, kwargs):
+            print(f"[slimcore trace] {hook_name} returned {outcome.get_result()!r:.120}",
+                  file=sys.stderr)
+
+        self.add_hookcall_monitoring(before, after)
+
+
+_ROLE_HOOKS = {"data source": "iterate_batches", "checkpointer": "save_checkpoint"}
+
+
+def env_list(variable: str) -> set[str]:
+    return {name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()}
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"

@@ -1,0 +1,67 @@
+"""Built-in plugin `progress`: the console view of a run.
+
+A tqdm bar (step, loss, accuracy, tokens/s, ETA) when stdout is a terminal; plain log lines
+every `intervals.log` steps otherwise, so CI logs and `nohup` files stay readable.
+Turn it off like any plugin: `-p no:progress`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from .hookspecs import hookimpl
+
+
+class ConsoleProgress:
+    def __init__(self):
+        self.bar = None
+        self.started = 0.0
+        self.first_step = 0
+        self.last = None
+
+    @hookimpl(trylast=True)
+    def on_run_start(self, run):
+        self.started = time.perf_counter()
+        self.total = run.config.run.steps
+        self.log_every = max(1, run.config.intervals.log)
+        if sys.stdout.isatty() and run.is_main_process:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit="step", dynamic_ncols=True)
+
+    @hookimpl(trylast=True)
+    def on_metrics(self, metrics, run):
+        if not run.is_main_process:
+            return
+        if self.last is None:
+            self.first_step = metrics.step - 1
+            self.bar and self.bar.update(self.first_step)
+        self.last = metrics
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"loss {metrics.loss:.3f} acc {metrics.accuracy:.3f} "
+                                     f"{metrics.tokens_per_second:,.0f} tok/s", refresh=False)
+        elif metrics.step % self.log_every == 0 or metrics.step == self.total:
+            elapsed = time.perf_counter() - self.started
+            done = metrics.step - self.first_step
+            eta = elapsed / done * (self.total - metrics.step)
+            print(f"step {metrics.step}/{self.total} loss {metrics.loss:.4f} "
+                  f"acc {metrics.accuracy:.3f} lr {metrics.learning_rate:.2e} "
+                  f"{metrics.tokens_per_second:,.0f} tok/s eta {eta:.0f}s", flush=True)
+
+    @hookimpl(trylast=True)
+    def on_text_samples(self, step, samples, run):
+        if self.bar is None and run.is_main_process:
+            for sample in samples:
+                print(f"sample @ {step}: {sample.prompt!r} -> {sample.text[:120]!r}", flush=True)
+
+    @hookimpl(trylast=True)
+    def on_run_end(self, run, status, error):
+        if self.bar is not None:
+            self.bar.close()
+        if run.is_main_process and self.last is not None:
+            elapsed = time.perf_counter() - self.started
+            print(f"run {status} at step {self.last.step}: loss {self.last.loss:.4f}, "
+                  f"accuracy {self.last.accuracy:.3f}, {elapsed:.0f}s; outputs in "
+                  f"{run.output_dir}", flush=True)

@@ -1,0 +1,53 @@
+"""The Run: everything a plugin may look at during one training run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .plugins import SlimcorePluginManager
+    from .tokenizer import Tokenizer
+
+
+@dataclass
+class Run:
+    config: RunConfig
+    output_dir: Path
+    device: torch.device
+    plugins: SlimcorePluginManager
+    rank: int = 0
+    world_size: int = 1
+    tokenizer: Tokenizer | None = None
+    model: torch.nn.Module | None = None
+    # Where a resumed run's data source continues from (its saved `state_dict()`), if any.
+    data_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_main_process(self) -> bool:
+        """Rank 0 writes charts, JSON and the progress bar."""
+        return self.rank == 0
+
+    @property
+    def name(self) -> str:
+        return self.config.run.name or "run"
+
+
+def resolve_device(spec: str) -> torch.device:
+    from .errors import ConfigError
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError("run.device", f"'{spec}' is not a device (auto, cpu, cuda, cuda:N)",
+                          "--device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device", f"'{spec}' asked for, but this machine has no CUDA "
+                          "GPU visible to PyTorch; use --device cpu")
+    return device

@@ -1,0 +1,18 @@
+"""What a checkpointer saves and what a resumed run needs back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class TrainingState:
+    step: int  # optimizer steps completed
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    tokens_seen: int
+    data_state: dict[str, Any] = field(default_factory=dict)  # the source's position, if any

@@ -1,0 +1,148 @@
+"""The training loop: one `for` over steps that anyone can read top to bottom.
+
+Each step: take `grad_accum_steps` micro-batches, forward and backward each with the loss
+normalised by the token count of the whole step, clip, AdamW, schedule, then hand a
+`TrainingMetrics` to the plugins. Plugins hook in at named points (on_metrics,
+on_text_samples, save_checkpoint); the loop does not dissolve into callbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Iterator
+
+import torch
+
+from .batch import Batch
+from .config import OptimizerSection, RunConfig, ScheduleSection
+from .errors import UserError
+from .metrics import (StepTimer, TrainingMetrics, device_peak_flops, flops_per_token,
+                      memory_in_use)
+from .run import Run
+from .sampling import sample_texts
+from .state import TrainingState
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimizerSection, device: torch.device):
+    # Weight decay on matrices only: decaying norm gains pulls them toward zero for nothing.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             fused=device.type == "cuda")
+
+
+def build_scheduler(optimizer, cfg: ScheduleSection, total_steps: int):
+    """Linear warmup, then cosine decay to `min_lr_ratio` at `total_steps`. The schedule
+    depends on the planned total only, so a resumed run follows the same curve."""
+    warmup = max(0, min(cfg.warmup_steps, total_steps - 1))
+    decay_steps = max(1, total_steps - warmup)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / decay_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def autocast_context(device: torch.device):
+    # bf16 autocast on CUDA: matrix products in bf16 on tensor cores, reductions in fp32.
+    # The CPU trains in fp32: CPU bf16 matmuls are slower than fp32 on most hosts.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch]) -> str:
+    """Train from `state.step` to `run.config.run.steps`; returns the run's end status."""
+    cfg: RunConfig = run.config
+    model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
+    device = run.device
+    timer = StepTimer(device)
+    peak = device_peak_flops(device)
+    flops_token = flops_per_token(model.matmul_parameters(), cfg.model.layers, cfg.model.width,
+                                  cfg.model.seq_len)
+    accum = cfg.optimizer.grad_accum_steps
+    sample_interval = cfg.intervals.viz * cfg.intervals.sample_every
+    model.train()
+
+    for step in range(state.step + 1, cfg.run.steps + 1):
+        timer.start()
+        # range first: zip stops on it without drawing a batch too many
+        micro_batches = [b for _, b in zip(range(accum), batches)]
+        if len(micro_batches) < accum:
+            print(f"slimcore: the data source ended after {step - 1} steps")
+            return "stopped"
+        # Normalise by the tokens of the whole step, so accumulation equals one large batch
+        # even when micro-batches hold different numbers of counted targets.
+        step_targets = sum(b.target_count for b in micro_batches)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        for batch in micro_batches:
+            batch = batch.to(device)
+            with autocast_context(device):
+                micro_loss, micro_correct, _ = model(batch.inputs, batch.targets)
+            (micro_loss / step_targets).backward()
+            loss_sum += micro_loss.detach()
+            correct += micro_correct
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optimizer.grad_clip)
+        loss = loss_sum.item() / step_targets  # host syncs: loss, norm, accuracy
+        grad_norm = grad_norm.item()
+        learning_rate = scheduler.get_last_lr()[0]
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            optimizer.step()
+        else:
+            # A NaN or Inf never reaches the optimizer state.
+            print(f"slimcore: warning: step {step}: loss {loss}, grad norm {grad_norm}; "
+                  "update skipped")
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step_time = timer.stop()
+
+        tokens = sum(b.inputs.numel() for b in micro_batches)
+        state.step = step
+        state.tokens_seen += tokens
+        memory, memory_kind = memory_in_use(device)
+        tokens_per_second = tokens / step_time
+        run.plugins.notify("on_metrics", run=run, metrics=TrainingMetrics(
+            step=step,
+            loss=loss,
+            accuracy=correct.item() / step_targets,
+            learning_rate=learning_rate,
+            tokens_per_second=tokens_per_second,
+            tokens_seen=state.tokens_seen,
+            step_time_s=step_time,
+            grad_norm=grad_norm,
+            memory_bytes=memory,
+            memory_kind=memory_kind,
+            mfu=tokens_per_second * flops_token / peak if peak else None,
+            timestamp=time.time(),
+        ))
+        if cfg.samples.prompts and step % sample_interval == 0:
+            samples = sample_texts(model, run.tokenizer, cfg.samples, step, cfg.run.seed, device)
+            run.plugins.notify("on_text_samples", run=run, step=step, samples=samples)
+        if cfg.checkpoint.checkpointer and step % cfg.intervals.checkpoint == 0:
+            save_checkpoint(run, state)
+    return "completed"
+
+
+def save_final_checkpoint(run: Run, state: TrainingState) -> None:
+    """The end of a run is saved too, unless its last step was just saved."""
+    cfg = run.config
+    if cfg.checkpoint.checkpointer and state.step > 0 and state.step % cfg.intervals.checkpoint:
+        save_checkpoint(run, state)
+
+
+def save_checkpoint(run: Run, state: TrainingState) -> str:
+    name = run.config.checkpoint.checkpointer
+    path = run.plugins.hook.save_checkpoint(checkpointer=name, run=run, state=state)
+    if path is None:
+        raise UserError(f"checkpoint.checkpointer: no plugin saves checkpoints as '{name}' "
+                        "(see `slimcore plugins`)")
+    return path

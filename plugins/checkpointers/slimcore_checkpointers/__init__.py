@@ -1,0 +1,1 @@
+"""slimcore's checkpointers: `three_file` (.bin run state, .bin.embeddings, .bin.decoder)."""

@@ -1,0 +1,231 @@
+"""Plugin `three_file`: a checkpoint as three safetensors files.
+
+    checkpoint_step_N.bin             run state: step, resolved config, optimizer tensors and
+                                      layout, scheduler, RNG, data position, tokenizer
+                                      fingerprint, format version, manifest of the other two
+    checkpoint_step_N.bin.embeddings  the token embedding weights
+    checkpoint_step_N.bin.decoder     every other model weight
+
+No pickle anywhere: tensors live in safetensors (a JSON header and raw bytes) and the rest in
+its JSON metadata, so loading can never run code. Each file is written aside, fsynced and
+renamed into place; `.bin` goes last and is the commit mark: a set without its `.bin` is
+incomplete and never read. Every byte is verified by sha256 before a tensor is returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
+from slimcore import ConfigError, Run, TrainingState, UserError, hookimpl
+
+NAME = "three_file"
+FORMAT_VERSION = 1
+EMBEDDING_PREFIX = "embed."
+
+
+@dataclass
+class ThreeFileConfig:
+    keep_last: int = 3  # complete sets kept; older ones are deleted after a new one is whole
+
+    def __post_init__(self):
+        if self.keep_last < 2:
+            raise ConfigError("keep_last", "must be at least 2, so a damaged newest set "
+                              "always has a predecessor")
+
+
+@hookimpl
+def declare_config():
+    return {NAME: ThreeFileConfig}
+
+
+@hookimpl
+def save_checkpoint(checkpointer: str, run: Run, state: TrainingState):
+    if checkpointer != NAME:
+        return None
+    folder = Path(run.output_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder / f"checkpoint_step_{state.step}.bin"
+    try:
+        path = write_checkpoint(base, run, state)
+    except OSError as e:
+        raise UserError(f"checkpoint: could not write {base} ({e.strerror or e}); the previous "
+                        "checkpoint is intact") from None
+    prune(folder, run.config.section(NAME).keep_last)
+    return path
+
+
+@hookimpl
+def load_checkpoint(checkpointer: str, run: Run, path: str):
+    if checkpointer != NAME:
+        return None
+    return read_checkpoint(Path(path))
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def write_checkpoint(base: Path, run: Run, state: TrainingState) -> str:
+    weights = {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()}
+    embeddings = {k: v for k, v in weights.items() if k.startswith(EMBEDDING_PREFIX)}
+    decoder = {k: v for k, v in weights.items() if not k.startswith(EMBEDDING_PREFIX)}
+    optimizer_tensors, optimizer_layout = split_optimizer_state(state.optimizer.state_dict())
+
+    manifest = {}
+    for suffix, tensors in ((".embeddings", embeddings), (".decoder", decoder)):
+        data = safetensors_bytes(tensors)
+        write_aside(base.with_name(base.name + suffix), data)
+        manifest[base.name + suffix] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                        "bytes": len(data)}
+    run_state = {
+        "format_version": FORMAT_VERSION,
+        "step": state.step,
+        "tokens_seen": state.tokens_seen,
+        "config": run.config.to_dict(),
+        "tokenizer_fingerprint": run.tokenizer.fingerprint if run.tokenizer else None,
+        "optimizer": optimizer_layout,
+        "scheduler": state.scheduler.state_dict(),
+        "python_random": _jsonable(random.getstate()),
+        "data": state.data_state,
+        "manifest": manifest,
+    }
+    tensors = {f"optimizer.{k}": v for k, v in optimizer_tensors.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.random.get_state()[1].astype(np.int64))
+    if torch.cuda.is_available():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
+    run_state["self_sha256"] = state_digest(run_state, tensors)
+    write_aside(base, safetensors_bytes(tensors, metadata={"slimcore": json.dumps(run_state)}))
+    # Renames happen only now that every file is whole on disk; `.bin` last commits the set.
+    for suffix in (".embeddings", ".decoder", ""):
+        target = base.with_name(base.name + suffix)
+        os.replace(target.with_name(target.name + ".tmp"), target)
+    fsync_folder(base.parent)
+    return str(base)
+
+
+def write_aside(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors out of an optimizer state dict (for safetensors), the rest as JSON."""
+    tensors, layout = {}, {"param_groups": state_dict["param_groups"], "state": {}}
+    for index, entry in state_dict["state"].items():
+        layout["state"][str(index)] = {}
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+                layout["state"][str(index)][key] = None  # a tensor, stored under index.key
+            else:
+                layout["state"][str(index)][key] = value
+    return tensors, layout
+
+
+def join_optimizer_state(tensors: dict[str, torch.Tensor], layout: dict) -> dict:
+    state = {}
+    for index, entry in layout["state"].items():
+        state[int(index)] = {key: tensors[f"{index}.{key}"] if value is None else value
+                             for key, value in entry.items()}
+    return {"state": state, "param_groups": layout["param_groups"]}
+
+
+def state_digest(run_state: dict, tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the JSON state (without this digest) and every tensor's name and bytes."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in run_state.items()
+                                        if k != "self_sha256"}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def read_checkpoint(base: Path) -> dict[str, Any]:
+    """Verify every file of the set, then return its contents. UserError if damaged."""
+    if not base.is_file():
+        raise UserError(f"checkpoint: {base} does not exist (or its set is incomplete)")
+    try:
+        with safe_open(str(base), framework="pt") as f:
+            run_state = json.loads((f.metadata() or {})["slimcore"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
+        raise UserError(f"checkpoint: {base} is damaged or not a slimcore checkpoint "
+                        f"({type(e).__name__}: {e})") from None
+    if run_state.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"checkpoint: {base} has format {run_state.get('format_version')}, "
+                        f"this slimcore reads {FORMAT_VERSION}")
+    if state_digest(run_state, tensors) != run_state.get("self_sha256"):
+        raise UserError(f"checkpoint: {base} fails its sha256 check (damaged)")
+    weights = {}
+    for name, expected in run_state["manifest"].items():
+        # Parse the very bytes that were verified: no second read that could differ.
+        weights.update(safetensors_load(_read_verified(base.with_name(name), expected)))
+    optimizer_tensors = {k[len("optimizer."):]: v for k, v in tensors.items()
+                         if k.startswith("optimizer.")}
+    return {
+        "step": run_state["step"],
+        "tokens_seen": run_state["tokens_seen"],
+        "config": run_state["config"],
+        "tokenizer_fingerprint": run_state["tokenizer_fingerprint"],
+        "model": weights,
+        "optimizer": join_optimizer_state(optimizer_tensors, run_state["optimizer"]),
+        "scheduler": run_state["scheduler"],
+        "data": run_state["data"],
+        "rng": {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")},
+        "python_random": run_state["python_random"],
+        "path": str(base),
+    }
+
+
+def _read_verified(path: Path, expected: dict) -> bytes:
+    if not path.is_file():
+        raise UserError(f"checkpoint: {path} is missing from its set")
+    data = path.read_bytes()
+    if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        raise UserError(f"checkpoint: {path} fails its sha256 check (damaged)")
+    return data
+
+
+# -- rotation -------------------------------------------------------------------------------
+
+
+def complete_sets(folder: Path) -> list[Path]:
+    """`.bin` files of committed sets, oldest first."""
+    sets = [p for p in folder.glob("checkpoint_step_*.bin")]
+    return sorted(sets, key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+
+
+def prune(folder: Path, keep_last: int) -> None:
+    for old in complete_sets(folder)[:-keep_last]:
+        for suffix in ("", ".embeddings", ".decoder"):  # .bin first: the set stops counting
+            old.with_name(old.name + suffix).unlink(missing_ok=True)

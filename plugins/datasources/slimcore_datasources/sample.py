@@ -1,0 +1,53 @@
+"""Plugin `sample`: one document per training row.
+
+Each row is BOS + the document's tokens + EOS, truncated to `model.seq_len + 1` tokens or
+padded to it; padded positions are IGNORE_INDEX targets, so they count toward neither loss
+nor accuracy. For debugging, small data and fine control over what a row holds.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from slimcore import IGNORE_INDEX, Batch, Run, hookimpl
+
+from .corpus import first_documents, iter_documents
+
+NAME = "sample"
+PAD_ID = 0  # any valid id: padded inputs only feed positions whose targets are ignored
+
+
+@hookimpl
+def corpus_text(source: str, run: Run, max_documents: int):
+    if source == NAME:
+        return first_documents(run, max_documents)
+
+
+@hookimpl
+def iterate_batches(source: str, run: Run):
+    if source == NAME:
+        return sample_batches(run)
+
+
+def sample_batches(run: Run) -> Iterator[Batch]:
+    tokenizer = run.tokenizer
+    row_len = run.config.model.seq_len + 1
+    batch_size = run.config.data.batch_size
+    rows, lengths = [], []
+    for text in iter_documents(run):
+        ids = ([tokenizer.bos_id] + tokenizer.encode(text) + [tokenizer.eos_id])[:row_len]
+        lengths.append(len(ids))
+        rows.append(ids + [PAD_ID] * (row_len - len(ids)))
+        if len(rows) == batch_size:
+            yield padded_batch(rows, lengths)
+            rows, lengths = [], []
+
+
+def padded_batch(rows: list[list[int]], lengths: list[int]) -> Batch:
+    batch = Batch.from_sequences(torch.tensor(rows, dtype=torch.long))  # (B, T)
+    positions = torch.arange(batch.targets.shape[1])
+    # Target t is token t + 1 of the row: real only while t + 1 < the row's length.
+    padded = positions[None, :] + 1 >= torch.tensor(lengths)[:, None]
+    batch.targets[padded] = IGNORE_INDEX
+    return batch
