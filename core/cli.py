@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 @dataclass
 class EarlyArgs:
     """What must be known before plugins are imported."""
-    disabled: set[str] = field(default_factory=set)
+    disabled: set[str] = field(default_factory=set)  # from -p no:NAME and plugins.disable
     strict: bool = False
     raw_config: dict | None = None
 
@@ -89,6 +89,10 @@ def _main(argv: list[str]) -> int:
     early = read_early_args(argv)
     pm = SlimcorePluginManager()
     pm.discover(disabled=early.disabled, strict=early.strict)
+    unknown = sorted(early.disabled - set(pm.infos))
+    if unknown:
+        raise UserError(f"plugins.disable / -p no:{unknown[0]}: no plugin named '{unknown[0]}' "
+                        f"is installed (installed: {', '.join(pm.infos)}; see `slimcore plugins`)")
     parser = build_parser(pm)
     args = parser.parse_args(argv)
     args.plugin_manager = pm
@@ -96,7 +100,7 @@ def _main(argv: list[str]) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
-    return args.handler(args)
+    return args.handler(args) or 0
 
 
 def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
@@ -137,6 +141,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--test", action="store_true", help="smoke run: tiny model, few steps")
+    parser.add_argument("--resume", metavar="auto|PATH",
+                        help="continue from a checkpoint; auto: the newest intact one, if any")
     parser.add_argument("--set", dest="assignments", action="append", default=[],
                         metavar="KEY=VALUE", help="set any config key, e.g. model.width=256")
 
@@ -153,7 +159,7 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 def command_run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, overrides_from(args), args.plugin_manager,
                             raw=args.raw_config)
-    status = execute_run(config, args.plugin_manager)
+    status = execute_run(config, args.plugin_manager, resume=getattr(args, "resume", None))
     return 0 if status in ("completed", "stopped") else 1
 
 

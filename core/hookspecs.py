@@ -5,8 +5,10 @@ them. A plugin is a module or object with functions marked `@slimcore.hookimpl`,
 through an entry point of group `slimcore` (the entry point's name is the plugin's name).
 
 Kinds of hook:
-- selection hooks (`firstresult`): the core names what the YAML selected (`source`,
-  `checkpointer`); an implementation answers only for its own name and returns None otherwise.
+- selection hooks (`firstresult`): the YAML selects a plugin by its name (`data.source`,
+  `checkpoint.checkpointer`), the core checks before any work that a loaded plugin of that
+  name implements the hook, and passes the name; an implementation answers only for its own
+  name and returns None otherwise.
 - observer hooks (`on_*`): every plugin is called in isolation; an exception is reported once
   with the plugin's name, and a plugin that keeps failing is switched off for the run.
   Training goes on. They run on the training thread: return quickly, hand heavy work
@@ -124,12 +126,14 @@ def save_checkpoint(checkpointer: str, run: Run, state: TrainingState) -> str | 
 @hookspec(firstresult=True)
 def load_checkpoint(checkpointer: str, run: Run, path: str) -> dict[str, Any] | None:
     """Load the checkpoint at ``path`` with checkpointer ``checkpointer``; return None when
-    the name is not yours.
+    the name is not yours. ``path == "auto"`` means the newest intact checkpoint of
+    ``run.output_dir`` (skipping damaged ones with a warning), or ``{}`` when there is none.
 
-    Returns a dict with ``step`` (int), ``model`` (state dict), ``optimizer``, ``scheduler``
-    and ``data`` states as saved. Must verify integrity before returning a tensor and must
-    never execute code from the file. Raise ``slimcore.UserError`` for a damaged or
-    incompatible checkpoint.
+    Returns a dict with ``path``, ``step``, ``tokens_seen``, ``tokenizer_fingerprint``,
+    ``model`` (state dict), ``optimizer`` and ``scheduler`` (state dicts), ``data`` (the
+    source's saved position) and ``rng`` (``{"torch": ByteTensor, ...}``). Must verify
+    integrity before returning a tensor and must never execute code from the file. Raise
+    ``slimcore.UserError`` for a damaged or missing checkpoint.
     """
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -95,7 +96,35 @@ def write_run_record(run: Run) -> None:
         yaml.safe_dump(run.config.to_dict(), sort_keys=False))
 
 
-def execute_run(config: RunConfig, pm: SlimcorePluginManager) -> str:
+def resume_from(run: Run, state: TrainingState, where: str) -> None:
+    """Restore `state` (and the RNG) from a checkpoint: `where` is a path or `auto`."""
+    name = run.config.checkpoint.checkpointer
+    if not name:
+        raise UserError("--resume: checkpoint.checkpointer is null, so there is nothing to "
+                        "resume from")
+    saved = run.plugins.hook.load_checkpoint(checkpointer=name, run=run, path=where)
+    if saved is None:
+        raise run.plugins.unknown_selection(name, "checkpointer", "checkpoint.checkpointer")
+    if not saved:
+        print(f"resume: no checkpoint in {run.output_dir}; starting from step 0")
+        return
+    if saved["tokenizer_fingerprint"] != run.tokenizer.fingerprint:
+        raise UserError(f"--resume: {saved['path']} was trained with another tokenizer "
+                        "(fingerprints differ); resume with the same tokenizer settings")
+    try:
+        state.model.load_state_dict(saved["model"])
+    except RuntimeError as e:
+        raise UserError(f"--resume: {saved['path']} holds a model of another shape "
+                        f"({str(e).splitlines()[1].strip()})") from None
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.step, state.tokens_seen = saved["step"], saved["tokens_seen"]
+    state.data_state = saved.get("data") or {}
+    torch.set_rng_state(saved["rng"]["torch"])
+    print(f"resume: continuing from step {state.step} ({saved['path']})")
+
+
+def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None = None) -> str:
     """Train as configured; returns the end status. Raises UserError for bad input."""
     device = resolve_device(config.run.device)
     pm.check_selectable(config.data.source, "data source", "data.source")
@@ -115,14 +144,24 @@ def execute_run(config: RunConfig, pm: SlimcorePluginManager) -> str:
     state = TrainingState(step=0, model=model, optimizer=optimizer,
                           scheduler=build_scheduler(optimizer, config.schedule, config.run.steps),
                           tokens_seen=0)
+    if resume:
+        resume_from(run, state, resume)
+    run.data_state = state.data_state
     batches = pm.hook.iterate_batches(source=config.data.source, run=run)
     if batches is None:
         raise pm.unknown_selection(config.data.source, "data source", "data.source")
+    batches = iter(batches)
+    if state.step:
+        # Sources are deterministic, so skipping the batches already trained on continues
+        # the stream exactly. (A source that restores its own position from
+        # run.data_state can make this O(1); that is the data issue's work.)
+        consumed = state.step * config.optimizer.grad_accum_steps
+        batches = itertools.islice(batches, consumed, None)
 
     status, error = "failed", None
     try:
         pm.notify("on_run_start", run=run)
-        status = train_loop(run, state, iter(batches))
+        status = train_loop(run, state, batches)
         save_final_checkpoint(run, state)
         return status
     except KeyboardInterrupt as e:

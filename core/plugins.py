@@ -52,7 +52,8 @@ class SlimcorePluginManager(pluggy.PluginManager):
         self.infos: dict[str, PluginInfo] = {}
         self._observer_failures: dict[str, int] = {}
         self.switched_off: set[str] = set()
-        if os.environ.get("SLIMCORE_TRACE_PLUGINS"):
+        self.tracing = bool(os.environ.get("SLIMCORE_TRACE_PLUGINS"))
+        if self.tracing:
             self.enable_tracing()
 
     # -- discovery ----------------------------------------------------------------------
@@ -120,21 +121,21 @@ class SlimcorePluginManager(pluggy.PluginManager):
     # -- questions the run asks ---------------------------------------------------------
 
     def check_selectable(self, name: str, role: str, key: str) -> None:
-        """Fail with one clear line when the plugin the YAML selects is blocked or broken.
+        """Fail with one clear line unless plugin `name` is loaded and plays `role`.
 
-        Called before the run does any work, so a broken selected plugin costs seconds."""
+        Called before the run does any work, so a bad selection costs seconds, not a run.
+        """
         info = self.infos.get(name)
-        if info is None or info.status == "loaded":
-            return
-        if info.status == "blocked":
+        if info is not None and info.status == "blocked":
             raise UserError(f"{key}: {role} '{name}' is disabled (plugins.disable, -p no:"
                             f"{name} or SLIMCORE_*_PLUGINS); enable it or pick another")
-        raise PluginFailure(f"{key}: {role} '{name}' ({info.distribution} {info.version}) "
-                            f"failed to load: {info.error}")
+        if info is not None and info.status == "failed":
+            raise PluginFailure(f"{key}: {role} '{name}' ({info.distribution} {info.version}) "
+                                f"failed to load: {info.error}")
+        if name not in self.implementers(_ROLE_HOOKS[role]):
+            raise self.unknown_selection(name, role, key)
 
     def unknown_selection(self, name: str, role: str, key: str) -> UserError:
-        """The error for a selection no plugin answered for."""
-        self.check_selectable(name, role, key)
         available = ", ".join(self.implementers(_ROLE_HOOKS[role])) or "none"
         return UserError(f"{key}: unknown {role} '{name}' (installed: {available}; "
                          "see `slimcore plugins`)")
@@ -142,6 +143,23 @@ class SlimcorePluginManager(pluggy.PluginManager):
     def implementers(self, hook_name: str) -> list[str]:
         caller = getattr(self.hook, hook_name)
         return sorted({impl.plugin_name for impl in caller.get_hookimpls()})
+
+    def charts(self) -> list:
+        """Every chart that plugins register, in registration order; names are unique."""
+        from .charts import Chart
+
+        charts, owners = [], {}
+        for impl in reversed(self.hook.register_charts.get_hookimpls()):
+            for chart in impl.function() or []:
+                if not isinstance(chart, Chart) or not chart.name:
+                    raise UserError(f"plugin '{impl.plugin_name}' registered {chart!r}, which is "
+                                    "not a slimcore.Chart with a name")
+                if chart.name in owners:
+                    raise UserError(f"chart '{chart.name}' is registered by both "
+                                    f"'{owners[chart.name]}' and '{impl.plugin_name}'")
+                owners[chart.name] = impl.plugin_name
+                charts.append(chart)
+        return charts
 
     def header(self) -> str:
         """The one-line plugin summary printed at the start of a run."""
@@ -169,6 +187,9 @@ class SlimcorePluginManager(pluggy.PluginManager):
         for impl in reversed(caller.get_hookimpls()):  # pluggy's order: last registered first
             if impl.plugin_name in self.switched_off:
                 continue
+            if self.tracing:
+                print(f"[slimcore trace] {hook_name}({', '.join(kwargs)}) -> "
+                      f"{impl.plugin_name}", file=sys.stderr)
             try:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
             except Exception as e:  # noqa: BLE001 - an observer must never stop training

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,20 @@ def save_checkpoint(checkpointer: str, run: Run, state: TrainingState):
 def load_checkpoint(checkpointer: str, run: Run, path: str):
     if checkpointer != NAME:
         return None
+    if path == "auto":
+        return newest_intact(Path(run.output_dir) / "checkpoints")
     return read_checkpoint(Path(path))
+
+
+def newest_intact(folder: Path) -> dict[str, Any]:
+    """The newest set that verifies; a damaged one is skipped loudly. {} when none."""
+    for base in reversed(complete_sets(folder) if folder.is_dir() else []):
+        try:
+            return read_checkpoint(base)
+        except UserError as e:
+            print(f"slimcore: warning: {e}; falling back to the previous checkpoint",
+                  file=sys.stderr)
+    return {}
 
 
 # -- writing --------------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""Shared fixtures: offline Hub, one tokenizer cache per session, tiny configs, the CLI in a
+real subprocess, and real plugin distributions installed with pip into a private folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Set before anything imports `datasets`: it reads the flag at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "run": {"steps": 6, "device": "cpu", "seed": 7},
+    "model": {"width": 32, "layers": 2, "heads": 2, "mlp_hidden": 64, "seq_len": 32},
+    "tokenizer": {"vocab_size": 600, "train_documents": 40},
+    "data": {"source": "chunk", "path": "bundled", "batch_size": 4},
+    "chunk": {"tokens_per_chunk": 4096},
+    "intervals": {"viz": 3, "checkpoint": 2000, "sample_every": 1, "log": 1},
+    "samples": {"max_new_tokens": 4},
+    "schedule": {"warmup_steps": 2},
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory):
+    """One cache for the session: the bundled shards and tokenizers are built once."""
+    path = tmp_path_factory.mktemp("slimcore-cache")
+    os.environ["SLIMCORE_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a YAML config (TINY updated section by section) and return its path."""
+
+    def write(updates: dict | None = None, name: str = "tiny", text: str | None = None) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        if text is not None:
+            path.write_text(textwrap.dedent(text))
+            return path
+        config = {section: dict(values) for section, values in TINY.items()}
+        config["output"] = {"dir": str(tmp_path / "out")}
+        for section, values in (updates or {}).items():
+            if values is None:
+                config.pop(section, None)
+            elif isinstance(values, dict):
+                config.setdefault(section, {}).update(values)
+            else:
+                config[section] = values
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m slimcore ARGS` in a real subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "slimcore", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+# -- real plugin distributions, installed with pip -------------------------------------------
+
+PLUGIN_PACKAGES = {
+    # Raises on import: must be listed as failed, and break nothing that does not select it.
+    "slimcore-broken-plugin": ("broken_plugin", "broken", "slimcore_broken_plugin",
+                               'raise RuntimeError("this plugin is broken on purpose")\n'),
+    # A data source from a third party: proves sources are found through entry points.
+    "slimcore-counting-source": ("counting_source", "counting", "slimcore_counting_source", '''
+import torch
+from slimcore import Batch, hookimpl
+
+@hookimpl
+def corpus_text(source, run, max_documents):
+    if source == "counting":
+        return ["one two three four five six seven eight nine ten"] * 20
+
+@hookimpl
+def iterate_batches(source, run):
+    if source != "counting":
+        return None
+    def batches():
+        row = run.config.model.seq_len + 1
+        for start in range(10**9):
+            ids = torch.arange(start, start + run.config.data.batch_size * row) % 50
+            yield Batch.from_sequences(ids.view(-1, row))
+    return batches()
+
+@hookimpl
+def register_commands(subparsers):
+    parser = subparsers.add_parser("count", help="count to N")
+    parser.add_argument("n", type=int)
+    parser.set_defaults(handler=lambda args: print(" ".join(map(str, range(1, args.n + 1)))))
+'''),
+}
+
+
+@pytest.fixture(scope="session")
+def installed_plugins(tmp_path_factory) -> dict[str, str]:
+    """pip-install the test plugin distributions into a private folder; returns the env
+    (PYTHONPATH) under which a subprocess sees them as installed."""
+    root = tmp_path_factory.mktemp("plugin-src")
+    target = tmp_path_factory.mktemp("plugin-site")
+    sources = []
+    for dist, (folder, ep_name, module, code) in PLUGIN_PACKAGES.items():
+        src = root / folder
+        (src / module).mkdir(parents=True)
+        (src / module / "__init__.py").write_text(code)
+        (src / "pyproject.toml").write_text(textwrap.dedent(f"""
+            [build-system]
+            requires = ["setuptools>=64"]
+            build-backend = "setuptools.build_meta"
+            [project]
+            name = "{dist}"
+            version = "0.0.7"
+            [project.entry-points.slimcore]
+            {ep_name} = "{module}"
+            """))
+        sources.append(str(src))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--disable-pip-version-check", "--target",
+                    str(target), *sources], check=True, capture_output=True)
+    return {"PYTHONPATH": str(target)}
+
+
+def run_in_process(config_path, plugins: dict | None = None, overrides=(), resume=None,
+                   disabled=()):
+    """One run in this process with extra in-process plugins ({name: object}).
+    Returns (status, plugin manager)."""
+    from slimcore.launch import execute_run, resolve_config
+    from slimcore.plugins import SlimcorePluginManager
+
+    pm = SlimcorePluginManager()
+    pm.discover(disabled=set(disabled))
+    for name, plugin in (plugins or {}).items():
+        pm.register_builtin_for_test(plugin, name)
+    config = resolve_config(config_path, list(overrides), pm)
+    return execute_run(config, pm, resume=resume), pm

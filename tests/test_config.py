@@ -1,0 +1,112 @@
+"""The typed config: every bad input names the dotted key and where it came from."""
+
+import dataclasses
+
+import pytest
+
+from slimcore.config import ConfigError, RunConfig, apply_override, load_yaml, parse_config
+from slimcore.errors import UserError
+
+
+@dataclasses.dataclass
+class PluginSection:
+    rate: float = 1.0
+    names: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if self.rate <= 0:
+            raise ConfigError("rate", "must be positive")
+
+
+def parse(raw, sections=None, ignorable=frozenset()):
+    return parse_config(raw, sections or {}, "cfg.yaml", set(ignorable))
+
+
+def test_defaults_are_the_original_scripts():
+    config = parse({})
+    assert isinstance(config, RunConfig)
+    assert (config.intervals.viz, config.intervals.checkpoint, config.intervals.sample_every) \
+        == (50, 2000, 5)
+    assert (config.tokenizer.vocab_size, config.model.width) == (32000, 1536)
+
+
+def test_values_are_typed_and_ints_widen_to_float():
+    config = parse({"model": {"width": 64, "heads": 4}, "optimizer": {"lr": 1}})
+    assert config.model.width == 64
+    assert config.optimizer.lr == 1.0 and isinstance(config.optimizer.lr, float)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"model": {"widht": 64}}, "cfg.yaml: model.widht: unknown key (did you mean 'width'?)"),
+    ({"modle": {}}, "cfg.yaml: modle: unknown section (did you mean 'model'?"),
+    ({"model": {"width": "wide"}}, "cfg.yaml: model.width: expected int, got str 'wide'"),
+    ({"model": {"width": True}}, "cfg.yaml: model.width: expected int, got bool True"),
+    ({"model": {"width": 1.5}}, "cfg.yaml: model.width: expected int, got float 1.5"),
+    ({"model": {"backend": "cuda"}}, "model.backend: must be one of 'auto', 'torch'"),
+    ({"model": {"width": 100, "heads": 3}}, "model.width: 100 is not divisible by heads=3"),
+    ({"plugins": {"disable": "chunk"}}, "plugins.disable: expected a list, got str"),
+    ({"samples": {"prompts": [1]}}, "samples.prompts[0]: expected str, got int 1"),
+    ({"run": 5}, "cfg.yaml: run: expected a section (mapping), got int 5"),
+])
+def test_bad_values_name_the_dotted_key(raw, message):
+    with pytest.raises(ConfigError) as error:
+        parse(raw)
+    assert message in str(error.value)
+
+
+def test_plugin_sections_parse_and_validate_by_the_same_rules():
+    config = parse({"extra": {"rate": 2, "names": ["a"]}}, {"extra": PluginSection})
+    assert config.section("extra") == PluginSection(rate=2.0, names=["a"])
+    with pytest.raises(ConfigError, match=r"cfg.yaml: extra.rate: must be positive"):
+        parse({"extra": {"rate": -1}}, {"extra": PluginSection})
+    with pytest.raises(ConfigError, match=r"extra.rat: unknown key \(did you mean 'rate'"):
+        parse({"extra": {"rat": 1}}, {"extra": PluginSection})
+
+
+def test_sections_of_plugins_that_are_not_loaded_may_stay():
+    with pytest.raises(ConfigError, match="extra: unknown section"):
+        parse({"extra": {"rate": 1}})
+    assert "extra" not in parse({"extra": {"rate": 1}}, ignorable={"extra"}).plugin_sections
+
+
+def test_yaml_rejects_duplicate_keys(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("model:\n  width: 64\n  width: 128\n")
+    with pytest.raises(UserError, match=r"dup.yaml: duplicate key 'width' \(line 3\)"):
+        load_yaml(path)
+
+
+def test_yaml_malformed_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  width: [64\n")
+    with pytest.raises(UserError, match=r"bad.yaml: malformed YAML at line \d+"):
+        load_yaml(path)
+
+
+def test_yaml_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(UserError, match="config file not found: .*nope.yaml"):
+        load_yaml(tmp_path / "nope.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="top level must be a mapping"):
+        load_yaml(path)
+
+
+def test_yaml_never_builds_python_objects(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("run: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(UserError, match="evil.yaml"):
+        load_yaml(path)
+
+
+def test_override_reads_values_as_yaml():
+    raw = {"model": {"width": 64}}
+    apply_override(raw, "model.width=128")
+    apply_override(raw, "samples.prompts=[a, b]")
+    apply_override(raw, "run.name=demo")
+    assert raw == {"model": {"width": 128}, "samples": {"prompts": ["a", "b"]},
+                   "run": {"name": "demo"}}
+    with pytest.raises(UserError, match="expected dotted.key=value"):
+        apply_override(raw, "model.width")
+    with pytest.raises(ConfigError, match="model.width: is a value, not a section"):
+        apply_override(raw, "model.width.x=1")

@@ -1,0 +1,245 @@
+"""One test per hook, named test_hook_<name>, each driving the hook through a real run or
+the real CLI; and the meta-tests that keep hookspecs, docs and tests in step."""
+
+import inspect
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_in_process
+from slimcore import Chart, TextSample, TrainingMetrics, UserError, hookimpl, hookspecs
+from slimcore.plugins import SlimcorePluginManager
+
+HOOK_NAMES = sorted(name for name, fn in vars(hookspecs).items()
+                    if callable(fn) and hasattr(fn, "slimcore_spec"))
+
+
+class Recorder:
+    """Records every observer call of a run."""
+
+    def __init__(self):
+        self.calls = []
+        self.metrics = []
+        self.samples = []
+
+    @hookimpl
+    def on_run_start(self, run):
+        self.calls.append(("start", run.model is not None, run.tokenizer is not None))
+
+    @hookimpl
+    def on_metrics(self, metrics, run):
+        self.metrics.append(metrics)
+
+    @hookimpl
+    def on_text_samples(self, step, samples, run):
+        self.samples.append((step, samples))
+
+    @hookimpl
+    def on_run_end(self, run, status, error):
+        self.calls.append(("end", status, error))
+
+
+def test_hook_declare_config(write_config):
+    from dataclasses import dataclass
+
+    @dataclass
+    class GreetConfig:
+        greeting: str = "hi"
+
+    class Greeter:
+        @hookimpl
+        def declare_config(self):
+            return {"greeter": GreetConfig}
+
+        @hookimpl
+        def on_run_start(self, run):
+            self.seen = run.config.section("greeter").greeting
+
+    greeter = Greeter()
+    run_in_process(write_config({"greeter": {"greeting": "hello"}, "run": {"steps": 1}}),
+                   {"greeter": greeter})
+    assert greeter.seen == "hello"
+    with pytest.raises(UserError, match="greeter.greting: unknown key"):
+        run_in_process(write_config({"greeter": {"greting": "x"}}), {"greeter": Greeter()})
+
+
+def test_hook_register_commands(cli, installed_plugins):
+    result = cli("count", "4", env=installed_plugins)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1 2 3 4"
+    assert "count" in cli("--help", env=installed_plugins).stdout
+
+
+def test_hook_register_charts():
+    class Loss(Chart):
+        name, title = "my_loss", "Loss"
+
+    class Plotter:
+        @hookimpl
+        def register_charts(self):
+            return [Loss()]
+
+    class Clash:
+        @hookimpl
+        def register_charts(self):
+            return [Loss()]
+
+    pm = SlimcorePluginManager()
+    pm.register_builtin_for_test(Plotter(), "plotter")
+    assert [c.name for c in pm.charts()] == ["my_loss"]
+    pm.register_builtin_for_test(Clash(), "clash")
+    with pytest.raises(UserError, match="chart 'my_loss' is registered by both"):
+        pm.charts()
+
+
+def test_hook_corpus_text(write_config):
+    from slimcore.tokenizer import Tokenizer
+
+    class Source:
+        @hookimpl
+        def corpus_text(self, source, run, max_documents):
+            if source == "alphabet":
+                self.asked = max_documents
+                return ["abc def ghi jkl mno pqr stu vwx yz"] * 30
+
+        @hookimpl
+        def iterate_batches(self, source, run):
+            if source == "alphabet":
+                self.tokenizer = run.tokenizer
+                return iter(())  # no batches: the run stops before step 1
+
+    source = Source()
+    status, _ = run_in_process(write_config({"data": {"source": "alphabet"},
+                                             "tokenizer": {"vocab_size": 300}}),
+                               {"alphabet": source})
+    assert status == "stopped"
+    assert source.asked == 40  # tokenizer.train_documents
+    assert isinstance(source.tokenizer, Tokenizer)
+    assert source.tokenizer.decode(source.tokenizer.encode("abc yz")) == "abc yz"
+
+
+def test_hook_iterate_batches(write_config):
+    recorder = Recorder()
+    status, _ = run_in_process(write_config({"run": {"steps": 3}}), {"rec": recorder})
+    assert status == "completed" and len(recorder.metrics) == 3
+    with pytest.raises(UserError, match="data.source: unknown data source 'elsewhere'"):
+        run_in_process(write_config({"data": {"source": "elsewhere"}}))
+
+
+def test_hook_on_run_start(write_config):
+    recorder = Recorder()
+    run_in_process(write_config({"run": {"steps": 1}}), {"rec": recorder})
+    assert recorder.calls[0] == ("start", True, True)
+
+
+def test_hook_on_metrics(write_config):
+    recorder = Recorder()
+    run_in_process(write_config({"run": {"steps": 4}}), {"rec": recorder})
+    metrics = recorder.metrics
+    assert [m.step for m in metrics] == [1, 2, 3, 4]
+    assert all(isinstance(m, TrainingMetrics) for m in metrics)
+    tokens_per_step = 4 * 32  # batch_size x seq_len
+    assert [m.tokens_seen for m in metrics] == [tokens_per_step * s for s in (1, 2, 3, 4)]
+    for m in metrics:
+        assert m.memory_kind == "cpu_rss" and m.memory_bytes > 50 * 2**20  # torch alone
+        assert m.tokens_per_second == pytest.approx(tokens_per_step / m.step_time_s)
+        assert 0 <= m.accuracy <= 1 and m.grad_norm > 0 and m.mfu is None
+
+
+def test_hook_on_text_samples(write_config):
+    recorder = Recorder()
+    run_in_process(write_config({"run": {"steps": 6}, "samples": {"prompts": ["We the"]}}),
+                   {"rec": recorder})
+    # viz every 3 steps, samples every 1 viz interval
+    assert [step for step, _ in recorder.samples] == [3, 6]
+    sample = recorder.samples[0][1][0]
+    assert isinstance(sample, TextSample) and sample.prompt == "We the"
+    assert isinstance(sample.text, str) and sample.text
+
+
+class RecordingCheckpointer:
+    def __init__(self):
+        self.saved = []
+
+    @hookimpl
+    def save_checkpoint(self, checkpointer, run, state):
+        if checkpointer == "memo":
+            self.saved.append((state.step, {k: v.clone() for k, v in
+                                            state.model.state_dict().items()}))
+            return f"memo:{state.step}"
+
+
+def test_hook_save_checkpoint(write_config):
+    memo = RecordingCheckpointer()
+    run_in_process(write_config({"run": {"steps": 5}, "intervals": {"checkpoint": 2},
+                                 "checkpoint": {"checkpointer": "memo"}}), {"memo": memo})
+    assert [step for step, _ in memo.saved] == [2, 4, 5]  # every interval, and the end
+    with pytest.raises(UserError, match="unknown checkpointer 'nobody'"):
+        run_in_process(write_config({"run": {"steps": 1},
+                                     "checkpoint": {"checkpointer": "nobody"}}))
+
+
+def test_hook_load_checkpoint(write_config, tmp_path):
+    """--resume hands the checkpointer the path and restores what it returns."""
+    straight = Recorder()
+    run_in_process(write_config({"run": {"steps": 6}, "intervals": {"checkpoint": 3}}),
+                   {"rec": straight})
+    checkpoints = tmp_path / "out" / "checkpoints"
+    resumed = Recorder()
+    run_in_process(write_config({"run": {"steps": 6}}), {"rec": resumed},
+                   resume=str(checkpoints / "checkpoint_step_3.bin"))
+    assert [m.step for m in resumed.metrics] == [4, 5, 6]
+    # Bitwise: the same losses as the straight run for the steps after the checkpoint.
+    assert [m.loss for m in resumed.metrics] == [m.loss for m in straight.metrics[3:]]
+
+
+def test_hook_on_run_end(write_config):
+    recorder = Recorder()
+    run_in_process(write_config({"run": {"steps": 2}}), {"rec": recorder})
+    assert recorder.calls[-1] == ("end", "completed", None)
+
+    class Exploding:
+        @hookimpl
+        def corpus_text(self, source, run, max_documents):
+            return ["a b c d e f g h i j k l m n o p"] * 40 if source == "exploding" else None
+
+        @hookimpl
+        def iterate_batches(self, source, run):
+            if source == "exploding":
+                def batches():
+                    raise RuntimeError("disk on fire")
+                    yield
+                return batches()
+
+    recorder = Recorder()
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_in_process(write_config({"data": {"source": "exploding"},
+                                     "tokenizer": {"vocab_size": 300}}),
+                       {"rec": recorder, "exploding": Exploding()})
+    kind, status, error = recorder.calls[-1]
+    assert (kind, status) == ("end", "failed") and isinstance(error, RuntimeError)
+
+
+# -- meta-tests -----------------------------------------------------------------------------
+
+
+def test_every_hookspec_has_a_docstring_contract():
+    for name in HOOK_NAMES:
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        assert len(doc) > 60, f"hookspec {name} needs a docstring stating its contract"
+
+
+def test_every_hookspec_is_documented_with_its_exact_signature():
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    for name in HOOK_NAMES:
+        fn = getattr(hookspecs, name)
+        signature = f"def {name}{inspect.signature(fn)}".replace("'", "")
+        assert signature in docs, f"docs/plugins.md lacks `{signature}`"
+
+
+def test_every_hookspec_has_a_test_named_for_it():
+    tests = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    for name in HOOK_NAMES:
+        assert re.search(rf"def test_hook_{name}\b", tests), f"no test_hook_{name}"

@@ -1,0 +1,159 @@
+"""Discovery, disabling, failure isolation and the plugin listing, with real installed
+plugin distributions (pip-installed by the `installed_plugins` fixture)."""
+
+import json
+
+import pytest
+import yaml
+
+from slimcore import hookimpl
+from slimcore.errors import UserError
+from slimcore.plugins import FAILURES_BEFORE_SWITCH_OFF, SlimcorePluginManager
+
+
+def listing(cli, *args, env=None):
+    result = cli("plugins", "--json", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    return {p["name"]: p for p in json.loads(result.stdout)}
+
+
+def test_plugins_json_lists_sources_with_distribution_and_version(cli):
+    plugins = listing(cli)
+    for name in ("sample", "chunk"):
+        assert plugins[name]["distribution"] == "slimcore-datasources"
+        assert plugins[name]["version"] == "0.1.0"
+        assert plugins[name]["status"] == "loaded"
+        assert "iterate_batches" in plugins[name]["hooks"]
+    assert plugins["three_file"]["distribution"] == "slimcore-checkpointers"
+
+
+def test_broken_plugin_is_listed_as_failed_and_breaks_nothing(cli, installed_plugins):
+    plugins = listing(cli, env=installed_plugins)
+    broken = plugins["broken"]
+    assert broken["status"] == "failed"
+    assert broken["distribution"] == "slimcore-broken-plugin" and broken["version"] == "0.0.7"
+    assert "RuntimeError: this plugin is broken on purpose" in broken["error"]
+    assert plugins["chunk"]["status"] == "loaded"
+    text = cli("plugins", env=installed_plugins)
+    assert text.returncode == 0 and "broken" in text.stdout and "failed" in text.stdout
+
+
+def test_run_that_does_not_select_the_broken_plugin_succeeds(cli, write_config,
+                                                             installed_plugins, tmp_path):
+    result = cli("run", str(write_config({"run": {"steps": 2}})), env=installed_plugins)
+    assert result.returncode == 0, result.stderr
+    assert "failed: broken" in result.stdout.splitlines()[0]
+    record = json.loads((tmp_path / "out" / "plugins.json").read_text())
+    assert {p["name"]: p["status"] for p in record}["broken"] == "failed"
+
+
+def test_run_that_selects_the_broken_plugin_stops_with_one_line(cli, write_config,
+                                                                installed_plugins):
+    result = cli("run", str(write_config({"data": {"source": "broken"}})), env=installed_plugins)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "slimcore: error: data.source: data source 'broken' (slimcore-broken-plugin 0.0.7) "
+        "failed to load: RuntimeError: this plugin is broken on purpose"]
+
+
+def test_strict_plugins_makes_any_failure_fatal(cli, installed_plugins):
+    result = cli("plugins", "--strict-plugins", env=installed_plugins)
+    assert result.returncode == 2 and "plugin 'broken' failed" in result.stderr
+
+
+def test_third_party_data_source_found_through_its_entry_point(cli, write_config,
+                                                               installed_plugins):
+    config = write_config({"data": {"source": "counting"}, "run": {"steps": 3}})
+    result = cli("run", str(config), env=installed_plugins)
+    assert result.returncode == 0, result.stderr
+    assert "counting 0.0.7" in result.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("how", ["yaml", "cli", "env"])
+def test_disabled_plugin_is_never_imported(cli, write_config, installed_plugins, how):
+    """Blocking the broken plugin keeps its import (which raises) from ever running."""
+    env = dict(installed_plugins)
+    args = ["config", str(write_config())]
+    if how == "yaml":
+        args = ["config", str(write_config({"plugins": {"disable": ["broken"]}}))]
+    elif how == "cli":
+        args += ["-p", "no:broken"]
+    else:
+        env["SLIMCORE_DISABLE_PLUGINS"] = "broken, sample"
+    assert cli(*args, env=env).returncode == 0
+    plugins = listing(cli, *(["-p", "no:broken"] if how == "cli" else []),
+                      env=env if how != "yaml" else installed_plugins)
+    if how != "yaml":
+        assert plugins["broken"]["status"] == "blocked"
+        assert plugins["broken"]["error"] is None
+
+
+def test_allowlist_blocks_everything_else(cli):
+    plugins = listing(cli, env={"SLIMCORE_LOAD_PLUGINS": "chunk"})
+    assert plugins["chunk"]["status"] == "loaded"
+    assert plugins["sample"]["status"] == "blocked"
+    assert plugins["progress"]["status"] == "loaded"  # built-ins answer to disabling only
+
+
+def test_disabled_plugin_section_in_yaml_is_tolerated(cli, write_config):
+    # The YAML configures `chunk:`; with the chunk plugin off, that section is not an error.
+    result = cli("config", str(write_config({"data": {"source": "sample"}})), "-p", "no:chunk")
+    assert result.returncode == 0, result.stderr
+    assert "chunk" not in yaml.safe_load(result.stdout)
+
+
+def test_misspelled_hook_is_a_load_failure():
+    class Typo:
+        @hookimpl
+        def on_metric(self, metrics):  # not a hook: would silently never be called
+            pass
+
+    pm = SlimcorePluginManager()
+    with pytest.raises(Exception, match="unknown hook 'on_metric'"):
+        pm.register_builtin_for_test(Typo(), "typo")
+
+
+def test_tracing_prints_hook_calls(cli, write_config):
+    result = cli("run", str(write_config({"run": {"steps": 1}})),
+                 env={"SLIMCORE_TRACE_PLUGINS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "[slimcore trace] iterate_batches(source, run) -> ['chunk', 'sample']" in result.stderr
+    assert "[slimcore trace] on_metrics(run, metrics) -> json_export" in result.stderr
+    assert "[slimcore trace]" not in cli("run", str(write_config({"run": {"steps": 1}}))).stderr
+
+
+def test_failing_observer_is_reported_once_then_switched_off(capsys):
+    calls = []
+
+    class Flaky:
+        @hookimpl
+        def on_metrics(self, metrics):
+            calls.append(metrics)
+            raise ValueError("chart exploded")
+
+    class Healthy:
+        seen = 0
+
+        @hookimpl
+        def on_metrics(self, metrics):
+            Healthy.seen += 1
+
+    pm = SlimcorePluginManager()
+    pm.register_builtin_for_test(Flaky(), "flaky")
+    pm.register_builtin_for_test(Healthy(), "healthy")
+    for step in range(FAILURES_BEFORE_SWITCH_OFF + 3):
+        pm.notify("on_metrics", metrics=step, run=None)
+    err = capsys.readouterr().err
+    assert err.count("plugin 'flaky' failed in on_metrics: ValueError: chart exploded") == 1
+    assert "plugin 'flaky' switched off" in err
+    assert len(calls) == FAILURES_BEFORE_SWITCH_OFF
+    assert Healthy.seen == FAILURES_BEFORE_SWITCH_OFF + 3
+    assert pm.infos["flaky"].status == "failed"
+
+
+def test_unknown_selection_lists_what_is_installed():
+    pm = SlimcorePluginManager()
+    pm.discover()
+    error = pm.unknown_selection("nowhere", "data source", "data.source")
+    assert isinstance(error, UserError)
+    assert "installed: chunk, sample" in str(error)
