@@ -15,7 +15,7 @@ import yaml
 # Set before anything imports `datasets`: it reads the flag at import time.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 
 TINY = {
     "run": {"steps": 6, "device": "cpu", "seed": 7},

@@ -1,0 +1,143 @@
+"""The cost of slimcore's loop: the full `slimcore run` machinery (plugin manager, metrics,
+progress, JSON exporter) against a bare PyTorch loop of the same model on the same batches,
+side by side in one process. Target: slimcore within 3% of the bare loop.
+
+    python bench/overhead.py                 # quickstart-sized model on the CPU
+    python bench/overhead.py --steps 60 --repeats 3 --device cuda
+
+Prints steps/s of each and their ratio; record the figures in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
+from slimcore import hookimpl  # noqa: E402
+from slimcore.launch import execute_run, prepare_tokenizer, resolve_config, seed_everything
+from slimcore.model import GPT
+from slimcore.ops import TorchOps
+from slimcore.plugins import SlimcorePluginManager
+from slimcore.run import Run
+from slimcore.trainer import autocast_context, build_optimizer, build_scheduler
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_config(args, output_dir: Path):
+    pm = SlimcorePluginManager()
+    pm.discover()
+    overrides = [f"run.steps={args.steps}", f"run.device={args.device}", f"output.dir={output_dir}",
+                 "checkpoint.checkpointer=null", "intervals.log=1000000", "samples.prompts=[]"]
+    return resolve_config(REPO / "examples" / "quickstart.yaml", overrides, pm), pm
+
+
+def fixed_batches(config, pm, count: int):
+    """The batches both loops train on, made once by the real chunk source."""
+    run = Run(config=config, output_dir=Path(config.output.dir), device=torch.device("cpu"),
+              plugins=pm)
+    run.tokenizer = prepare_tokenizer(run)
+    source = pm.hook.iterate_batches(source=config.data.source, run=run)
+    return run.tokenizer, [b for b, _ in zip(source, range(count))]
+
+
+class Replay:
+    """An in-process data source that hands out the fixed batches."""
+
+    def __init__(self, batches, tokenizer):
+        self.batches, self.tokenizer = batches, tokenizer
+
+    @hookimpl
+    def iterate_batches(self, source, run):
+        return iter(self.batches) if source == "replay" else None
+
+
+class StepClock:
+    """Wall time between the end of step `warmup` and the end of the last step."""
+
+    def __init__(self, warmup):
+        self.warmup, self.start, self.end = warmup, None, None
+
+    @hookimpl
+    def on_metrics(self, metrics):
+        if metrics.step == self.warmup:
+            self.start = time.perf_counter()
+        self.end = time.perf_counter()
+
+
+def time_slimcore(args, batches, tokenizer) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        config, pm = build_config(args, Path(out))
+        config.data.source = "replay"
+        pm.register_builtin_for_test(Replay(batches, tokenizer), "replay")
+        clock = StepClock(args.warmup)
+        pm.register_builtin_for_test(clock, "clock")
+        config.tokenizer.path = str(tokenizer.path)
+        execute_run(config, pm)
+    return (args.steps - args.warmup) / (clock.end - clock.start)
+
+
+def time_bare(args, batches, vocab_size) -> float:
+    """What a user would write by hand: the same model, optimizer and schedule."""
+    config, _ = build_config(args, Path(tempfile.gettempdir()))
+    device = torch.device(args.device)
+    seed_everything(config.run.seed)
+    model = GPT(config.model, vocab_size, TorchOps).to(device)
+    optimizer = build_optimizer(model, config.optimizer, device)
+    scheduler = build_scheduler(optimizer, config.schedule, args.steps)
+    start = None
+    for step, batch in enumerate(batches[: args.steps], start=1):
+        batch = batch.to(device)
+        with autocast_context(device):
+            loss_sum, correct, count = model(batch.inputs, batch.targets)
+        (loss_sum / count).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        loss_sum.item()  # a bare loop still looks at its loss
+        if step == args.warmup:
+            start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (args.steps - args.warmup) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    config, pm = build_config(args, Path(tempfile.gettempdir()))
+    tokenizer, batches = fixed_batches(config, pm, args.steps)
+    print(f"model: width {config.model.width}, {config.model.layers} layers, seq "
+          f"{config.model.seq_len}, batch {config.data.batch_size}, vocab {tokenizer.vocab_size};"
+          f" {args.steps} steps, first {args.warmup} excluded; device {args.device}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    ratios = []
+    for repeat in range(args.repeats):
+        # Alternate the order so drift (thermal, other load) hits both sides alike.
+        order = ("slimcore", "bare") if repeat % 2 == 0 else ("bare", "slimcore")
+        rates = {}
+        for which in order:
+            rates[which] = (time_slimcore(args, batches, tokenizer) if which == "slimcore"
+                            else time_bare(args, batches, tokenizer.vocab_size))
+        ratios.append(rates["slimcore"] / rates["bare"])
+        print(f"repeat {repeat + 1}: slimcore {rates['slimcore']:.3f} steps/s, bare "
+              f"{rates['bare']:.3f} steps/s, ratio {ratios[-1]:.3f}", file=sys.stderr)
+    print(f"slimcore / bare steps/s: median {statistics.median(ratios):.3f} "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f}) over {args.repeats} repeats")
+
+
+if __name__ == "__main__":
+    main()
