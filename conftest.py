@@ -107,6 +107,21 @@ def register_commands(subparsers):
     parser.add_argument("n", type=int)
     parser.set_defaults(handler=lambda args: print(" ".join(map(str, range(1, args.n + 1)))))
 '''),
+    # A chart whose drawing raises: the dashboard must switch it off and go on.
+    "slimcore-exploding-chart": ("exploding_chart", "exploding_chart", "slimcore_exploding_chart",
+                                 '''
+from slimcore import Chart, hookimpl
+
+class Exploding(Chart):
+    name, title = "exploding_chart", "Explodes"
+
+    def draw(self, ax, data):
+        return 1 / 0
+
+@hookimpl
+def register_charts():
+    return [Exploding()]
+'''),
 }
 
 

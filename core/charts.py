@@ -15,13 +15,29 @@ class ChartData:
     metrics: list[dict[str, Any]]  # TrainingMetrics.to_dict() of every step so far
     samples: list[dict[str, Any]] = field(default_factory=list)  # TextSample dicts
     moving_average: int = 50  # window for smoothed curves, in steps
+    recent_window: int = 200  # steps shown by the recent-performance view
+
+    def series(self, key: str):
+        """(steps, values) of one metric as float arrays; missing values are NaN."""
+        import numpy as np
+
+        steps = np.array([m["step"] for m in self.metrics], dtype=float)
+        values = np.array([np.nan if m.get(key) is None else m[key] for m in self.metrics],
+                          dtype=float)
+        return steps, values
 
 
 class Chart:
-    """Subclass and set `name` (unique; how YAML enables it) and `title`; draw into `ax`."""
+    """Subclass and set `name` (unique; how YAML enables it) and `title`; draw into `ax`.
+
+    `draw` runs in the dashboard's render process from plain data, so it must not touch the
+    model or the run. `wide` charts take a whole row of the dashboard.
+    """
 
     name: str = ""
     title: str = ""
+    wide: bool = False
+    order: int = 100  # place in the dashboard, lowest first; ties by name
 
     def draw(self, ax: Any, data: ChartData) -> None:  # ax: a matplotlib Axes
         raise NotImplementedError

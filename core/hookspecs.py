@@ -95,7 +95,11 @@ def iterate_batches(source: str, run: Run) -> Iterator[Batch] | None:
 @hookspec
 def on_run_start(run: Run) -> None:
     """Observer: the run is about to take its first step; ``run`` has the resolved config,
-    output folder, tokenizer, model and plugin report."""
+    output folder, tokenizer, model and plugin report.
+
+    Raise ``slimcore.UserError`` to refuse the run's settings (it stops with one line and
+    exit status 2, before any step); any other exception is an observer failure.
+    """
 
 
 @hookspec

@@ -26,6 +26,9 @@ from .errors import UserError
 
 ENTRY_POINT_GROUP = "slimcore"
 FAILURES_BEFORE_SWITCH_OFF = 3
+# Observer hooks in which a plugin may refuse the run with a UserError: nothing has been
+# trained yet, so stopping loses nothing.
+REFUSING_HOOKS = {"on_run_start"}
 
 
 @dataclass
@@ -145,7 +148,7 @@ class SlimcorePluginManager(pluggy.PluginManager):
         return sorted({impl.plugin_name for impl in caller.get_hookimpls()})
 
     def charts(self) -> list:
-        """Every chart that plugins register, in registration order; names are unique."""
+        """Every chart that plugins register, in dashboard order; names are unique."""
         from .charts import Chart
 
         charts, owners = [], {}
@@ -159,7 +162,7 @@ class SlimcorePluginManager(pluggy.PluginManager):
                                     f"'{owners[chart.name]}' and '{impl.plugin_name}'")
                 owners[chart.name] = impl.plugin_name
                 charts.append(chart)
-        return charts
+        return sorted(charts, key=lambda chart: (chart.order, chart.name))
 
     def header(self) -> str:
         """The one-line plugin summary printed at the start of a run."""
@@ -192,6 +195,10 @@ class SlimcorePluginManager(pluggy.PluginManager):
                       f"{impl.plugin_name}", file=sys.stderr)
             try:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+            except UserError:
+                if hook_name in REFUSING_HOOKS:
+                    raise  # the plugin refuses the run's settings before any step: exit 2
+                self._observer_failed(impl.plugin_name, hook_name, sys.exc_info()[1])
             except Exception as e:  # noqa: BLE001 - an observer must never stop training
                 self._observer_failed(impl.plugin_name, hook_name, e)
 

@@ -1,2 +1,8 @@
-"""slimcore's observers of a run: the JSON exporter now; the seven charts and the PNG
-dashboard follow (issue: charts and exports)."""
+"""slimcore's observers of a run, each an entry point of its own:
+
+    json_export      metrics_history.json and text_samples.json
+    dashboard        the PNG dashboard of the enabled charts, rendered in another process
+    compare          `slimcore compare RUN_DIR ...`: runs overlaid in one PNG
+    loss, accuracy, throughput, learning_rate, loss_vs_accuracy, recent_performance,
+    text_samples     the seven charts (charts.py)
+"""

@@ -4,52 +4,93 @@
     <output_dir>/training_viz/text_samples.json      every generated sample (step, prompt, text)
 
 Written atomically (a temporary file renamed into place) every viz interval and when the
-run ends, so a reader never sees half a file. NaN and Inf are written as null.
+run ends, so a reader never sees half a file. NaN and Inf are written as null. The training
+thread only appends to a list; a writer thread serializes each record once (earlier records
+are kept as text) and writes the files, so the training side's cost per interval does not
+grow with the run's length.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 from slimcore import hookimpl
 
 
+class JsonSeries:
+    """A growing JSON array whose records are serialized once each."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: list[dict] = []
+        self.serialized: list[str] = []
+
+    def write(self) -> None:
+        # allow_nan=False: a NaN that slipped past to_dict() fails loudly, never invalid JSON.
+        count = len(self.records)  # records appended meanwhile wait for the next write
+        self.serialized.extend(json.dumps(r, allow_nan=False)
+                               for r in self.records[len(self.serialized):count])
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write("[\n" + ",\n".join(self.serialized) + "\n]\n")
+        os.replace(tmp, self.path)
+
+
 class JsonExporter:
     def __init__(self):
-        self.metrics: list[dict] = []
-        self.samples: list[dict] = []
+        self.metrics: JsonSeries | None = None
+        self.samples: JsonSeries | None = None
+        self.wanted = threading.Event()
+        self.stopping = False
+        self.lock = threading.Lock()
+        self.writer: threading.Thread | None = None
+
+    @hookimpl
+    def on_run_start(self, run):
+        if not run.is_main_process:
+            return
+        folder = Path(run.output_dir) / "training_viz"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.metrics = JsonSeries(folder / "metrics_history.json")
+        self.samples = JsonSeries(folder / "text_samples.json")
+        self.writer = threading.Thread(target=self._write_when_asked, daemon=True,
+                                       name="json_export")
+        self.writer.start()
 
     @hookimpl
     def on_metrics(self, metrics, run):
-        if not run.is_main_process:
+        if self.metrics is None:
             return
-        self.metrics.append(metrics.to_dict())
+        self.metrics.records.append(metrics.to_dict())
         if metrics.step % run.config.intervals.viz == 0:
-            self.flush(run)
+            self.wanted.set()
 
     @hookimpl
     def on_text_samples(self, step, samples, run):
-        if run.is_main_process:
-            self.samples.extend(s.to_dict() for s in samples)
+        if self.samples is not None:
+            self.samples.records.extend(s.to_dict() for s in samples)
 
     @hookimpl
     def on_run_end(self, run, status, error):
-        if run.is_main_process and (self.metrics or self.samples):
-            self.flush(run)
+        if self.writer is None:
+            return
+        self.stopping = True
+        self.wanted.set()
+        self.writer.join()
+        self._write()  # the final state, whatever the writer had done
+        self.writer = None
 
-    def flush(self, run) -> None:
-        folder = Path(run.output_dir) / "training_viz"
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(folder / "metrics_history.json", self.metrics)
-        write_json_atomically(folder / "text_samples.json", self.samples)
+    def _write_when_asked(self) -> None:
+        while not self.stopping:
+            self.wanted.wait()
+            self.wanted.clear()
+            if not self.stopping:
+                self._write()
 
-
-def write_json_atomically(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    # allow_nan=False: a NaN that slipped past to_dict() fails here instead of writing
-    # invalid JSON.
-    tmp.write_text(json.dumps(value, indent=1, allow_nan=False))
-    os.replace(tmp, path)
-
+    def _write(self) -> None:
+        with self.lock:
+            self.metrics.write()
+            self.samples.write()

@@ -1,0 +1,167 @@
+"""The seven charts of the training dashboard, each its own plugin (entry point), so a run
+or a user can turn any of them off by name.
+
+    loss               loss per step, its moving average, evaluation points
+    accuracy           next-token top-1 accuracy, same layout
+    throughput         tokens/s and its moving average
+    learning_rate      the schedule as applied
+    loss_vs_accuracy   one point per step, coloured by step
+    recent_performance the last `dashboard.recent_window` steps: loss and accuracy
+    text_samples       a table of the latest generated samples
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+from slimcore import Chart, ChartData, hookimpl
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over up to `window` finite values (NaN steps are skipped, so one bad
+    step does not blank the curve for a whole window)."""
+    finite = np.isfinite(values)
+    sums = np.cumsum(np.where(finite, values, 0.0))
+    counts = np.cumsum(finite)
+    lagged_sums = np.concatenate([np.zeros(window), sums[:-window]])[: len(values)]
+    lagged_counts = np.concatenate([np.zeros(window), counts[:-window]])[: len(values)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums - lagged_sums) / (counts - lagged_counts)
+
+
+def draw_curve(ax, data: ChartData, key: str, ylabel: str, scale: float = 1.0,
+               eval_key: str | None = None) -> None:
+    steps, values = data.series(key)
+    values = values * scale
+    ax.plot(steps, values, color="tab:blue", alpha=0.35, linewidth=1, label=key.replace("_", " "))
+    if len(values) > 1:
+        ax.plot(steps, moving_average(values, data.moving_average), color="tab:blue",
+                linewidth=2, label=f"{data.moving_average}-step average")
+    if eval_key:
+        eval_steps, eval_values = data.series(eval_key)
+        keep = np.isfinite(eval_values)
+        if keep.any():
+            ax.scatter(eval_steps[keep], eval_values[keep] * scale, color="tab:red", zorder=3,
+                       s=18, label="evaluation")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize=8)
+
+
+class LossChart(Chart):
+    name, title = "loss", "Training loss"
+    order = 10
+
+    def draw(self, ax, data):
+        draw_curve(ax, data, "loss", "cross-entropy (nats/token)", eval_key="eval_loss")
+
+
+class AccuracyChart(Chart):
+    name, title = "accuracy", "Next-token accuracy (top-1)"
+    order = 20
+
+    def draw(self, ax, data):
+        draw_curve(ax, data, "accuracy", "accuracy (%)", scale=100.0, eval_key="eval_accuracy")
+
+
+class ThroughputChart(Chart):
+    name, title = "throughput", "Throughput"
+    order = 30
+
+    def draw(self, ax, data):
+        draw_curve(ax, data, "tokens_per_second", "tokens/s")
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
+
+
+class LearningRateChart(Chart):
+    name, title = "learning_rate", "Learning rate"
+    order = 40
+
+    def draw(self, ax, data):
+        steps, rates = data.series("learning_rate")
+        ax.plot(steps, rates, color="tab:green", linewidth=2)
+        ax.set_xlabel("step")
+        ax.set_ylabel("learning rate")
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+
+
+class LossAccuracyScatter(Chart):
+    name, title = "loss_vs_accuracy", "Loss against accuracy"
+    order = 50
+
+    def draw(self, ax, data):
+        steps, losses = data.series("loss")
+        _, accuracy = data.series("accuracy")
+        points = ax.scatter(losses, accuracy * 100, c=steps, cmap="viridis", s=10)
+        ax.figure.colorbar(points, ax=ax, label="step")
+        ax.set_xlabel("cross-entropy (nats/token)")
+        ax.set_ylabel("accuracy (%)")
+
+
+class RecentPerformanceChart(Chart):
+    name, title = "recent_performance", "Recent steps"
+    order = 60
+
+    def draw(self, ax, data):
+        recent = ChartData(metrics=data.metrics[-data.recent_window:],
+                           moving_average=min(10, data.moving_average))
+        steps, losses = recent.series("loss")
+        _, accuracy = recent.series("accuracy")
+        ax.plot(steps, losses, color="tab:blue", linewidth=1.5, label="loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("cross-entropy (nats/token)", color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(steps, accuracy * 100, color="tab:orange", linewidth=1.5, label="accuracy")
+        twin.set_ylabel("accuracy (%)", color="tab:orange")
+        ax.set_title(f"{self.title} (last {len(steps)})")
+
+
+class TextSamplesTable(Chart):
+    name, title, wide = "text_samples", "Text samples", True
+    order = 90
+    rows = 4
+    wrap = 110
+
+    def draw(self, ax, data):
+        ax.axis("off")
+        latest = data.samples[-self.rows:][::-1]  # newest first
+        if not latest:
+            ax.text(0.5, 0.5, "no samples yet", ha="center", va="center", color="gray")
+            return
+        cells = [[str(s["step"]), textwrap.shorten(printable(s["prompt"]), 40),
+                  textwrap.fill(textwrap.shorten(printable(s["text"]), 2 * self.wrap),
+                                self.wrap)] for s in latest]
+        table = ax.table(cellText=cells, colLabels=["step", "prompt", "generated"],
+                         colWidths=[0.06, 0.2, 0.74], loc="upper center", cellLoc="left")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        for (row, _), cell in table.get_celld().items():
+            cell.set_height(0.12 if row == 0 else 0.2)
+
+
+def printable(text: str) -> str:
+    """Newlines as ⏎ and control bytes (an early model emits them) as ·, so the table stays
+    one line per sample and the font has every glyph."""
+    text = text.replace("\n", " ⏎ ")
+    return "".join(c if c.isprintable() else "·" for c in text)
+
+
+def _plugin(chart_class):
+    class ChartPlugin:
+        @hookimpl
+        def register_charts(self):
+            return [chart_class()]
+
+    ChartPlugin.__name__ = f"{chart_class.__name__}Plugin"
+    return ChartPlugin
+
+
+# One plugin per chart: the entry points name these classes.
+loss = _plugin(LossChart)
+accuracy = _plugin(AccuracyChart)
+throughput = _plugin(ThroughputChart)
+learning_rate = _plugin(LearningRateChart)
+loss_vs_accuracy = _plugin(LossAccuracyScatter)
+recent_performance = _plugin(RecentPerformanceChart)
+text_samples = _plugin(TextSamplesTable)

@@ -1,0 +1,71 @@
+"""Plugin `compare`: `slimcore compare RUN_DIR [RUN_DIR ...] [--output PNG]`.
+
+Overlays the runs' loss, accuracy and throughput (each with its moving average) from their
+`training_viz/metrics_history.json` in one PNG.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from slimcore import ChartData, UserError, hookimpl
+
+PANELS = (("loss", "cross-entropy (nats/token)", 1.0), ("accuracy", "accuracy (%)", 100.0),
+          ("tokens_per_second", "tokens/s", 1.0))
+
+
+@hookimpl
+def register_commands(subparsers):
+    parser = subparsers.add_parser("compare", help="overlay runs' loss, accuracy, throughput")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="output folders of runs")
+    parser.add_argument("--output", default="comparison.png", help="the PNG to write")
+    parser.add_argument("--moving-average", type=int, default=50, metavar="STEPS")
+    parser.set_defaults(handler=command_compare)
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    path = run_dir / "training_viz" / "metrics_history.json"
+    if not path.is_file():
+        raise UserError(f"compare: {path} not found; give output folders of runs that had "
+                        "the json_export plugin on")
+    try:
+        history = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"compare: {path} is not valid JSON ({e})") from None
+    if not history:
+        raise UserError(f"compare: {path} holds no steps yet")
+    return history
+
+
+def command_compare(args) -> int:
+    runs = {Path(r).name or str(r): read_history(Path(r)) for r in args.runs}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from .charts import moving_average
+
+    sns.set_theme(style="whitegrid")
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 4.5),
+                                layout="constrained")
+    for (key, label, scale), ax in zip(PANELS, axes):
+        for index, (name, history) in enumerate(runs.items()):
+            steps, values = ChartData(metrics=history).series(key)
+            color = f"C{index}"
+            ax.plot(steps, values * scale, color=color, alpha=0.25, linewidth=1)
+            ax.plot(steps, moving_average(values * scale, args.moving_average), color=color,
+                    linewidth=2, label=name)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.set_title(label.split(" (")[0].capitalize())
+        ax.legend(fontsize=8)
+    figure.suptitle(f"{len(runs)} runs ({args.moving_average}-step averages bold)")
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=100)
+    plt.close(figure)
+    print(f"wrote {output}")
+    return 0

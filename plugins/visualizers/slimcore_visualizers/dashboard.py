@@ -1,0 +1,109 @@
+"""Plugin `dashboard`: the enabled charts in one PNG every viz interval.
+
+    <output_dir>/training_viz/training_step_NNNNNN.png
+    <output_dir>/training_viz/training_latest.png
+
+Rendering never runs on the training thread: a render process (render_worker.py, at the
+lowest CPU priority) keeps its own copy of the history, fed once per viz interval with the
+steps since the last one, so the training side's cost per interval is a few small writes to
+a pipe, whatever the run's length. Requests that arrive while a render is running are
+coalesced into one render of the newest step. The final render completes before the run
+ends.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from slimcore import ConfigError, UserError, hookimpl
+
+FINAL_RENDER_TIMEOUT_S = 300
+
+
+@dataclass
+class DashboardConfig:
+    disable: list[str] = field(default_factory=list)  # chart names to leave out of this run
+    moving_average: int = 50  # steps in the smoothed curves
+    recent_window: int = 200  # steps in the recent-performance view
+    columns: int = 3
+    dpi: int = 100
+
+    def __post_init__(self):
+        for key in ("moving_average", "recent_window", "columns", "dpi"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, "must be at least 1")
+
+
+class Dashboard:
+    def __init__(self):
+        self.worker: subprocess.Popen | None = None
+        self.pending: list[dict] = []  # metrics since the last send
+
+    @hookimpl
+    def declare_config(self):
+        return {"dashboard": DashboardConfig}
+
+    @hookimpl
+    def on_run_start(self, run):
+        if not run.is_main_process:
+            return
+        settings: DashboardConfig = run.config.section("dashboard")
+        charts = [c.name for c in run.plugins.charts()]
+        unknown = sorted(set(settings.disable) - set(charts))
+        if unknown:
+            raise UserError(f"dashboard.disable: no chart named '{unknown[0]}' (charts: "
+                            f"{', '.join(charts)})")
+        enabled = [name for name in charts if name not in settings.disable]
+        if not enabled:
+            return
+        blocked = [i.name for i in run.plugins.infos.values() if i.status == "blocked"]
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "slimcore_visualizers.render_worker"],
+            stdin=subprocess.PIPE, text=True)
+        self.send({"output_dir": str(run.output_dir), "charts": enabled, "blocked": blocked,
+                   "moving_average": settings.moving_average,
+                   "recent_window": settings.recent_window, "columns": settings.columns,
+                   "dpi": settings.dpi, "run_name": run.name})
+
+    @hookimpl
+    def on_metrics(self, metrics, run):
+        if self.worker is None:
+            return
+        self.pending.append(metrics.to_dict())
+        if metrics.step % run.config.intervals.viz == 0:
+            self.send({"metrics": self.pending, "render": metrics.step})
+            self.pending = []
+
+    @hookimpl
+    def on_text_samples(self, step, samples, run):
+        if self.worker is not None:
+            self.send({"samples": [s.to_dict() for s in samples]})
+
+    @hookimpl
+    def on_run_end(self, run, status, error):
+        if self.worker is None:
+            return
+        if self.pending:
+            self.send({"metrics": self.pending, "render": self.pending[-1]["step"]})
+        try:
+            self.worker.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.worker.wait(timeout=FINAL_RENDER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+            print("slimcore: warning: the dashboard's final render timed out", file=sys.stderr)
+        self.worker = None
+
+    def send(self, message: dict) -> None:
+        try:
+            self.worker.stdin.write(json.dumps(message) + "\n")
+            self.worker.stdin.flush()
+        except (BrokenPipeError, OSError):
+            print("slimcore: warning: the dashboard render process died; no more charts this "
+                  "run", file=sys.stderr)
+            self.worker = None

@@ -1,0 +1,133 @@
+"""The dashboard's render process: `python -m slimcore_visualizers.render_worker`.
+
+Reads JSON lines on stdin: first the settings, then messages with new `metrics`, new
+`samples`, and `render` requests. Before each render it takes everything waiting in the
+pipe, so requests that piled up during a slow render become one render of the newest step. Runs at the lowest CPU priority so that it
+takes only what training leaves. A chart that raises is reported once and left out of later
+renders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from slimcore import ChartData  # noqa: E402
+from slimcore.plugins import SlimcorePluginManager  # noqa: E402
+
+CELL_WIDTH_IN, CELL_HEIGHT_IN, WIDE_HEIGHT_IN = 6.0, 4.0, 3.2
+
+
+def load_charts(names: list[str], blocked: list[str]):
+    pm = SlimcorePluginManager()
+    pm.discover(disabled=set(blocked))
+    by_name = {chart.name: chart for chart in pm.charts()}
+    return [by_name[name] for name in names if name in by_name]
+
+
+def render(charts, data: ChartData, step: int, settings: dict, failed: set) -> list[str]:
+    """Draw the charts not yet failed into one PNG; returns the names drawn."""
+    charts = [c for c in charts if c.name not in failed]
+    if not charts:
+        return []
+    columns = settings["columns"]
+    narrow = [c for c in charts if not c.wide]
+    wide = [c for c in charts if c.wide]
+    narrow_rows = -(-len(narrow) // columns)
+    heights = [CELL_HEIGHT_IN] * narrow_rows + [WIDE_HEIGHT_IN] * len(wide)
+    width = CELL_WIDTH_IN * (min(columns, len(narrow)) if narrow else columns)
+    figure = plt.figure(figsize=(width, sum(heights)), layout="constrained")
+    grid = figure.add_gridspec(len(heights), max(1, min(columns, len(narrow)) or columns),
+                               height_ratios=heights)
+    places = [grid[i // columns, i % columns] for i in range(len(narrow))]
+    places += [grid[narrow_rows + i, :] for i in range(len(wide))]
+    latest = data.metrics[-1] if data.metrics else {}
+    loss = latest.get("loss")
+    figure.suptitle(f"{settings['run_name']} - step {step}"
+                    + (f" - loss {loss:.4f}" if loss is not None else ""), fontsize=14)
+    for chart, place in zip(narrow + wide, places):
+        ax = figure.add_subplot(place)
+        try:
+            chart.draw(ax, data)
+            if ax.get_xlabel() == "step":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if not ax.get_title():
+                ax.set_title(chart.title)
+        except Exception as e:  # noqa: BLE001 - one bad chart must not end the dashboard
+            failed.add(chart.name)
+            ax.remove()
+            print(f"slimcore: warning: chart '{chart.name}' failed: {type(e).__name__}: {e}; "
+                  "switched off", file=sys.stderr)
+    drawn = [c.name for c in narrow + wide if c.name not in failed]
+    folder = Path(settings["output_dir"]) / "training_viz"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "training_latest.png.tmp"
+    # The chart list rides in the PNG's text metadata, so tools (and tests) can tell what a
+    # dashboard shows without reading pixels.
+    figure.savefig(tmp, dpi=settings["dpi"], format="png",
+                   metadata={"Description": "slimcore charts: " + ", ".join(drawn)})
+    plt.close(figure)
+    step_file = folder / f"training_step_{step:06d}.png"
+    os.link(tmp, step_file.with_suffix(".png.tmp2"))  # both names from one render, no copy
+    os.replace(step_file.with_suffix(".png.tmp2"), step_file)
+    os.replace(tmp, folder / "training_latest.png")
+    return drawn
+
+
+class Inbox:
+    """JSON lines from stdin. `take()` blocks until something arrives, then returns every
+    complete message available at that moment: what piled up during a render comes back
+    as one batch, which is what coalesces render requests."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buffer = b""
+        self.ended = False
+
+    def take(self) -> list[dict]:
+        ready = True
+        while ready and not self.ended:
+            chunk = os.read(self.fd, 1 << 20)
+            self.ended = not chunk
+            self.buffer += chunk
+            ready = bool(select.select([self.fd], [], [], 0)[0])
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def main() -> None:
+    os.nice(19)
+    inbox = Inbox(sys.stdin.fileno())
+    messages = inbox.take()
+    if not messages:
+        return
+    settings, messages = messages[0], messages[1:]
+    sns.set_theme(style="whitegrid", context="notebook")
+    charts = load_charts(settings["charts"], settings["blocked"])
+    data = ChartData(metrics=[], samples=[], moving_average=settings["moving_average"],
+                     recent_window=settings["recent_window"])
+    failed: set[str] = set()
+    while True:
+        render_step = None
+        for message in messages:
+            data.metrics.extend(message.get("metrics", []))
+            data.samples.extend(message.get("samples", []))
+            render_step = message.get("render", render_step)
+        if render_step is not None:
+            render(charts, data, render_step, settings, failed)
+        if inbox.ended:
+            return
+        messages = inbox.take()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Each of the seven charts draws from a real run's history and from edge cases."""
+
+import json
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from conftest import run_in_process  # noqa: E402
+from slimcore import ChartData  # noqa: E402
+from slimcore.plugins import SlimcorePluginManager  # noqa: E402
+from slimcore_visualizers.charts import moving_average  # noqa: E402
+
+SEVEN = ["loss", "accuracy", "throughput", "learning_rate", "loss_vs_accuracy",
+         "recent_performance", "text_samples"]
+
+
+def charts():
+    pm = SlimcorePluginManager()
+    pm.discover()
+    return {c.name: c for c in pm.charts()}
+
+
+def metric(step, loss=3.0, accuracy=0.2, **extra):
+    return {"step": step, "loss": loss, "accuracy": accuracy, "learning_rate": 1e-3,
+            "tokens_per_second": 1000.0 + step, "grad_norm": 1.0, "eval_loss": None,
+            "eval_accuracy": None, **extra}
+
+
+@pytest.fixture(scope="module")
+def real_history(tmp_path_factory):
+    from conftest import TINY
+    import yaml
+
+    folder = tmp_path_factory.mktemp("history")
+    config = {**TINY, "run": {**TINY["run"], "steps": 8}, "output": {"dir": str(folder)},
+              "dashboard": {"disable": SEVEN}}
+    (folder / "c.yaml").write_text(yaml.safe_dump(config))
+    run_in_process(folder / "c.yaml")
+    viz = folder / "training_viz"
+    return ChartData(metrics=json.loads((viz / "metrics_history.json").read_text()),
+                     samples=json.loads((viz / "text_samples.json").read_text()))
+
+
+EDGE_CASES = {
+    "one step": ChartData(metrics=[metric(1)]),
+    "nan loss": ChartData(metrics=[metric(1), metric(2, loss=None), metric(3, loss=2.5)]),
+    "constant": ChartData(metrics=[metric(s, loss=2.0, accuracy=0.5) for s in range(1, 60)]),
+    "no samples": ChartData(metrics=[metric(s) for s in range(1, 5)], samples=[]),
+    "with eval": ChartData(metrics=[metric(s, eval_loss=2.9 if s % 2 else None,
+                                           eval_accuracy=0.3 if s % 2 else None)
+                                    for s in range(1, 6)]),
+}
+
+
+def test_the_seven_charts_are_installed_in_dashboard_order():
+    assert list(charts()) == SEVEN
+
+
+@pytest.mark.parametrize("name", SEVEN)
+@pytest.mark.parametrize("case", ["real run", *EDGE_CASES])
+def test_chart_draws(name, case, real_history):
+    data = real_history if case == "real run" else EDGE_CASES[case]
+    figure, ax = plt.subplots()
+    charts()[name].draw(ax, data)
+    figure.canvas.draw()  # the drawing itself, not just the setup, must not raise
+    if name != "text_samples":
+        assert ax.get_xlabel() and ax.get_ylabel(), "axes carry labels with units"
+        assert any(len(line.get_xdata()) for line in ax.get_lines()) or ax.collections
+    plt.close(figure)
+
+
+def test_curves_show_raw_series_average_and_eval_points():
+    figure, ax = plt.subplots()
+    charts()["loss"].draw(ax, EDGE_CASES["with eval"])
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["loss", "50-step average"]
+    assert ax.collections[0].get_offsets().shape == (3, 2)  # eval points at steps 1, 3, 5
+    plt.close(figure)
+
+
+def test_text_table_shows_latest_samples_or_says_none_yet(real_history):
+    figure, ax = plt.subplots()
+    charts()["text_samples"].draw(ax, EDGE_CASES["no samples"])
+    assert [t.get_text() for t in ax.texts] == ["no samples yet"]
+    plt.close(figure)
+    figure, ax = plt.subplots()
+    charts()["text_samples"].draw(ax, real_history)
+    cells = ax.tables[0].get_celld()
+    assert cells[(0, 2)].get_text().get_text() == "generated"
+    assert cells[(1, 0)].get_text().get_text() == str(real_history.samples[-1]["step"])
+    plt.close(figure)
+
+
+def test_moving_average_is_trailing_and_skips_nan():
+    values = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
+    np.testing.assert_allclose(moving_average(values, 2), [1.0, 1.5, 2.0, 4.0, 4.5])
+    assert math.isnan(moving_average(np.array([np.nan, np.nan]), 3)[1])

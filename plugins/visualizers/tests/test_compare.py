@@ -1,0 +1,34 @@
+"""`slimcore compare`: runs overlaid in one PNG."""
+
+import json
+
+from PIL import Image
+
+
+def write_history(folder, losses):
+    viz = folder / "training_viz"
+    viz.mkdir(parents=True)
+    viz.joinpath("metrics_history.json").write_text(json.dumps(
+        [{"step": i + 1, "loss": loss, "accuracy": 0.1, "tokens_per_second": 100.0}
+         for i, loss in enumerate(losses)]))
+
+
+def test_compare_two_runs(cli, tmp_path):
+    write_history(tmp_path / "a", [5, 4, 3])
+    write_history(tmp_path / "b", [6, 5, 4.5, None])
+    output = tmp_path / "cmp" / "both.png"
+    result = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    with Image.open(output) as image:
+        image.verify()
+    assert f"wrote {output}" in result.stdout
+
+
+def test_compare_bad_inputs(cli, tmp_path):
+    result = cli("compare", str(tmp_path / "nothing"))
+    assert result.returncode == 2
+    assert "metrics_history.json not found" in result.stderr
+    (tmp_path / "bad" / "training_viz").mkdir(parents=True)
+    (tmp_path / "bad" / "training_viz" / "metrics_history.json").write_text("[{")
+    result = cli("compare", str(tmp_path / "bad"))
+    assert result.returncode == 2 and "is not valid JSON" in result.stderr

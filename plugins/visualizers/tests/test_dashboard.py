@@ -1,0 +1,167 @@
+"""The PNG dashboard: real files from real runs, rendered by the real worker process."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from slimcore_visualizers.charts import LossChart
+
+SEVEN = ["loss", "accuracy", "throughput", "learning_rate", "loss_vs_accuracy",
+         "recent_performance", "text_samples"]
+
+
+def charts_in(png):
+    with Image.open(png) as image:
+        image.verify()
+    with Image.open(png) as image:
+        description = image.text["Description"]
+    assert description.startswith("slimcore charts: ")
+    return description[len("slimcore charts: "):].split(", ")
+
+
+def test_run_writes_step_and_latest_pngs_with_all_charts(cli, write_config, tmp_path):
+    result = cli("run", str(write_config({"run": {"steps": 6}})))
+    assert result.returncode == 0, result.stderr
+    viz = tmp_path / "out" / "training_viz"
+    latest = viz / "training_latest.png"
+    assert charts_in(latest) == SEVEN
+    # The final render always happens; earlier ones may be coalesced into it.
+    assert (viz / "training_step_000006.png").read_bytes() == latest.read_bytes()
+
+
+def test_disabling_charts_in_yaml_removes_them(cli, write_config, tmp_path):
+    config = write_config({"run": {"steps": 3},
+                           "dashboard": {"disable": ["throughput", "loss_vs_accuracy"]}})
+    assert cli("run", str(config)).returncode == 0
+    shown = charts_in(tmp_path / "out" / "training_viz" / "training_latest.png")
+    assert shown == [c for c in SEVEN if c not in ("throughput", "loss_vs_accuracy")]
+    # The same through plugins.disable: the chart's plugin is then never imported.
+    config = write_config({"run": {"steps": 3}, "plugins": {"disable": ["loss"]}})
+    assert cli("run", str(config)).returncode == 0
+    assert charts_in(tmp_path / "out" / "training_viz" / "training_latest.png")[0] == "accuracy"
+
+
+def test_unknown_chart_in_yaml_is_a_user_error(cli, write_config):
+    result = cli("run", str(write_config({"dashboard": {"disable": ["losss"]}})))
+    assert result.returncode == 2
+    assert "dashboard.disable: no chart named 'losss'" in result.stderr
+
+
+def worker():
+    return subprocess.Popen([sys.executable, "-m", "slimcore_visualizers.render_worker"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def send(process, message):
+    process.stdin.write(json.dumps(message) + "\n")
+    process.stdin.flush()
+
+
+def metrics(steps):
+    return [{"step": s, "loss": 5.0 / s, "accuracy": s / 100, "learning_rate": 1e-3,
+             "tokens_per_second": 900.0, "grad_norm": 1.0} for s in steps]
+
+
+def wait_for(path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def settings(tmp_path, charts):
+    return {"output_dir": str(tmp_path), "charts": charts, "blocked": [], "moving_average": 50,
+            "recent_window": 200, "columns": 3, "dpi": 60, "run_name": "test"}
+
+
+def test_pngs_change_between_intervals(tmp_path):
+    process = worker()
+    send(process, settings(tmp_path, SEVEN))
+    viz = tmp_path / "training_viz"
+    for step in (5, 10):
+        send(process, {"metrics": metrics(range(step - 4, step + 1)), "render": step})
+        wait_for(viz / f"training_step_{step:06d}.png")
+    process.stdin.close()
+    assert process.wait(timeout=120) == 0
+    first = (viz / "training_step_000005.png").read_bytes()
+    second = (viz / "training_step_000010.png").read_bytes()
+    assert first != second
+    assert (viz / "training_latest.png").read_bytes() == second
+
+
+def test_requests_that_pile_up_become_one_render_of_the_newest_step(tmp_path):
+    process = worker()
+    # All of it is in the pipe long before the worker has imported matplotlib.
+    send(process, settings(tmp_path, ["loss"]))
+    for step in (5, 10, 15, 20):
+        send(process, {"metrics": metrics(range(step - 4, step + 1)), "render": step})
+    process.stdin.close()
+    assert process.wait(timeout=120) == 0
+    viz = tmp_path / "training_viz"
+    assert [p.name for p in viz.glob("training_step_*.png")] == ["training_step_000020.png"]
+
+
+def test_a_chart_that_raises_is_switched_off_with_one_warning(tmp_path, installed_plugins):
+    env = {**installed_plugins}
+    import os
+
+    process = subprocess.Popen([sys.executable, "-m", "slimcore_visualizers.render_worker"],
+                               stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **env})
+    send(process, settings(tmp_path, ["loss", "exploding_chart"]))
+    for step in (5, 10):
+        send(process, {"metrics": metrics(range(step - 4, step + 1)), "render": step})
+        wait_for(tmp_path / "training_viz" / f"training_step_{step:06d}.png")
+    process.stdin.close()
+    assert process.wait(timeout=60) == 0
+    err = process.stderr.read()
+    assert err.count("chart 'exploding_chart' failed: ZeroDivisionError") == 1
+    assert charts_in(tmp_path / "training_viz" / "training_latest.png") == ["loss"]
+
+
+def test_run_with_a_raising_chart_finishes(cli, write_config, installed_plugins, tmp_path):
+    result = cli("run", str(write_config({"run": {"steps": 3}})), env=installed_plugins)
+    assert result.returncode == 0, result.stderr
+    assert "chart 'exploding_chart' failed" in result.stderr
+    assert "exploding_chart" not in charts_in(tmp_path / "out" / "training_viz" /
+                                              "training_latest.png")
+
+
+def test_third_party_chart_installed_with_pip(cli, write_config, tmp_path, tmp_path_factory):
+    from conftest import REPO
+
+    target = tmp_path_factory.mktemp("viz-example")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--disable-pip-version-check", "--target",
+                    str(target), str(REPO / "examples" / "slimcore-viz-example")],
+                   check=True, capture_output=True)
+    env = {"PYTHONPATH": str(target)}
+    listing = json.loads(cli("plugins", "--json", env=env).stdout)
+    example = next(p for p in listing if p["name"] == "grad_norm")
+    assert (example["distribution"], example["status"]) == ("slimcore-viz-example", "loaded")
+    assert cli("run", str(write_config({"run": {"steps": 3}})), env=env).returncode == 0
+    png = tmp_path / "out" / "training_viz" / "training_latest.png"
+    assert charts_in(png) == SEVEN[:-1] + ["grad_norm", "text_samples"]
+    config = write_config({"run": {"steps": 3}, "dashboard": {"disable": ["grad_norm"]}})
+    assert cli("run", str(config), env=env).returncode == 0
+    assert "grad_norm" not in charts_in(png)
+    # The example's own tests pass against the installed package.
+    tests = REPO / "examples" / "slimcore-viz-example" / "tests"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(tests)], capture_output=True, text=True,
+                            env={**__import__("os").environ, **env}, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+
+
+def test_loss_chart_is_importable_without_matplotlib_on_the_training_side():
+    # The training process imports chart classes only for their names; matplotlib loads
+    # in the render process.
+    code = ("import sys, slimcore_visualizers.charts, slimcore_visualizers.dashboard; "
+            "print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+    assert LossChart.name == "loss"
