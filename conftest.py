@@ -26,6 +26,8 @@ TINY = {
     "intervals": {"viz": 3, "checkpoint": 2000, "sample_every": 1, "log": 1},
     "samples": {"max_new_tokens": 4},
     "schedule": {"warmup_steps": 2},
+    # The dashboard's render process costs seconds a run; its own tests turn it back on.
+    "plugins": {"disable": ["dashboard"]},
 }
 
 
@@ -82,6 +84,9 @@ PLUGIN_PACKAGES = {
                                'raise RuntimeError("this plugin is broken on purpose")\n'),
     # A data source from a third party: proves sources are found through entry points.
     "slimcore-counting-source": ("counting_source", "counting", "slimcore_counting_source", '''
+import os
+import time
+
 import torch
 from slimcore import Batch, hookimpl
 
@@ -94,9 +99,13 @@ def corpus_text(source, run, max_documents):
 def iterate_batches(source, run):
     if source != "counting":
         return None
+    stall_at = int(os.environ.get("COUNTING_STALL_AT", "0"))
+
     def batches():
         row = run.config.model.seq_len + 1
         for start in range(10**9):
+            if start + 1 == stall_at:
+                time.sleep(3600)  # a data stream that hangs
             ids = torch.arange(start, start + run.config.data.batch_size * row) % 50
             yield Batch.from_sequences(ids.view(-1, row))
     return batches()
@@ -157,12 +166,14 @@ def run_in_process(config_path, plugins: dict | None = None, overrides=(), resum
                    disabled=()):
     """One run in this process with extra in-process plugins ({name: object}).
     Returns (status, plugin manager)."""
+    from slimcore.cli import read_early_args
     from slimcore.launch import execute_run, resolve_config
     from slimcore.plugins import SlimcorePluginManager
 
+    early = read_early_args(["run", str(config_path)])  # the YAML's plugins.disable, as the CLI
     pm = SlimcorePluginManager()
-    pm.discover(disabled=set(disabled))
+    pm.discover(disabled=early.disabled | set(disabled))
     for name, plugin in (plugins or {}).items():
         pm.register_builtin_for_test(plugin, name)
     config = resolve_config(config_path, list(overrides), pm)
-    return execute_run(config, pm, resume=resume), pm
+    return execute_run(config, pm, resume=resume).status, pm

@@ -11,7 +11,6 @@ Prints steps/s of each and their ratio; record the figures in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -20,69 +19,16 @@ from pathlib import Path
 
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
-from slimcore import hookimpl  # noqa: E402
-from slimcore.launch import execute_run, prepare_tokenizer, resolve_config, seed_everything
+from common import build_config, fixed_batches, time_run
+from slimcore.launch import seed_everything
 from slimcore.model import GPT
 from slimcore.ops import TorchOps
-from slimcore.plugins import SlimcorePluginManager
-from slimcore.run import Run
 from slimcore.trainer import autocast_context, build_optimizer, build_scheduler
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def build_config(args, output_dir: Path):
-    pm = SlimcorePluginManager()
-    pm.discover()
-    overrides = [f"run.steps={args.steps}", f"run.device={args.device}", f"output.dir={output_dir}",
-                 "checkpoint.checkpointer=null", "intervals.log=1000000", "samples.prompts=[]"]
-    return resolve_config(REPO / "examples" / "quickstart.yaml", overrides, pm), pm
-
-
-def fixed_batches(config, pm, count: int):
-    """The batches both loops train on, made once by the real chunk source."""
-    run = Run(config=config, output_dir=Path(config.output.dir), device=torch.device("cpu"),
-              plugins=pm)
-    run.tokenizer = prepare_tokenizer(run)
-    source = pm.hook.iterate_batches(source=config.data.source, run=run)
-    return run.tokenizer, [b for b, _ in zip(source, range(count))]
-
-
-class Replay:
-    """An in-process data source that hands out the fixed batches."""
-
-    def __init__(self, batches, tokenizer):
-        self.batches, self.tokenizer = batches, tokenizer
-
-    @hookimpl
-    def iterate_batches(self, source, run):
-        return iter(self.batches) if source == "replay" else None
-
-
-class StepClock:
-    """Wall time between the end of step `warmup` and the end of the last step."""
-
-    def __init__(self, warmup):
-        self.warmup, self.start, self.end = warmup, None, None
-
-    @hookimpl
-    def on_metrics(self, metrics):
-        if metrics.step == self.warmup:
-            self.start = time.perf_counter()
-        self.end = time.perf_counter()
 
 
 def time_slimcore(args, batches, tokenizer) -> float:
     with tempfile.TemporaryDirectory() as out:
-        config, pm = build_config(args, Path(out))
-        config.data.source = "replay"
-        pm.register_builtin_for_test(Replay(batches, tokenizer), "replay")
-        clock = StepClock(args.warmup)
-        pm.register_builtin_for_test(clock, "clock")
-        config.tokenizer.path = str(tokenizer.path)
-        execute_run(config, pm)
-    return (args.steps - args.warmup) / (clock.end - clock.start)
+        return time_run(args, batches, tokenizer, Path(out))
 
 
 def time_bare(args, batches, vocab_size) -> float:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .config import ConfigError, load_yaml
-from .errors import UserError
+from .errors import TrainingHalted, UserError
 from .launch import SMOKE_OVERRIDES, execute_run, resolve_config
 from .plugins import SlimcorePluginManager
 
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"slimcore: error: {e}", file=sys.stderr)
         return 2
+    except TrainingHalted as e:
+        print(f"slimcore: error: {e}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print("slimcore: interrupted", file=sys.stderr)
         return 130
@@ -159,8 +162,10 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 def command_run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, overrides_from(args), args.plugin_manager,
                             raw=args.raw_config)
-    status = execute_run(config, args.plugin_manager, resume=getattr(args, "resume", None))
-    return 0 if status in ("completed", "stopped") else 1
+    run = execute_run(config, args.plugin_manager, resume=getattr(args, "resume", None))
+    if run.stop_signal is not None:
+        return 128 + run.stop_signal  # 143 for SIGTERM, as schedulers expect
+    return 0
 
 
 def command_config(args: argparse.Namespace) -> int:

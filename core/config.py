@@ -31,6 +31,10 @@ class RunSection:
     seed: int = 1337
     steps: int = 1000
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:N
+    # A NaN or Inf loss or gradient norm never reaches the optimizer. skip: drop that update
+    # and go on; stop: save a checkpoint of the last good state and exit with status 3.
+    nan_policy: Literal["skip", "stop"] = "skip"
+    stall_timeout_s: float | None = 900.0  # no step for this long: dump stacks, exit 3
 
 
 @dataclass

@@ -22,3 +22,11 @@ class ConfigError(UserError):
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {message}")
+
+
+class TrainingHalted(Exception):
+    """Training stopped itself to protect the run (a NaN loss under `nan_policy: stop`, a
+    stalled step). Not a bug and not bad input: the CLI prints one line, exit status 3.
+    What was trained is saved before this is raised, where it can be."""
+
+    exit_status = 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,11 @@ from .model import GPT
 from .ops import select_ops
 from .plugins import SlimcorePluginManager
 from .run import Run, resolve_device
+from .signals import GracefulStop
 from .state import TrainingState
 from .tokenizer import Tokenizer, load_tokenizer, train_or_reuse
 from .trainer import build_optimizer, build_scheduler, save_final_checkpoint, train_loop
+from .watchdog import StallWatchdog
 
 # `--test`: a smoke run that exercises every part in seconds.
 SMOKE_OVERRIDES = [
@@ -108,6 +111,7 @@ def resume_from(run: Run, state: TrainingState, where: str) -> None:
     if not saved:
         print(f"resume: no checkpoint in {run.output_dir}; starting from step 0")
         return
+    check_config_matches(saved["config"], run.config.to_dict(), saved["path"])
     if saved["tokenizer_fingerprint"] != run.tokenizer.fingerprint:
         raise UserError(f"--resume: {saved['path']} was trained with another tokenizer "
                         "(fingerprints differ); resume with the same tokenizer settings")
@@ -121,11 +125,28 @@ def resume_from(run: Run, state: TrainingState, where: str) -> None:
     state.step, state.tokens_seen = saved["step"], saved["tokens_seen"]
     state.data_state = saved.get("data") or {}
     torch.set_rng_state(saved["rng"]["torch"])
+    run.resumed_from = saved["path"]
     print(f"resume: continuing from step {state.step} ({saved['path']})")
 
 
-def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None = None) -> str:
-    """Train as configured; returns the end status. Raises UserError for bad input."""
+def check_config_matches(saved: dict, current: dict, path: str) -> None:
+    """A different model shape cannot resume; any other difference is worth a warning."""
+    differences = sorted(
+        f"{section}.{key}" for section in set(saved) | set(current)
+        for key in set(saved.get(section) or {}) | set(current.get(section) or {})
+        if (saved.get(section) or {}).get(key) != (current.get(section) or {}).get(key))
+    shape = [d for d in differences if d.startswith("model.") and d != "model.backend"]
+    if shape:
+        raise UserError(f"--resume: {path} holds another model shape ({', '.join(shape)} "
+                        "differ); resume with the model section it was saved with")
+    if differences:
+        print(f"slimcore: warning: resuming with config differences from {path}: "
+              f"{', '.join(differences)}", file=sys.stderr)
+
+
+def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None = None) -> Run:
+    """Train as configured; returns the finished Run (`run.status`). Raises UserError for
+    bad input, TrainingHalted when a guard stopped training."""
     device = resolve_device(config.run.device)
     pm.check_selectable(config.data.source, "data source", "data.source")
     if config.checkpoint.checkpointer:
@@ -158,12 +179,17 @@ def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None
         consumed = state.step * config.optimizer.grad_accum_steps
         batches = itertools.islice(batches, consumed, None)
 
+    run.start_step = state.step
     status, error = "failed", None
     try:
         pm.notify("on_run_start", run=run)
-        status = train_loop(run, state, batches)
-        save_final_checkpoint(run, state)
-        return status
+        stalled = lambda: pm.notify("on_run_end", run=run, status="stalled", error=None)  # noqa: E731
+        with GracefulStop() as stop, StallWatchdog(config.run.stall_timeout_s, stalled) as dog:
+            status = train_loop(run, state, batches, stop, dog)
+        if run.stop_signal is None:
+            save_final_checkpoint(run, state)
+        run.status = status
+        return run
     except KeyboardInterrupt as e:
         status, error = "stopped", e
         raise

@@ -26,6 +26,10 @@ class Run:
     model: torch.nn.Module | None = None
     # Where a resumed run's data source continues from (its saved `state_dict()`), if any.
     data_state: dict[str, Any] = field(default_factory=dict)
+    start_step: int = 0  # steps already done when this process began (a resumed run: > 0)
+    resumed_from: str | None = None  # the checkpoint this process resumed from
+    stop_signal: int | None = None  # the signal that stopped the run, if one did
+    status: str = "running"  # then completed, stopped or failed
 
     @property
     def is_main_process(self) -> bool:

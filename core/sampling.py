@@ -22,13 +22,16 @@ class TextSample:
 @torch.no_grad()
 def generate(model, prompt_ids: list[int], max_new_tokens: int, temperature: float,
              top_k: int, generator: torch.Generator, device: torch.device) -> list[int]:
-    """Continue `prompt_ids`; returns only the new ids. Without a KV cache each token
+    """Continue `prompt_ids`; returns only the new ids (fewer, or none, if the logits stop
+    being finite). Without a KV cache each token
     recomputes the window: samples are short and rare, so simplicity wins."""
     seq_len = model.cfg.seq_len
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     new: list[int] = []
     for _ in range(max_new_tokens):
         logits = model.next_token_logits(ids[:, -seq_len:]).float()  # (1, V)
+        if not torch.isfinite(logits).all():
+            break  # a diverged model has nothing to say; the training guards report it
         if temperature <= 0:
             next_id = logits.argmax(dim=-1, keepdim=True)
         else:

@@ -15,4 +15,5 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     tokens_seen: int
+    skipped_steps: int = 0  # updates dropped for a NaN or Inf loss
     data_state: dict[str, Any] = field(default_factory=dict)  # the source's position, if any

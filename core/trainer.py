@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from typing import Iterator
 
@@ -17,12 +18,14 @@ import torch
 
 from .batch import Batch
 from .config import OptimizerSection, RunConfig, ScheduleSection
-from .errors import UserError
+from .errors import TrainingHalted, UserError
 from .metrics import (StepTimer, TrainingMetrics, device_peak_flops, flops_per_token,
                       memory_in_use)
 from .run import Run
 from .sampling import sample_texts
+from .signals import GracefulStop
 from .state import TrainingState
+from .watchdog import StallWatchdog
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimizerSection, device: torch.device):
@@ -59,8 +62,10 @@ def autocast_context(device: torch.device):
     return contextlib.nullcontext()
 
 
-def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch]) -> str:
-    """Train from `state.step` to `run.config.run.steps`; returns the run's end status."""
+def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
+               stop: GracefulStop, watchdog: StallWatchdog) -> str:
+    """Train from `state.step` to `run.config.run.steps`; returns the run's end status.
+    `stop` says when a signal asked to stop; `watchdog` is told of every finished step."""
     cfg: RunConfig = run.config
     model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
     device = run.device
@@ -99,8 +104,15 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch]) -> str:
             optimizer.step()
         else:
             # A NaN or Inf never reaches the optimizer state.
-            print(f"slimcore: warning: step {step}: loss {loss}, grad norm {grad_norm}; "
-                  "update skipped")
+            optimizer.zero_grad(set_to_none=True)
+            if cfg.run.nan_policy == "stop":
+                path = save_checkpoint(run, state) if cfg.checkpoint.checkpointer else None
+                raise TrainingHalted(
+                    f"step {step}: loss {loss}, gradient norm {grad_norm}; run.nan_policy is "
+                    f"stop" + (f"; the last good state is saved in {path}" if path else ""))
+            state.skipped_steps += 1
+            print(f"slimcore: warning: step {step}: loss {loss}, gradient norm {grad_norm}; "
+                  f"update skipped ({state.skipped_steps} so far)", file=sys.stderr)
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step_time = timer.stop()
@@ -127,8 +139,15 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch]) -> str:
         if cfg.samples.prompts and step % sample_interval == 0:
             samples = sample_texts(model, run.tokenizer, cfg.samples, step, cfg.run.seed, device)
             run.plugins.notify("on_text_samples", run=run, step=step, samples=samples)
-        if cfg.checkpoint.checkpointer and step % cfg.intervals.checkpoint == 0:
+        saved = cfg.checkpoint.checkpointer and step % cfg.intervals.checkpoint == 0
+        if saved:
             save_checkpoint(run, state)
+        watchdog.beat()
+        if stop.requested is not None:
+            if cfg.checkpoint.checkpointer and not saved:
+                save_checkpoint(run, state)
+            run.stop_signal = stop.requested
+            return "stopped"
     return "completed"
 
 
@@ -140,6 +159,7 @@ def save_final_checkpoint(run: Run, state: TrainingState) -> None:
 
 
 def save_checkpoint(run: Run, state: TrainingState) -> str:
+    """Save through the checkpointer the YAML names; returns the checkpoint's path."""
     name = run.config.checkpoint.checkpointer
     path = run.plugins.hook.save_checkpoint(checkpointer=name, run=run, state=state)
     if path is None:

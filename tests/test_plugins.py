@@ -119,7 +119,7 @@ def test_tracing_prints_hook_calls(cli, write_config):
     assert result.returncode == 0, result.stderr
     assert "[slimcore trace] iterate_batches(source, run) -> ['chunk', 'sample']" in result.stderr
     assert "[slimcore trace] on_metrics(run, metrics) -> json_export" in result.stderr
-    assert "[slimcore trace]" not in cli("run", str(write_config({"run": {"steps": 1}}))).stderr
+    assert "[slimcore trace]" not in cli("config", str(write_config())).stderr
 
 
 def test_failing_observer_is_reported_once_then_switched_off(capsys):

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,11 @@ EMBEDDING_PREFIX = "embed."
 @dataclass
 class ThreeFileConfig:
     keep_last: int = 3  # complete sets kept; older ones are deleted after a new one is whole
+    keep_every: int | None = None  # also keep every set whose step is a multiple of this
 
     def __post_init__(self):
+        if self.keep_every is not None and self.keep_every < 1:
+            raise ConfigError("keep_every", "must be at least 1, or null")
         if self.keep_last < 2:
             raise ConfigError("keep_last", "must be at least 2, so a damaged newest set "
                               "always has a predecessor")
@@ -60,9 +64,13 @@ def save_checkpoint(checkpointer: str, run: Run, state: TrainingState):
     try:
         path = write_checkpoint(base, run, state)
     except OSError as e:
+        for leftover in folder.glob(base.name + "*.tmp"):
+            leftover.unlink(missing_ok=True)
         raise UserError(f"checkpoint: could not write {base} ({e.strerror or e}); the previous "
                         "checkpoint is intact") from None
-    prune(folder, run.config.section(NAME).keep_last)
+    settings: ThreeFileConfig = run.config.section(NAME)
+    keep = {Path(run.resumed_from).name} if run.resumed_from else set()
+    prune(folder, settings.keep_last, settings.keep_every, keep)
     return path
 
 
@@ -84,6 +92,30 @@ def newest_intact(folder: Path) -> dict[str, Any]:
             print(f"slimcore: warning: {e}; falling back to the previous checkpoint",
                   file=sys.stderr)
     return {}
+
+
+@hookimpl
+def register_commands(subparsers):
+    parser = subparsers.add_parser("inspect", help="describe and verify a checkpoint")
+    parser.add_argument("checkpoint", help="a checkpoint_step_N.bin file")
+    parser.set_defaults(handler=command_inspect)
+
+
+def command_inspect(args) -> int:
+    base = Path(args.checkpoint)
+    saved = read_checkpoint(base)  # raises UserError (exit 2) when damaged
+    model = saved["config"]["model"]
+    parameters = sum(t.numel() for t in saved["model"].values())
+    print(f"{base}: verified (sha256 of every file matches)")
+    print(f"  step {saved['step']}, {saved['tokens_seen']:,} tokens seen, run "
+          f"{saved['config']['run']['name']!r}")
+    print(f"  model: width {model['width']}, {model['layers']} layers, {model['heads']} heads, "
+          f"seq {model['seq_len']}, vocabulary {saved['model']['embed.weight'].shape[0]:,}, "
+          f"{parameters:,} parameters")
+    for suffix in ("", ".embeddings", ".decoder"):
+        path = base.with_name(base.name + suffix)
+        print(f"  {path.name}: {path.stat().st_size:,} bytes")
+    return 0
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -121,12 +153,24 @@ def write_checkpoint(base: Path, run: Run, state: TrainingState) -> str:
             tensors[f"rng.cuda.{i}"] = rng
     run_state["self_sha256"] = state_digest(run_state, tensors)
     write_aside(base, safetensors_bytes(tensors, metadata={"slimcore": json.dumps(run_state)}))
+    fault_point("written", state.step)
     # Renames happen only now that every file is whole on disk; `.bin` last commits the set.
     for suffix in (".embeddings", ".decoder", ""):
         target = base.with_name(base.name + suffix)
         os.replace(target.with_name(target.name + ".tmp"), target)
+        if suffix == ".decoder":
+            fault_point("renamed", state.step)
     fsync_folder(base.parent)
     return str(base)
+
+
+def fault_point(moment: str, step: int) -> None:
+    """Fault injection for the kill tests: SLIMCORE_CHECKPOINT_PAUSE=STEP:MOMENT makes the
+    save of step STEP announce itself on stderr and sleep at MOMENT (`written`: every file
+    written aside, none renamed; `renamed`: the weights renamed into place, `.bin` not)."""
+    if os.environ.get("SLIMCORE_CHECKPOINT_PAUSE") == f"{step}:{moment}":
+        print(f"checkpoint paused: step {step} {moment}", file=sys.stderr, flush=True)
+        time.sleep(3600)
 
 
 def write_aside(path: Path, data: bytes) -> None:
@@ -235,11 +279,19 @@ def _read_verified(path: Path, expected: dict) -> bytes:
 
 def complete_sets(folder: Path) -> list[Path]:
     """`.bin` files of committed sets, oldest first."""
-    sets = [p for p in folder.glob("checkpoint_step_*.bin")]
-    return sorted(sets, key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    return sorted(folder.glob("checkpoint_step_*.bin"), key=step_of)
 
 
-def prune(folder: Path, keep_last: int) -> None:
+def step_of(base: Path) -> int:
+    return int(base.name[len("checkpoint_step_"):-len(".bin")])
+
+
+def prune(folder: Path, keep_last: int, keep_every: int | None = None,
+          keep: set[str] = frozenset()) -> None:
+    """Delete sets beyond the newest `keep_last`, except milestones (`keep_every`) and
+    those named in `keep` (the set this run resumed from)."""
     for old in complete_sets(folder)[:-keep_last]:
+        if old.name in keep or (keep_every and step_of(old) % keep_every == 0):
+            continue
         for suffix in ("", ".embeddings", ".decoder"):  # .bin first: the set stops counting
             old.with_name(old.name + suffix).unlink(missing_ok=True)

@@ -14,11 +14,17 @@ ends.
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
 from slimcore import ConfigError, UserError, hookimpl
+
+from .json_export import previous_records
 
 FINAL_RENDER_TIMEOUT_S = 300
 
@@ -30,8 +36,13 @@ class DashboardConfig:
     recent_window: int = 200  # steps in the recent-performance view
     columns: int = 3
     dpi: int = 100
+    # A render costs about 1.5 CPU-seconds; renders are spaced so the dashboard uses at most
+    # this share of one core, and requests in between are coalesced into the next one.
+    max_cpu_share: float = 0.05
 
     def __post_init__(self):
+        if not 0 < self.max_cpu_share <= 1:
+            raise ConfigError("max_cpu_share", "must be in (0, 1]")
         for key in ("moving_average", "recent_window", "columns", "dpi"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, "must be at least 1")
@@ -41,6 +52,10 @@ class Dashboard:
     def __init__(self):
         self.worker: subprocess.Popen | None = None
         self.pending: list[dict] = []  # metrics since the last send
+        # Messages go to the pipe from a thread of their own: a pipe holds 64 KiB, and a
+        # worker busy starting up or rendering would otherwise block the training thread.
+        self.outbox: queue.Queue = queue.Queue()
+        self.sender: threading.Thread | None = None
 
     @hookimpl
     def declare_config(self):
@@ -63,10 +78,18 @@ class Dashboard:
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "slimcore_visualizers.render_worker"],
             stdin=subprocess.PIPE, text=True)
+        self.sender = threading.Thread(target=self._send_from_outbox, args=(self.worker,),
+                                       daemon=True, name="dashboard_sender")
+        self.sender.start()
         self.send({"output_dir": str(run.output_dir), "charts": enabled, "blocked": blocked,
                    "moving_average": settings.moving_average,
                    "recent_window": settings.recent_window, "columns": settings.columns,
-                   "dpi": settings.dpi, "run_name": run.name})
+                   "dpi": settings.dpi, "run_name": run.name,
+                   "max_cpu_share": settings.max_cpu_share})
+        if run.start_step:  # a resumed run's charts show its whole history
+            viz = Path(run.output_dir) / "training_viz"
+            self.send({"metrics": previous_records(viz / "metrics_history.json", run.start_step),
+                       "samples": previous_records(viz / "text_samples.json", run.start_step)})
 
     @hookimpl
     def on_metrics(self, metrics, run):
@@ -88,10 +111,8 @@ class Dashboard:
             return
         if self.pending:
             self.send({"metrics": self.pending, "render": self.pending[-1]["step"]})
-        try:
-            self.worker.stdin.close()
-        except OSError:
-            pass
+        self.outbox.put(None)  # the sender writes what is queued, then closes the pipe
+        self.sender.join()
         try:
             self.worker.wait(timeout=FINAL_RENDER_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -100,10 +121,21 @@ class Dashboard:
         self.worker = None
 
     def send(self, message: dict) -> None:
+        self.outbox.put(json.dumps(message) + "\n")
+
+    def _send_from_outbox(self, worker: subprocess.Popen) -> None:
+        broken = False
+        while (line := self.outbox.get()) is not None:
+            if broken:
+                continue
+            try:
+                worker.stdin.write(line)
+                worker.stdin.flush()
+            except OSError:
+                broken = True
+                print("slimcore: warning: the dashboard render process died; no more charts "
+                      "this run", file=sys.stderr)
         try:
-            self.worker.stdin.write(json.dumps(message) + "\n")
-            self.worker.stdin.flush()
-        except (BrokenPipeError, OSError):
-            print("slimcore: warning: the dashboard render process died; no more charts this "
-                  "run", file=sys.stderr)
-            self.worker = None
+            worker.stdin.close()
+        except OSError:
+            pass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -39,6 +40,20 @@ class JsonSeries:
         os.replace(tmp, self.path)
 
 
+def previous_records(path: Path, upto_step: int) -> list[dict]:
+    """The records an earlier process of this run wrote, up to the step resumed from (steps
+    after it were not checkpointed and are trained again)."""
+    if not path.is_file():
+        return []
+    try:
+        records = json.loads(path.read_text())
+    except ValueError:
+        print(f"slimcore: warning: {path} is not valid JSON; its history starts over",
+              file=sys.stderr)
+        return []
+    return [r for r in records if r.get("step", 0) <= upto_step]
+
+
 class JsonExporter:
     def __init__(self):
         self.metrics: JsonSeries | None = None
@@ -56,6 +71,9 @@ class JsonExporter:
         folder.mkdir(parents=True, exist_ok=True)
         self.metrics = JsonSeries(folder / "metrics_history.json")
         self.samples = JsonSeries(folder / "text_samples.json")
+        if run.start_step:  # a resumed run continues its history, not a new one
+            self.metrics.records = previous_records(self.metrics.path, run.start_step)
+            self.samples.records = previous_records(self.samples.path, run.start_step)
         self.writer = threading.Thread(target=self._write_when_asked, daemon=True,
                                        name="json_export")
         self.writer.start()

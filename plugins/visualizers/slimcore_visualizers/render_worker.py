@@ -2,20 +2,28 @@
 
 Reads JSON lines on stdin: first the settings, then messages with new `metrics`, new
 `samples`, and `render` requests. Before each render it takes everything waiting in the
-pipe, so requests that piled up during a slow render become one render of the newest step. Runs at the lowest CPU priority so that it
+pipe, so requests that piled up during a slow render become one render of the newest step.
+Renders are spaced so that they take at most `dashboard.max_cpu_share` of one core; the
+last request is always rendered before the process exits. Runs at the lowest CPU priority so that it
 takes only what training leaves. A chart that raises is reported once and left out of later
 renders.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import select
-import sys
-from pathlib import Path
 
-import matplotlib
+# Lowest CPU priority before the heavy imports (matplotlib, torch through slimcore): the
+# start-up costs seconds of CPU that training should not lose.
+os.nice(19)
+
+import json  # noqa: E402
+import select  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
@@ -93,7 +101,10 @@ class Inbox:
         self.buffer = b""
         self.ended = False
 
-    def take(self) -> list[dict]:
+    def take(self, wait_s: float | None = None) -> list[dict]:
+        """With `wait_s`, return early (maybe empty) if nothing arrives in that time."""
+        if wait_s is not None and not select.select([self.fd], [], [], max(0.0, wait_s))[0]:
+            return []
         ready = True
         while ready and not self.ended:
             chunk = os.read(self.fd, 1 << 20)
@@ -105,7 +116,6 @@ class Inbox:
 
 
 def main() -> None:
-    os.nice(19)
     inbox = Inbox(sys.stdin.fileno())
     messages = inbox.take()
     if not messages:
@@ -116,17 +126,23 @@ def main() -> None:
     data = ChartData(metrics=[], samples=[], moving_average=settings["moving_average"],
                      recent_window=settings["recent_window"])
     failed: set[str] = set()
+    render_step, next_render_at = None, 0.0
     while True:
-        render_step = None
         for message in messages:
             data.metrics.extend(message.get("metrics", []))
             data.samples.extend(message.get("samples", []))
             render_step = message.get("render", render_step)
-        if render_step is not None:
+        now = time.monotonic()
+        if render_step is not None and (now >= next_render_at or inbox.ended):
             render(charts, data, render_step, settings, failed)
+            spent = time.monotonic() - now
+            # Keep to max_cpu_share of one core: a render of t seconds is followed by
+            # t * (1 / share - 1) seconds of only collecting data.
+            next_render_at = time.monotonic() + spent * (1 / settings["max_cpu_share"] - 1)
+            render_step = None
         if inbox.ended:
             return
-        messages = inbox.take()
+        messages = inbox.take(None if render_step is None else next_render_at - time.monotonic())
 
 
 if __name__ == "__main__":

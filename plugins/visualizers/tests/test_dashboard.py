@@ -10,6 +10,7 @@ from PIL import Image
 
 from slimcore_visualizers.charts import LossChart
 
+ON = {"plugins": {"disable": []}}  # the suite's tiny config has the dashboard off
 SEVEN = ["loss", "accuracy", "throughput", "learning_rate", "loss_vs_accuracy",
          "recent_performance", "text_samples"]
 
@@ -24,7 +25,7 @@ def charts_in(png):
 
 
 def test_run_writes_step_and_latest_pngs_with_all_charts(cli, write_config, tmp_path):
-    result = cli("run", str(write_config({"run": {"steps": 6}})))
+    result = cli("run", str(write_config({**ON, "run": {"steps": 6}})))
     assert result.returncode == 0, result.stderr
     viz = tmp_path / "out" / "training_viz"
     latest = viz / "training_latest.png"
@@ -34,7 +35,7 @@ def test_run_writes_step_and_latest_pngs_with_all_charts(cli, write_config, tmp_
 
 
 def test_disabling_charts_in_yaml_removes_them(cli, write_config, tmp_path):
-    config = write_config({"run": {"steps": 3},
+    config = write_config({**ON, "run": {"steps": 3},
                            "dashboard": {"disable": ["throughput", "loss_vs_accuracy"]}})
     assert cli("run", str(config)).returncode == 0
     shown = charts_in(tmp_path / "out" / "training_viz" / "training_latest.png")
@@ -46,7 +47,7 @@ def test_disabling_charts_in_yaml_removes_them(cli, write_config, tmp_path):
 
 
 def test_unknown_chart_in_yaml_is_a_user_error(cli, write_config):
-    result = cli("run", str(write_config({"dashboard": {"disable": ["losss"]}})))
+    result = cli("run", str(write_config({**ON, "dashboard": {"disable": ["losss"]}})))
     assert result.returncode == 2
     assert "dashboard.disable: no chart named 'losss'" in result.stderr
 
@@ -75,7 +76,8 @@ def wait_for(path, timeout=60):
 
 def settings(tmp_path, charts):
     return {"output_dir": str(tmp_path), "charts": charts, "blocked": [], "moving_average": 50,
-            "recent_window": 200, "columns": 3, "dpi": 60, "run_name": "test"}
+            "recent_window": 200, "columns": 3, "dpi": 60, "run_name": "test",
+            "max_cpu_share": 1.0}
 
 
 def test_pngs_change_between_intervals(tmp_path):
@@ -124,7 +126,7 @@ def test_a_chart_that_raises_is_switched_off_with_one_warning(tmp_path, installe
 
 
 def test_run_with_a_raising_chart_finishes(cli, write_config, installed_plugins, tmp_path):
-    result = cli("run", str(write_config({"run": {"steps": 3}})), env=installed_plugins)
+    result = cli("run", str(write_config({**ON, "run": {"steps": 3}})), env=installed_plugins)
     assert result.returncode == 0, result.stderr
     assert "chart 'exploding_chart' failed" in result.stderr
     assert "exploding_chart" not in charts_in(tmp_path / "out" / "training_viz" /
@@ -143,10 +145,10 @@ def test_third_party_chart_installed_with_pip(cli, write_config, tmp_path, tmp_p
     listing = json.loads(cli("plugins", "--json", env=env).stdout)
     example = next(p for p in listing if p["name"] == "grad_norm")
     assert (example["distribution"], example["status"]) == ("slimcore-viz-example", "loaded")
-    assert cli("run", str(write_config({"run": {"steps": 3}})), env=env).returncode == 0
+    assert cli("run", str(write_config({**ON, "run": {"steps": 3}})), env=env).returncode == 0
     png = tmp_path / "out" / "training_viz" / "training_latest.png"
     assert charts_in(png) == SEVEN[:-1] + ["grad_norm", "text_samples"]
-    config = write_config({"run": {"steps": 3}, "dashboard": {"disable": ["grad_norm"]}})
+    config = write_config({**ON, "run": {"steps": 3}, "dashboard": {"disable": ["grad_norm"]}})
     assert cli("run", str(config), env=env).returncode == 0
     assert "grad_norm" not in charts_in(png)
     # The example's own tests pass against the installed package.
@@ -165,3 +167,17 @@ def test_loss_chart_is_importable_without_matplotlib_on_the_training_side():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
     assert LossChart.name == "loss"
+
+
+def test_renders_are_spaced_to_the_cpu_share_and_the_last_one_always_happens(tmp_path):
+    process = worker()
+    send(process, {**settings(tmp_path, ["loss"]), "max_cpu_share": 0.01})
+    viz = tmp_path / "training_viz"
+    send(process, {"metrics": metrics(range(1, 6)), "render": 5})
+    wait_for(viz / "training_step_000005.png")
+    send(process, {"metrics": metrics(range(6, 11)), "render": 10})
+    time.sleep(3)  # a render of ~0.3 s at a 1% share buys ~30 s of quiet
+    assert not (viz / "training_step_000010.png").exists()
+    process.stdin.close()  # the run ends: the pending request is rendered at once
+    assert process.wait(timeout=60) == 0
+    assert (viz / "training_step_000010.png").exists()

@@ -1,0 +1,74 @@
+"""Pieces the benchmarks share: the quickstart config, fixed batches from the real `chunk`
+source, an in-process source that replays them, and a clock driven by `on_metrics`."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
+from slimcore import hookimpl  # noqa: E402
+from slimcore.launch import prepare_tokenizer, resolve_config  # noqa: E402
+from slimcore.plugins import SlimcorePluginManager  # noqa: E402
+from slimcore.run import Run  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_config(args, output_dir: Path, extra: tuple[str, ...] = (), disabled=()):
+    pm = SlimcorePluginManager()
+    pm.discover(disabled=set(disabled))
+    overrides = [f"run.steps={args.steps}", f"run.device={args.device}", f"output.dir={output_dir}",
+                 "checkpoint.checkpointer=null", "intervals.log=1000000", "samples.prompts=[]",
+                 *extra]
+    return resolve_config(REPO / "examples" / "quickstart.yaml", overrides, pm), pm
+
+
+def fixed_batches(config, pm, count: int):
+    """The batches both loops train on, made once by the real chunk source."""
+    run = Run(config=config, output_dir=Path(config.output.dir), device=torch.device("cpu"),
+              plugins=pm)
+    run.tokenizer = prepare_tokenizer(run)
+    source = pm.hook.iterate_batches(source=config.data.source, run=run)
+    return run.tokenizer, [b for b, _ in zip(source, range(count))]
+
+
+class Replay:
+    """An in-process data source that hands out the fixed batches."""
+
+    def __init__(self, batches, tokenizer):
+        self.batches, self.tokenizer = batches, tokenizer
+
+    @hookimpl
+    def iterate_batches(self, source, run):
+        return iter(self.batches) if source == "replay" else None
+
+
+class StepClock:
+    """Wall time between the end of step `warmup` and the end of the last step."""
+
+    def __init__(self, warmup):
+        self.warmup, self.start, self.end = warmup, None, None
+
+    @hookimpl
+    def on_metrics(self, metrics):
+        if metrics.step == self.warmup:
+            self.start = time.perf_counter()
+        self.end = time.perf_counter()
+
+
+def time_run(args, batches, tokenizer, output_dir: Path, extra=(), disabled=()) -> float:
+    """Steps/s of a full slimcore run on the fixed batches, first `args.warmup` excluded."""
+    from slimcore.launch import execute_run
+
+    config, pm = build_config(args, output_dir, extra, disabled)
+    config.data.source = "replay"
+    config.tokenizer.path = str(tokenizer.path)
+    pm.register_builtin_for_test(Replay(batches, tokenizer), "replay")
+    clock = StepClock(args.warmup)
+    pm.register_builtin_for_test(clock, "clock")
+    execute_run(config, pm)
+    return (args.steps - args.warmup) / (clock.end - clock.start)

@@ -1,0 +1,84 @@
+"""What the charts cost training: the same run with every chart on at viz interval 10 and
+with the dashboard and JSON exporter off, side by side in one process; then the time of one
+dashboard render. Target: steps/s with charts at least 0.98x without.
+
+    python bench/viz_overhead.py                    # quickstart model, CPU
+    python bench/viz_overhead.py --smoke            # the --test model: steps of milliseconds
+
+Record the figures in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from common import build_config, fixed_batches, time_run
+from slimcore import ChartData
+from slimcore.launch import SMOKE_OVERRIDES
+
+SMOKE_MODEL = tuple(o for o in SMOKE_OVERRIDES if o.startswith(("model.", "data.")))
+
+
+def time_one_render(steps: int, samples: int) -> float:
+    """Seconds for one dashboard of all seven charts over a `steps`-long history."""
+    from slimcore_visualizers import render_worker
+
+    render_worker.sns.set_theme(style="whitegrid")
+    charts = render_worker.load_charts(
+        ["loss", "accuracy", "throughput", "learning_rate", "loss_vs_accuracy",
+         "recent_performance", "text_samples"], [])
+    data = ChartData(metrics=[{"step": s, "loss": 8 / (1 + s / 100), "accuracy": s / steps,
+                               "learning_rate": 1e-3, "tokens_per_second": 4000.0}
+                              for s in range(1, steps + 1)],
+                     samples=[{"step": s, "prompt": "The state", "text": "of the Union " * 8}
+                              for s in range(samples)])
+    with tempfile.TemporaryDirectory() as out:
+        settings = {"output_dir": out, "columns": 3, "dpi": 100, "run_name": "bench",
+                    "max_cpu_share": 1.0}
+        started = time.perf_counter()
+        render_worker.render(charts, data, steps, settings, set())
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--smoke", action="store_true", help="the tiny --test model")
+    args = parser.parse_args()
+    model = SMOKE_MODEL if args.smoke else ()
+    config, pm = build_config(args, Path(tempfile.gettempdir()), model)
+    tokenizer, batches = fixed_batches(config, pm, args.steps)
+    print(f"model: width {config.model.width}, {config.model.layers} layers, seq "
+          f"{config.model.seq_len}, batch {config.data.batch_size}; {args.steps} steps, first "
+          f"{args.warmup} excluded; charts every 10 steps; device {args.device}")
+    ratios = []
+    for repeat in range(args.repeats):
+        rates = {}
+        order = ("charts", "plain") if repeat % 2 == 0 else ("plain", "charts")
+        for which in order:
+            with tempfile.TemporaryDirectory() as out:
+                if which == "charts":
+                    rates[which] = time_run(args, batches, tokenizer, Path(out),
+                                            (*model, "intervals.viz=10"))
+                else:
+                    rates[which] = time_run(args, batches, tokenizer, Path(out), model,
+                                            disabled=("dashboard", "json_export"))
+        ratios.append(rates["charts"] / rates["plain"])
+        print(f"repeat {repeat + 1}: charts {rates['charts']:.3f} steps/s, none "
+              f"{rates['plain']:.3f} steps/s, ratio {ratios[-1]:.3f}")
+    print(f"with charts / without, steps/s: median {statistics.median(ratios):.3f} "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+    for steps in (300, 10_000):
+        print(f"one dashboard render, 7 charts, {steps} steps of history: "
+              f"{time_one_render(steps, 40):.2f} s")
+
+
+if __name__ == "__main__":
+    main()

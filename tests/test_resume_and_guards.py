@@ -1,0 +1,186 @@
+"""Exact resume, signals, NaN policy, the stall watchdog: the promises that keep a long run's
+work, each checked on real runs (subprocesses where a process must die)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, run_in_process
+from slimcore import UserError, hookimpl
+from slimcore.errors import TrainingHalted
+
+
+def history(out):
+    return {m["step"]: m["loss"] for m in
+            json.loads((out / "training_viz" / "metrics_history.json").read_text())}
+
+
+@pytest.mark.parametrize("source", ["chunk", "sample"])
+def test_resume_is_bitwise_the_straight_run(write_config, tmp_path, source):
+    """40 steps straight against 20 + resume + 20: identical losses for steps 21 to 40."""
+    straight = write_config({"run": {"steps": 40}, "data": {"source": source},
+                             "intervals": {"checkpoint": 20}}, name="straight")
+    run_in_process(straight)
+    straight_losses = history(tmp_path / "out")
+    resumed = write_config({"run": {"steps": 40}, "data": {"source": source},
+                            "output": {"dir": str(tmp_path / "resumed")}}, name="resumed")
+    run_in_process(resumed, resume=str(tmp_path / "out" / "checkpoints" /
+                                       "checkpoint_step_20.bin"))
+    resumed_losses = history(tmp_path / "resumed")
+    assert sorted(resumed_losses) == list(range(21, 41))
+    assert [resumed_losses[s] for s in range(21, 41)] == [straight_losses[s]
+                                                          for s in range(21, 41)]
+
+
+def start_run(config, *args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "slimcore", "run", str(config), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+def wait_for_line(stream, needle, timeout=120):
+    deadline = time.monotonic() + timeout
+    for line in stream:
+        if needle in line:
+            return line
+        assert time.monotonic() < deadline, f"never saw {needle!r}"
+    raise AssertionError(f"stream ended before {needle!r}")
+
+
+def test_sigterm_saves_and_exits_143_then_resumes(write_config, tmp_path, cli):
+    config = write_config({"run": {"steps": 400}})
+    process = start_run(config)
+    wait_for_line(process.stdout, "step 5/400")
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "SIGTERM: finishing this step" in stderr
+    steps = history(tmp_path / "out")
+    last = max(steps)
+    assert 5 <= last < 400
+    assert (tmp_path / "out" / "checkpoints" / f"checkpoint_step_{last}.bin").exists()
+    result = cli("run", str(config), "--resume", "auto", "--steps", str(last + 3))
+    assert result.returncode == 0, result.stderr
+    assert f"resume: continuing from step {last}" in result.stdout
+    assert sorted(history(tmp_path / "out")) == list(range(1, last + 4))  # history continues
+
+
+@pytest.mark.parametrize("moment", ["written", "renamed"])
+def test_sigkill_mid_checkpoint_leaves_the_previous_set(write_config, tmp_path, cli, moment):
+    config = write_config({"run": {"steps": 6}, "intervals": {"checkpoint": 2}})
+    process = start_run(config, env={"SLIMCORE_CHECKPOINT_PAUSE": f"4:{moment}"})
+    wait_for_line(process.stderr, f"checkpoint paused: step 4 {moment}")
+    process.kill()
+    process.wait(timeout=30)
+    folder = tmp_path / "out" / "checkpoints"
+    assert not (folder / "checkpoint_step_4.bin").exists()  # never committed
+    result = cli("run", str(config), "--resume", "auto")
+    assert result.returncode == 0, result.stderr
+    assert "resume: continuing from step 2" in result.stdout
+    assert (folder / "checkpoint_step_6.bin").exists()
+
+
+class PoisonStep:
+    """Fills one weight with NaN just before step `k` and restores it after, so exactly
+    step k's loss is NaN."""
+
+    def __init__(self, k):
+        self.k, self.saved = k, None
+
+    @hookimpl
+    def on_metrics(self, metrics, run):
+        weight = run.model.head.weight
+        if metrics.step == self.k - 1:
+            self.saved = weight.detach().clone()
+            weight.data.fill_(float("nan"))
+        elif metrics.step == self.k and self.saved is not None:
+            weight.data.copy_(self.saved)
+
+    @hookimpl
+    def on_run_start(self, run):
+        if run.start_step == 0 and self.k == 1:
+            run.model.head.weight.data.fill_(float("nan"))
+
+
+def test_nan_loss_is_skipped_and_never_reaches_the_optimizer(write_config, tmp_path, capsys):
+    recorder = []
+
+    class Record:
+        @hookimpl
+        def on_metrics(self, metrics, run):
+            recorder.append((metrics.step, metrics.loss, run.model.embed.weight.clone()))
+
+    run_in_process(write_config({"run": {"steps": 6, "nan_policy": "skip"}}),
+                   {"poison": PoisonStep(4), "record": Record()})
+    assert "step 4: loss nan" in capsys.readouterr().err
+    losses = {step: loss for step, loss, _ in recorder}
+    assert losses[4] != losses[4]  # NaN
+    assert all(losses[s] == losses[s] for s in (1, 2, 3, 5, 6))
+    embed = {step: weights for step, _, weights in recorder}
+    assert (embed[4] == embed[3]).all()  # no update at the NaN step
+    assert not (embed[5] == embed[4]).all()  # and training goes on after it
+
+
+def test_nan_loss_with_stop_policy_saves_and_exits_3(write_config, tmp_path):
+    config = write_config({"run": {"steps": 6, "nan_policy": "stop"}})
+    with pytest.raises(TrainingHalted, match="step 4: loss nan.*nan_policy is stop.*"
+                                             "checkpoint_step_3.bin"):
+        run_in_process(config, {"poison": PoisonStep(4)})
+    assert (tmp_path / "out" / "checkpoints" / "checkpoint_step_3.bin").exists()
+    assert TrainingHalted.exit_status == 3
+
+
+def test_stall_watchdog_dumps_stacks_and_exits(write_config, tmp_path, cli, installed_plugins):
+    config = write_config({"run": {"steps": 50, "stall_timeout_s": 2},
+                           "data": {"source": "counting"}})
+    started = time.monotonic()
+    result = cli("run", str(config), env={**installed_plugins, "COUNTING_STALL_AT": "3"},
+                 timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 60
+    assert "no step completed in" in result.stderr
+    assert "run.stall_timeout_s = 2" in result.stderr
+    assert "Thread 0x" in result.stderr  # faulthandler's dump of every thread
+    assert sorted(history(tmp_path / "out")) == [1, 2]  # metrics were flushed
+
+
+def test_resume_refuses_another_model_shape(write_config, tmp_path):
+    run_in_process(write_config({"run": {"steps": 2}}))
+    with pytest.raises(UserError, match="another model shape \\(model.width differ"):
+        run_in_process(write_config({"run": {"steps": 4}, "model": {"width": 48}}),
+                       resume="auto")
+
+
+def test_resume_warns_about_other_differences(write_config, tmp_path, capsys):
+    run_in_process(write_config({"run": {"steps": 2}}))
+    run_in_process(write_config({"run": {"steps": 3}, "optimizer": {"lr": 0.001}}),
+                   resume="auto")
+    err = capsys.readouterr().err
+    assert "resuming with config differences" in err
+    assert "optimizer.lr" in err and "run.steps" in err
+
+
+def test_disk_full_during_save_keeps_the_previous_checkpoint(write_config, tmp_path,
+                                                             monkeypatch):
+    import slimcore_checkpointers.three_file as three_file
+
+    config = write_config({"run": {"steps": 4}, "intervals": {"checkpoint": 2}})
+    real_write = three_file.write_aside
+
+    def full_disk(path, data):
+        if "step_4" in path.name and path.name.endswith(".decoder"):
+            raise OSError(28, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(three_file, "write_aside", full_disk)
+    with pytest.raises(UserError, match="could not write .*checkpoint_step_4.bin \\(No space "
+                                        "left on device\\); the previous checkpoint is intact"):
+        run_in_process(config)
+    folder = tmp_path / "out" / "checkpoints"
+    assert three_file.read_checkpoint(folder / "checkpoint_step_2.bin")["step"] == 2
+    assert not (folder / "checkpoint_step_4.bin").exists()
