@@ -30,7 +30,9 @@ def time_one_render(steps: int, samples: int) -> float:
     render_worker.sns.set_theme(style="whitegrid")
     charts = render_worker.load_charts(
         ["loss", "accuracy", "throughput", "learning_rate", "loss_vs_accuracy",
-         "recent_performance", "text_samples"], [])
+         "recent_performance", "text_samples"],
+        ["loss", "accuracy", "throughput", "learning_rate", "loss_vs_accuracy",
+         "recent_performance", "text_samples"])
     data = ChartData(metrics=[{"step": s, "loss": 8 / (1 + s / 100), "accuracy": s / steps,
                                "learning_rate": 1e-3, "tokens_per_second": 4000.0}
                               for s in range(1, steps + 1)],

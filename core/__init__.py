@@ -1,20 +1,23 @@
 """slimcore: train GPT-style language models on streamed text, extended by plugins.
 
 The public API for plugin authors is what this module exports; see docs/plugins.md.
+Names load on first use (PEP 562), so a process that needs only the chart contract, such as
+the dashboard's render process, does not pay for importing torch.
 """
 
-from .batch import IGNORE_INDEX, Batch
-from .charts import Chart, ChartData
-from .config import RunConfig
-from .errors import ConfigError, UserError
-from .hookspecs import hookimpl
-from .metrics import TrainingMetrics
-from .run import Run
-from .sampling import TextSample
-from .state import TrainingState
-from .tokenizer import Tokenizer
+import importlib
 
-__all__ = [
-    "IGNORE_INDEX", "Batch", "Chart", "ChartData", "ConfigError", "Run", "RunConfig",
-    "TextSample", "Tokenizer", "TrainingMetrics", "TrainingState", "UserError", "hookimpl",
-]
+_EXPORTS = {
+    "IGNORE_INDEX": "batch", "Batch": "batch", "Chart": "charts", "ChartData": "charts",
+    "RunConfig": "config", "ConfigError": "errors", "UserError": "errors",
+    "hookimpl": "hookspecs", "TrainingMetrics": "metrics", "Run": "run",
+    "TextSample": "sampling", "TrainingState": "state", "Tokenizer": "tokenizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'slimcore' has no attribute {name!r}")

@@ -72,7 +72,13 @@ class DataSection:
     path: str = "bundled"  # bundled, a local file or glob, or a Hub dataset id
     data_files: str | None = None  # a pattern inside a Hub dataset, e.g. train/chunk1/*.jsonl.zst
     text_field: str = "text"
+    # Keep only records whose meta.redpajama_set_name is listed, e.g. [RedPajamaBook,
+    # RedPajamaArXiv]; empty keeps everything.
+    set_names: list[str] = field(default_factory=list)
     batch_size: int = 16  # sequences per micro-batch
+    timeout_s: float = 60.0  # every record must arrive within this, or the read is retried
+    max_retries: int = 5  # restarts in a row without a record before the run stops
+    retry_backoff_s: float = 2.0  # the first wait before a retry; doubles each time
 
 
 @dataclass

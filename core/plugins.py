@@ -61,10 +61,12 @@ class SlimcorePluginManager(pluggy.PluginManager):
 
     # -- discovery ----------------------------------------------------------------------
 
-    def discover(self, disabled: set[str] = frozenset(), strict: bool = False) -> None:
-        """Register the built-ins, then every installed entry point not disabled."""
+    def discover(self, disabled: set[str] = frozenset(), strict: bool = False,
+                 only: set[str] | None = None) -> None:
+        """Register the built-ins, then every installed entry point not disabled (and, with
+        `only`, named there: a helper process loads just the plugins it needs)."""
         disabled = set(disabled) | env_list("SLIMCORE_DISABLE_PLUGINS")
-        allow = env_list("SLIMCORE_LOAD_PLUGINS")
+        allow = env_list("SLIMCORE_LOAD_PLUGINS") | set(only or ())
         for name, factory in builtin_plugins.BUILTINS:
             # The allowlist names installed plugins; built-ins answer to disabling only.
             self._admit(name, "slimcore", _version("slimcore"), disabled, set(), factory)
@@ -147,6 +149,12 @@ class SlimcorePluginManager(pluggy.PluginManager):
         caller = getattr(self.hook, hook_name)
         return sorted({impl.plugin_name for impl in caller.get_hookimpls()})
 
+    def chart_owners(self) -> dict[str, str]:
+        """{chart name: the plugin that registers it}."""
+        return {chart.name: impl.plugin_name
+                for impl in self.hook.register_charts.get_hookimpls()
+                for chart in impl.function() or []}
+
     def charts(self) -> list:
         """Every chart that plugins register, in dashboard order; names are unique."""
         from .charts import Chart
@@ -165,10 +173,14 @@ class SlimcorePluginManager(pluggy.PluginManager):
         return sorted(charts, key=lambda chart: (chart.order, chart.name))
 
     def header(self) -> str:
-        """The one-line plugin summary printed at the start of a run."""
-        loaded = [f"{i.name} {i.version}" for i in self.infos.values()
-                  if i.status == "loaded" and i.distribution != "slimcore"]
-        line = "plugins: " + (", ".join(loaded) or "none")
+        """The one-line plugin summary printed at the start of a run, by distribution:
+        `plugins: slimcore-datasources 0.1.0 (chunk, sample), ...; failed: broken`."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for info in self.infos.values():
+            if info.status == "loaded" and info.distribution != "slimcore":
+                groups.setdefault((info.distribution, info.version), []).append(info.name)
+        line = "plugins: " + (", ".join(f"{dist} {version} ({', '.join(sorted(names))})"
+                                        for (dist, version), names in groups.items()) or "none")
         for status in ("blocked", "failed"):
             names = [i.name for i in self.infos.values() if i.status == status]
             if names:

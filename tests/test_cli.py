@@ -22,7 +22,8 @@ def test_quick_smoke_run_writes_outputs_and_loss_falls(cli, write_config, tmp_pa
     out = tmp_path / "out"
     plugins = json.loads((out / "plugins.json").read_text())
     assert {p["name"]: p["status"] for p in plugins}["chunk"] == "loaded"
-    assert result.stdout.splitlines()[0].startswith("plugins: chunk 0.1.0")
+    assert result.stdout.splitlines()[0].startswith(
+        "plugins: slimcore-datasources 0.1.0 (chunk, sample), slimcore-checkpointers 0.1.0")
     history = json.loads((out / "training_viz" / "metrics_history.json").read_text())
     assert [m["step"] for m in history] == list(range(1, 13))
     assert history[-1]["loss"] < history[0]["loss"] - 0.3

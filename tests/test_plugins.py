@@ -66,7 +66,7 @@ def test_third_party_data_source_found_through_its_entry_point(cli, write_config
     config = write_config({"data": {"source": "counting"}, "run": {"steps": 3}})
     result = cli("run", str(config), env=installed_plugins)
     assert result.returncode == 0, result.stderr
-    assert "counting 0.0.7" in result.stdout.splitlines()[0]
+    assert "slimcore-counting-source 0.0.7 (counting)" in result.stdout.splitlines()[0]
 
 
 @pytest.mark.parametrize("how", ["yaml", "cli", "env"])

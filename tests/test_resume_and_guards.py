@@ -70,6 +70,18 @@ def test_sigterm_saves_and_exits_143_then_resumes(write_config, tmp_path, cli):
     assert sorted(history(tmp_path / "out")) == list(range(1, last + 4))  # history continues
 
 
+def test_a_second_signal_exits_at_once(write_config, tmp_path):
+    config = write_config({"run": {"steps": 400}, "intervals": {"checkpoint": 2}})
+    # A save that hangs: the first signal waits for it, the second must not.
+    process = start_run(config, env={"SLIMCORE_CHECKPOINT_PAUSE": "4:written"})
+    wait_for_line(process.stderr, "checkpoint paused: step 4 written")
+    process.send_signal(signal.SIGTERM)
+    wait_for_line(process.stderr, "SIGTERM: finishing this step")
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGINT
+
+
 @pytest.mark.parametrize("moment", ["written", "renamed"])
 def test_sigkill_mid_checkpoint_leaves_the_previous_set(write_config, tmp_path, cli, moment):
     config = write_config({"run": {"steps": 6}, "intervals": {"checkpoint": 2}})

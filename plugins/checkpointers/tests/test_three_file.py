@@ -96,3 +96,40 @@ def test_missing_checkpoint_and_auto_without_any(write_config, tmp_path):
     assert complete_sets(tmp_path) == []
     status, _ = run_in_process(write_config({"run": {"steps": 1}}), resume="auto")
     assert status == "completed"
+
+
+def test_inspect_describes_and_verifies(trained, cli):
+    _, folder, _ = trained
+    result = cli("inspect", str(folder / "checkpoint_step_6.bin"))
+    assert result.returncode == 0, result.stderr
+    assert "verified (sha256 of every file matches)" in result.stdout
+    assert "step 6, 768 tokens seen" in result.stdout
+    assert "model: width 32, 2 layers, 2 heads, seq 32" in result.stdout
+    assert "checkpoint_step_6.bin.decoder:" in result.stdout
+    damaged = folder / "checkpoint_step_6.bin.embeddings"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    result = cli("inspect", str(folder / "checkpoint_step_6.bin"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"slimcore: error: checkpoint: {damaged} fails its sha256 check (damaged)"]
+
+
+def test_prune_keeps_milestones_and_the_set_resumed_from(tmp_path):
+    from slimcore_checkpointers.three_file import prune
+
+    for step in (2, 4, 6, 8, 10, 12):
+        for suffix in ("", ".embeddings", ".decoder"):
+            (tmp_path / f"checkpoint_step_{step}.bin{suffix}").write_bytes(b"x")
+    prune(tmp_path, keep_last=2, keep_every=4, keep={"checkpoint_step_2.bin"})
+    assert [p.name for p in complete_sets(tmp_path)] == [
+        "checkpoint_step_2.bin", "checkpoint_step_4.bin", "checkpoint_step_8.bin",
+        "checkpoint_step_10.bin", "checkpoint_step_12.bin"]
+    assert not (tmp_path / "checkpoint_step_6.bin.decoder").exists()
+
+
+def test_keep_last_below_two_is_refused(write_config, cli):
+    result = cli("config", str(write_config({"three_file": {"keep_last": 1}})))
+    assert result.returncode == 2
+    assert "three_file.keep_last: must be at least 2" in result.stderr

@@ -6,6 +6,10 @@ Hugging Face `datasets` so that local shards and the Hub go through one code pat
     a local file, folder or glob     .jsonl / .json / .jsonl.zst (SlimPajama records),
                                      .txt (one document per file), .parquet
     a Hub dataset id (owner/name)    streamed; `data.data_files` picks shards by pattern
+    http(s):// URLs                  of files of the kinds above (several: comma-separated)
+
+Records are read through stream.resilient_records: on a background thread, each within
+`data.timeout_s`, restarted where they stopped after a stall or a read error.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from slimcore import Run, UserError
 from slimcore.tokenizer import default_cache_dir
 
 from .bundled import bundled_shards
+from .stream import resilient_records
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".zst": "json", ".txt": "text",
             ".parquet": "parquet"}
@@ -54,6 +59,9 @@ def open_dataset(run: Run):
         else default_cache_dir()
     if data.path == "bundled":
         return _stream_files(bundled_shards(cache), "data.path")
+    if data.path.startswith(("http://", "https://")):
+        return _stream_files([u.strip() for u in data.path.split(",") if u.strip()],
+                             "data.path")
     files = local_files(data.path)
     if files:
         return _stream_files(files, "data.path")
@@ -65,6 +73,11 @@ def open_dataset(run: Run):
 
 def _stream_files(files: list[str], key: str):
     import datasets
+
+    # slimcore retries whole records (stream.py); datasets' own 20 x 5 s read retries would
+    # hide a stall from data.timeout_s for minutes.
+    datasets.config.STREAMING_READ_MAX_RETRIES = 1
+    datasets.config.STREAMING_READ_RETRY_INTERVAL = 0
 
     builders = {_builder_for(f) for f in files}
     if None in builders or len(builders) != 1:
@@ -104,21 +117,29 @@ def check_hub_reachable(repo: str, timeout_s: float = 5.0) -> None:
 
 def iter_documents(run: Run, epochs: int | None = None) -> Iterator[str]:
     """Texts of the corpus, pass after pass (`epochs=None`: forever), this rank's share."""
-    dataset = open_dataset(run)
-    field = run.config.data.text_field
+    data = run.config.data
+    field = data.text_field
+    wanted_sets = set(data.set_names)
     epoch = 0
     while epochs is None or epoch < epochs:
         produced = False
-        for index, record in enumerate(dataset):
+        # Opened inside the retry loop: the first request can stall or drop too.
+        records = resilient_records(lambda: iter(open_dataset(run)), data.path, data.timeout_s,
+                                    data.max_retries, data.retry_backoff_s)
+        for index, record in enumerate(records):
             if index % run.world_size != run.rank:
                 continue
             if field not in record:
-                raise UserError(f"data.text_field: records of {run.config.data.path} have no "
+                raise UserError(f"data.text_field: records of {data.path} have no "
                                 f"'{field}' (fields: {', '.join(record)})")
+            if wanted_sets and (record.get("meta") or {}).get("redpajama_set_name") \
+                    not in wanted_sets:
+                continue
             produced = True
             yield record[field]
         if not produced:
-            raise UserError(f"data.path: '{run.config.data.path}' holds no documents")
+            only = f" of data.set_names {sorted(wanted_sets)}" if wanted_sets else ""
+            raise UserError(f"data.path: '{data.path}' holds no documents{only}")
         epoch += 1
 
 

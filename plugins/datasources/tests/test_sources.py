@@ -84,6 +84,13 @@ def test_missing_field_and_missing_files_are_user_errors(tokenizer, jsonl_corpus
         first_documents(make_run(tokenizer, tmp_path / "none*.jsonl"), 1)
 
 
+def test_malformed_records_are_one_clear_error(tokenizer, tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": unterminated\n')
+    with pytest.raises(UserError, match="data.path: cannot parse the records of"):
+        first_documents(make_run(tokenizer, path), 10)
+
+
 def test_hub_id_offline_fails_fast_with_a_hint(tokenizer, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()

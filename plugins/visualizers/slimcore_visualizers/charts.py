@@ -138,6 +138,7 @@ class TextSamplesTable(Chart):
         table.set_fontsize(8)
         for (row, _), cell in table.get_celld().items():
             cell.set_height(0.12 if row == 0 else 0.2)
+            cell.PAD = 0.01  # matplotlib pads 10% of the width: too much for a wide column
 
 
 def printable(text: str) -> str:

@@ -74,14 +74,16 @@ class Dashboard:
         enabled = [name for name in charts if name not in settings.disable]
         if not enabled:
             return
-        blocked = [i.name for i in run.plugins.infos.values() if i.status == "blocked"]
+        owners = run.plugins.chart_owners()
+        # The render process loads only the plugins that own the enabled charts.
+        chart_plugins = sorted({owners[name] for name in enabled})
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "slimcore_visualizers.render_worker"],
             stdin=subprocess.PIPE, text=True)
         self.sender = threading.Thread(target=self._send_from_outbox, args=(self.worker,),
                                        daemon=True, name="dashboard_sender")
         self.sender.start()
-        self.send({"output_dir": str(run.output_dir), "charts": enabled, "blocked": blocked,
+        self.send({"output_dir": str(run.output_dir), "charts": enabled, "plugins": chart_plugins,
                    "moving_average": settings.moving_average,
                    "recent_window": settings.recent_window, "columns": settings.columns,
                    "dpi": settings.dpi, "run_name": run.name,

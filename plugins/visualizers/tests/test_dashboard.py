@@ -75,7 +75,8 @@ def wait_for(path, timeout=60):
 
 
 def settings(tmp_path, charts):
-    return {"output_dir": str(tmp_path), "charts": charts, "blocked": [], "moving_average": 50,
+    return {"output_dir": str(tmp_path), "charts": charts, "plugins": charts,
+            "moving_average": 50,
             "recent_window": 200, "columns": 3, "dpi": 60, "run_name": "test",
             "max_cpu_share": 1.0}
 
@@ -181,3 +182,11 @@ def test_renders_are_spaced_to_the_cpu_share_and_the_last_one_always_happens(tmp
     process.stdin.close()  # the run ends: the pending request is rendered at once
     assert process.wait(timeout=60) == 0
     assert (viz / "training_step_000010.png").exists()
+
+
+def test_render_process_loads_only_chart_plugins_and_no_torch():
+    # Its start-up competes with training for the CPU: it must stay light.
+    code = ("import sys; import slimcore_visualizers.render_worker as w; "
+            "print([c.name for c in w.load_charts(['loss'], ['loss'])], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "['loss'] False", out.stderr

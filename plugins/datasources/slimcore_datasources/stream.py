@@ -1,0 +1,107 @@
+"""A document stream that never hangs silently.
+
+Records are read on a background thread (so reading, decompression and parsing overlap the
+training step) into a bounded queue. Every record must arrive within `data.timeout_s`; a
+stall or a read error restarts the stream after a backoff, skipping the records already
+delivered, so no document is lost or repeated. After `data.max_retries` restarts in a row
+without progress the run stops with one line.
+
+`datasets` retries reads on its own, 20 times 5 seconds apart; slimcore turns that off
+(one attempt) and retries at the record level, where it controls the timing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import sys
+import threading
+import time
+from typing import Callable, Iterable, Iterator
+
+from slimcore import UserError
+
+PREFETCH_RECORDS = 1024
+_END = object()
+
+
+class StreamStalled(Exception):
+    pass
+
+
+class PrefetchingReader:
+    """Iterates `make_records()` on a daemon thread; `get(timeout)` takes the next record.
+
+    A reader stuck in a hung network read cannot be interrupted from Python; `abandon()`
+    leaves it to finish or hang alone, and it never hands over another record."""
+
+    def __init__(self, make_records: Callable[[], Iterable[dict]]):
+        self.queue: queue.Queue = queue.Queue(maxsize=PREFETCH_RECORDS)
+        self.abandoned = threading.Event()
+        self.thread = threading.Thread(target=self._read, args=(make_records,), daemon=True,
+                                       name="slimcore_reader")
+        self.thread.start()
+
+    def _read(self, make_records) -> None:
+        try:
+            for record in make_records():
+                if not self._put(record):
+                    return
+            self._put(_END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer to decide
+            self._put(e)
+
+    def _put(self, item) -> bool:
+        while not self.abandoned.is_set():
+            try:
+                self.queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, timeout_s: float):
+        try:
+            return self.queue.get(timeout=timeout_s)
+        except queue.Empty:
+            raise StreamStalled(f"no record within {timeout_s:g} s") from None
+
+    def abandon(self) -> None:
+        self.abandoned.set()
+
+
+def resilient_records(open_records: Callable[[], Iterable[dict]], where: str,
+                      timeout_s: float, max_retries: int, backoff_s: float) -> Iterator[dict]:
+    """One pass over `open_records()`, restarted after stalls and errors (see module doc)."""
+    delivered = 0
+    failures = 0
+    while True:
+        reader = PrefetchingReader(lambda: itertools.islice(open_records(), delivered, None))
+        try:
+            while True:
+                item = reader.get(timeout_s)
+                if item is _END:
+                    return
+                if isinstance(item, ValueError):  # malformed data: retrying cannot help
+                    raise UserError(f"data.path: cannot parse the records of {where} "
+                                    f"({type(item).__name__}: {str(item)[:200]})")
+                if isinstance(item, BaseException):
+                    raise item  # read errors retry below; anything else (UserError) stops
+                delivered += 1
+                failures = 0
+                yield item
+        except (StreamStalled, OSError, ConnectionError, TimeoutError) as e:
+            failures += 1
+            reason = f"{type(e).__name__}: {str(e)[:200]}"
+            if failures > max_retries:
+                raise UserError(
+                    f"data.path: {where} stopped delivering after {delivered} records "
+                    f"({reason}; {max_retries} retries, data.timeout_s = {timeout_s:g}); check "
+                    "the network or the files, or raise data.timeout_s / data.max_retries"
+                ) from None
+            wait = backoff_s * 2 ** (failures - 1)
+            print(f"slimcore: warning: {where}: {reason}; retry {failures}/{max_retries} in "
+                  f"{wait:g} s from record {delivered}", file=sys.stderr, flush=True)
+            time.sleep(wait)
+        finally:
+            reader.abandon()
