@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 
-# A low CPU priority, set before the heavy imports (matplotlib, torch through slimcore), so
-# the start-up's seconds of CPU come out of what training leaves. Nice 10 (about a tenth of
-# a busy core) rather than 19: at 19 a CPU run that keeps every core busy starved the
-# renderer until the run ended. Renders are also spaced (max_cpu_share), so the average
-# cost stays near zero; bench/viz_overhead.py measures it.
-os.nice(10)
+# The lowest CPU priority, set before the heavy imports (matplotlib), so the start-up's
+# CPU comes out of what training leaves. Measured (bench/RESULTS.md): at nice 10 a CPU run
+# that keeps every core busy lost ~9% of its steps/s to the renderer; at nice 19 nothing
+# measurable, at the price that on such a machine renders wait for idle CPU and intermediate
+# dashboards are sparse. The final render always completes before the run exits.
+os.nice(19)
 
 import json  # noqa: E402
 import select  # noqa: E402
