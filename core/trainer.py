@@ -103,8 +103,7 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
         if math.isfinite(loss) and math.isfinite(grad_norm):
             optimizer.step()
         else:
-            # A NaN or Inf never reaches the optimizer state.
-            optimizer.zero_grad(set_to_none=True)
+            # A NaN or Inf never reaches the optimizer state: its gradients are dropped below.
             if cfg.run.nan_policy == "stop":
                 path = save_checkpoint(run, state) if cfg.checkpoint.checkpointer else None
                 raise TrainingHalted(

@@ -70,22 +70,23 @@ def test_third_party_data_source_found_through_its_entry_point(cli, write_config
 
 
 @pytest.mark.parametrize("how", ["yaml", "cli", "env"])
-def test_disabled_plugin_is_never_imported(cli, write_config, installed_plugins, how):
-    """Blocking the broken plugin keeps its import (which raises) from ever running."""
+def test_disabled_plugin_is_never_imported(cli, write_config, installed_plugins, tmp_path, how):
+    """Blocked before import: the broken plugin's import (which raises) never runs, so the
+    run records it as blocked with no error."""
     env = dict(installed_plugins)
-    args = ["config", str(write_config())]
+    updates = {"run": {"steps": 1}}
+    args = []
     if how == "yaml":
-        args = ["config", str(write_config({"plugins": {"disable": ["broken"]}}))]
+        updates["plugins"] = {"disable": ["dashboard", "broken"]}
     elif how == "cli":
-        args += ["-p", "no:broken"]
+        args = ["-p", "no:broken"]
     else:
         env["SLIMCORE_DISABLE_PLUGINS"] = "broken, sample"
-    assert cli(*args, env=env).returncode == 0
-    plugins = listing(cli, *(["-p", "no:broken"] if how == "cli" else []),
-                      env=env if how != "yaml" else installed_plugins)
-    if how != "yaml":
-        assert plugins["broken"]["status"] == "blocked"
-        assert plugins["broken"]["error"] is None
+    result = cli("run", str(write_config(updates)), *args, env=env)
+    assert result.returncode == 0, result.stderr
+    record = {p["name"]: p for p in json.loads((tmp_path / "out" / "plugins.json").read_text())}
+    assert record["broken"]["status"] == "blocked" and record["broken"]["error"] is None
+    assert "blocked: " in result.stdout.splitlines()[0]
 
 
 def test_allowlist_blocks_everything_else(cli):
