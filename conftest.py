@@ -174,6 +174,6 @@ def run_in_process(config_path, plugins: dict | None = None, overrides=(), resum
     pm = SlimcorePluginManager()
     pm.discover(disabled=early.disabled | set(disabled))
     for name, plugin in (plugins or {}).items():
-        pm.register_builtin_for_test(plugin, name)
+        pm.register_in_process(plugin, name)
     config = resolve_config(config_path, list(overrides), pm)
     return execute_run(config, pm, resume=resume).status, pm

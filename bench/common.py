@@ -11,7 +11,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
 from slimcore import hookimpl  # noqa: E402
-from slimcore.launch import prepare_tokenizer, resolve_config  # noqa: E402
+from slimcore.launch import execute_run, prepare_tokenizer, resolve_config  # noqa: E402
 from slimcore.plugins import SlimcorePluginManager  # noqa: E402
 from slimcore.run import Run  # noqa: E402
 
@@ -62,13 +62,11 @@ class StepClock:
 
 def time_run(args, batches, tokenizer, output_dir: Path, extra=(), disabled=()) -> float:
     """Steps/s of a full slimcore run on the fixed batches, first `args.warmup` excluded."""
-    from slimcore.launch import execute_run
-
     config, pm = build_config(args, output_dir, extra, disabled)
     config.data.source = "replay"
     config.tokenizer.path = str(tokenizer.path)
-    pm.register_builtin_for_test(Replay(batches, tokenizer), "replay")
+    pm.register_in_process(Replay(batches, tokenizer), "replay")
     clock = StepClock(args.warmup)
-    pm.register_builtin_for_test(clock, "clock")
+    pm.register_in_process(clock, "clock")
     execute_run(config, pm)
     return (args.steps - args.warmup) / (clock.end - clock.start)

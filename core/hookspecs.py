@@ -134,8 +134,9 @@ def load_checkpoint(checkpointer: str, run: Run, path: str) -> dict[str, Any] | 
     ``run.output_dir`` (skipping damaged ones with a warning), or ``{}`` when there is none.
 
     Returns a dict with ``path``, ``step``, ``tokens_seen``, ``tokenizer_fingerprint``,
-    ``model`` (state dict), ``optimizer`` and ``scheduler`` (state dicts), ``data`` (the
-    source's saved position) and ``rng`` (``{"torch": ByteTensor, ...}``). Must verify
+    ``model`` (state dict), ``optimizer`` and ``scheduler`` (state dicts) and ``rng``
+    (``{"torch": ByteTensor, ...}``). The data position is not saved: the core derives it
+    from ``step`` and replays the deterministic stream. Must verify
     integrity before returning a tensor and must never execute code from the file. Raise
     ``slimcore.UserError`` for a damaged or missing checkpoint.
     """

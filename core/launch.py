@@ -123,7 +123,6 @@ def resume_from(run: Run, state: TrainingState, where: str) -> None:
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
     state.step, state.tokens_seen = saved["step"], saved["tokens_seen"]
-    state.data_state = saved.get("data") or {}
     torch.set_rng_state(saved["rng"]["torch"])
     run.resumed_from = saved["path"]
     print(f"resume: continuing from step {state.step} ({saved['path']})")
@@ -167,15 +166,14 @@ def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None
                           tokens_seen=0)
     if resume:
         resume_from(run, state, resume)
-    run.data_state = state.data_state
     batches = pm.hook.iterate_batches(source=config.data.source, run=run)
     if batches is None:
         raise pm.unknown_selection(config.data.source, "data source", "data.source")
     batches = iter(batches)
     if state.step:
-        # Sources are deterministic, so skipping the batches already trained on continues
-        # the stream exactly. (A source that restores its own position from
-        # run.data_state can make this O(1); that is the data issue's work.)
+        # The data position is derived, not saved: sources are deterministic, so skipping
+        # the batches already trained on continues the stream exactly (at the cost of
+        # re-reading them).
         consumed = state.step * config.optimizer.grad_accum_steps
         batches = itertools.islice(batches, consumed, None)
 

@@ -115,8 +115,9 @@ class SlimcorePluginManager(pluggy.PluginManager):
                     raise pluggy.PluginValidationError(
                         plugin, f"unknown hook '{hook_name}' (see docs/plugins.md)")
 
-    def register_builtin_for_test(self, plugin: Any, name: str) -> None:
-        """Register an in-process plugin (tests, benchmarks) and list it like the others."""
+    def register_in_process(self, plugin: Any, name: str) -> None:
+        """Register a plugin object of this process (tests, benchmarks) and list it like the
+        installed ones."""
         self.register(plugin, name=name)
         self._check_hook_names(plugin, name)
         self.infos[name] = PluginInfo(

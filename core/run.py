@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,8 +24,6 @@ class Run:
     world_size: int = 1
     tokenizer: Tokenizer | None = None
     model: torch.nn.Module | None = None
-    # Where a resumed run's data source continues from (its saved `state_dict()`), if any.
-    data_state: dict[str, Any] = field(default_factory=dict)
     start_step: int = 0  # steps already done when this process began (a resumed run: > 0)
     resumed_from: str | None = None  # the checkpoint this process resumed from
     stop_signal: int | None = None  # the signal that stopped the run, if one did

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
@@ -16,4 +15,3 @@ class TrainingState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     tokens_seen: int
     skipped_steps: int = 0  # updates dropped for a NaN or Inf loss
-    data_state: dict[str, Any] = field(default_factory=dict)  # the source's position, if any

@@ -2,7 +2,6 @@
 the real CLI; and the meta-tests that keep hookspecs, docs and tests in step."""
 
 import inspect
-import json
 import re
 from pathlib import Path
 
@@ -87,9 +86,9 @@ def test_hook_register_charts():
             return [Loss()]
 
     pm = SlimcorePluginManager()
-    pm.register_builtin_for_test(Plotter(), "plotter")
+    pm.register_in_process(Plotter(), "plotter")
     assert [c.name for c in pm.charts()] == ["my_loss"]
-    pm.register_builtin_for_test(Clash(), "clash")
+    pm.register_in_process(Clash(), "clash")
     with pytest.raises(UserError, match="chart 'my_loss' is registered by both"):
         pm.charts()
 

@@ -111,7 +111,7 @@ def test_misspelled_hook_is_a_load_failure():
 
     pm = SlimcorePluginManager()
     with pytest.raises(Exception, match="unknown hook 'on_metric'"):
-        pm.register_builtin_for_test(Typo(), "typo")
+        pm.register_in_process(Typo(), "typo")
 
 
 def test_tracing_prints_hook_calls(cli, write_config):
@@ -140,8 +140,8 @@ def test_failing_observer_is_reported_once_then_switched_off(capsys):
             Healthy.seen += 1
 
     pm = SlimcorePluginManager()
-    pm.register_builtin_for_test(Flaky(), "flaky")
-    pm.register_builtin_for_test(Healthy(), "healthy")
+    pm.register_in_process(Flaky(), "flaky")
+    pm.register_in_process(Healthy(), "healthy")
     for step in range(FAILURES_BEFORE_SWITCH_OFF + 3):
         pm.notify("on_metrics", metrics=step, run=None)
     err = capsys.readouterr().err

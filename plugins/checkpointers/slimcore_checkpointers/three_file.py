@@ -1,7 +1,7 @@
 """Plugin `three_file`: a checkpoint as three safetensors files.
 
     checkpoint_step_N.bin             run state: step, resolved config, optimizer tensors and
-                                      layout, scheduler, RNG, data position, tokenizer
+                                      layout, scheduler, RNG, tokenizer
                                       fingerprint, format version, manifest of the other two
     checkpoint_step_N.bin.embeddings  the token embedding weights
     checkpoint_step_N.bin.decoder     every other model weight
@@ -142,7 +142,6 @@ def write_checkpoint(base: Path, run: Run, state: TrainingState) -> str:
         "optimizer": optimizer_layout,
         "scheduler": state.scheduler.state_dict(),
         "python_random": _jsonable(random.getstate()),
-        "data": state.data_state,
         "manifest": manifest,
     }
     tensors = {f"optimizer.{k}": v for k, v in optimizer_tensors.items()}
@@ -258,7 +257,6 @@ def read_checkpoint(base: Path) -> dict[str, Any]:
         "model": weights,
         "optimizer": join_optimizer_state(optimizer_tensors, run_state["optimizer"]),
         "scheduler": run_state["scheduler"],
-        "data": run_state["data"],
         "rng": {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")},
         "python_random": run_state["python_random"],
         "path": str(base),

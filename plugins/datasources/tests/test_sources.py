@@ -1,9 +1,7 @@
 """The `sample` and `chunk` sources over real files: bundled shards, local JSON lines and
 text files."""
 
-import io
 import json
-import os
 import time
 from pathlib import Path
 

@@ -60,7 +60,6 @@ class JsonExporter:
         self.samples: JsonSeries | None = None
         self.wanted = threading.Event()
         self.stopping = False
-        self.lock = threading.Lock()
         self.writer: threading.Thread | None = None
 
     @hookimpl
@@ -109,6 +108,7 @@ class JsonExporter:
                 self._write()
 
     def _write(self) -> None:
-        with self.lock:
-            self.metrics.write()
-            self.samples.write()
+        # Only the writer thread calls this during the run, and on_run_end only after
+        # joining it, so no lock is needed.
+        self.metrics.write()
+        self.samples.write()

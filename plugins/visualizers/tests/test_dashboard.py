@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from PIL import Image
 
 from slimcore_visualizers.charts import LossChart
