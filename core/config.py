@@ -79,6 +79,13 @@ class DataSection:
     timeout_s: float = 60.0  # every record must arrive within this, or the read is retried
     max_retries: int = 5  # restarts in a row without a record before the run stops
     retry_backoff_s: float = 2.0  # the first wait before a retry; doubles each time
+    # Documents leave through a seeded buffer of this many (0: file order); shards are read in
+    # a new seeded order each epoch. The buffer is saved in checkpoints, so keep it modest.
+    shuffle_buffer: int = 1000
+
+    def __post_init__(self):
+        if self.shuffle_buffer < 0:
+            raise ConfigError("shuffle_buffer", "must be 0 (no shuffling) or more")
 
 
 @dataclass
@@ -104,6 +111,22 @@ class IntervalsSection:
     checkpoint: int = 2000
     sample_every: int = 5  # in viz intervals
     log: int = 10  # steps between plain progress lines when stdout is not a terminal
+
+
+@dataclass
+class EvalSection:
+    interval: int = 0  # steps between evaluations on held-out data; 0: no evaluation
+    batches: int = 8  # micro-batches of held-out data, the same ones at every evaluation
+    # null: hold out the last shard of data.path (it is then left out of training); or a
+    # held-out corpus of its own, e.g. cerebras/SlimPajama-627B with the data_files below.
+    path: str | None = None
+    data_files: str | None = None  # a pattern inside a Hub eval.path, e.g. validation/chunk1/*
+
+    def __post_init__(self):
+        if self.interval < 0:
+            raise ConfigError("interval", "must be 0 (no evaluation) or a number of steps")
+        if self.batches < 1:
+            raise ConfigError("batches", "must be at least 1")
 
 
 @dataclass
@@ -138,6 +161,7 @@ CORE_SECTIONS: dict[str, type] = {
     "optimizer": OptimizerSection,
     "schedule": ScheduleSection,
     "intervals": IntervalsSection,
+    "eval": EvalSection,
     "samples": SamplesSection,
     "checkpoint": CheckpointSection,
     "output": OutputSection,
@@ -154,6 +178,7 @@ class RunConfig:
     optimizer: OptimizerSection
     schedule: ScheduleSection
     intervals: IntervalsSection
+    eval: EvalSection
     samples: SamplesSection
     checkpoint: CheckpointSection
     output: OutputSection

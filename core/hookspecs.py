@@ -89,6 +89,21 @@ def iterate_batches(source: str, run: Run) -> Iterator[Batch] | None:
     loss and accuracy. Stopping the iteration ends the run early. Read only this rank's
     share: ``run.rank`` of ``run.world_size``. Raise ``slimcore.UserError`` for an
     unreachable or malformed corpus.
+
+    Resumable sources also have ``state_dict() -> dict | None`` (the position after the
+    last batch drawn: JSON values and CPU tensors, nested in dicts) and
+    ``load_state_dict(state)`` (called before the first batch); checkpoints carry the state,
+    and a resumed run reads on from it. Without them a resumed run replays the stream from
+    its start, skipping the batches already trained on.
+    """
+
+
+@hookspec(firstresult=True)
+def validation_batches(source: str, run: Run, count: int) -> list[Batch] | None:
+    """Return up to ``count`` batches of held-out data for data source ``source``, the same
+    ones on every call and every rank, or None when ``source`` is not yours. The core
+    evaluates on them every ``eval.interval`` steps. Raise ``slimcore.UserError`` when there
+    is no held-out data to be had.
     """
 
 
@@ -121,6 +136,8 @@ def on_text_samples(step: int, samples: list[TextSample], run: Run) -> None:
 def save_checkpoint(checkpointer: str, run: Run, state: TrainingState) -> str | None:
     """Save ``state`` with checkpointer ``checkpointer`` (``checkpoint.checkpointer`` in the
     YAML); return the path of the saved checkpoint, or None when the name is not yours.
+    Save ``state.data_state`` too (the source's position: JSON values and CPU tensors in
+    nested dicts, or None), so that a resumed run reads on where this one stopped.
 
     Must be all or nothing: a crash mid-save leaves the previous checkpoint usable. Raise
     ``slimcore.UserError`` for a problem the user can fix (disk full, unwritable folder).
@@ -135,8 +152,8 @@ def load_checkpoint(checkpointer: str, run: Run, path: str) -> dict[str, Any] | 
 
     Returns a dict with ``path``, ``step``, ``tokens_seen``, ``tokenizer_fingerprint``,
     ``model`` (state dict), ``optimizer`` and ``scheduler`` (state dicts) and ``rng``
-    (``{"torch": ByteTensor, ...}``). The data position is not saved: the core derives it
-    from ``step`` and replays the deterministic stream. Must verify
+    (``{"torch": ByteTensor, ...}``), and ``data_state`` (``state.data_state`` as saved,
+    None when the source had none: the core then replays the stream). Must verify
     integrity before returning a tensor and must never execute code from the file. Raise
     ``slimcore.UserError`` for a damaged or missing checkpoint.
     """

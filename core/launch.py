@@ -123,9 +123,26 @@ def resume_from(run: Run, state: TrainingState, where: str) -> None:
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
     state.step, state.tokens_seen = saved["step"], saved["tokens_seen"]
+    state.data_state = saved.get("data_state")
     torch.set_rng_state(saved["rng"]["torch"])
     run.resumed_from = saved["path"]
     print(f"resume: continuing from step {state.step} ({saved['path']})")
+
+
+def continue_stream(batches, state: TrainingState, config: RunConfig):
+    """The data source positioned after the batches `state` has trained on: restored from
+    its saved state when it has one, else replayed from the start (sources are
+    deterministic, so skipping the batches already trained on continues the stream
+    exactly, at the cost of re-reading them)."""
+    if not state.step:
+        return iter(batches)
+    if state.data_state is not None and hasattr(batches, "load_state_dict"):
+        batches.load_state_dict(state.data_state)
+        return batches
+    print(f"resume: the data source has no saved position; replaying {state.step} steps of "
+          "data to find it", file=sys.stderr)
+    consumed = state.step * config.optimizer.grad_accum_steps
+    return itertools.islice(iter(batches), consumed, None)
 
 
 def check_config_matches(saved: dict, current: dict, path: str) -> None:
@@ -166,16 +183,10 @@ def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None
                           tokens_seen=0)
     if resume:
         resume_from(run, state, resume)
-    batches = pm.hook.iterate_batches(source=config.data.source, run=run)
-    if batches is None:
+    source = pm.hook.iterate_batches(source=config.data.source, run=run)
+    if source is None:
         raise pm.unknown_selection(config.data.source, "data source", "data.source")
-    batches = iter(batches)
-    if state.step:
-        # The data position is derived, not saved: sources are deterministic, so skipping
-        # the batches already trained on continues the stream exactly (at the cost of
-        # re-reading them).
-        consumed = state.step * config.optimizer.grad_accum_steps
-        batches = itertools.islice(batches, consumed, None)
+    batches = continue_stream(source, state, config)
 
     run.start_step = state.step
     status, error = "failed", None
@@ -195,4 +206,5 @@ def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None
         error = e
         raise
     finally:
+        getattr(source, "close", lambda: None)()
         pm.notify("on_run_end", run=run, status=status, error=error)

@@ -42,13 +42,17 @@ class ConsoleProgress:
             self.bar.update(1)
             self.bar.set_postfix_str(f"loss {metrics.loss:.3f} acc {metrics.accuracy:.3f} "
                                      f"{metrics.tokens_per_second:,.0f} tok/s", refresh=False)
-        elif metrics.step % self.log_every == 0 or metrics.step == self.total:
+        elif (metrics.step % self.log_every == 0 or metrics.step == self.total
+              or metrics.eval_loss is not None):
             elapsed = time.perf_counter() - self.started
             done = metrics.step - self.first_step
             eta = elapsed / done * (self.total - metrics.step)
             print(f"step {metrics.step}/{self.total} loss {metrics.loss:.4f} "
-                  f"acc {metrics.accuracy:.3f} lr {metrics.learning_rate:.2e} "
-                  f"{metrics.tokens_per_second:,.0f} tok/s eta {eta:.0f}s", flush=True)
+                  f"acc {metrics.accuracy:.3f}{evaluation(metrics)} "
+                  f"lr {metrics.learning_rate:.2e} {metrics.tokens_per_second:,.0f} tok/s "
+                  f"eta {eta:.0f}s", flush=True)
+        if self.bar is not None and metrics.eval_loss is not None:
+            self.bar.write(f"step {metrics.step}:{evaluation(metrics)}")
 
     @hookimpl(trylast=True)
     def on_text_samples(self, step, samples, run):
@@ -65,3 +69,9 @@ class ConsoleProgress:
             print(f"run {status} at step {self.last.step}: loss {self.last.loss:.4f}, "
                   f"accuracy {self.last.accuracy:.3f}, {elapsed:.0f}s; outputs in "
                   f"{run.output_dir}", flush=True)
+
+
+def evaluation(metrics) -> str:
+    if metrics.eval_loss is None:
+        return ""
+    return f" eval_loss {metrics.eval_loss:.4f} eval_acc {metrics.eval_accuracy:.3f}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -15,3 +16,5 @@ class TrainingState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     tokens_seen: int
     skipped_steps: int = 0  # updates dropped for a NaN or Inf loss
+    # The data source's state_dict() after the batches of `step` (None: not resumable).
+    data_state: dict[str, Any] | None = None

@@ -19,6 +19,7 @@ import torch
 from .batch import Batch
 from .config import OptimizerSection, RunConfig, ScheduleSection
 from .errors import TrainingHalted, UserError
+from .evaluation import evaluate, validation_batches
 from .metrics import (StepTimer, TrainingMetrics, device_peak_flops, flops_per_token,
                       memory_in_use)
 from .run import Run
@@ -65,7 +66,8 @@ def autocast_context(device: torch.device):
 def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
                stop: GracefulStop, watchdog: StallWatchdog) -> str:
     """Train from `state.step` to `run.config.run.steps`; returns the run's end status.
-    `stop` says when a signal asked to stop; `watchdog` is told of every finished step."""
+    `batches` is the data source; `stop` says when a signal asked to stop; `watchdog` is
+    told of every finished step."""
     cfg: RunConfig = run.config
     model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
     device = run.device
@@ -75,12 +77,17 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
                                   cfg.model.seq_len)
     accum = cfg.optimizer.grad_accum_steps
     sample_interval = cfg.intervals.viz * cfg.intervals.sample_every
+    source_state = getattr(batches, "state_dict", lambda: None)
+    heldout = validation_batches(run) if cfg.eval.interval else None
     model.train()
 
     for step in range(state.step + 1, cfg.run.steps + 1):
         timer.start()
-        # range first: zip stops on it without drawing a batch too many
-        micro_batches = [b for _, b in zip(range(accum), batches)]
+        try:
+            # range first: zip stops on it without drawing a batch too many
+            micro_batches = [b for _, b in zip(range(accum), batches)]
+        except UserError as e:
+            raise halted_by_data(run, state, e) from None
         if len(micro_batches) < accum:
             print(f"slimcore: the data source ended after {step - 1} steps")
             return "stopped"
@@ -119,8 +126,12 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
         tokens = sum(b.inputs.numel() for b in micro_batches)
         state.step = step
         state.tokens_seen += tokens
+        state.data_state = source_state()
         memory, memory_kind = memory_in_use(device)
         tokens_per_second = tokens / step_time
+        eval_loss = eval_accuracy = None
+        if heldout and (step % cfg.eval.interval == 0 or step == cfg.run.steps):
+            eval_loss, eval_accuracy = evaluate(model, heldout, device, autocast_context(device))
         run.plugins.notify("on_metrics", run=run, metrics=TrainingMetrics(
             step=step,
             loss=loss,
@@ -134,6 +145,8 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
             memory_kind=memory_kind,
             mfu=tokens_per_second * flops_token / peak if peak else None,
             timestamp=time.time(),
+            eval_loss=eval_loss,
+            eval_accuracy=eval_accuracy,
         ))
         if cfg.samples.prompts and step % sample_interval == 0:
             samples = sample_texts(model, run.tokenizer, cfg.samples, step, cfg.run.seed, device)
@@ -148,6 +161,17 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
             run.stop_signal = stop.requested
             return "stopped"
     return "completed"
+
+
+def halted_by_data(run: Run, state: TrainingState, error: UserError) -> BaseException:
+    """The data source gave up mid-run: keep what was trained (exit 3), unless nothing was."""
+    if state.step == run.start_step:
+        return error
+    saved = ""
+    if run.config.checkpoint.checkpointer:
+        saved = f"; step {state.step} is saved in {save_checkpoint(run, state)}, resume " \
+                "with --resume auto"
+    return TrainingHalted(f"{error}{saved}")
 
 
 def save_final_checkpoint(run: Run, state: TrainingState) -> None:

@@ -127,6 +127,33 @@ def test_hook_iterate_batches(write_config):
         run_in_process(write_config({"data": {"source": "elsewhere"}}))
 
 
+def test_hook_validation_batches(write_config):
+    import torch
+    from slimcore import Batch
+
+    class HeldOut:
+        @hookimpl
+        def validation_batches(self, source, run, count):
+            if source == "chunk":
+                self.count, self.run = count, run
+                generator = torch.Generator().manual_seed(0)
+                self.batch = Batch.from_sequences(torch.randint(
+                    run.tokenizer.vocab_size, (2, 33), generator=generator))
+                return [self.batch]
+
+    held_out, recorder = HeldOut(), Recorder()
+    run_in_process(write_config({"run": {"steps": 4}, "eval": {"interval": 2, "batches": 3}}),
+                   {"held_out": held_out, "rec": recorder})
+    assert held_out.count == 3
+    assert [m.eval_loss is not None for m in recorder.metrics] == [False, True, False, True]
+    # The last evaluation is the final model's loss and accuracy on the held-out batch.
+    model = held_out.run.model.eval()
+    with torch.no_grad():
+        loss_sum, correct, count = model(held_out.batch.inputs, held_out.batch.targets)
+    assert recorder.metrics[-1].eval_loss == pytest.approx(loss_sum.item() / count, rel=1e-5)
+    assert recorder.metrics[-1].eval_accuracy == pytest.approx(correct.item() / count)
+
+
 def test_hook_on_run_start(write_config):
     recorder = Recorder()
     run_in_process(write_config({"run": {"steps": 1}}), {"rec": recorder})

@@ -21,8 +21,9 @@ def history(out):
 
 
 @pytest.mark.parametrize("source", ["chunk", "sample"])
-def test_resume_is_bitwise_the_straight_run(write_config, tmp_path, source):
-    """40 steps straight against 20 + resume + 20: identical losses for steps 21 to 40."""
+def test_resume_is_bitwise_the_straight_run(write_config, tmp_path, source, capsys):
+    """40 steps straight against 20 + resume + 20: identical losses for steps 21 to 40, the
+    data source restored from the position saved in the checkpoint (no replay)."""
     straight = write_config({"run": {"steps": 40}, "data": {"source": source},
                              "intervals": {"checkpoint": 20}}, name="straight")
     run_in_process(straight)
@@ -31,6 +32,7 @@ def test_resume_is_bitwise_the_straight_run(write_config, tmp_path, source):
                             "output": {"dir": str(tmp_path / "resumed")}}, name="resumed")
     run_in_process(resumed, resume=str(tmp_path / "out" / "checkpoints" /
                                        "checkpoint_step_20.bin"))
+    assert "replaying" not in capsys.readouterr().err
     resumed_losses = history(tmp_path / "resumed")
     assert sorted(resumed_losses) == list(range(21, 41))
     assert [resumed_losses[s] for s in range(21, 41)] == [straight_losses[s]

@@ -1,8 +1,9 @@
 """Plugin `three_file`: a checkpoint as three safetensors files.
 
     checkpoint_step_N.bin             run state: step, resolved config, optimizer tensors and
-                                      layout, scheduler, RNG, tokenizer
-                                      fingerprint, format version, manifest of the other two
+                                      layout, scheduler, RNG, the data source's position,
+                                      tokenizer fingerprint, format version, manifest of the
+                                      other two
     checkpoint_step_N.bin.embeddings  the token embedding weights
     checkpoint_step_N.bin.decoder     every other model weight
 
@@ -145,6 +146,7 @@ def write_checkpoint(base: Path, run: Run, state: TrainingState) -> str:
         "manifest": manifest,
     }
     tensors = {f"optimizer.{k}": v for k, v in optimizer_tensors.items()}
+    run_state["data_state"] = split_tensors(state.data_state, "data", tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.numpy"] = torch.from_numpy(np.random.get_state()[1].astype(np.int64))
     if torch.cuda.is_available():
@@ -200,6 +202,29 @@ def split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], di
             else:
                 layout["state"][str(index)][key] = value
     return tensors, layout
+
+
+def split_tensors(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """`value` (nested dicts and lists) with each tensor moved into `tensors` under its
+    dotted name and replaced by {"__tensor__": name}, for the JSON metadata."""
+    if isinstance(value, torch.Tensor):
+        tensors[name] = value.detach().cpu().clone()  # own storage: safetensors needs it
+        return {"__tensor__": name}
+    if isinstance(value, dict):
+        return {k: split_tensors(v, f"{name}.{k}", tensors) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [split_tensors(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]
+    return value
+
+
+def join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__tensor__"}:
+            return tensors[value["__tensor__"]]
+        return {k: join_tensors(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [join_tensors(v, tensors) for v in value]
+    return value
 
 
 def join_optimizer_state(tensors: dict[str, torch.Tensor], layout: dict) -> dict:
@@ -259,6 +284,7 @@ def read_checkpoint(base: Path) -> dict[str, Any]:
         "scheduler": run_state["scheduler"],
         "rng": {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")},
         "python_random": run_state["python_random"],
+        "data_state": join_tensors(run_state.get("data_state"), tensors),
         "path": str(base),
     }
 

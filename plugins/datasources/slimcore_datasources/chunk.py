@@ -3,18 +3,21 @@
 Documents are encoded (BOS + tokens + EOS) and appended to a buffer; every
 `chunk.tokens_per_chunk` tokens form a chunk, which is cut into rows of `model.seq_len + 1`
 tokens and then into batches. Tokens and rows left over from one chunk start the next, so no
-token is dropped. `chunk.max_chunks` ends the run after that many chunks.
+token is dropped. `chunk.max_chunks` ends the run after that many chunks. The state after a
+batch: the document stream's, the tokens not yet in a chunk and the rows not yet batched.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from slimcore import Batch, ConfigError, Run, hookimpl
 
-from .corpus import first_documents, iter_documents
+from .background import BackgroundBatches
+from .corpus import DocumentStream, first_documents, heldout_documents, training_documents
 
 NAME = "chunk"
 ENCODE_GROUP = 64  # documents encoded per call: SentencePiece batches them in C++
@@ -46,45 +49,74 @@ def corpus_text(source: str, run: Run, max_documents: int):
 @hookimpl
 def iterate_batches(source: str, run: Run):
     if source == NAME:
-        return chunk_batches(run)
+        check_chunk_size(run)
+        return BackgroundBatches(lambda state: chunk_batches(run, training_documents(run),
+                                                             state), NAME)
 
 
-def token_stream(run: Run) -> Iterator[list[int]]:
-    """Encoded documents, BOS + tokens + EOS each, encoded in groups."""
+@hookimpl
+def validation_batches(source: str, run: Run, count: int):
+    if source == NAME:
+        return [batch for batch, _ in itertools.islice(
+            chunk_batches(run, heldout_documents(run), max_chunks=None), count)]
+
+
+def check_chunk_size(run: Run) -> None:
+    tokens_per_chunk = run.config.section(NAME).tokens_per_chunk
+    if tokens_per_chunk < run.config.model.seq_len + 1:
+        raise ConfigError(f"{NAME}.tokens_per_chunk",
+                          f"{tokens_per_chunk} is shorter than one row "
+                          f"(model.seq_len + 1 = {run.config.model.seq_len + 1})",
+                          run.config.source)
+
+
+def encoded_groups(run: Run, documents: Iterator[str]) -> Iterator[list[int]]:
+    """The tokens of ENCODE_GROUP documents at a time, BOS + tokens + EOS each, so that the
+    document stream's position always matches the tokens handed on."""
     tokenizer = run.tokenizer
-    group: list[str] = []
-    for text in iter_documents(run):
-        group.append(text)
-        if len(group) == ENCODE_GROUP:
-            for ids in tokenizer.encode_batch(group):
-                yield [tokenizer.bos_id, *ids, tokenizer.eos_id]
-            group = []
-    for ids in tokenizer.encode_batch(group) if group else []:
-        yield [tokenizer.bos_id, *ids, tokenizer.eos_id]
+    while group := list(itertools.islice(documents, ENCODE_GROUP)):
+        tokens: list[int] = []
+        for ids in tokenizer.encode_batch(group):
+            tokens.append(tokenizer.bos_id)
+            tokens.extend(ids)
+            tokens.append(tokenizer.eos_id)
+        yield tokens
 
 
-def chunk_batches(run: Run) -> Iterator[Batch]:
+def chunk_batches(run: Run, documents: DocumentStream, state: dict | None = None,
+                  max_chunks: int | None | str = "config") -> Iterator[tuple[Batch, dict]]:
+    """Packed batches, each with the source state after it. A finite document stream ends
+    with a last, shorter chunk."""
     settings: ChunkConfig = run.config.section(NAME)
+    max_chunks = settings.max_chunks if max_chunks == "config" else max_chunks
     row_len = run.config.model.seq_len + 1
     batch_size = run.config.data.batch_size
-    if settings.tokens_per_chunk < row_len:
-        raise ConfigError(f"{NAME}.tokens_per_chunk",
-                          f"{settings.tokens_per_chunk} is shorter than one row "
-                          f"(model.seq_len + 1 = {row_len})", run.config.source)
-    buffer: list[int] = []
-    rows = torch.empty(0, row_len, dtype=torch.long)
+    carry = torch.empty(0, dtype=torch.long)  # tokens not yet in a chunk
+    rows = torch.empty(0, row_len, dtype=torch.long)  # rows not yet in a batch
     chunks = 0
-    for ids in token_stream(run):
-        buffer.extend(ids)
-        if len(buffer) < settings.tokens_per_chunk:
-            continue
-        chunk, buffer = buffer[:settings.tokens_per_chunk], buffer[settings.tokens_per_chunk:]
-        usable = len(chunk) // row_len * row_len
-        buffer = chunk[usable:] + buffer
-        rows = torch.cat([rows, torch.tensor(chunk[:usable], dtype=torch.long).view(-1, row_len)])
+    if state:
+        documents.load_state_dict(state["documents"])
+        carry, rows, chunks = state["buffer"].long(), state["rows"].long(), state["chunks"]
+
+    groups = encoded_groups(run, iter(documents))
+    while True:
         while rows.shape[0] >= batch_size:
-            yield Batch.from_sequences(rows[:batch_size])
-            rows = rows[batch_size:]
-        chunks += 1
-        if settings.max_chunks is not None and chunks >= settings.max_chunks:
+            batch, rows = Batch.from_sequences(rows[:batch_size]), rows[batch_size:]
+            # Tensors are never changed in place, so the snapshot can share them.
+            yield batch, {"documents": documents.state_dict(), "chunks": chunks,
+                          "buffer": carry, "rows": rows}
+        if max_chunks is not None and chunks >= max_chunks:
             return
+        buffer, ended = carry.tolist(), False
+        while len(buffer) < settings.tokens_per_chunk and not ended:
+            tokens = next(groups, None)
+            ended = tokens is None
+            buffer.extend(tokens or [])
+        tokens = torch.tensor(buffer, dtype=torch.long)
+        chunk, rest = tokens[:settings.tokens_per_chunk], tokens[settings.tokens_per_chunk:]
+        usable = len(chunk) // row_len * row_len
+        if ended and usable == 0:
+            return
+        rows = torch.cat([rows, chunk[:usable].view(-1, row_len)])
+        carry = torch.cat([chunk[usable:], rest])
+        chunks += 1

@@ -8,17 +8,23 @@ Hugging Face `datasets` so that local shards and the Hub go through one code pat
     a Hub dataset id (owner/name)    streamed; `data.data_files` picks shards by pattern
     http(s):// URLs                  of files of the kinds above (several: comma-separated)
 
-Records are read through stream.resilient_records: on a background thread, each within
-`data.timeout_s`, restarted where they stopped after a stall or a read error.
+A corpus is a list of shards (its files). Each rank reads its own shards in an order
+shuffled per epoch (DocumentStream), through stream.resilient_records: on a background
+thread, each record within `data.timeout_s`, restarted where it stopped after a stall or a
+read error. The stream's position (epoch, shard, record) and its shuffle buffer are its
+state: a resumed run reads on from there, re-reading at most part of one shard.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import random
 import socket
+import sys
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, NamedTuple
 from urllib.parse import urlparse
 
 from slimcore import Run, UserError
@@ -52,22 +58,20 @@ def looks_like_hub_id(path: str) -> bool:
     return len(parts) == 2 and all(parts) and not path.startswith((".", "/", "~"))
 
 
-def open_dataset(run: Run):
-    """The streaming `datasets.IterableDataset` of the run's corpus."""
-    data = run.config.data
+def open_dataset(run: Run, path: str, data_files: str | None, key: str = "data.path"):
+    """The streaming `datasets.IterableDataset` of the corpus at `path`; one shard per file."""
     cache = Path(run.config.tokenizer.cache_dir) if run.config.tokenizer.cache_dir \
         else default_cache_dir()
-    if data.path == "bundled":
-        return _stream_files(bundled_shards(cache), "data.path")
-    if data.path.startswith(("http://", "https://")):
-        return _stream_files([u.strip() for u in data.path.split(",") if u.strip()],
-                             "data.path")
-    files = local_files(data.path)
+    if path == "bundled":
+        return _stream_files(bundled_shards(cache), key)
+    if path.startswith(("http://", "https://")):
+        return _stream_files([u.strip() for u in path.split(",") if u.strip()], key)
+    files = local_files(path)
     if files:
-        return _stream_files(files, "data.path")
-    if looks_like_hub_id(data.path):
-        return _stream_hub(data.path, data.data_files)
-    raise UserError(f"data.path: no file matches '{data.path}' and it is not a Hub dataset "
+        return _stream_files(files, key)
+    if looks_like_hub_id(path):
+        return _stream_hub(path, data_files, key)
+    raise UserError(f"{key}: no file matches '{path}' and it is not a Hub dataset "
                     "id (owner/name); give bundled, a file, a folder or a glob")
 
 
@@ -90,64 +94,218 @@ def _stream_files(files: list[str], key: str):
                                  **kwargs)
 
 
-def _stream_hub(repo: str, data_files: str | None):
-    check_hub_reachable(repo)
+def _stream_hub(repo: str, data_files: str | None, key: str):
+    check_hub_reachable(repo, key)
     import datasets
 
     try:
         return datasets.load_dataset(repo, data_files={"train": data_files} if data_files
                                      else None, split="train", streaming=True)
     except (ConnectionError, OSError, TimeoutError) as e:
-        raise UserError(f"data.path: cannot stream '{repo}' from the Hugging Face Hub "
+        raise UserError(f"{key}: cannot stream '{repo}' from the Hugging Face Hub "
                         f"({type(e).__name__}: {str(e)[:200]}); {OFFLINE_HINT}") from None
 
 
-def check_hub_reachable(repo: str, timeout_s: float = 5.0) -> None:
+def check_hub_reachable(repo: str, key: str = "data.path", timeout_s: float = 5.0) -> None:
     """Fail in seconds, not after minutes of retries, on a machine without network."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        raise UserError(f"data.path: '{repo}' is on the Hugging Face Hub but HF_HUB_OFFLINE "
+        raise UserError(f"{key}: '{repo}' is on the Hugging Face Hub but HF_HUB_OFFLINE "
                         f"is set; {OFFLINE_HINT}")
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
     try:
         socket.create_connection((host, 443), timeout=timeout_s).close()
     except OSError as e:
-        raise UserError(f"data.path: cannot reach the Hugging Face Hub ({host}: {e}) to "
+        raise UserError(f"{key}: cannot reach the Hugging Face Hub ({host}: {e}) to "
                         f"stream '{repo}'; {OFFLINE_HINT}") from None
 
 
-def iter_documents(run: Run, epochs: int | None = None) -> Iterator[str]:
-    """Texts of the corpus, pass after pass (`epochs=None`: forever), this rank's share."""
-    data = run.config.data
-    field = data.text_field
-    wanted_sets = set(data.set_names)
-    epoch = 0
-    while epochs is None or epoch < epochs:
-        produced = False
-        # Opened inside the retry loop: the first request can stall or drop too.
-        records = resilient_records(lambda: iter(open_dataset(run)), data.path, data.timeout_s,
-                                    data.max_retries, data.retry_backoff_s)
-        for index, record in enumerate(records):
-            if index % run.world_size != run.rank:
+class Position(NamedTuple):
+    """Where a document stream reads next: `record` of the `cursor`-th shard in this rank's
+    order for `epoch`."""
+
+    epoch: int = 0
+    cursor: int = 0
+    record: int = 0
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch}, shard {self.cursor} of this rank, record {self.record}"
+
+
+class ShardPlan:
+    """Which shards a rank reads, in which order each epoch.
+
+    When the shard count divides evenly by the world size each rank reads whole shards of
+    its own; otherwise every rank reads every shard and keeps one record in `world_size`
+    (what `datasets.distributed.split_dataset_by_node` does), which costs each rank the
+    reading of the whole corpus."""
+
+    def __init__(self, shards: list[int], rank: int, world_size: int, seed: int,
+                 shuffle: bool):
+        self.by_shard = len(shards) % world_size == 0
+        self.shards = shards[rank::world_size] if self.by_shard else shards
+        self.stride, self.offset = (1, 0) if self.by_shard else (world_size, rank)
+        self.seed, self.shuffle = seed, shuffle
+
+    def order(self, epoch: int) -> list[int]:
+        order = list(self.shards)
+        if self.shuffle:
+            random.Random(f"{self.seed}:{epoch}").shuffle(order)
+        return order
+
+    def keeps(self, record_index: int) -> bool:
+        return record_index % self.stride == self.offset
+
+
+class DocumentStream:
+    """This rank's documents of one corpus, pass after pass (`epochs=None`: forever).
+
+    role: "train" (the corpus without its held-out shard when `holdout`), "heldout" (that
+    shard only) or "all". With `shuffle_buffer` > 0, documents leave through a seeded
+    buffer of that many, and shards are read in a new seeded order every epoch.
+    `state_dict()` between two documents and `load_state_dict()` before iterating resume
+    the stream exactly."""
+
+    def __init__(self, run: Run, path: str, data_files: str | None = None, *,
+                 key: str = "data.path", role: str = "all", split_ranks: bool = True,
+                 shuffle_buffer: int = 0, epochs: int | None = None, announce: bool = False):
+        self.run, self.path, self.data_files, self.key, self.role = (run, path, data_files,
+                                                                     key, role)
+        self.split_ranks, self.buffer_size, self.epochs = split_ranks, shuffle_buffer, epochs
+        self.announce = announce and run.is_main_process
+        self.position = Position()
+        self.buffer: list[str] = []
+        self.rng = random.Random(run.config.run.seed)
+        self.shards_found: int | None = None
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": list(self.position), "buffer": list(self.buffer),
+                "rng": _jsonable(self.rng.getstate())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = Position(*state["position"])
+        self.buffer = list(state["buffer"])
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _plan(self, n_shards: int) -> ShardPlan:
+        shards = list(range(n_shards))
+        if self.role != "all":
+            if n_shards < 2:
+                raise UserError(f"eval.path: {self.path} has a single shard, so none can be "
+                                "held out for evaluation; name a held-out corpus in eval.path")
+            shards = shards[:-1] if self.role == "train" else shards[-1:]
+        world, rank = (self.run.world_size, self.run.rank) if self.split_ranks else (1, 0)
+        plan = ShardPlan(shards, rank, world, self.run.config.run.seed, self.buffer_size > 0)
+        if not plan.by_shard and self.announce and self.shards_found is None:
+            print(f"slimcore: warning: {self.key}: {len(shards)} shards do not divide among "
+                  f"{world} ranks, so every rank reads all of them and keeps 1 record in "
+                  f"{world}; a shard count divisible by the world size reads {world}x less",
+                  file=sys.stderr, flush=True)
+        self.shards_found = len(shards)
+        return plan
+
+    def _read_from(self, start: Position) -> Iterator[tuple[Position, dict]]:
+        import itertools
+
+        dataset = open_dataset(self.run, self.path, self.data_files, self.key)
+        plan = self._plan(dataset.n_shards)
+        epoch, cursor, skip = start
+        while self.epochs is None or epoch < self.epochs:
+            order = plan.order(epoch)
+            for cursor in range(cursor, len(order)):
+                shard = dataset.shard(num_shards=dataset.n_shards, index=order[cursor])
+                for index, record in enumerate(itertools.islice(shard, skip, None), skip):
+                    if plan.keeps(index):
+                        yield Position(epoch, cursor, index + 1), record
+                skip = 0
+            cursor = 0
+            epoch += 1
+
+    def _texts(self) -> Iterator[tuple[Position, str]]:
+        data = self.run.config.data
+        wanted = set(data.set_names)
+        started = time.perf_counter()
+        produced_in_epoch = self.position.record > 0 or self.position.cursor > 0
+        epoch = self.position.epoch
+        for position, record in resilient_records(self._read_from, self.position, self.path,
+                                                  data.timeout_s, data.max_retries,
+                                                  data.retry_backoff_s):
+            if position.epoch != epoch:
+                self._check_produced(produced_in_epoch, wanted)
+                epoch, produced_in_epoch = position.epoch, False
+            if data.text_field not in record:
+                raise UserError(f"data.text_field: records of {self.path} have no "
+                                f"'{data.text_field}' (fields: {', '.join(record)})")
+            if wanted and (record.get("meta") or {}).get("redpajama_set_name") not in wanted:
+                self.position = position
                 continue
-            if field not in record:
-                raise UserError(f"data.text_field: records of {data.path} have no "
-                                f"'{field}' (fields: {', '.join(record)})")
-            if wanted_sets and (record.get("meta") or {}).get("redpajama_set_name") \
-                    not in wanted_sets:
-                continue
-            produced = True
-            yield record[field]
+            if self.announce:
+                print(f"data: {self.shards_found} shards of {self.path} ({self.role}); first "
+                      f"document after {time.perf_counter() - started:.2f} s", flush=True)
+                self.announce = False
+            produced_in_epoch = True
+            yield position, record[data.text_field]
+        self._check_produced(produced_in_epoch, wanted)
+
+    def _check_produced(self, produced: bool, wanted: set[str]) -> None:
         if not produced:
-            only = f" of data.set_names {sorted(wanted_sets)}" if wanted_sets else ""
-            raise UserError(f"data.path: '{data.path}' holds no documents{only}")
-        epoch += 1
+            only = f" of data.set_names {sorted(wanted)}" if wanted else ""
+            raise UserError(f"{self.key}: '{self.path}' holds no documents{only}")
+
+    def __iter__(self) -> Iterator[str]:
+        for position, text in self._texts():
+            self.position = position
+            if self.buffer_size <= 0:
+                yield text
+            elif len(self.buffer) < self.buffer_size:
+                self.buffer.append(text)
+            else:
+                slot = self.rng.randrange(self.buffer_size)
+                text, self.buffer[slot] = self.buffer[slot], text
+                yield text
+        while self.buffer:  # a finite stream: what the buffer holds, in random order
+            yield self.buffer.pop(self.rng.randrange(len(self.buffer)))
+
+
+def training_role(run: Run) -> str:
+    """With evaluation on and no eval.path, the corpus's last shard is held out."""
+    return "train" if run.config.eval.interval > 0 and run.config.eval.path is None else "all"
+
+
+def training_documents(run: Run) -> DocumentStream:
+    """The training stream of the run: this rank's share, shuffled, endless."""
+    data = run.config.data
+    return DocumentStream(run, data.path, data.data_files, role=training_role(run),
+                          shuffle_buffer=data.shuffle_buffer, announce=True)
+
+
+def heldout_documents(run: Run) -> DocumentStream:
+    """The evaluation stream: eval.path, or the corpus's held-out last shard; one pass, the
+    same documents on every rank, in file order."""
+    cfg = run.config
+    if cfg.eval.path is None:
+        return DocumentStream(run, cfg.data.path, cfg.data.data_files, role="heldout",
+                              split_ranks=False, epochs=1)
+    return DocumentStream(run, cfg.eval.path, cfg.eval.data_files, key="eval.path",
+                          split_ranks=False, epochs=1)
 
 
 def first_documents(run: Run, max_documents: int) -> list[str]:
-    """The tokenizer's training sample: the corpus's first documents, one pass at most."""
+    """The tokenizer's training sample: the corpus's first documents, one pass at most, the
+    same on every rank (so every rank trains the same tokenizer)."""
     texts = []
-    for text in iter_documents(run, epochs=1):
+    stream = DocumentStream(run, run.config.data.path, run.config.data.data_files,
+                            role=training_role(run), split_ranks=False, epochs=1)
+    for text in stream:
         texts.append(text)
         if len(texts) >= max_documents:
             break
     return texts
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value

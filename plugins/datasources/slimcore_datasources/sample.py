@@ -7,12 +7,14 @@ nor accuracy. For debugging, small data and fine control over what a row holds.
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterator
 
 import torch
 from slimcore import IGNORE_INDEX, Batch, Run, hookimpl
 
-from .corpus import first_documents, iter_documents
+from .background import BackgroundBatches
+from .corpus import DocumentStream, first_documents, heldout_documents, training_documents
 
 NAME = "sample"
 PAD_ID = 0  # any valid id: padded inputs only feed positions whose targets are ignored
@@ -27,20 +29,32 @@ def corpus_text(source: str, run: Run, max_documents: int):
 @hookimpl
 def iterate_batches(source: str, run: Run):
     if source == NAME:
-        return sample_batches(run)
+        return BackgroundBatches(lambda state: sample_batches(run, training_documents(run),
+                                                              state), NAME)
 
 
-def sample_batches(run: Run) -> Iterator[Batch]:
+@hookimpl
+def validation_batches(source: str, run: Run, count: int):
+    if source == NAME:
+        return [batch for batch, _ in itertools.islice(
+            sample_batches(run, heldout_documents(run)), count)]
+
+
+def sample_batches(run: Run, documents: DocumentStream,
+                   state: dict | None = None) -> Iterator[tuple[Batch, dict]]:
+    """Batches of one document per row, each with the source state after it."""
+    if state:
+        documents.load_state_dict(state["documents"])
     tokenizer = run.tokenizer
     row_len = run.config.model.seq_len + 1
     batch_size = run.config.data.batch_size
     rows, lengths = [], []
-    for text in iter_documents(run):
+    for text in documents:
         ids = ([tokenizer.bos_id] + tokenizer.encode(text) + [tokenizer.eos_id])[:row_len]
         lengths.append(len(ids))
         rows.append(ids + [PAD_ID] * (row_len - len(ids)))
         if len(rows) == batch_size:
-            yield padded_batch(rows, lengths)
+            yield padded_batch(rows, lengths), {"documents": documents.state_dict()}
             rows, lengths = [], []
 
 

@@ -1,10 +1,11 @@
-"""A document stream that never hangs silently.
+"""A record stream that never hangs silently.
 
 Records are read on a background thread (so reading, decompression and parsing overlap the
-training step) into a bounded queue. Every record must arrive within `data.timeout_s`; a
-stall or a read error restarts the stream after a backoff, skipping the records already
-delivered, so no document is lost or repeated. After `data.max_retries` restarts in a row
-without progress the run stops with one line.
+training step) into a bounded queue, each paired with its position (the position to read from
+next). Every record must arrive within `data.timeout_s`; a stall or a read error restarts the
+stream after a backoff from the position after the last record delivered, so no document is
+lost or repeated. After `data.max_retries` restarts in a row without progress the run stops
+with one line.
 
 `datasets` retries reads on its own, 20 times 5 seconds apart; slimcore turns that off
 (one attempt) and retries at the record level, where it controls the timing.
@@ -12,17 +13,17 @@ without progress the run stops with one line.
 
 from __future__ import annotations
 
-import itertools
 import queue
 import sys
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from slimcore import UserError
 
 PREFETCH_RECORDS = 1024
 _END = object()
+Position = TypeVar("Position")
 
 
 class StreamStalled(Exception):
@@ -30,12 +31,12 @@ class StreamStalled(Exception):
 
 
 class PrefetchingReader:
-    """Iterates `make_records()` on a daemon thread; `get(timeout)` takes the next record.
+    """Iterates `make_records()` on a daemon thread; `get(timeout)` takes the next item.
 
     A reader stuck in a hung network read cannot be interrupted from Python; `abandon()`
-    leaves it to finish or hang alone, and it never hands over another record."""
+    leaves it to finish or hang alone, and it never hands over another item."""
 
-    def __init__(self, make_records: Callable[[], Iterable[dict]]):
+    def __init__(self, make_records: Callable[[], Iterable]):
         self.queue: queue.Queue = queue.Queue(maxsize=PREFETCH_RECORDS)
         self.abandoned = threading.Event()
         self.thread = threading.Thread(target=self._read, args=(make_records,), daemon=True,
@@ -70,13 +71,16 @@ class PrefetchingReader:
         self.abandoned.set()
 
 
-def resilient_records(open_records: Callable[[], Iterable[dict]], where: str,
-                      timeout_s: float, max_retries: int, backoff_s: float) -> Iterator[dict]:
-    """One pass over `open_records()`, restarted after stalls and errors (see module doc)."""
+def resilient_records(read_from: Callable[[Position], Iterable[tuple[Position, dict]]],
+                      start: Position, where: str, timeout_s: float, max_retries: int,
+                      backoff_s: float) -> Iterator[tuple[Position, dict]]:
+    """`read_from(position)` yields (position after, record) pairs; this yields the same
+    pairs from `start` to the end, restarted after stalls and errors (see module doc)."""
+    position = start
     delivered = 0
     failures = 0
     while True:
-        reader = PrefetchingReader(lambda: itertools.islice(open_records(), delivered, None))
+        reader = PrefetchingReader(lambda: read_from(position))
         try:
             while True:
                 item = reader.get(timeout_s)
@@ -87,6 +91,7 @@ def resilient_records(open_records: Callable[[], Iterable[dict]], where: str,
                                     f"({type(item).__name__}: {str(item)[:200]})")
                 if isinstance(item, BaseException):
                     raise item  # read errors retry below; anything else (UserError) stops
+                position = item[0]
                 delivered += 1
                 failures = 0
                 yield item
@@ -101,7 +106,7 @@ def resilient_records(open_records: Callable[[], Iterable[dict]], where: str,
                 ) from None
             wait = backoff_s * 2 ** (failures - 1)
             print(f"slimcore: warning: {where}: {reason}; retry {failures}/{max_retries} in "
-                  f"{wait:g} s from record {delivered}", file=sys.stderr, flush=True)
+                  f"{wait:g} s from {position}", file=sys.stderr, flush=True)
             time.sleep(wait)
         finally:
             reader.abandon()

@@ -1,5 +1,5 @@
 """The `sample` and `chunk` sources over real files: bundled shards, local JSON lines and
-text files."""
+text files; exact resume, shuffling, rank splits and held-out data."""
 
 import json
 import time
@@ -15,9 +15,12 @@ from slimcore.plugins import SlimcorePluginManager
 from slimcore.run import Run
 from slimcore.tokenizer import train_or_reuse
 from slimcore_datasources.bundled import SET_NAME, bundled_shards, speech_files
-from slimcore_datasources.chunk import ChunkConfig, chunk_batches, token_stream
-from slimcore_datasources.corpus import first_documents, iter_documents
+from slimcore_datasources.background import BackgroundBatches
+from slimcore_datasources.chunk import ChunkConfig, chunk_batches
+from slimcore_datasources.corpus import (DocumentStream, first_documents, heldout_documents,
+                                         training_documents)
 from slimcore_datasources.sample import sample_batches
+from slimcore_checkpointers.three_file import join_tensors, split_tensors
 
 DOCS = [f"Document number {i}. " + "word " * (i % 17 + 1) for i in range(60)]
 
@@ -29,24 +32,44 @@ def tokenizer(tmp_path_factory):
                           DOCS, log=lambda _: None)
 
 
-def make_run(tokenizer, path, seq_len=16, batch_size=3, chunk=None, text_field="text"):
+def make_run(tokenizer, path, seq_len=16, batch_size=3, chunk=None, text_field="text",
+             shuffle_buffer=0, rank=0, world_size=1, eval_interval=0):
     raw = {"model": {"width": 16, "heads": 2, "seq_len": seq_len},
-           "data": {"path": str(path), "batch_size": batch_size, "text_field": text_field},
-           "chunk": chunk or {}}
+           "data": {"path": str(path), "batch_size": batch_size, "text_field": text_field,
+                    "shuffle_buffer": shuffle_buffer},
+           "eval": {"interval": eval_interval}, "chunk": chunk or {}}
     config = parse_config(raw, {"chunk": ChunkConfig}, "test.yaml")
     run = Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
-              plugins=SlimcorePluginManager())
+              plugins=SlimcorePluginManager(), rank=rank, world_size=world_size)
     run.tokenizer = tokenizer
     return run
+
+
+def write_shard(path, docs):
+    lines = "\n".join(json.dumps({"text": d, "meta": {"redpajama_set_name": "Test"}})
+                      for d in docs)
+    path.write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+
+
+def encoded(tokenizer, docs):
+    return [t for d in docs for t in [tokenizer.bos_id, *tokenizer.encode(d), tokenizer.eos_id]]
 
 
 @pytest.fixture
 def jsonl_corpus(tmp_path):
     path = tmp_path / "docs.jsonl.zst"
-    lines = "\n".join(json.dumps({"text": d, "meta": {"redpajama_set_name": "Test"}})
-                      for d in DOCS)
-    path.write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+    write_shard(path, DOCS)
     return path
+
+
+@pytest.fixture
+def sharded_corpus(tmp_path):
+    """DOCS in 4 shards of 15 documents: example_train_{0..3}.jsonl.zst."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for i in range(4):
+        write_shard(folder / f"example_train_{i}.jsonl.zst", DOCS[15 * i: 15 * (i + 1)])
+    return folder
 
 
 def test_bundled_corpus_is_laid_out_as_slimpajama_shards(cache_dir):
@@ -64,7 +87,7 @@ def test_bundled_corpus_is_laid_out_as_slimpajama_shards(cache_dir):
 def test_local_jsonl_zst_documents_in_order(tokenizer, jsonl_corpus):
     run = make_run(tokenizer, jsonl_corpus)
     assert first_documents(run, 1000) == DOCS
-    stream = iter_documents(run)  # endless: a second pass follows the first
+    stream = iter(training_documents(run))  # endless: a second pass follows the first
     assert [next(stream) for _ in range(len(DOCS) + 2)] == DOCS + DOCS[:2]
 
 
@@ -100,7 +123,7 @@ def test_hub_id_offline_fails_fast_with_a_hint(tokenizer, monkeypatch):
 
 def test_sample_source_pads_and_masks(tokenizer, jsonl_corpus):
     run = make_run(tokenizer, jsonl_corpus, seq_len=16, batch_size=3)
-    batch = next(sample_batches(run))
+    batch, _ = next(sample_batches(run, training_documents(run)))
     assert batch.inputs.shape == batch.targets.shape == (3, 16)
     for row, doc in enumerate(DOCS[:3]):
         ids = ([tokenizer.bos_id] + tokenizer.encode(doc) + [tokenizer.eos_id])[:17]
@@ -113,9 +136,9 @@ def test_sample_source_pads_and_masks(tokenizer, jsonl_corpus):
 def test_chunk_source_packs_every_token_in_order(tokenizer, jsonl_corpus):
     run = make_run(tokenizer, jsonl_corpus, seq_len=7, batch_size=2,
                    chunk={"tokens_per_chunk": 50})
-    expected = [t for ids, _ in zip(token_stream(run), range(3 * len(DOCS))) for t in ids]
+    expected = encoded(tokenizer, DOCS * 3)
     rows = []
-    for batch, _ in zip(chunk_batches(run), range(40)):
+    for (batch, _), _ in zip(chunk_batches(run, training_documents(run)), range(40)):
         assert batch.inputs.shape == (2, 7)
         assert torch.equal(batch.inputs[:, 1:], batch.targets[:, :-1])
         rows.extend(torch.cat([batch.inputs, batch.targets[:, -1:]], dim=1).tolist())
@@ -129,8 +152,82 @@ def test_chunk_source_packs_every_token_in_order(tokenizer, jsonl_corpus):
 def test_chunk_source_stops_after_max_chunks(tokenizer, jsonl_corpus):
     run = make_run(tokenizer, jsonl_corpus, seq_len=7, batch_size=2,
                    chunk={"tokens_per_chunk": 64, "max_chunks": 3})
-    batches = list(chunk_batches(run))
+    batches = list(chunk_batches(run, training_documents(run)))
     assert len(batches) == 3 * 64 // 8 // 2  # 8 rows per chunk, 2 per batch
+    from slimcore_datasources.chunk import iterate_batches
     with pytest.raises(UserError, match="chunk.tokens_per_chunk: 4 is shorter than one row"):
-        next(chunk_batches(make_run(tokenizer, jsonl_corpus, seq_len=7,
-                                    chunk={"tokens_per_chunk": 4})))
+        iterate_batches("chunk", make_run(tokenizer, jsonl_corpus, seq_len=7,
+                                          chunk={"tokens_per_chunk": 4}))
+
+
+def source_for(kind, run):
+    produce = {"chunk": chunk_batches, "sample": sample_batches}[kind]
+    return BackgroundBatches(lambda state: produce(run, training_documents(run), state), kind)
+
+
+def through_checkpoint_format(state):
+    """The state as the three_file checkpointer stores and reads it: JSON plus tensors."""
+    tensors = {}
+    meta = json.loads(json.dumps(split_tensors(state, "data", tensors)))
+    return join_tensors(meta, {k: v.clone() for k, v in tensors.items()})
+
+
+@pytest.mark.parametrize("kind", ["chunk", "sample"])
+def test_restored_source_continues_exactly(tokenizer, sharded_corpus, kind):
+    """Read N batches, save the state, rebuild the source from it: the next M batches are
+    those of an uninterrupted read, for N that end inside a shard, across shard boundaries
+    and across the end of an epoch (60 documents, ~16 tokens each)."""
+    run = make_run(tokenizer, sharded_corpus, seq_len=7, batch_size=2, shuffle_buffer=5,
+                   chunk={"tokens_per_chunk": 40})
+    straight = source_for(kind, run)
+    reference = [next(straight) for _ in range(110)]
+    for n in (1, 7, 23, 61):
+        first = source_for(kind, run)
+        for _ in range(n):
+            next(first)
+        state = through_checkpoint_format(first.state_dict())
+        first.close()
+        resumed = source_for(kind, run)
+        resumed.load_state_dict(state)
+        for expected in reference[n: n + 40]:
+            batch = next(resumed)
+            assert torch.equal(batch.inputs, expected.inputs)
+            assert torch.equal(batch.targets, expected.targets)
+        resumed.close()
+    straight.close()
+
+
+def test_shuffling_is_seeded_and_new_every_epoch(tokenizer, sharded_corpus):
+    run = make_run(tokenizer, sharded_corpus, shuffle_buffer=8)
+    first, second = (list(DocumentStream(run, str(sharded_corpus), shuffle_buffer=8, epochs=2))
+                     for _ in range(2))
+    assert first == second  # the same seed, the same order
+    assert sorted(first) == sorted(DOCS * 2)  # every document once per epoch
+    epoch_one, epoch_two = first[:60], first[60:]
+    assert epoch_one != DOCS[:60] and epoch_one != epoch_two
+
+
+def test_two_ranks_read_disjoint_shares_whose_union_is_the_corpus(tokenizer, sharded_corpus,
+                                                                  capsys):
+    shares = [list(DocumentStream(make_run(tokenizer, sharded_corpus, rank=r, world_size=2),
+                                  str(sharded_corpus), epochs=1)) for r in range(2)]
+    assert not set(shares[0]) & set(shares[1])
+    assert sorted(shares[0] + shares[1]) == sorted(DOCS)
+    assert shares[0] == DOCS[:15] + DOCS[30:45]  # whole shards 0 and 2
+    # 4 shards for 3 ranks: one record in 3 each, with a warning that says so.
+    shares = [list(DocumentStream(make_run(tokenizer, sharded_corpus, rank=r, world_size=3),
+                                  str(sharded_corpus), epochs=1, announce=True))
+              for r in range(3)]
+    assert sorted(shares[0] + shares[1] + shares[2]) == sorted(DOCS)
+    assert all(not set(a) & set(b) for a, b in [(shares[0], shares[1]), (shares[1], shares[2]),
+                                                (shares[0], shares[2])])
+    assert "4 shards do not divide among 3 ranks" in capsys.readouterr().err
+
+
+def test_heldout_shard_is_left_out_of_training(tokenizer, sharded_corpus, capsys):
+    run = make_run(tokenizer, sharded_corpus, eval_interval=10)
+    assert list(heldout_documents(run)) == DOCS[45:]
+    training = iter(training_documents(run))
+    assert [next(training) for _ in range(90)] == (DOCS[:45] * 2)
+    assert f"data: 3 shards of {sharded_corpus} (train); first document after" in \
+        capsys.readouterr().out

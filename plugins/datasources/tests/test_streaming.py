@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import zstandard
+from conftest import run_cli
 
 from slimcore import UserError
 from slimcore.config import parse_config
 from slimcore.plugins import SlimcorePluginManager
 from slimcore.run import Run
 from slimcore_datasources.chunk import ChunkConfig
-from slimcore_datasources.corpus import first_documents, iter_documents
+from slimcore_datasources.corpus import DocumentStream, first_documents
 
 SETS = ["RedPajamaBook", "RedPajamaArXiv", "RedPajamaC4"]
 
@@ -37,6 +38,11 @@ def shard(first: int, count: int) -> bytes:
 
 SHARDS = {"/example_train_0.jsonl.zst": shard(0, 40), "/example_train_1.jsonl.zst": shard(40, 40)}
 EXPECTED = [text(i) for i in range(80)]
+# For a run that trains a while on short documents before its stream stalls for good.
+SHORT = "\n".join(json.dumps({"text": f"document {i} " + hashlib.sha256(str(i).encode())
+                              .hexdigest()[:40]}) for i in range(150))
+SHARDS["/short.jsonl.zst"] = zstandard.ZstdCompressor().compress(SHORT.encode())
+SHARDS["/never.jsonl.zst"] = SHARDS["/short.jsonl.zst"]  # always stalls
 
 
 class ShardServer(http.server.ThreadingHTTPServer):
@@ -81,12 +87,13 @@ class ShardHandler(http.server.BaseHTTPRequestHandler):
         server.requests.append(self.path)
         dropping = (self.path == "/example_train_0.jsonl.zst"
                     and server.requests.count(self.path) <= server.DROPS)
-        if server.mode == "normal" or (server.mode == "drop" and not dropping):
+        stalling = server.mode == "stall" or self.path == "/never.jsonl.zst"
+        if not stalling and (server.mode == "normal" or not dropping):
             self.wfile.write(data)
             return
         self.wfile.write(data[: len(data) // 2])
         self.wfile.flush()
-        if server.mode == "stall":
+        if stalling:
             server.release.wait(60)  # silence, until the test ends
         self.close_connection = True
 
@@ -130,7 +137,8 @@ def test_filter_on_set_names(server):
 def test_dropped_connection_is_retried_without_loss_or_duplicates(server, capsys):
     run = make_run(server, timeout_s=10, max_retries=3, retry_backoff_s=0.05)
     assert first_documents(run, 1000) == EXPECTED
-    assert "retry 1/3 in 0.05 s from record 0" in capsys.readouterr().err
+    assert "retry 1/3 in 0.05 s from epoch 0, shard 0 of this rank, record 0" in \
+        capsys.readouterr().err
     assert server.requests.count("/example_train_0.jsonl.zst") > ShardServer.DROPS
 
 
@@ -140,6 +148,29 @@ def test_stalled_server_fails_cleanly_within_the_configured_time(server):
     started = time.monotonic()
     with pytest.raises(UserError, match=r"stopped delivering after \d+ records \(StreamStalled: "
                                         r"no record within 1 s; 2 retries"):
-        list(iter_documents(run, epochs=1))
+        list(DocumentStream(run, run.config.data.path, epochs=1))
     # 3 waits of 1 s, backoffs of 0.1 and 0.2 s, and the start-up of each attempt.
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("server", ["normal"], indirect=True)
+def test_a_run_whose_stream_gives_up_keeps_its_last_step(server, write_config, tmp_path):
+    """Training goes on while documents come; when the stream stalls for good the run
+    saves its last step and exits 3 with one line, within the configured time."""
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    config = write_config({"run": {"steps": 500},
+                           "data": {"path": f"{base}/short.jsonl.zst,{base}/never.jsonl.zst",
+                                    "shuffle_buffer": 0, "timeout_s": 1, "max_retries": 1,
+                                    "retry_backoff_s": 0.1},
+                           "tokenizer": {"vocab_size": 300}})
+    started = time.monotonic()
+    result = run_cli("run", str(config))
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 120
+    message = result.stderr.strip().splitlines()[-1]
+    assert "stopped delivering after" in message and "resume with --resume auto" in message
+    last = json.loads((tmp_path / "out" / "training_viz" / "metrics_history.json")
+                      .read_text())[-1]["step"]
+    assert 0 < last < 500
+    assert f"step {last} is saved in" in message
+    assert (tmp_path / "out" / "checkpoints" / f"checkpoint_step_{last}.bin").is_file()

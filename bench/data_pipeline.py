@@ -1,0 +1,135 @@
+"""Data pipeline throughput and memory: the `chunk` and `sample` sources against the bare
+SentencePiece encode rate, and resident memory as a stream goes from shard 10 to shard 100.
+
+    python bench/data_pipeline.py [--cores 1] [--tokens 3000000]
+
+Everything runs in one process pinned to `--cores` CPUs (default one: the issue's target is
+per core). Rates count the tokens the source hands out (B x (T + 1) per batch for `chunk`;
+real, unpadded tokens for `sample`) per second of wall time after the first batch.
+The bare rate encodes the same documents, already in memory, with the same tokenizer and
+the same batching (64 documents per call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
+
+import torch  # noqa: E402
+import zstandard  # noqa: E402
+
+from slimcore.config import parse_config  # noqa: E402
+from slimcore.plugins import SlimcorePluginManager  # noqa: E402
+from slimcore.run import Run  # noqa: E402
+from slimcore.tokenizer import default_cache_dir, train_or_reuse  # noqa: E402
+from slimcore_datasources.bundled import bundled_shards  # noqa: E402
+from slimcore_datasources.chunk import ENCODE_GROUP, ChunkConfig, chunk_batches  # noqa: E402
+from slimcore_datasources.corpus import DocumentStream, training_documents  # noqa: E402
+from slimcore_datasources.sample import sample_batches  # noqa: E402
+
+
+def make_run(path: str, seq_len: int = 1024, batch_size: int = 16) -> Run:
+    raw = {"model": {"seq_len": seq_len}, "data": {"path": path, "batch_size": batch_size},
+           "tokenizer": {"vocab_size": 32000}}
+    config = parse_config(raw, {"chunk": ChunkConfig}, "bench")
+    return Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
+               plugins=SlimcorePluginManager())
+
+
+def bundled_texts(run: Run) -> list[str]:
+    return list(DocumentStream(run, "bundled", epochs=1))
+
+
+def bare_encode_rate(tokenizer, texts: list[str], min_tokens: int) -> float:
+    tokens, started = 0, time.perf_counter()
+    while tokens < min_tokens:
+        for i in range(0, len(texts), ENCODE_GROUP):
+            tokens += sum(len(ids) + 2 for ids in tokenizer.encode_batch(texts[i:i + ENCODE_GROUP]))
+    return tokens / (time.perf_counter() - started)
+
+
+def source_rate(run: Run, kind: str, min_tokens: int) -> float:
+    produce = {"chunk": chunk_batches, "sample": sample_batches}[kind]
+    batches = (batch for batch, _ in produce(run, training_documents(run)))
+    next(batches)  # start-up (opening the shards, filling the shuffle buffer) not counted
+    tokens, started = 0, time.perf_counter()
+    for batch in batches:
+        if kind == "chunk":
+            tokens += batch.inputs.numel() + batch.inputs.shape[0]
+        else:
+            tokens += batch.target_count + batch.inputs.shape[0]
+        if tokens >= min_tokens:
+            break
+    return tokens / (time.perf_counter() - started)
+
+
+def synthetic_shards(folder: Path, count: int, words: list[str], docs_per_shard: int = 200):
+    """SlimPajama-shaped shards of random word documents (~150 KB of text each)."""
+    rng = random.Random(0)
+    for i in range(count):
+        lines = [json.dumps({"text": " ".join(rng.choices(words, k=rng.randint(50, 250))),
+                             "meta": {"redpajama_set_name": "RedPajamaC4"}})
+                 for _ in range(docs_per_shard)]
+        (folder / f"example_train_{i:03d}.jsonl.zst").write_bytes(
+            zstandard.ZstdCompressor().compress("\n".join(lines).encode()))
+
+
+def resident_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def memory_by_shard(tokenizer, texts: list[str], marks=(10, 100)) -> dict[int, float]:
+    """Resident memory (MiB) when the chunk source's stream first reaches each shard mark."""
+    words = sorted({w for t in texts[:50] for w in t.split()})
+    with tempfile.TemporaryDirectory() as tmp:
+        synthetic_shards(Path(tmp), max(marks) + 1, words)
+        run = make_run(tmp)
+        run.tokenizer = tokenizer
+        rss = {}
+        for _, state in chunk_batches(run, training_documents(run)):
+            shard = state["documents"]["position"][1]  # the cursor: shards begun so far
+            for mark in marks:
+                if shard >= mark and mark not in rss:
+                    rss[mark] = resident_mib()
+            if len(rss) == len(marks):
+                return rss
+    raise RuntimeError("the stream ended before the last mark")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=3_000_000)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
+    torch.set_num_threads(args.cores)
+
+    run = make_run("bundled")
+    bundled_shards(default_cache_dir())
+    texts = bundled_texts(run)
+    run.tokenizer = train_or_reuse(run.config.tokenizer, texts, log=lambda _: None)
+    print(f"corpus: bundled, {len(texts)} documents, {sum(map(len, texts)) / 1e6:.1f} MB; "
+          f"tokenizer vocab {run.tokenizer.vocab_size}; {args.cores} core(s); "
+          f"torch {torch.__version__}, python {sys.version.split()[0]}")
+    bare = bare_encode_rate(run.tokenizer, texts, args.tokens)
+    print(f"bare SentencePiece encode: {bare / 1e6:.2f} M tokens/s")
+    for kind in ("chunk", "sample"):
+        rate = source_rate(run, kind, args.tokens)
+        print(f"{kind:>6} source: {rate / 1e6:.2f} M tokens/s = {rate / bare:.2f} x bare")
+    rss = memory_by_shard(run.tokenizer, texts)
+    print("resident memory of the chunk source's process: "
+          + ", ".join(f"{rss[m]:.0f} MiB at shard {m}" for m in sorted(rss))
+          + f" (ratio {rss[100] / rss[10]:.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Evaluation on held-out data: the same batches every `eval.interval` steps, so that the
+numbers of one run compare across steps."""
+
+from __future__ import annotations
+
+import torch
+
+from .batch import Batch
+from .errors import UserError
+from .run import Run
+
+
+def validation_batches(run: Run) -> list[Batch]:
+    cfg = run.config
+    batches = run.plugins.hook.validation_batches(source=cfg.data.source, run=run,
+                                                  count=cfg.eval.batches)
+    if batches is None:
+        raise UserError(f"eval.interval: data source '{cfg.data.source}' offers no held-out "
+                        "data; set eval.interval to 0 or pick a source that does")
+    if not batches:
+        heldout = cfg.eval.path or f"the last shard of {cfg.data.path}"
+        raise UserError(f"eval: the held-out data ({heldout}) is too small for one batch; "
+                        "name a larger eval.path")
+    return batches
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
+             autocast) -> tuple[float, float]:
+    """Loss (nats per target token) and next-token accuracy over `batches`."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    count = 0
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast:
+            batch_loss, batch_correct, _ = model(batch.inputs, batch.targets)
+        loss_sum += batch_loss.float()
+        correct += batch_correct
+        count += batch.target_count
+    model.train(was_training)
+    return loss_sum.item() / count, correct.item() / count
