@@ -49,6 +49,9 @@ class ModelSection:
     init_std: float = 0.02
     # Which implementation runs the memory-bound ops (norm, rotary, SwiGLU, cross-entropy).
     backend: Literal["auto", "torch"] = "auto"
+    # Recompute each block's activations in the backward pass instead of keeping them:
+    # about a third more compute for activations that no longer grow with depth.
+    activation_checkpointing: bool = False
 
     def __post_init__(self):
         if self.width % self.heads:
@@ -114,6 +117,20 @@ class IntervalsSection:
 
 
 @dataclass
+class DistributedSection:
+    """Used when launched by torchrun (WORLD_SIZE set); ignored in a single process."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: FSDP2 shards parameters, grads, optimizer
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on GPUs, gloo on CPUs
+    # A collective that waits longer than this (a rank died or hung) ends the job.
+    timeout_s: float = 600.0
+
+    def __post_init__(self):
+        if self.timeout_s <= 0:
+            raise ConfigError("timeout_s", "must be a positive number of seconds")
+
+
+@dataclass
 class EvalSection:
     interval: int = 0  # steps between evaluations on held-out data; 0: no evaluation
     batches: int = 8  # micro-batches of held-out data, the same ones at every evaluation
@@ -162,6 +179,7 @@ CORE_SECTIONS: dict[str, type] = {
     "schedule": ScheduleSection,
     "intervals": IntervalsSection,
     "eval": EvalSection,
+    "distributed": DistributedSection,
     "samples": SamplesSection,
     "checkpoint": CheckpointSection,
     "output": OutputSection,
@@ -179,6 +197,7 @@ class RunConfig:
     schedule: ScheduleSection
     intervals: IntervalsSection
     eval: EvalSection
+    distributed: DistributedSection
     samples: SamplesSection
     checkpoint: CheckpointSection
     output: OutputSection

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from .config import ConfigError, RunConfig, apply_override, load_yaml, parse_config
+from .distributed import Distributed
 from .errors import UserError
 from .model import GPT
 from .ops import select_ops
@@ -35,6 +36,10 @@ SMOKE_OVERRIDES = [
     "tokenizer.vocab_size=1000", "tokenizer.train_documents=50", "intervals.viz=5",
     "intervals.log=1", "samples.max_new_tokens=8",
 ]
+
+
+# Model settings that change how the model is computed, not what it is: free to differ on resume.
+HOW_NOT_WHAT = {"model.backend", "model.activation_checkpointing"}
 
 
 def declared_sections(pm: SlimcorePluginManager) -> dict[str, type]:
@@ -89,7 +94,8 @@ def prepare_tokenizer(run: Run) -> Tokenizer:
                                          max_documents=cfg.tokenizer.train_documents)
     if texts is None:
         raise run.plugins.unknown_selection(cfg.data.source, "data source", "data.source")
-    return train_or_reuse(cfg.tokenizer, texts)
+    return train_or_reuse(cfg.tokenizer, texts,
+                          log=print if run.is_main_process else lambda _: None)
 
 
 def write_run_record(run: Run) -> None:
@@ -111,22 +117,39 @@ def resume_from(run: Run, state: TrainingState, where: str) -> None:
     if not saved:
         print(f"resume: no checkpoint in {run.output_dir}; starting from step 0")
         return
-    check_config_matches(saved["config"], run.config.to_dict(), saved["path"])
+    check_config_matches(saved["config"], run.config.to_dict(), saved["path"],
+                         warn=run.is_main_process)
     if saved["tokenizer_fingerprint"] != run.tokenizer.fingerprint:
         raise UserError(f"--resume: {saved['path']} was trained with another tokenizer "
                         "(fingerprints differ); resume with the same tokenizer settings")
     try:
-        state.model.load_state_dict(saved["model"])
+        run.distributed.load_full_state(state.model, state.optimizer, saved["model"],
+                                        saved["optimizer"])
     except RuntimeError as e:
         raise UserError(f"--resume: {saved['path']} holds a model of another shape "
-                        f"({str(e).splitlines()[1].strip()})") from None
-    state.optimizer.load_state_dict(saved["optimizer"])
+                        f"({(str(e).splitlines()[1:] or [str(e)])[0].strip()[:300]})") from None
     state.scheduler.load_state_dict(saved["scheduler"])
     state.step, state.tokens_seen = saved["step"], saved["tokens_seen"]
-    state.data_state = saved.get("data_state")
+    state.data_state = this_ranks_data_state(run, saved.get("data_state"), saved["path"])
     torch.set_rng_state(saved["rng"]["torch"])
     run.resumed_from = saved["path"]
     print(f"resume: continuing from step {state.step} ({saved['path']})")
+
+
+def this_ranks_data_state(run: Run, saved: dict | None, path: str) -> dict | None:
+    """This rank's data position from a checkpoint's {"world_size", "ranks"}; None when the
+    world size changed (each rank then skips, in its new share, the batches of the steps
+    done: no exact continuation exists for a different split)."""
+    if not saved:
+        return None
+    if saved["world_size"] != run.world_size:
+        if run.is_main_process:
+            print(f"slimcore: warning: {path} was saved by {saved['world_size']} ranks and "
+                  f"this job has {run.world_size}: the data position cannot carry over; each "
+                  "rank skips as many batches of its new share as were trained on",
+                  file=sys.stderr)
+        return None
+    return saved["ranks"][run.rank]
 
 
 def continue_stream(batches, state: TrainingState, config: RunConfig):
@@ -145,42 +168,59 @@ def continue_stream(batches, state: TrainingState, config: RunConfig):
     return itertools.islice(iter(batches), consumed, None)
 
 
-def check_config_matches(saved: dict, current: dict, path: str) -> None:
+def check_config_matches(saved: dict, current: dict, path: str, warn: bool = True) -> None:
     """A different model shape cannot resume; any other difference is worth a warning."""
     differences = sorted(
         f"{section}.{key}" for section in set(saved) | set(current)
         for key in set(saved.get(section) or {}) | set(current.get(section) or {})
         if (saved.get(section) or {}).get(key) != (current.get(section) or {}).get(key))
-    shape = [d for d in differences if d.startswith("model.") and d != "model.backend"]
+    shape = [d for d in differences if d.startswith("model.") and d not in HOW_NOT_WHAT]
     if shape:
         raise UserError(f"--resume: {path} holds another model shape ({', '.join(shape)} "
                         "differ); resume with the model section it was saved with")
-    if differences:
+    if differences and warn:
         print(f"slimcore: warning: resuming with config differences from {path}: "
               f"{', '.join(differences)}", file=sys.stderr)
 
 
 def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None = None) -> Run:
     """Train as configured; returns the finished Run (`run.status`). Raises UserError for
-    bad input, TrainingHalted when a guard stopped training."""
+    bad input, TrainingHalted when a guard stopped training. Under torchrun, every rank
+    runs this; rank 0 alone writes outputs and calls the observer hooks."""
     device = resolve_device(config.run.device)
     pm.check_selectable(config.data.source, "data source", "data.source")
     if config.checkpoint.checkpointer:
         pm.check_selectable(config.checkpoint.checkpointer, "checkpointer",
                             "checkpoint.checkpointer")
-    run = Run(config=config, output_dir=output_dir_for(config), device=device, plugins=pm)
-    run.output_dir.mkdir(parents=True, exist_ok=True)
-    print(pm.header())
-    write_run_record(run)
+    ranks = Distributed.start(config.distributed, device)
+    try:
+        return _execute(config, pm, resume, ranks, device)
+    finally:
+        ranks.stop()
+
+
+def _execute(config: RunConfig, pm: SlimcorePluginManager, resume: str | None,
+             ranks: Distributed, device: torch.device) -> Run:
+    if ranks.active and device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+    run = Run(config=config, output_dir=output_dir_for(config), device=device, plugins=pm,
+              rank=ranks.rank, world_size=ranks.world_size, distributed=ranks)
+    pm.observing = run.is_main_process
+    if run.is_main_process:
+        run.output_dir.mkdir(parents=True, exist_ok=True)
+        print(pm.header())
+        write_run_record(run)
     seed_everything(config.run.seed)
 
-    run.tokenizer = prepare_tokenizer(run)
+    with ranks.rank_zero_first("preparing the tokenizer"):  # rank 0 fills the cache
+        run.tokenizer = prepare_tokenizer(run)
     model = GPT(config.model, run.tokenizer.vocab_size, select_ops(config.model.backend, device))
     run.model = model.to(device)
+    wrapped = ranks.wrap(model, device)  # FSDP shards in place: before the optimizer
     optimizer = build_optimizer(model, config.optimizer, device)
     state = TrainingState(step=0, model=model, optimizer=optimizer,
                           scheduler=build_scheduler(optimizer, config.schedule, config.run.steps),
-                          tokens_seen=0)
+                          tokens_seen=0, wrapped=wrapped)
     if resume:
         resume_from(run, state, resume)
     source = pm.hook.iterate_batches(source=config.data.source, run=run)
@@ -197,6 +237,11 @@ def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None
             status = train_loop(run, state, batches, stop, dog)
         if run.stop_signal is None:
             save_final_checkpoint(run, state)
+        if ranks.active:
+            checksum = ranks.check_replicas_agree(model)
+            if run.is_main_process and ranks.strategy == "ddp":
+                print(f"distributed: parameters identical on {ranks.world_size} ranks "
+                      f"(checksum {checksum})")
         run.status = status
         return run
     except KeyboardInterrupt as e:

@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelSection
 
@@ -103,7 +104,10 @@ class GPT(nn.Module):
         x = self.embed(inputs)  # (B, T, C)
         cos, sin = self.rotary_cos[:T], self.rotary_sin[:T]
         for block in self.blocks:
-            x = block(x, cos, sin)
+            if self.cfg.activation_checkpointing and self.training:
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin)
         return self.norm(x)
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor):

@@ -55,6 +55,9 @@ class SlimcorePluginManager(pluggy.PluginManager):
         self.infos: dict[str, PluginInfo] = {}
         self._observer_failures: dict[str, int] = {}
         self.switched_off: set[str] = set()
+        # Observer hooks run on rank 0 only: outputs (charts, JSON, the console) are written
+        # once per job. execute_run sets this to False on the other ranks.
+        self.observing = True
         self.tracing = bool(os.environ.get("SLIMCORE_TRACE_PLUGINS"))
         if self.tracing:
             self.enable_tracing()
@@ -198,7 +201,10 @@ class SlimcorePluginManager(pluggy.PluginManager):
 
         The first failure of a plugin is reported with its name; after
         FAILURES_BEFORE_SWITCH_OFF failures it is switched off for the rest of the run.
+        Not called at all on ranks other than 0 (`observing`).
         """
+        if not self.observing:
+            return
         caller = getattr(self.hook, hook_name)
         for impl in reversed(caller.get_hookimpls()):  # pluggy's order: last registered first
             if impl.plugin_name in self.switched_off:

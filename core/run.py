@@ -10,6 +10,7 @@ import torch
 
 if TYPE_CHECKING:
     from .config import RunConfig
+    from .distributed import Distributed
     from .plugins import SlimcorePluginManager
     from .tokenizer import Tokenizer
 
@@ -28,6 +29,7 @@ class Run:
     resumed_from: str | None = None  # the checkpoint this process resumed from
     stop_signal: int | None = None  # the signal that stopped the run, if one did
     status: str = "running"  # then completed, stopped or failed
+    distributed: Distributed | None = None  # the job's ranks, under torchrun
 
     @property
     def is_main_process(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import sys
 import time
 from typing import Iterator
@@ -18,6 +19,7 @@ import torch
 
 from .batch import Batch
 from .config import OptimizerSection, RunConfig, ScheduleSection
+from .distributed import Distributed
 from .errors import TrainingHalted, UserError
 from .evaluation import evaluate, validation_batches
 from .metrics import (StepTimer, TrainingMetrics, device_peak_flops, flops_per_token,
@@ -67,9 +69,12 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
                stop: GracefulStop, watchdog: StallWatchdog) -> str:
     """Train from `state.step` to `run.config.run.steps`; returns the run's end status.
     `batches` is the data source; `stop` says when a signal asked to stop; `watchdog` is
-    told of every finished step."""
+    told of every finished step. Under torchrun each rank draws its own batches; loss,
+    accuracy and token counts are those of the whole job's batch."""
     cfg: RunConfig = run.config
     model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
+    wrapped = state.wrapped or model
+    ranks = run.distributed or Distributed()
     device = run.device
     timer = StepTimer(device)
     peak = device_peak_flops(device)
@@ -88,23 +93,37 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
             micro_batches = [b for _, b in zip(range(accum), batches)]
         except UserError as e:
             raise halted_by_data(run, state, e) from None
-        if len(micro_batches) < accum:
+        # Every rank learns whether any ran out, and the whole job's count of targets: the
+        # loss is normalised by it, so accumulation and ranks add up to one large batch
+        # even when micro-batches hold different numbers of counted targets.
+        local_targets = sum(b.target_count for b in micro_batches)
+        short, step_targets = ranks.sum([float(len(micro_batches) < accum), local_targets],
+                                        device, f"step {step}: counting targets")
+        if short:
             print(f"slimcore: the data source ended after {step - 1} steps")
             return "stopped"
-        # Normalise by the tokens of the whole step, so accumulation equals one large batch
-        # even when micro-batches hold different numbers of counted targets.
-        step_targets = sum(b.target_count for b in micro_batches)
+        # DDP and FSDP average gradients over ranks; the world size turns that into a sum.
+        scale = ranks.world_size / step_targets
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
-        for batch in micro_batches:
+        for index, batch in enumerate(micro_batches):
             batch = batch.to(device)
-            with autocast_context(device):
-                micro_loss, micro_correct, _ = model(batch.inputs, batch.targets)
-            (micro_loss / step_targets).backward()
+            with ranks.no_gradient_sync(wrapped, index == len(micro_batches) - 1):
+                with autocast_context(device):
+                    micro_loss, micro_correct, _ = wrapped(batch.inputs, batch.targets)
+                with ranks.collective(f"step {step}: backward"):
+                    (micro_loss * scale).backward()
             loss_sum += micro_loss.detach()
             correct += micro_correct
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optimizer.grad_clip)
-        loss = loss_sum.item() / step_targets  # host syncs: loss, norm, accuracy
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        tokens = sum(b.inputs.numel() for b in micro_batches)
+        # host syncs: loss, accuracy, tokens, whether a rank was asked to stop, the norm
+        loss_sum, correct, tokens, stop_votes = ranks.sum(
+            [loss_sum.item(), correct.item(), tokens, float(stop.requested is not None)],
+            device, f"step {step}: summing metrics")
+        loss = loss_sum / step_targets
         grad_norm = grad_norm.item()
         learning_rate = scheduler.get_last_lr()[0]
         if math.isfinite(loss) and math.isfinite(grad_norm):
@@ -123,7 +142,7 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
         scheduler.step()
         step_time = timer.stop()
 
-        tokens = sum(b.inputs.numel() for b in micro_batches)
+        tokens = int(tokens)
         state.step = step
         state.tokens_seen += tokens
         state.data_state = source_state()
@@ -131,11 +150,13 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
         tokens_per_second = tokens / step_time
         eval_loss = eval_accuracy = None
         if heldout and (step % cfg.eval.interval == 0 or step == cfg.run.steps):
-            eval_loss, eval_accuracy = evaluate(model, heldout, device, autocast_context(device))
+            # Every rank evaluates the same batches (a sharded model needs them all).
+            eval_loss, eval_accuracy = evaluate(wrapped, heldout, device,
+                                                autocast_context(device))
         run.plugins.notify("on_metrics", run=run, metrics=TrainingMetrics(
             step=step,
             loss=loss,
-            accuracy=correct.item() / step_targets,
+            accuracy=correct / step_targets,
             learning_rate=learning_rate,
             tokens_per_second=tokens_per_second,
             tokens_seen=state.tokens_seen,
@@ -143,22 +164,26 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
             grad_norm=grad_norm,
             memory_bytes=memory,
             memory_kind=memory_kind,
-            mfu=tokens_per_second * flops_token / peak if peak else None,
+            mfu=tokens_per_second * flops_token / (peak * ranks.world_size) if peak else None,
             timestamp=time.time(),
             eval_loss=eval_loss,
             eval_accuracy=eval_accuracy,
         ))
         if cfg.samples.prompts and step % sample_interval == 0:
-            samples = sample_texts(model, run.tokenizer, cfg.samples, step, cfg.run.seed, device)
-            run.plugins.notify("on_text_samples", run=run, step=step, samples=samples)
+            # A sharded model generates on every rank together; a replica on rank 0 alone.
+            if run.is_main_process or ranks.strategy == "fsdp":
+                with ranks.unsharded(model):
+                    samples = sample_texts(model, run.tokenizer, cfg.samples, step,
+                                           cfg.run.seed, device)
+                run.plugins.notify("on_text_samples", run=run, step=step, samples=samples)
         saved = cfg.checkpoint.checkpointer and step % cfg.intervals.checkpoint == 0
         if saved:
             save_checkpoint(run, state)
         watchdog.beat()
-        if stop.requested is not None:
+        if stop_votes:
             if cfg.checkpoint.checkpointer and not saved:
                 save_checkpoint(run, state)
-            run.stop_signal = stop.requested
+            run.stop_signal = stop.requested or signal.SIGTERM  # another rank's signal
             return "stopped"
     return "completed"
 
@@ -168,7 +193,10 @@ def halted_by_data(run: Run, state: TrainingState, error: UserError) -> BaseExce
     if state.step == run.start_step:
         return error
     saved = ""
-    if run.config.checkpoint.checkpointer:
+    if run.distributed and run.distributed.active:
+        # The other ranks are inside a collective of the next step, not ready for a save.
+        saved = f"; rank {run.rank} stops the job without a checkpoint (the last one stands)"
+    elif run.config.checkpoint.checkpointer:
         saved = f"; step {state.step} is saved in {save_checkpoint(run, state)}, resume " \
                 "with --resume auto"
     return TrainingHalted(f"{error}{saved}")
@@ -182,10 +210,27 @@ def save_final_checkpoint(run: Run, state: TrainingState) -> None:
 
 
 def save_checkpoint(run: Run, state: TrainingState) -> str:
-    """Save through the checkpointer the YAML names; returns the checkpoint's path."""
+    """Save through the checkpointer the YAML names; returns the checkpoint's path. Every
+    rank takes part: its data position (and, for a sharded model, its shard) is gathered
+    on rank 0, which writes."""
     name = run.config.checkpoint.checkpointer
-    path = run.plugins.hook.save_checkpoint(checkpointer=name, run=run, state=state)
-    if path is None:
-        raise UserError(f"checkpoint.checkpointer: no plugin saves checkpoints as '{name}' "
-                        "(see `slimcore plugins`)")
-    return path
+    ranks = run.distributed or Distributed()
+    own_data_state = state.data_state
+    data_states = ranks.gather(own_data_state, "gathering data positions for a checkpoint")
+    if ranks.strategy == "fsdp":
+        state.gathered_model_state = ranks.full_model_state(state.model)
+        state.gathered_optimizer_state = ranks.full_optimizer_state(state.model, state.optimizer)
+    path = None
+    try:
+        if run.is_main_process:
+            state.data_state = None if all(d is None for d in data_states) else \
+                {"world_size": ranks.world_size, "ranks": data_states}
+            path = run.plugins.hook.save_checkpoint(checkpointer=name, run=run, state=state)
+            if path is None:
+                raise UserError(f"checkpoint.checkpointer: no plugin saves checkpoints as "
+                                f"'{name}' (see `slimcore plugins`)")
+    finally:
+        state.data_state = own_data_state
+        state.gathered_model_state = state.gathered_optimizer_state = None
+    ranks.barrier("waiting for rank 0 to write a checkpoint")
+    return path or "(written by rank 0)"

@@ -123,10 +123,10 @@ def command_inspect(args) -> int:
 
 
 def write_checkpoint(base: Path, run: Run, state: TrainingState) -> str:
-    weights = {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()}
+    weights = {k: v.detach().cpu().contiguous() for k, v in state.model_state().items()}
     embeddings = {k: v for k, v in weights.items() if k.startswith(EMBEDDING_PREFIX)}
     decoder = {k: v for k, v in weights.items() if not k.startswith(EMBEDDING_PREFIX)}
-    optimizer_tensors, optimizer_layout = split_optimizer_state(state.optimizer.state_dict())
+    optimizer_tensors, optimizer_layout = split_optimizer_state(state.optimizer_state())
 
     manifest = {}
     for suffix, tensors in ((".embeddings", embeddings), (".decoder", decoder)):
@@ -271,7 +271,8 @@ def read_checkpoint(base: Path) -> dict[str, Any]:
     weights = {}
     for name, expected in run_state["manifest"].items():
         # Parse the very bytes that were verified: no second read that could differ.
-        weights.update(safetensors_load(_read_verified(base.with_name(name), expected)))
+        weights.update(sorted(safetensors_load(_read_verified(base.with_name(name),
+                                                              expected)).items()))
     optimizer_tensors = {k[len("optimizer."):]: v for k, v in tensors.items()
                          if k.startswith("optimizer.")}
     return {

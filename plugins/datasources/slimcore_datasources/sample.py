@@ -18,6 +18,8 @@ from .corpus import DocumentStream, first_documents, heldout_documents, training
 
 NAME = "sample"
 PAD_ID = 0  # any valid id: padded inputs only feed positions whose targets are ignored
+PREFIX_CHARS_PER_TOKEN = 8  # a first guess at the characters a row's tokens span
+PREFIX_MARGIN = 64  # tokens encoded past what a row keeps (see leading_tokens)
 
 
 @hookimpl
@@ -50,12 +52,26 @@ def sample_batches(run: Run, documents: DocumentStream,
     batch_size = run.config.data.batch_size
     rows, lengths = [], []
     for text in documents:
-        ids = ([tokenizer.bos_id] + tokenizer.encode(text) + [tokenizer.eos_id])[:row_len]
+        ids = ([tokenizer.bos_id] + leading_tokens(tokenizer, text, row_len)
+               + [tokenizer.eos_id])[:row_len]
         lengths.append(len(ids))
         rows.append(ids + [PAD_ID] * (row_len - len(ids)))
         if len(rows) == batch_size:
             yield padded_batch(rows, lengths), {"documents": documents.state_dict()}
             rows, lengths = [], []
+
+
+def leading_tokens(tokenizer, text: str, count: int) -> list[int]:
+    """The first `count` or more tokens of `text`, the same as encoding all of it, without
+    encoding all of a long document. A prefix encodes like the whole except near its cut:
+    SentencePiece splits at whitespace before merging, and a piece is at most 16
+    characters, so PREFIX_MARGIN tokens short of the cut are far out of its reach."""
+    prefix_chars = PREFIX_CHARS_PER_TOKEN * (count + PREFIX_MARGIN)
+    if len(text) > prefix_chars:
+        ids = tokenizer.encode(text[:prefix_chars])
+        if len(ids) >= count + PREFIX_MARGIN:
+            return ids[:count]
+    return tokenizer.encode(text)
 
 
 def padded_batch(rows: list[list[int]], lengths: list[int]) -> Batch:

@@ -231,3 +231,14 @@ def test_heldout_shard_is_left_out_of_training(tokenizer, sharded_corpus, capsys
     assert [next(training) for _ in range(90)] == (DOCS[:45] * 2)
     assert f"data: 3 shards of {sharded_corpus} (train); first document after" in \
         capsys.readouterr().out
+
+
+def test_sample_rows_of_long_documents_match_encoding_them_whole(tokenizer):
+    from slimcore_datasources.sample import leading_tokens
+
+    words = [w for d in DOCS for w in d.split()]
+    long_text = " ".join(words * 40)  # ~100,000 characters
+    whole = tokenizer.encode(long_text)
+    for count in (1, 17, 200, 2000):
+        assert leading_tokens(tokenizer, long_text, count)[:count] == whole[:count]
+    assert leading_tokens(tokenizer, "short text", 100) == tokenizer.encode("short text")
