@@ -100,12 +100,19 @@ def iterate_batches(source, run):
     if source != "counting":
         return None
     stall_at = int(os.environ.get("COUNTING_STALL_AT", "0"))
+    # exit|hang:RANK:BATCH - that rank of a torchrun job dies or hangs at that batch
+    fault, fault_rank, fault_at = (os.environ.get("COUNTING_FAULT", "none:-1:0").split(":"))
 
     def batches():
         row = run.config.model.seq_len + 1
         for start in range(10**9):
             if start + 1 == stall_at:
                 time.sleep(3600)  # a data stream that hangs
+            if run.rank == int(fault_rank) and start + 1 == int(fault_at):
+                print(f"rank {run.rank}: {fault} at batch {start + 1}", flush=True)
+                if fault == "exit":
+                    os._exit(1)
+                time.sleep(3600)
             ids = torch.arange(start, start + run.config.data.batch_size * row) % 50
             yield Batch.from_sequences(ids.view(-1, row))
     return batches()

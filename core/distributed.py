@@ -175,6 +175,8 @@ class Distributed:
         with self.collective("gathering the optimizer for a checkpoint"):
             full = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(
                 full_state_dict=True, cpu_offload=True))
+        if not full:  # ranks other than 0 receive nothing: rank 0 writes
+            return full
         # Keyed by parameter name; a plain optimizer's state dict is keyed by position, and
         # checkpoints hold that form whatever the strategy, so any strategy can resume them.
         index = {name: i for i, name in enumerate(

@@ -201,9 +201,10 @@ class DocumentStream:
         world, rank = (self.run.world_size, self.run.rank) if self.split_ranks else (1, 0)
         plan = ShardPlan(shards, rank, world, self.run.config.run.seed, self.buffer_size > 0)
         if not plan.by_shard and self.announce and self.shards_found is None:
-            print(f"slimcore: warning: {self.key}: {len(shards)} shards do not divide among "
-                  f"{world} ranks, so every rank reads all of them and keeps 1 record in "
-                  f"{world}; a shard count divisible by the world size reads {world}x less",
+            print(f"slimcore: warning: {self.key}: the shard count ({len(shards)}) does not "
+                  f"divide evenly among {world} ranks, so every rank reads every shard and "
+                  f"keeps 1 record in {world}; a shard count divisible by the world size "
+                  f"reads {world}x less",
                   file=sys.stderr, flush=True)
         self.shards_found = len(shards)
         return plan

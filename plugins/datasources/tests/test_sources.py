@@ -221,7 +221,7 @@ def test_two_ranks_read_disjoint_shares_whose_union_is_the_corpus(tokenizer, sha
     assert sorted(shares[0] + shares[1] + shares[2]) == sorted(DOCS)
     assert all(not set(a) & set(b) for a, b in [(shares[0], shares[1]), (shares[1], shares[2]),
                                                 (shares[0], shares[2])])
-    assert "4 shards do not divide among 3 ranks" in capsys.readouterr().err
+    assert "the shard count (4) does not divide evenly among 3 ranks" in capsys.readouterr().err
 
 
 def test_heldout_shard_is_left_out_of_training(tokenizer, sharded_corpus, capsys):

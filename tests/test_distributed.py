@@ -1,0 +1,123 @@
+"""Runs under torchrun: 2 processes on the CPU with gloo, through the real CLI.
+
+The global batch of 2 ranks x 2 rows must train exactly like one process with 4 rows: with
+one shard for two ranks, rank 0 reads documents 0, 2, 4... and rank 1 documents 1, 3, 5...,
+so together they see what a single process reads, step by step."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import zstandard
+
+from conftest import REPO, run_in_process
+
+DOCS = [f"Paragraph {i}: " + " ".join(f"word{(i * 7 + j) % 23}" for j in range(i % 13 + 20))
+        for i in range(400)]
+
+
+def torchrun(config, *args, env=None, timeout=240):
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "slimcore", "run", str(config), *args],
+        capture_output=True, text=True, cwd=REPO, timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def history(folder):
+    records = json.loads((folder / "training_viz" / "metrics_history.json").read_text())
+    return {m["step"]: m for m in records}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "docs.jsonl.zst"
+    lines = "\n".join(json.dumps({"text": d}) for d in DOCS)
+    path.write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+    return path
+
+
+def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpus, capsys):
+    settings = {"run": {"steps": 4}, "intervals": {"checkpoint": 2, "viz": 2},
+                "data": {"source": "sample", "path": str(corpus), "batch_size": 2,
+                         "shuffle_buffer": 0},
+                "tokenizer": {"vocab_size": 300, "train_documents": 100}}
+    ddp = torchrun(write_config({**settings, "output": {"dir": str(tmp_path / "ddp")}}, "ddp"))
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    # One set of outputs: one progress line per step, one history, rank 0's checkpoints.
+    assert ddp.stdout.count("step 3/4 ") == 1
+    assert "the shard count (1) does not divide evenly among 2 ranks" in ddp.stderr
+    assert "distributed: parameters identical on 2 ranks" in ddp.stdout
+    two_ranks = history(tmp_path / "ddp")
+    assert sorted(two_ranks) == [1, 2, 3, 4]
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").glob("*.bin")) == \
+        ["checkpoint_step_2.bin", "checkpoint_step_4.bin"]
+
+    single = {**settings, "data": {**settings["data"], "batch_size": 4},
+              "output": {"dir": str(tmp_path / "single")}}
+    run_in_process(write_config(single, "single"))
+    one_rank = history(tmp_path / "single")
+    for step in range(1, 5):
+        assert two_ranks[step]["loss"] == pytest.approx(one_rank[step]["loss"], rel=1e-5)
+        assert two_ranks[step]["accuracy"] == pytest.approx(one_rank[step]["accuracy"])
+        assert two_ranks[step]["tokens_seen"] == one_rank[step]["tokens_seen"]
+
+    # Resume the 2-rank checkpoint with 2 ranks: steps 3 and 4 as in the straight run.
+    resumed = torchrun(write_config({**settings, "output": {"dir": str(tmp_path / "again")}},
+                                    "again"),
+                       "--resume", str(tmp_path / "ddp" / "checkpoints" / "checkpoint_step_2.bin"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = history(tmp_path / "again")
+    assert sorted(again) == [3, 4]
+    assert [again[s]["loss"] for s in (3, 4)] == pytest.approx(
+        [two_ranks[s]["loss"] for s in (3, 4)], rel=1e-6)
+
+    # DDP resumes with another world size too; the data position cannot carry over.
+    run_in_process(write_config({**single, "output": {"dir": str(tmp_path / "alone")}},
+                                "alone"),
+                   resume=str(tmp_path / "ddp" / "checkpoints" / "checkpoint_step_2.bin"))
+    assert "saved by 2 ranks and this job has 1" in capsys.readouterr().err
+    assert sorted(history(tmp_path / "alone")) == [3, 4]
+
+
+def test_fsdp_shards_and_trains_like_ddp(write_config, tmp_path, corpus):
+    settings = {"run": {"steps": 3}, "intervals": {"checkpoint": 3},
+                "data": {"source": "sample", "path": str(corpus), "batch_size": 2,
+                         "shuffle_buffer": 0},
+                "tokenizer": {"vocab_size": 300, "train_documents": 100},
+                "distributed": {"strategy": "fsdp"}, "model": {"activation_checkpointing": True},
+                "output": {"dir": str(tmp_path / "fsdp")}}
+    fsdp = torchrun(write_config(settings, "fsdp"))
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    single = {**settings, "data": {**settings["data"], "batch_size": 4},
+              "distributed": None, "output": {"dir": str(tmp_path / "single")}}
+    run_in_process(write_config(single, "single"))
+    sharded, one_rank = history(tmp_path / "fsdp"), history(tmp_path / "single")
+    assert [sharded[s]["loss"] for s in (1, 2, 3)] == pytest.approx(
+        [one_rank[s]["loss"] for s in (1, 2, 3)], rel=1e-5)
+    # The checkpoint holds the whole model, gathered from both shards.
+    from slimcore_checkpointers.three_file import read_checkpoint
+
+    saved = read_checkpoint(tmp_path / "fsdp" / "checkpoints" / "checkpoint_step_3.bin")
+    assert saved["model"]["embed.weight"].shape[0] == 300
+    assert len(saved["optimizer"]["state"]) == len(saved["model"])
+
+
+@pytest.mark.parametrize("fault", ["exit", "hang"])
+def test_a_rank_that_dies_or_hangs_ends_the_job_with_a_line(write_config, tmp_path,
+                                                             installed_plugins, fault):
+    config = write_config({"run": {"steps": 200}, "data": {"source": "counting"},
+                           "distributed": {"timeout_s": 8}})
+    started = time.monotonic()
+    result = torchrun(config, env={**installed_plugins, "COUNTING_FAULT": f"{fault}:1:3"},
+                      timeout=120)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert f"rank 1: {fault} at batch 3" in result.stdout
+    assert "distributed: rank 0 of 2 gave up waiting for the other ranks (step 3" in \
+        result.stderr, result.stderr[-3000:]
+    assert elapsed < 60
