@@ -21,7 +21,7 @@ TINY = {
     "run": {"steps": 6, "device": "cpu", "seed": 7},
     "model": {"width": 32, "layers": 2, "heads": 2, "mlp_hidden": 64, "seq_len": 32},
     "tokenizer": {"vocab_size": 600, "train_documents": 40},
-    "data": {"source": "chunk", "path": "bundled", "batch_size": 4},
+    "data": {"source": "chunk", "path": "bundled", "batch_size": 4, "shuffle_buffer": 8},
     "chunk": {"tokens_per_chunk": 4096},
     "intervals": {"viz": 3, "checkpoint": 2000, "sample_every": 1, "log": 1},
     "samples": {"max_new_tokens": 4},
@@ -85,6 +85,7 @@ PLUGIN_PACKAGES = {
     # A data source from a third party: proves sources are found through entry points.
     "slimcore-counting-source": ("counting_source", "counting", "slimcore_counting_source", '''
 import os
+import signal
 import time
 
 import torch
@@ -112,6 +113,8 @@ def iterate_batches(source, run):
                 print(f"rank {run.rank}: {fault} at batch {start + 1}", flush=True)
                 if fault == "exit":
                     os._exit(1)
+                # Hung where no Python handler runs: torchrun's SIGTERM ends it at once.
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 time.sleep(3600)
             ids = torch.arange(start, start + run.config.data.batch_size * row) % 50
             yield Batch.from_sequences(ids.view(-1, row))

@@ -83,8 +83,9 @@ class DataSection:
     max_retries: int = 5  # restarts in a row without a record before the run stops
     retry_backoff_s: float = 2.0  # the first wait before a retry; doubles each time
     # Documents leave through a seeded buffer of this many (0: file order); shards are read in
-    # a new seeded order each epoch. The buffer is saved in checkpoints, so keep it modest.
-    shuffle_buffer: int = 1000
+    # a new seeded order each epoch. The buffer fills before the first batch and is saved in
+    # checkpoints, so keep it modest (SlimPajama's shards are shuffled already).
+    shuffle_buffer: int = 100
 
     def __post_init__(self):
         if self.shuffle_buffer < 0:
