@@ -129,8 +129,18 @@ def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=command_plugins)
 
+    build = sub.add_parser("build-native", help="build the native kernels ahead of first use")
+    build.add_argument("--cuda", action="store_true", help="the CUDA library too (needs nvcc)")
+    build.set_defaults(handler=command_build_native)
+
     pm.hook.register_commands(subparsers=sub)
     return parser
+
+
+def command_build_native(args) -> int:
+    from .native import command_build_native as build
+
+    return build(args)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -48,7 +48,9 @@ class ModelSection:
     rope_theta: float = 10000.0
     init_std: float = 0.02
     # Which implementation runs the memory-bound ops (norm, rotary, SwiGLU, cross-entropy).
-    backend: Literal["auto", "torch"] = "auto"
+    # auto: the native kernels on a GPU, PyTorch's on the CPU (see docs/native.md).
+    backend: Literal["auto", "native", "torch"] = "auto"
+    compile: bool = False  # run the model under torch.compile (the native ops inside it)
     # Recompute each block's activations in the backward pass instead of keeping them:
     # about a third more compute for activations that no longer grow with depth.
     activation_checkpointing: bool = False

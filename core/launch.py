@@ -39,7 +39,7 @@ SMOKE_OVERRIDES = [
 
 
 # Model settings that change how the model is computed, not what it is: free to differ on resume.
-HOW_NOT_WHAT = {"model.backend", "model.activation_checkpointing"}
+HOW_NOT_WHAT = {"model.backend", "model.activation_checkpointing", "model.compile"}
 
 
 def declared_sections(pm: SlimcorePluginManager) -> dict[str, type]:
@@ -217,6 +217,8 @@ def _execute(config: RunConfig, pm: SlimcorePluginManager, resume: str | None,
     model = GPT(config.model, run.tokenizer.vocab_size, select_ops(config.model.backend, device))
     run.model = model.to(device)
     wrapped = ranks.wrap(model, device)  # FSDP shards in place: before the optimizer
+    if config.model.compile:
+        wrapped = torch.compile(wrapped)
     optimizer = build_optimizer(model, config.optimizer, device)
     state = TrainingState(step=0, model=model, optimizer=optimizer,
                           scheduler=build_scheduler(optimizer, config.schedule, config.run.steps),

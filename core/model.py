@@ -55,8 +55,7 @@ class MLP(nn.Module):
         self.ops = ops
 
     def forward(self, x):
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(self.ops.swiglu(gate, up))
+        return self.down(self.ops.swiglu(self.gate_up(x)))
 
 
 class Block(nn.Module):

@@ -33,7 +33,9 @@ class TorchOps:
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
     @staticmethod
-    def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up, where gate_up (..., 2 * hidden) holds gate then up."""
+        gate, up = gate_up.chunk(2, dim=-1)
         return F.silu(gate) * up
 
     @staticmethod
@@ -55,12 +57,19 @@ class TorchOps:
         return loss_sum, correct, counted.sum()
 
 
-BACKENDS = {"torch": TorchOps}
+BACKENDS = ("torch", "native")
 
 
 def select_ops(backend: str, device: torch.device):
-    """`auto` picks the fastest implementation available for the device; today that is the
-    PyTorch reference everywhere (the native kernels register here when built)."""
+    """The ops for `model.backend`. `auto`: the native kernels on a GPU, PyTorch on the CPU,
+    where bench/kernels.py and bench/throughput.py found PyTorch's kernels (vectorised,
+    multithreaded) faster than the C reference build."""
     if backend == "auto":
-        backend = "torch"
-    return BACKENDS[backend]
+        backend = "native" if device.type == "cuda" else "torch"
+    if backend == "native":
+        from . import native
+        from .native_ops import NativeOps
+
+        native.library(device.type)  # build (or fail with one line) before the run starts
+        return NativeOps
+    return TorchOps

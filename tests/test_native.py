@@ -1,0 +1,242 @@
+"""The native kernels against the PyTorch reference (core/ops.py TorchOps), on the C build
+here; the CUDA sources compiled with nvcc when it is present.
+
+Tolerances: float32 inputs within 1e-5 relative / 1e-5 absolute of PyTorch (the same float32
+arithmetic in another order); bfloat16 inputs within 2e-2 / 2e-2 (one bf16 rounding of the
+output, 8 bits of mantissa, against PyTorch's bf16 arithmetic), except where stated.
+"""
+
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from conftest import run_in_process
+from slimcore import UserError, native
+from slimcore.model import rotary_tables
+from slimcore.native_ops import NativeOps, cross_entropy_
+from slimcore.ops import TorchOps
+
+TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def grads(outputs, inputs, upstream):
+    return torch.autograd.grad(outputs, inputs, upstream)
+
+
+def leaf(*shape, dtype=torch.float32, scale=1.0, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=generator) * scale).to(dtype).requires_grad_()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,vocab", [(1, 7), (37, 1001), (64, 4096), (5, 32003)])
+def test_output_loss_matches_pytorch(rows, vocab, dtype):
+    hidden, weight = leaf(rows, 24, dtype=dtype), leaf(vocab, 24, dtype=dtype, seed=1)
+    targets = torch.randint(0, vocab, (rows,), generator=torch.Generator().manual_seed(2))
+    if rows > 2:
+        targets[1] = -100  # ignored: counts toward nothing
+    reference, native_result = TorchOps.output_loss(hidden, weight, targets), \
+        NativeOps.output_loss(hidden, weight, targets)
+    assert torch.equal(native_result[2], reference[2])
+    # Argmax ties are rare in random data; bf16 logits may round two maxima together.
+    assert abs(int(native_result[1]) - int(reference[1])) <= (0 if dtype == torch.float32 else 1)
+    torch.testing.assert_close(native_result[0], reference[0].float(),
+                               rtol=1e-5 if dtype == torch.float32 else 2e-2, atol=1e-3)
+    upstream = torch.tensor(0.37)
+    # The hidden state's gradient sums over the whole vocabulary: float32 within 1e-4.
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else TOLERANCE[dtype]
+    for got, want in zip(grads(native_result[0], (hidden, weight), upstream),
+                         grads(reference[0], (hidden, weight), upstream)):
+        torch.testing.assert_close(got, want, **tolerance)
+
+
+def test_cross_entropy_counts_the_first_maximum_and_poisons_nothing():
+    logits = torch.tensor([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 1.0, 0.0], [0.0, 0.0, 0.0, 9.0]])
+    targets = torch.tensor([1, 1, -100])
+    reference = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    work = logits.clone()
+    loss, correct = cross_entropy_(work, targets, -100, True)
+    assert int(correct) == 1  # row 0: argmax is index 1 (first of the tie); row 1: index 0
+    torch.testing.assert_close(loss, reference)
+    expected_grad = torch.softmax(logits, -1) - torch.nn.functional.one_hot(targets.clamp(0), 4)
+    expected_grad[2] = 0.0  # an ignored row has no gradient
+    torch.testing.assert_close(work, expected_grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_write_every_element_of_poisoned_buffers(dtype):
+    """Output buffers full of NaN beforehand: any element a kernel skips stays NaN."""
+    ffi, lib = native.library("cpu")
+    code = 0 if dtype == torch.float32 else 1
+    rows, vocab = 9, 1003
+    logits = torch.randn(rows, vocab).to(dtype)
+    grad = torch.full_like(logits, float("nan"))
+    loss = torch.full((rows,), float("nan"))
+    targets = torch.randint(0, vocab, (rows,))
+    correct = torch.zeros((), dtype=torch.int64)
+    p = lambda t, c="void *": ffi.cast(c, t.data_ptr())  # noqa: E731
+    native.check(lib.slimcore_cross_entropy(p(logits), p(grad), code, p(targets, "int64_t *"),
+                                            rows, vocab, -100, p(loss, "float *"),
+                                            p(correct, "int64_t *"), ffi.NULL), "ce", "cpu")
+    assert not grad.isnan().any() and not loss.isnan().any()
+    x, weight = torch.randn(rows, 37).to(dtype), torch.randn(37)
+    y, rstd = torch.full_like(x, float("nan")), torch.full((rows,), float("nan"))
+    native.check(lib.slimcore_rms_norm_forward(p(x), p(weight, "float *"), p(y),
+                                               p(rstd, "float *"), code, rows, 37, 1e-5,
+                                               ffi.NULL), "rms", "cpu")
+    assert not y.isnan().any() and not rstd.isnan().any()
+    gate_up = torch.randn(rows, 2 * 11).to(dtype)
+    out = torch.full((rows, 11), float("nan")).to(dtype)
+    native.check(lib.slimcore_swiglu_forward(p(gate_up), p(out), code, rows, 11, ffi.NULL),
+                 "swiglu", "cpu")
+    assert not out.isnan().any()
+    # dweight is accumulated into, as the header says: a second call doubles it.
+    dy, dx, dweight = torch.randn_like(x), torch.full_like(x, float("nan")), torch.zeros(37)
+    for _ in range(2):
+        native.check(lib.slimcore_rms_norm_backward(p(dy), p(x), p(weight, "float *"),
+                                                    p(rstd, "float *"), p(dx),
+                                                    p(dweight, "float *"), code, rows, 37,
+                                                    ffi.NULL), "rms_bwd", "cpu")
+    assert not dx.isnan().any()
+    once = (dy.float() * x.float() * rstd[:, None]).sum(0)
+    torch.testing.assert_close(dweight, 2 * once, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (2, 4, 17)])
+@pytest.mark.parametrize("width", [1, 33, 256])
+def test_rms_norm_matches_pytorch(shape, width, dtype):
+    x, weight = leaf(*shape, width, dtype=dtype, scale=3.0), leaf(width, seed=1)
+    reference, got = TorchOps.rms_norm(x, weight, 1e-5), NativeOps.rms_norm(x, weight, 1e-5)
+    torch.testing.assert_close(got, reference, **TOLERANCE[dtype])
+    upstream = torch.randn(reference.shape).to(dtype)
+    for g, r in zip(grads(got, (x, weight), upstream), grads(reference, (x, weight), upstream)):
+        # dweight sums over every row: bf16 rounding of dy accumulates, hence 5e-2.
+        torch.testing.assert_close(g, r, **(TOLERANCE[dtype] if dtype == torch.float32
+                                            else dict(rtol=5e-2, atol=5e-2)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,heads,positions,head_dim", [(1, 1, 1, 2), (2, 3, 9, 8),
+                                                            (1, 2, 33, 14)])
+def test_rotary_matches_pytorch(batch, heads, positions, head_dim, dtype):
+    cos, sin = rotary_tables(64, head_dim, 10000.0)
+    cos, sin = cos[:positions], sin[:positions]
+    x = leaf(batch, heads, positions, head_dim, dtype=dtype)
+    reference, got = TorchOps.rotary(x, cos, sin), NativeOps.rotary(x, cos, sin)
+    torch.testing.assert_close(got, reference, **TOLERANCE[dtype])
+    upstream = torch.randn(reference.shape).to(dtype)
+    torch.testing.assert_close(grads(got, x, upstream)[0], grads(reference, x, upstream)[0],
+                               **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,hidden", [(1, 1), (7, 13), (64, 300)])
+def test_swiglu_matches_pytorch(rows, hidden, dtype):
+    gate_up = leaf(rows, 2 * hidden, dtype=dtype, scale=2.0)
+    reference, got = TorchOps.swiglu(gate_up), NativeOps.swiglu(gate_up)
+    torch.testing.assert_close(got, reference, **TOLERANCE[dtype])
+    upstream = torch.randn(reference.shape).to(dtype)
+    torch.testing.assert_close(grads(got, gate_up, upstream)[0],
+                               grads(reference, gate_up, upstream)[0], **TOLERANCE[dtype])
+
+
+def test_ops_are_well_formed_custom_ops():
+    """Schema, fake (meta) implementations and autograd registration, as torch.compile,
+    autocast and FSDP need them (torch.library.opcheck)."""
+    x, weight = torch.randn(4, 6, requires_grad=True), torch.randn(6, requires_grad=True)
+    cos, sin = rotary_tables(5, 4, 10000.0)
+    cases = [
+        (torch.ops.slimcore.rms_norm, (x, weight, 1e-5)),
+        (torch.ops.slimcore.rotary, (torch.randn(2, 5, 4, requires_grad=True), cos, sin, False)),
+        (torch.ops.slimcore.swiglu, (torch.randn(3, 8, requires_grad=True),)),
+        (torch.ops.slimcore.cross_entropy_, (torch.randn(3, 10), torch.tensor([1, 2, 3]), -100,
+                                             True)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+def test_checks_refuse_bad_tensors_and_statuses_are_never_ignored():
+    with pytest.raises(ValueError, match="contiguous"):
+        torch.ops.slimcore.swiglu(torch.randn(8, 4).t())
+    with pytest.raises(TypeError, match="float32 or bfloat16"):
+        torch.ops.slimcore.swiglu(torch.randn(3, 4).double())
+    with pytest.raises(TypeError, match="expected torch.int64"):
+        cross_entropy_(torch.randn(2, 5), torch.tensor([1, 2], dtype=torch.int32), -100, False)
+    ffi, lib = native.library("cpu")
+    with pytest.raises(RuntimeError, match="native kernel swiglu_forward .cpu. failed: bad "
+                                           "argument"):
+        native.check(lib.slimcore_swiglu_forward(ffi.NULL, ffi.NULL, 0, 0, 1, ffi.NULL),
+                     "swiglu_forward", "cpu")
+
+
+def test_one_training_step_native_matches_torch(write_config):
+    """Loss and the gradient of every parameter after one step: native against torch."""
+    from slimcore.config import ModelSection
+    from slimcore.model import GPT
+
+    cfg = ModelSection(width=32, layers=2, heads=2, mlp_hidden=48, seq_len=16)
+    torch.manual_seed(0)
+    reference = GPT(cfg, 301, TorchOps)
+    native_model = GPT(cfg, 301, NativeOps)
+    native_model.load_state_dict(reference.state_dict())
+    inputs = torch.randint(0, 301, (3, 16))
+    targets = torch.randint(0, 301, (3, 16))
+    targets[0, :4] = -100
+    results = []
+    for model in (reference, native_model):
+        loss_sum, correct, count = model(inputs, targets)
+        (loss_sum / count).backward()
+        results.append((loss_sum, correct, {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(results[1][1], results[0][1])
+    for name, grad in results[0][2].items():
+        torch.testing.assert_close(results[1][2][name], grad, rtol=1e-4, atol=1e-6,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_a_run_with_the_native_backend(write_config):
+    status, _ = run_in_process(write_config({"run": {"steps": 3},
+                                             "model": {"backend": "native"}}))
+    assert status == "completed"
+
+
+def test_missing_compiler_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", "no-such-cc")
+    monkeypatch.setenv("SLIMCORE_CACHE_DIR", str(tmp_path))
+    with pytest.raises(UserError, match="native cpu kernels need a C compiler .* 'no-such-cc' "
+                                        "is not on PATH; install it, or set model.backend: torch"):
+        native.build("cpu")
+
+
+def test_build_native_command(cli):
+    result = cli("build-native")
+    assert result.returncode == 0, result.stderr
+    assert "native cpu:" in result.stdout and result.stdout.strip().endswith(".so")
+
+
+def test_the_header_is_the_whole_abi():
+    """Every function the header declares is defined by both builds."""
+    import re
+
+    declared = set(re.findall(r"\b(slimcore_\w+)\(", native.cdef_text()))
+    assert len(declared) == 8
+    for source in ("slimcore_native.c", "slimcore_native.cu"):
+        text = (native.NATIVE_DIR / source).read_text()
+        defined = set(re.findall(r"^(?:int |const char \*)(slimcore_\w+)\(", text, re.M))
+        assert defined == declared, source
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed here")
+def test_cuda_sources_compile_with_nvcc(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLIMCORE_CACHE_DIR", str(tmp_path))
+    path = native.build("cuda")
+    symbols = subprocess.run(["nm", "-D", "--defined-only", str(path)], capture_output=True,
+                             text=True).stdout
+    for name in ("slimcore_cross_entropy", "slimcore_rms_norm_backward", "slimcore_rotary",
+                 "slimcore_swiglu_backward"):
+        assert name in symbols
