@@ -73,7 +73,7 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
     accuracy and token counts are those of the whole job's batch."""
     cfg: RunConfig = run.config
     model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
-    wrapped = state.wrapped or model
+    wrapped = model if state.wrapped is None else state.wrapped
     ranks = run.distributed or Distributed()
     device = run.device
     timer = StepTimer(device)

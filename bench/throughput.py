@@ -1,0 +1,183 @@
+"""Training throughput of the slimcore model against plain PyTorch, same device, one process.
+
+    python bench/throughput.py [--device cpu|cuda] [--steps 10] [--no-compile]
+
+The plain-PyTorch peer is the same architecture written the ordinary way (F.rms_norm, an
+explicit rotary, F.silu, F.cross_entropy over full logits), trained with the same weights,
+batches and AdamW (fused on CUDA, bf16 autocast on CUDA). Variants: the peer eager and under
+torch.compile; slimcore with `model.backend: torch` and `native`, eager and compiled.
+Printed per variant: tokens/s, MFU (6 x matrix parameters + 12 x layers x width x sequence
+FLOPs per token, against the card's dense bf16 peak; none on the CPU), peak memory
+(CUDA: max_memory_allocated; not measured on the CPU), and ratios to the peer.
+GPU config: the issue's (width 1536, 16 layers, 12 heads, MLP 4096, sequence 1024, batch 16,
+vocabulary 32,000). CPU config: width 256, 4 layers, 4 heads, MLP 1024, sequence 256,
+batch 8, vocabulary 4,096.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from slimcore.config import ModelSection
+from slimcore.metrics import device_peak_flops, flops_per_token
+from slimcore.model import GPT, rotary_tables
+from slimcore.native_ops import NativeOps
+from slimcore.ops import TorchOps
+
+
+class PeerBlock(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.heads = cfg.heads
+        self.attn_norm = nn.RMSNorm(cfg.width, eps=cfg.norm_eps)
+        self.attn = nn.Module()
+        self.attn.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.attn.out = nn.Linear(cfg.width, cfg.width, bias=False)
+        self.mlp_norm = nn.RMSNorm(cfg.width, eps=cfg.norm_eps)
+        self.mlp = nn.Module()
+        self.mlp.gate_up = nn.Linear(cfg.width, 2 * cfg.mlp_hidden, bias=False)
+        self.mlp.down = nn.Linear(cfg.mlp_hidden, cfg.width, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        q, k, v = self.attn.qkv(self.attn_norm(x)).split(C, dim=-1)
+        q, k, v = (t.view(B, T, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.attn.out(y.transpose(1, 2).reshape(B, T, C))
+        gate, up = self.mlp.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
+        return x + self.mlp.down(F.silu(gate) * up)
+
+
+def rotate(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Peer(nn.Module):
+    """The same architecture in plain PyTorch (parameter names match slimcore's GPT)."""
+
+    def __init__(self, cfg, vocab):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, cfg.width)
+        self.blocks = nn.ModuleList(PeerBlock(cfg) for _ in range(cfg.layers))
+        self.norm = nn.RMSNorm(cfg.width, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.width, vocab, bias=False)
+        cos, sin = rotary_tables(cfg.seq_len, cfg.width // cfg.heads, cfg.rope_theta)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, inputs, targets):
+        x = self.embed(inputs)
+        for block in self.blocks:
+            x = block(x, self.cos, self.sin)
+        logits = self.head(self.norm(x))
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+
+def train_rate(model, loss_of, batches, device, steps, warmup=3):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
+        else torch.autocast("cpu", enabled=False)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    losses = []
+    for step in range(warmup + steps):
+        if step == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        inputs, targets = batches[step % len(batches)]
+        with autocast:
+            loss = loss_of(model, inputs, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    tokens = steps * batches[0][0].numel()
+    memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return tokens / elapsed, memory, float(losses[warmup])
+
+
+def slimcore_loss(model, inputs, targets):
+    loss_sum, _, count = model(inputs, targets)
+    return loss_sum / count
+
+
+def peer_loss(model, inputs, targets):
+    return model(inputs, targets)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        cfg, vocab, batch = ModelSection(width=1536, layers=16, heads=12, mlp_hidden=4096,
+                                         seq_len=1024), 32000, 16
+    else:
+        cfg, vocab, batch = ModelSection(width=256, layers=4, heads=4, mlp_hidden=1024,
+                                         seq_len=256), 4096, 8
+    torch.manual_seed(0)
+    reference = GPT(cfg, vocab, TorchOps)
+    state = reference.state_dict()
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, vocab, (batch, cfg.seq_len), generator=g).to(device),
+                torch.randint(0, vocab, (batch, cfg.seq_len), generator=g).to(device))
+               for _ in range(4)]
+    peak = device_peak_flops(device)
+    flops = flops_per_token(reference.matmul_parameters(), cfg.layers, cfg.width, cfg.seq_len)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads; width "
+          f"{cfg.width}, {cfg.layers} layers, sequence {cfg.seq_len}, batch {batch}, "
+          f"vocabulary {vocab}")
+
+    def build(kind):
+        if kind == "peer":
+            model = Peer(cfg, vocab)
+            model.load_state_dict(state, strict=False)  # rotary tables are buffers of its own
+        else:
+            model = GPT(cfg, vocab, NativeOps if kind == "native" else TorchOps)
+            model.load_state_dict(state)
+        return model.to(device)
+
+    variants = [("peer eager", "peer", False), ("slimcore torch eager", "torch", False),
+                ("slimcore native eager", "native", False)]
+    if not args.no_compile:
+        variants += [("peer compile", "peer", True), ("slimcore native compile", "native", True)]
+    results = {}
+    for label, kind, compiled in variants:
+        model = build(kind)
+        runner = torch.compile(model) if compiled else model
+        rate, memory, first_loss = train_rate(runner, peer_loss if kind == "peer"
+                                              else slimcore_loss, batches, device, args.steps)
+        results[label] = rate
+        mfu = f"{rate * flops / peak:.1%}" if peak else "n/a"
+        mem = f"{memory / 2**30:.1f} GiB" if memory is not None else "n/a"
+        print(f"{label:<26} {rate:>10,.0f} tok/s  MFU {mfu:>6}  peak memory {mem:>9}  "
+              f"first loss {first_loss:.4f}", flush=True)
+        del model, runner
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    for label in results:
+        ratios = [f"{results[label] / results[peer]:.2f}x {peer}" for peer in
+                  ("peer eager", "peer compile") if peer in results]
+        print(f"{label:<26} " + ", ".join(ratios))
+    assert math.isfinite(sum(results.values()))
+
+
+if __name__ == "__main__":
+    main()
