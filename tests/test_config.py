@@ -42,7 +42,7 @@ def test_values_are_typed_and_ints_widen_to_float():
     ({"model": {"width": "wide"}}, "cfg.yaml: model.width: expected int, got str 'wide'"),
     ({"model": {"width": True}}, "cfg.yaml: model.width: expected int, got bool True"),
     ({"model": {"width": 1.5}}, "cfg.yaml: model.width: expected int, got float 1.5"),
-    ({"model": {"backend": "cuda"}}, "model.backend: must be one of 'auto', 'torch'"),
+    ({"model": {"backend": "cuda"}}, "model.backend: must be one of 'auto', 'native', 'torch'"),
     ({"model": {"width": 100, "heads": 3}}, "model.width: 100 is not divisible by heads=3"),
     ({"plugins": {"disable": "chunk"}}, "plugins.disable: expected a list, got str"),
     ({"samples": {"prompts": [1]}}, "samples.prompts[0]: expected str, got int 1"),
