@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import yaml
 
 from .config import ConfigError, load_yaml
 from .errors import TrainingHalted, UserError
+from .distributed import launched_by_torchrun
 from .launch import SMOKE_OVERRIDES, execute_run, resolve_config
 from .plugins import SlimcorePluginManager
 
@@ -38,6 +40,19 @@ CONFIG_COMMANDS = ("run", "config")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    code = _exit_status(argv)
+    if argv[:1] == ["run"] and launched_by_torchrun():
+        # Every output is flushed, fsynced and closed by now. A torchrun worker leaves
+        # without the interpreter's teardown (and without destroying its process group,
+        # see Distributed.stop): gloo's threads sometimes abort the process (exit -6) there,
+        # failing a job that finished.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _exit_status(argv: list[str]) -> int:
     try:
         return _main(argv)
     except UserError as e:

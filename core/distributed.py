@@ -56,8 +56,16 @@ class Distributed:
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.timeout_s))
         return cls(rank, world, local_rank, cfg.strategy, cfg.timeout_s)
 
-    def stop(self) -> None:
-        if dist.is_initialized():
+    def stop(self, finished: bool) -> None:
+        """Leave the job. After a finished run the ranks first wait for each other, so none
+        leaves while another still needs it. Under torchrun the process group is not
+        destroyed: the process exits at once after this (cli.main), and gloo's teardown
+        racing a peer that already left aborted finished jobs (1 run in about 20)."""
+        if not dist.is_initialized():
+            return
+        if finished:
+            self.barrier("finishing the job")
+        if not launched_by_torchrun():
             dist.destroy_process_group()
 
     # -- collectives that name what went wrong ----------------------------------------------

@@ -193,10 +193,13 @@ def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None
         pm.check_selectable(config.checkpoint.checkpointer, "checkpointer",
                             "checkpoint.checkpointer")
     ranks = Distributed.start(config.distributed, device)
+    finished = False
     try:
-        return _execute(config, pm, resume, ranks, device)
+        run = _execute(config, pm, resume, ranks, device)
+        finished = True
+        return run
     finally:
-        ranks.stop()
+        ranks.stop(finished)
 
 
 def _execute(config: RunConfig, pm: SlimcorePluginManager, resume: str | None,

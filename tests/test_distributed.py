@@ -47,7 +47,7 @@ def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpu
                          "shuffle_buffer": 0},
                 "tokenizer": {"vocab_size": 300, "train_documents": 100}}
     ddp = torchrun(write_config({**settings, "output": {"dir": str(tmp_path / "ddp")}}, "ddp"))
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.returncode == 0, ddp.stdout[-2000:] + ddp.stderr[-3000:]
     # One set of outputs: one progress line per step, one history, rank 0's checkpoints.
     assert ddp.stdout.count("step 3/4 ") == 1
     assert "the shard count (1) does not divide evenly among 2 ranks" in ddp.stderr

@@ -69,13 +69,18 @@ class BackgroundBatches:
             self.thread.join(timeout=JOIN_TIMEOUT_S)
 
     def _run(self, start: dict | None) -> None:
+        batches = None
         try:
-            for item in self.produce(start):
+            batches = self.produce(start)
+            for item in batches:
                 if not self._put(item):
                     return
             self._put(_END)
         except BaseException as e:  # noqa: BLE001 - raised in the consumer's thread
             self._put(e)
+        finally:
+            if batches is not None:
+                batches.close()  # down the chain: the record reader stops and is joined
 
     def _put(self, item) -> bool:
         while not self.closed.is_set():

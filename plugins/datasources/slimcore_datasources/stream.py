@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from slimcore import UserError
 
 PREFETCH_RECORDS = 1024
+STOP_TIMEOUT_S = 10.0
 _END = object()
 Position = TypeVar("Position")
 
@@ -70,6 +71,12 @@ class PrefetchingReader:
     def abandon(self) -> None:
         self.abandoned.set()
 
+    def stop(self) -> None:
+        """Abandon and wait (briefly) for the thread to leave the reading library: a thread
+        still inside pyarrow's C++ when the interpreter exits aborts the process."""
+        self.abandon()
+        self.thread.join(timeout=STOP_TIMEOUT_S)
+
 
 def resilient_records(read_from: Callable[[Position], Iterable[tuple[Position, dict]]],
                       start: Position, where: str, timeout_s: float, max_retries: int,
@@ -95,6 +102,9 @@ def resilient_records(read_from: Callable[[Position], Iterable[tuple[Position, d
                 delivered += 1
                 failures = 0
                 yield item
+        except GeneratorExit:  # the consumer is done with the stream
+            reader.stop()
+            raise
         except (StreamStalled, OSError, ConnectionError, TimeoutError) as e:
             failures += 1
             reason = f"{type(e).__name__}: {str(e)[:200]}"
