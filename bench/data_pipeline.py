@@ -98,7 +98,7 @@ def memory_by_shard(tokenizer, texts: list[str], marks=(10, 100)) -> dict[int, f
         run.tokenizer = tokenizer
         rss = {}
         for _, state in chunk_batches(run, training_documents(run)):
-            shard = state["documents"]["position"][1]  # the cursor: shards begun so far
+            shard = state["documents"]["positions"][0][1]  # the cursor: shards begun so far
             for mark in marks:
                 if shard >= mark and mark not in rss:
                     rss[mark] = resident_mib()

@@ -88,10 +88,15 @@ class DataSection:
     # a new seeded order each epoch. The buffer fills before the first batch and is saved in
     # checkpoints, so keep it modest (SlimPajama's shards are shuffled already).
     shuffle_buffer: int = 100
+    # Reader threads per rank, each with its own share of the rank's shards, taken in turn:
+    # decompression and parsing of several shards overlap. A resume needs the same number.
+    workers: int = 1
 
     def __post_init__(self):
         if self.shuffle_buffer < 0:
             raise ConfigError("shuffle_buffer", "must be 0 (no shuffling) or more")
+        if self.workers < 1:
+            raise ConfigError("workers", "must be at least 1")
 
 
 @dataclass

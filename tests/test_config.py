@@ -47,6 +47,12 @@ def test_values_are_typed_and_ints_widen_to_float():
     ({"plugins": {"disable": "chunk"}}, "plugins.disable: expected a list, got str"),
     ({"samples": {"prompts": [1]}}, "samples.prompts[0]: expected str, got int 1"),
     ({"run": 5}, "cfg.yaml: run: expected a section (mapping), got int 5"),
+    ({"data": {"workers": 0}}, "cfg.yaml: data.workers: must be at least 1"),
+    ({"data": {"shuffle_buffer": -1}}, "cfg.yaml: data.shuffle_buffer: must be 0 (no shuffling)"),
+    ({"eval": {"batches": 0}}, "cfg.yaml: eval.batches: must be at least 1"),
+    ({"distributed": {"strategy": "zero3"}},
+     "distributed.strategy: must be one of 'ddp', 'fsdp', got 'zero3'"),
+    ({"distributed": {"timeout_s": 0}}, "distributed.timeout_s: must be a positive number"),
 ])
 def test_bad_values_name_the_dotted_key(raw, message):
     with pytest.raises(ConfigError) as error:

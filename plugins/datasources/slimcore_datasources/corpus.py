@@ -120,15 +120,15 @@ def check_hub_reachable(repo: str, key: str = "data.path", timeout_s: float = 5.
 
 
 class Position(NamedTuple):
-    """Where a document stream reads next: `record` of the `cursor`-th shard in this rank's
-    order for `epoch`."""
+    """Where a reader reads next: `record` of the `cursor`-th shard in its order for
+    `epoch`."""
 
     epoch: int = 0
     cursor: int = 0
     record: int = 0
 
     def __str__(self) -> str:
-        return f"epoch {self.epoch}, shard {self.cursor} of this rank, record {self.record}"
+        return f"epoch {self.epoch}, shard {self.cursor} of this reader, record {self.record}"
 
 
 class ShardPlan:
@@ -160,38 +160,48 @@ class DocumentStream:
     """This rank's documents of one corpus, pass after pass (`epochs=None`: forever).
 
     role: "train" (the corpus without its held-out shard when `holdout`), "heldout" (that
-    shard only) or "all". With `shuffle_buffer` > 0, documents leave through a seeded
-    buffer of that many, and shards are read in a new seeded order every epoch.
-    `state_dict()` between two documents and `load_state_dict()` before iterating resume
-    the stream exactly."""
+    shard only) or "all". `workers` readers, each on its own thread with its own share of
+    the rank's shards, are taken in turn, one record each, so decompression and parsing of
+    several shards overlap and the order stays deterministic. With `shuffle_buffer` > 0,
+    documents leave through a seeded buffer of that many, and shards are read in a new
+    seeded order every epoch. `state_dict()` between two documents and `load_state_dict()`
+    before iterating resume the stream exactly."""
 
     def __init__(self, run: Run, path: str, data_files: str | None = None, *,
                  key: str = "data.path", role: str = "all", split_ranks: bool = True,
-                 shuffle_buffer: int = 0, epochs: int | None = None, announce: bool = False):
+                 shuffle_buffer: int = 0, epochs: int | None = None, announce: bool = False,
+                 workers: int = 1):
         self.run, self.path, self.data_files, self.key, self.role = (run, path, data_files,
                                                                      key, role)
         self.split_ranks, self.buffer_size, self.epochs = split_ranks, shuffle_buffer, epochs
         self.announce = announce and run.is_main_process
-        self.position = Position()
+        self.positions = [Position() for _ in range(workers)]
+        self.turn = 0  # the reader whose record comes next
         self.buffer: list[str] = []
         self.rng = random.Random(run.config.run.seed)
         self.shards_found: int | None = None
+        self.warned = False
 
     # -- state -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"position": list(self.position), "buffer": list(self.buffer),
-                "rng": _jsonable(self.rng.getstate())}
+        return {"positions": [list(p) for p in self.positions], "turn": self.turn,
+                "buffer": list(self.buffer), "rng": _jsonable(self.rng.getstate())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.position = Position(*state["position"])
+        if len(state["positions"]) != len(self.positions):
+            raise UserError(f"--resume: the data position was saved with "
+                            f"{len(state['positions'])} data.workers, this run has "
+                            f"{len(self.positions)}; resume with the same data.workers")
+        self.positions = [Position(*p) for p in state["positions"]]
+        self.turn = state["turn"]
         self.buffer = list(state["buffer"])
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _plan(self, n_shards: int) -> ShardPlan:
+    def _plan(self, n_shards: int, worker: int) -> ShardPlan:
         shards = list(range(n_shards))
         if self.role != "all":
             if n_shards < 2:
@@ -199,21 +209,25 @@ class DocumentStream:
                                 "held out for evaluation; name a held-out corpus in eval.path")
             shards = shards[:-1] if self.role == "train" else shards[-1:]
         world, rank = (self.run.world_size, self.run.rank) if self.split_ranks else (1, 0)
-        plan = ShardPlan(shards, rank, world, self.run.config.run.seed, self.buffer_size > 0)
-        if not plan.by_shard and self.announce and self.shards_found is None:
+        workers = len(self.positions)
+        # Readers of all ranks split the shards as one world of world x workers.
+        plan = ShardPlan(shards, rank * workers + worker, world * workers,
+                         self.run.config.run.seed, self.buffer_size > 0)
+        if not plan.by_shard and self.announce and not self.warned:
+            self.warned = True
+            readers = world * workers
             print(f"slimcore: warning: {self.key}: the shard count ({len(shards)}) does not "
-                  f"divide evenly among {world} ranks, so every rank reads every shard and "
-                  f"keeps 1 record in {world}; a shard count divisible by the world size "
-                  f"reads {world}x less",
-                  file=sys.stderr, flush=True)
+                  f"divide evenly among {world} ranks x {workers} data.workers, so every "
+                  f"reader reads every shard and keeps 1 record in {readers}; a shard count "
+                  f"divisible by {readers} reads {readers}x less", file=sys.stderr, flush=True)
         self.shards_found = len(shards)
         return plan
 
-    def _read_from(self, start: Position) -> Iterator[tuple[Position, dict]]:
+    def _read_from(self, start: Position, worker: int) -> Iterator[tuple[Position, dict]]:
         import itertools
 
         dataset = open_dataset(self.run, self.path, self.data_files, self.key)
-        plan = self._plan(dataset.n_shards)
+        plan = self._plan(dataset.n_shards, worker)
         epoch, cursor, skip = start
         while self.epochs is None or epoch < self.epochs:
             order = plan.order(epoch)
@@ -226,31 +240,49 @@ class DocumentStream:
             cursor = 0
             epoch += 1
 
-    def _texts(self) -> Iterator[tuple[Position, str]]:
+    def _texts(self) -> Iterator[tuple[int, Position, str]]:
         data = self.run.config.data
         wanted = set(data.set_names)
         started = time.perf_counter()
-        produced_in_epoch = self.position.record > 0 or self.position.cursor > 0
-        epoch = self.position.epoch
-        for position, record in resilient_records(self._read_from, self.position, self.path,
-                                                  data.timeout_s, data.max_retries,
-                                                  data.retry_backoff_s):
-            if position.epoch != epoch:
-                self._check_produced(produced_in_epoch, wanted)
-                epoch, produced_in_epoch = position.epoch, False
-            if data.text_field not in record:
-                raise UserError(f"data.text_field: records of {self.path} have no "
-                                f"'{data.text_field}' (fields: {', '.join(record)})")
-            if wanted and (record.get("meta") or {}).get("redpajama_set_name") not in wanted:
-                self.position = position
-                continue
-            if self.announce:
-                print(f"data: {self.shards_found} shards of {self.path} ({self.role}); first "
-                      f"document after {time.perf_counter() - started:.2f} s", flush=True)
-                self.announce = False
-            produced_in_epoch = True
-            yield position, record[data.text_field]
-        self._check_produced(produced_in_epoch, wanted)
+        readers = [resilient_records(lambda start, w=w: self._read_from(start, w),
+                                     self.positions[w], self.path, data.timeout_s,
+                                     data.max_retries, data.retry_backoff_s)
+                   for w in range(len(self.positions))]
+        epochs = [p.epoch for p in self.positions]
+        produced = any(p.record > 0 or p.cursor > 0 for p in self.positions)
+        live = [True] * len(readers)
+        try:
+            while any(live):
+                worker = self.turn
+                self.turn = (self.turn + 1) % len(readers)
+                if not live[worker]:
+                    continue
+                item = next(readers[worker], None)
+                if item is None:
+                    live[worker] = False
+                    continue
+                position, record = item
+                if position.epoch != epochs[worker]:
+                    self._check_produced(produced, wanted)
+                    epochs[worker] = position.epoch
+                if data.text_field not in record:
+                    raise UserError(f"data.text_field: records of {self.path} have no "
+                                    f"'{data.text_field}' (fields: {', '.join(record)})")
+                if wanted and (record.get("meta") or {}).get("redpajama_set_name") \
+                        not in wanted:
+                    self.positions[worker] = position
+                    continue
+                if self.announce:
+                    print(f"data: {self.shards_found} shards of {self.path} ({self.role}); "
+                          f"first document after {time.perf_counter() - started:.2f} s",
+                          flush=True)
+                    self.announce = False
+                produced = True
+                yield worker, position, record[data.text_field]
+            self._check_produced(produced, wanted)
+        finally:
+            for reader in readers:
+                reader.close()  # each stops and joins its thread
 
     def _check_produced(self, produced: bool, wanted: set[str]) -> None:
         if not produced:
@@ -258,8 +290,8 @@ class DocumentStream:
             raise UserError(f"{self.key}: '{self.path}' holds no documents{only}")
 
     def __iter__(self) -> Iterator[str]:
-        for position, text in self._texts():
-            self.position = position
+        for worker, position, text in self._texts():
+            self.positions[worker] = position
             if self.buffer_size <= 0:
                 yield text
             elif len(self.buffer) < self.buffer_size:
@@ -281,7 +313,8 @@ def training_documents(run: Run) -> DocumentStream:
     """The training stream of the run: this rank's share, shuffled, endless."""
     data = run.config.data
     return DocumentStream(run, data.path, data.data_files, role=training_role(run),
-                          shuffle_buffer=data.shuffle_buffer, announce=True)
+                          shuffle_buffer=data.shuffle_buffer, announce=True,
+                          workers=data.workers)
 
 
 def heldout_documents(run: Run) -> DocumentStream:

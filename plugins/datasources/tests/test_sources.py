@@ -33,10 +33,10 @@ def tokenizer(tmp_path_factory):
 
 
 def make_run(tokenizer, path, seq_len=16, batch_size=3, chunk=None, text_field="text",
-             shuffle_buffer=0, rank=0, world_size=1, eval_interval=0):
+             shuffle_buffer=0, rank=0, world_size=1, eval_interval=0, workers=1):
     raw = {"model": {"width": 16, "heads": 2, "seq_len": seq_len},
            "data": {"path": str(path), "batch_size": batch_size, "text_field": text_field,
-                    "shuffle_buffer": shuffle_buffer},
+                    "shuffle_buffer": shuffle_buffer, "workers": workers},
            "eval": {"interval": eval_interval}, "chunk": chunk or {}}
     config = parse_config(raw, {"chunk": ChunkConfig}, "test.yaml")
     run = Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
@@ -172,13 +172,13 @@ def through_checkpoint_format(state):
     return join_tensors(meta, {k: v.clone() for k, v in tensors.items()})
 
 
-@pytest.mark.parametrize("kind", ["chunk", "sample"])
-def test_restored_source_continues_exactly(tokenizer, sharded_corpus, kind):
+@pytest.mark.parametrize("kind,workers", [("chunk", 1), ("sample", 1), ("chunk", 2)])
+def test_restored_source_continues_exactly(tokenizer, sharded_corpus, kind, workers):
     """Read N batches, save the state, rebuild the source from it: the next M batches are
     those of an uninterrupted read, for N that end inside a shard, across shard boundaries
     and across the end of an epoch (60 documents, ~16 tokens each)."""
     run = make_run(tokenizer, sharded_corpus, seq_len=7, batch_size=2, shuffle_buffer=5,
-                   chunk={"tokens_per_chunk": 40})
+                   chunk={"tokens_per_chunk": 40}, workers=workers)
     straight = source_for(kind, run)
     reference = [next(straight) for _ in range(110)]
     for n in (1, 7, 23, 61):
@@ -221,7 +221,7 @@ def test_two_ranks_read_disjoint_shares_whose_union_is_the_corpus(tokenizer, sha
     assert sorted(shares[0] + shares[1] + shares[2]) == sorted(DOCS)
     assert all(not set(a) & set(b) for a, b in [(shares[0], shares[1]), (shares[1], shares[2]),
                                                 (shares[0], shares[2])])
-    assert "the shard count (4) does not divide evenly among 3 ranks" in capsys.readouterr().err
+    assert "the shard count (4) does not divide evenly among 3 ranks x 1 data.workers" in capsys.readouterr().err
 
 
 def test_heldout_shard_is_left_out_of_training(tokenizer, sharded_corpus, capsys):
@@ -242,3 +242,20 @@ def test_sample_rows_of_long_documents_match_encoding_them_whole(tokenizer):
     for count in (1, 17, 200, 2000):
         assert leading_tokens(tokenizer, long_text, count)[:count] == whole[:count]
     assert leading_tokens(tokenizer, "short text", 100) == tokenizer.encode("short text")
+
+
+def test_loader_workers_split_a_ranks_shards_and_take_turns(tokenizer, sharded_corpus):
+    def read(rank, world_size, workers):
+        run = make_run(tokenizer, sharded_corpus, rank=rank, world_size=world_size,
+                       workers=workers)
+        return list(DocumentStream(run, str(sharded_corpus), epochs=1, workers=workers))
+
+    # One rank, two readers: shards 0 and 2 for reader 0, 1 and 3 for reader 1, in turns.
+    alone = read(0, 1, 2)
+    assert alone[:4] == [DOCS[0], DOCS[15], DOCS[1], DOCS[16]]
+    assert sorted(alone) == sorted(DOCS)
+    # Two ranks of two readers each: four readers, one shard each, disjoint, the corpus.
+    shares = [read(r, 2, 2) for r in range(2)]
+    assert not set(shares[0]) & set(shares[1])
+    assert sorted(shares[0] + shares[1]) == sorted(DOCS)
+    assert set(shares[0]) == set(DOCS[:15] + DOCS[15:30])  # readers 0 and 1: shards 0, 1

@@ -137,7 +137,7 @@ def test_filter_on_set_names(server):
 def test_dropped_connection_is_retried_without_loss_or_duplicates(server, capsys):
     run = make_run(server, timeout_s=10, max_retries=3, retry_backoff_s=0.05)
     assert first_documents(run, 1000) == EXPECTED
-    assert "retry 1/3 in 0.05 s from epoch 0, shard 0 of this rank, record 0" in \
+    assert "retry 1/3 in 0.05 s from epoch 0, shard 0 of this reader, record 0" in \
         capsys.readouterr().err
     assert server.requests.count("/example_train_0.jsonl.zst") > ShardServer.DROPS
 
