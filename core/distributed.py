@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ import torch.distributed as dist
 
 from .config import DistributedSection
 from .errors import TrainingHalted
+
+# What gloo and NCCL say when a peer died, hung or closed its connection.
+PEER_TROUBLE = re.compile(r"gloo|nccl|connection|timed out|timeout|peer|socket", re.I)
 
 
 def launched_by_torchrun() -> bool:
@@ -76,8 +80,9 @@ class Distributed:
         try:
             yield
         except RuntimeError as e:  # DistBackendError and gloo's peer errors are RuntimeErrors
-            if not self.active:
-                raise
+            if not self.active or not (isinstance(e, dist.DistBackendError)
+                                       or PEER_TROUBLE.search(str(e))):
+                raise  # not about the other ranks (an out-of-memory error, a bug)
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise TrainingHalted(
                 f"distributed: rank {self.rank} of {self.world_size} gave up waiting for the "
