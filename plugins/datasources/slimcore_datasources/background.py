@@ -10,16 +10,14 @@ were made ahead but not trained on.
 from __future__ import annotations
 
 import atexit
-import queue
-import threading
 import weakref
 from typing import Any, Callable, Iterator
 
 from slimcore import Batch
 
+from .stream import END, PrefetchingReader
+
 BATCHES_AHEAD = 4
-JOIN_TIMEOUT_S = 30.0
-_END = object()
 _LIVE: "weakref.WeakSet[BackgroundBatches]" = weakref.WeakSet()
 
 Producer = Callable[[dict | None], Iterator[tuple[Batch, dict]]]
@@ -30,16 +28,15 @@ class BackgroundBatches:
         self.produce = produce
         self.name = name
         self.state: dict[str, Any] | None = None
-        self.queue: queue.Queue = queue.Queue(maxsize=BATCHES_AHEAD)
-        self.closed = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.reader: PrefetchingReader | None = None
+        self.exhausted = False
 
     def state_dict(self) -> dict[str, Any] | None:
         """The state after the last batch taken; None before the first (and no restore)."""
         return self.state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.thread is not None:
+        if self.reader is not None:
             raise RuntimeError(f"{self.name}: load_state_dict() after batches were drawn")
         self.state = state
 
@@ -47,14 +44,16 @@ class BackgroundBatches:
         return self
 
     def __next__(self) -> Batch:
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._run, args=(self.state,), daemon=True,
-                                           name=f"slimcore_{self.name}_batches")
-            self.thread.start()
+        if self.exhausted:
+            raise StopIteration
+        if self.reader is None:
+            start = self.state
+            self.reader = PrefetchingReader(lambda: self.produce(start), BATCHES_AHEAD,
+                                            f"slimcore_{self.name}_batches")
             _LIVE.add(self)
-        item = self.queue.get()
-        if item is _END:
-            self.queue.put(_END)  # stays exhausted
+        item = self.reader.get()
+        if item is END:
+            self.exhausted = True
             raise StopIteration
         if isinstance(item, BaseException):
             raise item
@@ -62,34 +61,9 @@ class BackgroundBatches:
         return batch
 
     def close(self) -> None:
-        """Stop making batches and wait for the thread (a thread left inside SentencePiece's
-        C++ encoder at interpreter exit aborts the process)."""
-        self.closed.set()
-        if self.thread is not None and self.thread is not threading.current_thread():
-            self.thread.join(timeout=JOIN_TIMEOUT_S)
-
-    def _run(self, start: dict | None) -> None:
-        batches = None
-        try:
-            batches = self.produce(start)
-            for item in batches:
-                if not self._put(item):
-                    return
-            self._put(_END)
-        except BaseException as e:  # noqa: BLE001 - raised in the consumer's thread
-            self._put(e)
-        finally:
-            if batches is not None:
-                batches.close()  # down the chain: the record reader stops and is joined
-
-    def _put(self, item) -> bool:
-        while not self.closed.is_set():
-            try:
-                self.queue.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Stop making batches and wait for the thread (see PrefetchingReader.stop)."""
+        if self.reader is not None:
+            self.reader.stop()
 
 
 @atexit.register

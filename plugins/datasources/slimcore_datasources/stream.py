@@ -23,7 +23,7 @@ from slimcore import UserError
 
 PREFETCH_RECORDS = 1024
 STOP_TIMEOUT_S = 10.0
-_END = object()
+END = object()  # the end of a reader's items
 Position = TypeVar("Position")
 
 
@@ -32,26 +32,34 @@ class StreamStalled(Exception):
 
 
 class PrefetchingReader:
-    """Iterates `make_records()` on a daemon thread; `get(timeout)` takes the next item.
+    """Iterates `make_items()` on a daemon thread into a queue of `capacity`; `get(timeout)`
+    takes the next item (`END` at the end; an exception the iteration raised is handed
+    over as the item). Also the batch thread of the sources (background.py).
 
     A reader stuck in a hung network read cannot be interrupted from Python; `abandon()`
     leaves it to finish or hang alone, and it never hands over another item."""
 
-    def __init__(self, make_records: Callable[[], Iterable]):
-        self.queue: queue.Queue = queue.Queue(maxsize=PREFETCH_RECORDS)
+    def __init__(self, make_items: Callable[[], Iterable], capacity: int = PREFETCH_RECORDS,
+                 name: str = "slimcore_reader"):
+        self.queue: queue.Queue = queue.Queue(maxsize=capacity)
         self.abandoned = threading.Event()
-        self.thread = threading.Thread(target=self._read, args=(make_records,), daemon=True,
-                                       name="slimcore_reader")
+        self.thread = threading.Thread(target=self._read, args=(make_items,), daemon=True,
+                                       name=name)
         self.thread.start()
 
-    def _read(self, make_records) -> None:
+    def _read(self, make_items) -> None:
+        items = None
         try:
-            for record in make_records():
-                if not self._put(record):
+            items = make_items()
+            for item in items:
+                if not self._put(item):
                     return
-            self._put(_END)
+            self._put(END)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer to decide
             self._put(e)
+        finally:
+            if hasattr(items, "close"):
+                items.close()  # down a chain of generators: nested readers stop too
 
     def _put(self, item) -> bool:
         while not self.abandoned.is_set():
@@ -62,7 +70,7 @@ class PrefetchingReader:
                 continue
         return False
 
-    def get(self, timeout_s: float):
+    def get(self, timeout_s: float | None = None):
         try:
             return self.queue.get(timeout=timeout_s)
         except queue.Empty:
@@ -73,9 +81,11 @@ class PrefetchingReader:
 
     def stop(self) -> None:
         """Abandon and wait (briefly) for the thread to leave the reading library: a thread
-        still inside pyarrow's C++ when the interpreter exits aborts the process."""
+        still inside pyarrow's or SentencePiece's C++ when the interpreter exits aborts the
+        process."""
         self.abandon()
-        self.thread.join(timeout=STOP_TIMEOUT_S)
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=STOP_TIMEOUT_S)
 
 
 def resilient_records(read_from: Callable[[Position], Iterable[tuple[Position, dict]]],
@@ -91,7 +101,7 @@ def resilient_records(read_from: Callable[[Position], Iterable[tuple[Position, d
         try:
             while True:
                 item = reader.get(timeout_s)
-                if item is _END:
+                if item is END:
                     return
                 if isinstance(item, ValueError):  # malformed data: retrying cannot help
                     raise UserError(f"data.path: cannot parse the records of {where} "
