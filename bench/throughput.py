@@ -17,7 +17,6 @@ batch 8, vocabulary 4,096.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch
@@ -176,7 +175,6 @@ def main() -> None:
         ratios = [f"{results[label] / results[peer]:.2f}x {peer}" for peer in
                   ("peer eager", "peer compile") if peer in results]
         print(f"{label:<26} " + ", ".join(ratios))
-    assert math.isfinite(sum(results.values()))
 
 
 if __name__ == "__main__":

@@ -242,11 +242,8 @@ def _execute(config: RunConfig, pm: SlimcorePluginManager, resume: str | None,
             status = train_loop(run, state, batches, stop, dog)
         if run.stop_signal is None:
             save_final_checkpoint(run, state)
-        if ranks.active:
-            checksum = ranks.check_replicas_agree(model)
-            if run.is_main_process and ranks.strategy == "ddp":
-                print(f"distributed: parameters identical on {ranks.world_size} ranks "
-                      f"(checksum {checksum})")
+        if ranks.active and ranks.strategy == "ddp":
+            ranks.check_replicas_agree(model)
         run.status = status
         return run
     except KeyboardInterrupt as e:

@@ -59,7 +59,7 @@ def build_key(kind: str, command: list[str]) -> str:
     digest = hashlib.sha256()
     for path in (HEADER, source_for(kind)):
         digest.update(path.read_bytes())
-    digest.update(" ".join(command[:1] + command[1:]).encode())
+    digest.update(" ".join(command).encode())
     digest.update(compiler_version(command[0]).encode())
     if kind == "cpu":
         digest.update(cpu_flags().encode())

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from .distributed import Distributed
+
 if TYPE_CHECKING:
     from .config import RunConfig
-    from .distributed import Distributed
     from .plugins import SlimcorePluginManager
     from .tokenizer import Tokenizer
 
@@ -29,7 +30,7 @@ class Run:
     resumed_from: str | None = None  # the checkpoint this process resumed from
     stop_signal: int | None = None  # the signal that stopped the run, if one did
     status: str = "running"  # then completed, stopped or failed
-    distributed: Distributed | None = None  # the job's ranks, under torchrun
+    distributed: Distributed = field(default_factory=Distributed)  # the job's ranks (torchrun)
 
     @property
     def is_main_process(self) -> bool:

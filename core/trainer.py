@@ -19,7 +19,6 @@ import torch
 
 from .batch import Batch
 from .config import OptimizerSection, RunConfig, ScheduleSection
-from .distributed import Distributed
 from .errors import TrainingHalted, UserError
 from .evaluation import evaluate, validation_batches
 from .metrics import (StepTimer, TrainingMetrics, device_peak_flops, flops_per_token,
@@ -74,7 +73,7 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
     cfg: RunConfig = run.config
     model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
     wrapped = model if state.wrapped is None else state.wrapped
-    ranks = run.distributed or Distributed()
+    ranks = run.distributed
     device = run.device
     timer = StepTimer(device)
     peak = device_peak_flops(device)
@@ -193,7 +192,7 @@ def halted_by_data(run: Run, state: TrainingState, error: UserError) -> BaseExce
     if state.step == run.start_step:
         return error
     saved = ""
-    if run.distributed and run.distributed.active:
+    if run.distributed.active:
         # The other ranks are inside a collective of the next step, not ready for a save.
         saved = f"; rank {run.rank} stops the job without a checkpoint (the last one stands)"
     elif run.config.checkpoint.checkpointer:
@@ -209,12 +208,13 @@ def save_final_checkpoint(run: Run, state: TrainingState) -> None:
         save_checkpoint(run, state)
 
 
-def save_checkpoint(run: Run, state: TrainingState) -> str:
-    """Save through the checkpointer the YAML names; returns the checkpoint's path. Every
+def save_checkpoint(run: Run, state: TrainingState) -> str | None:
+    """Save through the checkpointer the YAML names; returns the checkpoint's path (None on
+    ranks other than 0). Every
     rank takes part: its data position (and, for a sharded model, its shard) is gathered
     on rank 0, which writes."""
     name = run.config.checkpoint.checkpointer
-    ranks = run.distributed or Distributed()
+    ranks = run.distributed
     own_data_state = state.data_state
     data_states = ranks.gather(own_data_state, "gathering data positions for a checkpoint")
     if ranks.strategy == "fsdp":
@@ -233,4 +233,4 @@ def save_checkpoint(run: Run, state: TrainingState) -> str:
         state.data_state = own_data_state
         state.gathered_model_state = state.gathered_optimizer_state = None
     ranks.barrier("waiting for rank 0 to write a checkpoint")
-    return path or "(written by rank 0)"
+    return path

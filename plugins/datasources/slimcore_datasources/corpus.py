@@ -18,6 +18,7 @@ state: a resumed run reads on from there, re-reading at most part of one shard.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import random
 import socket
@@ -224,8 +225,6 @@ class DocumentStream:
         return plan
 
     def _read_from(self, start: Position, worker: int) -> Iterator[tuple[Position, dict]]:
-        import itertools
-
         dataset = open_dataset(self.run, self.path, self.data_files, self.key)
         plan = self._plan(dataset.n_shards, worker)
         epoch, cursor, skip = start
