@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ABI_VERSION 1
-
 static inline float bf16_to_float(uint16_t b) {
     uint32_t u = (uint32_t)b << 16;
     float f;
@@ -34,16 +32,7 @@ static inline void store(void *p, int dtype, int64_t i, float v) {
 
 static int bad_dtype(int dtype) { return dtype != SLIMCORE_F32 && dtype != SLIMCORE_BF16; }
 
-int slimcore_abi_version(void) { return ABI_VERSION; }
-
-const char *slimcore_status_string(int status) {
-    switch (status) {
-    case SLIMCORE_OK: return "ok";
-    case SLIMCORE_BAD_ARGUMENT: return "bad argument (a size below 1, a null pointer or an unknown dtype)";
-    case SLIMCORE_LAUNCH_FAILED: return "kernel launch failed";
-    default: return "unknown status";
-    }
-}
+#include "slimcore_common.inc"
 
 int slimcore_cross_entropy(const void *logits, void *grad, int dtype, const int64_t *targets,
                            int64_t rows, int64_t vocab, int64_t ignore_index, float *loss,

@@ -6,8 +6,6 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
-#define ABI_VERSION 1
-
 namespace {
 
 __device__ __forceinline__ float to_float(float v) { return v; }
@@ -259,16 +257,7 @@ unsigned grid_for(int64_t count, int threads) {
 
 extern "C" {
 
-int slimcore_abi_version(void) { return ABI_VERSION; }
-
-const char *slimcore_status_string(int status) {
-    switch (status) {
-    case SLIMCORE_OK: return "ok";
-    case SLIMCORE_BAD_ARGUMENT: return "bad argument (a size below 1, a null pointer or an unknown dtype)";
-    case SLIMCORE_LAUNCH_FAILED: return "kernel launch failed";
-    default: return "unknown status";
-    }
-}
+#include "slimcore_common.inc"
 
 int slimcore_cross_entropy(const void *logits, void *grad, int dtype, const int64_t *targets,
                            int64_t rows, int64_t vocab, int64_t ignore_index, float *loss,
