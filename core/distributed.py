@@ -54,9 +54,15 @@ class Distributed:
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
         backend = cfg.backend if cfg.backend != "auto" else (
             "nccl" if device.type == "cuda" else "gloo")
+        device_id = None
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.timeout_s))
+            if backend == "nccl":
+                # Named, NCCL binds this rank to its GPU at once instead of guessing from
+                # the rank at the first collective (torch warns that a guess can hang).
+                device_id = torch.device("cuda", local_rank)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.timeout_s),
+                                device_id=device_id)
         return cls(rank, world, local_rank, cfg.strategy, cfg.timeout_s)
 
     def stop(self, finished: bool) -> None:
