@@ -57,7 +57,8 @@ def cache_root() -> Path:
 
 def build_key(kind: str, command: list[str]) -> str:
     digest = hashlib.sha256()
-    for path in (HEADER, NATIVE_DIR / "slimcore_common.inc", source_for(kind)):
+    for path in (HEADER, NATIVE_DIR / "slimcore_common.inc", NATIVE_DIR / "slimcore_words.inc",
+                 source_for(kind)):
         digest.update(path.read_bytes())
     digest.update(" ".join(command).encode())
     digest.update(compiler_version(command[0]).encode())

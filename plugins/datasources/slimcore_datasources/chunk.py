@@ -70,17 +70,11 @@ def check_chunk_size(run: Run) -> None:
                           run.config.source)
 
 
-def encoded_groups(run: Run, documents: Iterator[str]) -> Iterator[list[int]]:
+def encoded_groups(run: Run, documents: Iterator[str]) -> Iterator[torch.Tensor]:
     """The tokens of ENCODE_GROUP documents at a time, BOS + tokens + EOS each, so that the
     document stream's position always matches the tokens handed on."""
-    tokenizer = run.tokenizer
     while group := list(itertools.islice(documents, ENCODE_GROUP)):
-        tokens: list[int] = []
-        for ids in tokenizer.encode_batch(group):
-            tokens.append(tokenizer.bos_id)
-            tokens.extend(ids)
-            tokens.append(tokenizer.eos_id)
-        yield tokens
+        yield run.tokenizer.encode_documents(group)
 
 
 def chunk_batches(run: Run, documents: DocumentStream, state: dict | None = None,
@@ -107,12 +101,14 @@ def chunk_batches(run: Run, documents: DocumentStream, state: dict | None = None
                           "buffer": carry, "rows": rows}
         if max_chunks is not None and chunks >= max_chunks:
             return
-        buffer, ended = carry.tolist(), False
-        while len(buffer) < settings.tokens_per_chunk and not ended:
+        pieces, have, ended = [carry], len(carry), False
+        while have < settings.tokens_per_chunk and not ended:
             tokens = next(groups, None)
             ended = tokens is None
-            buffer.extend(tokens or [])
-        tokens = torch.tensor(buffer, dtype=torch.long)
+            if not ended:
+                pieces.append(tokens)
+                have += len(tokens)
+        tokens = torch.cat(pieces)
         chunk, rest = tokens[:settings.tokens_per_chunk], tokens[settings.tokens_per_chunk:]
         usable = len(chunk) // row_len * row_len
         if ended and usable == 0:

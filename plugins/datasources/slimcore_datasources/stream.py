@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 from slimcore import UserError
 
-PREFETCH_RECORDS = 1024
+PREFETCH_RECORDS = 256
 STOP_TIMEOUT_S = 10.0
 END = object()  # the end of a reader's items
 Position = TypeVar("Position")
