@@ -1,7 +1,9 @@
 """Encoding with a SentencePiece BPE model through a cache of words: the same ids as
-SentencePiece, about three times the rate on natural text.
+SentencePiece, at 6x its rate on the bundled corpus read once from an empty cache, and more
+once the words repeat (bench/RESULTS.md).
 
-Why this is exact. With the settings below, SentencePiece's BPE encoder never merges across
+Why this is exact. With the settings slimcore trains with (and Llama's; the conditions are
+ModelSpec.splits_into_words), SentencePiece's BPE encoder never merges across
 a word: it replaces each space by U+2581 (▁), puts one ▁ in front of the text, cuts the
 result into words that each begin at a ▁ (SplitIntoWords in its model_interface.cc: with
 `allow_whitespace_only_pieces` a run of spaces starts one word together with what follows
@@ -11,9 +13,9 @@ text are the ids of its words, one after another, and the ids of a word can be k
 A word here is the original text's form of it: " " + text cut before each space that starts
 a word, so each word begins with one space (the ▁ SentencePiece adds or the one it
 replaces). SentencePiece itself encodes a word the first time it is seen, given the word
-less that space (its dummy prefix stands for it). A text that holds ▁ itself (SentencePiece cuts there too) is
-encoded by SentencePiece whole. A model with other normalization, user-defined
-symbols (matched across spaces), or another model type is encoded by SentencePiece whole.
+less that space (its dummy prefix stands for it). A text that holds ▁ itself (SentencePiece
+cuts there too) is encoded by SentencePiece whole, and so is every text of a model with
+other normalization, user-defined symbols (matched across spaces) or another model type.
 
 The cache holds at most MAX_WORDS words: once full it takes no more, so memory stays bounded
 on an endless corpus; words seen first are the frequent ones. The table and the loop over a
