@@ -21,6 +21,9 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 from slimcore import UserError
 
+# Records read ahead per reader: enough to cover a slow read, few enough that long documents
+# (books run to megabytes) do not pile up, and that a short run does not pay for reading far
+# past what it trains on (1,024 read four passes of the bundled corpus ahead).
 PREFETCH_RECORDS = 256
 STOP_TIMEOUT_S = 10.0
 END = object()  # the end of a reader's items
