@@ -31,6 +31,9 @@ import re
 import threading
 from dataclasses import dataclass
 
+from . import native
+from .errors import UserError
+
 MAX_WORDS = 200_000
 # SentencePiece's own sign for a space: in a text it also cuts words, so a text holding one
 # is encoded by SentencePiece whole.
@@ -137,9 +140,6 @@ def _varint(data: bytes, i: int) -> tuple[int, int]:
 def word_cache_encoder(processor, whitespace_only_pieces: bool):
     """The C word cache where the native CPU library builds (a C compiler is there), else
     the same in Python, about half as fast."""
-    from . import native
-    from .errors import UserError
-
     try:
         library = native.library("cpu")
     except (UserError, OSError):
@@ -151,6 +151,10 @@ def int32_bytes(ids: list[int]) -> bytes:
     return array.array("i", ids).tobytes()
 
 
+def int32_list(data: bytes) -> list[int]:
+    return array.array("i", data).tolist()
+
+
 def lone_space_ids(processor) -> bytes:
     """The ids of the word ▁ alone (key ""), the one word SentencePiece cannot be given
     alone: those that " " adds after a word."""
@@ -159,9 +163,8 @@ def lone_space_ids(processor) -> bytes:
 
 
 class WordCacheEncoder:
-    """encode_bytes(texts): the ids of each text as int32 bytes (which join without a Python
-    object per token: see Tokenizer.encode_documents); encode(text): as a list. The ids are
-    those of processor.encode.
+    """encode_bytes(texts): the ids of each text, those of processor.encode, as int32 bytes
+    (which join without a Python object per token: see Tokenizer.encode_documents).
 
     Words are kept under their key, the word less its first space (what SentencePiece is
     given to encode it). For most text the keys are text.split(" "): so they are whenever
@@ -175,9 +178,6 @@ class WordCacheEncoder:
         self.words_after_spaces = re.compile(r" ( *[^ ]+| *\Z)")
         self.cache: dict[str, bytes] = {"": lone_space_ids(processor)}
         self.lookups = self.misses = 0
-
-    def encode(self, text: str) -> list[int]:
-        return array.array("i", self.encode_bytes([text])[0]).tolist()
 
     def keys(self, text: str) -> list[str]:
         if self.split_always or ("  " not in text and text[0] != " " and text[-1] != " "):
@@ -218,8 +218,8 @@ class WordCacheEncoder:
         return encoded
 
 
-class NativeWordCacheEncoder(WordCacheEncoder):
-    """The same with the table and the loop over a text's keys in C
+class NativeWordCacheEncoder:
+    """WordCacheEncoder with the table and the loop over a text's keys in C
     (native/slimcore_words.inc): Python handles only the words not yet kept."""
 
     def __init__(self, processor, whitespace_only_pieces: bool, library):

@@ -8,7 +8,6 @@ keeps concurrent ranks from training it twice.
 
 from __future__ import annotations
 
-import array
 import hashlib
 import io
 import json
@@ -21,7 +20,8 @@ import torch
 from filelock import FileLock
 
 from .config import TokenizerSection
-from .encoder import WordCacheEncoder, int32_bytes, model_spec, word_cache_encoder
+from .encoder import (NativeWordCacheEncoder, WordCacheEncoder, int32_bytes, int32_list,
+                      model_spec, word_cache_encoder)
 from .errors import UserError
 
 # Llama-style settings (see shared/NOTES.md). byte_fallback means no text is ever <unk>;
@@ -58,7 +58,7 @@ class Tokenizer:
         self.fingerprint = fingerprint
         self.path = path
         # The same ids as the processor, faster, where the model allows (encoder.py).
-        self.word_cache: WordCacheEncoder | None = None
+        self.word_cache: WordCacheEncoder | NativeWordCacheEncoder | None = None
         try:
             spec = model_spec(model_proto)
         except (ValueError, IndexError):  # a proto this reader does not follow: SentencePiece
@@ -80,12 +80,12 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         if self.word_cache is not None:
-            return self.word_cache.encode(text)
+            return int32_list(self.word_cache.encode_bytes([text])[0])
         return self.processor.encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if self.word_cache is not None:
-            return [array.array("i", ids).tolist() for ids in self.word_cache.encode_bytes(texts)]
+            return list(map(int32_list, self.word_cache.encode_bytes(texts)))
         return self.processor.encode(texts)
 
     def encode_documents(self, texts: list[str]) -> torch.Tensor:
