@@ -112,15 +112,6 @@ class Distributed:
             dist.gather_object(value, gathered, dst=0)
         return gathered
 
-    def scatter(self, values: list | None, what: str):
-        """Rank r gets values[r] of rank 0's list."""
-        if not self.active:
-            return values[0]
-        received = [None]
-        with self.collective(what):
-            dist.scatter_object_list(received, values if self.rank == 0 else None, src=0)
-        return received[0]
-
     def barrier(self, what: str) -> None:
         if self.active:
             with self.collective(what):
@@ -228,7 +219,10 @@ class Distributed:
         set_optimizer_state_dict(model, optimizer, by_name, options=options)
 
     def check_replicas_agree(self, model: torch.nn.Module) -> None:
-        """DDP: every rank holds the same parameters after training, or TrainingHalted."""
+        """DDP with two ranks or more: every rank holds the same parameters after training,
+        or TrainingHalted. Nothing to compare otherwise (FSDP holds no replicas)."""
+        if self.strategy != "ddp" or self.world_size < 2:
+            return
         checksum = sum(float(p.detach().double().abs().sum()) for p in model.parameters())
         checksums = self.gather(checksum, "comparing parameters across ranks")
         if self.rank != 0:

@@ -242,8 +242,7 @@ def _execute(config: RunConfig, pm: SlimcorePluginManager, resume: str | None,
             status = train_loop(run, state, batches, stop, dog)
         if run.stop_signal is None:
             save_final_checkpoint(run, state)
-        if ranks.active and ranks.strategy == "ddp" and ranks.world_size > 1:
-            ranks.check_replicas_agree(model)
+        ranks.check_replicas_agree(model)
         run.status = status
         return run
     except KeyboardInterrupt as e:

@@ -210,9 +210,8 @@ def save_final_checkpoint(run: Run, state: TrainingState) -> None:
 
 def save_checkpoint(run: Run, state: TrainingState) -> str | None:
     """Save through the checkpointer the YAML names; returns the checkpoint's path (None on
-    ranks other than 0). Every
-    rank takes part: its data position (and, for a sharded model, its shard) is gathered
-    on rank 0, which writes."""
+    ranks other than 0). Every rank takes part: its data position (and, for a sharded model,
+    its shard) is gathered on rank 0, which writes."""
     name = run.config.checkpoint.checkpointer
     ranks = run.distributed
     own_data_state = state.data_state
