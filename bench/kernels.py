@@ -86,6 +86,7 @@ def main() -> None:
             (leaf.argmax(-1) == targets).sum()
         return loss, grad
     ce_bytes = rows * vocab * size * 2  # logits read, gradient written (in place)
+
     def ce_error(_, reference):
         loss, grad = native_ce(logits.clone())
         return max((loss - reference[0]).abs().item() / rows,
