@@ -18,12 +18,12 @@ DOCS = [f"Paragraph {i}: " + " ".join(f"word{(i * 7 + j) % 23}" for j in range(i
         for i in range(400)]
 
 
-def torchrun(config, *args, env=None, timeout=240):
+def torchrun(config, *args, env=None, timeout=240, launcher=()):
     import os
 
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "slimcore", "run", str(config), *args],
+         *launcher, "-m", "slimcore", "run", str(config), *args],
         capture_output=True, text=True, cwd=REPO, timeout=timeout,
         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
@@ -113,8 +113,10 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_with_a_line(write_config, tmp_pa
     config = write_config({"run": {"steps": 200}, "data": {"source": "counting"},
                            "distributed": {"timeout_s": 8}})
     started = time.monotonic()
+    # torchrun SIGTERMs the other ranks as soon as it sees one exit (every 0.1 s by default):
+    # a few seconds let rank 0, slowed by a loaded machine, see the dead peer itself first.
     result = torchrun(config, env={**installed_plugins, "COUNTING_FAULT": f"{fault}:1:3"},
-                      timeout=120)
+                      timeout=120, launcher=("--monitor-interval", "5"))
     elapsed = time.monotonic() - started
     assert result.returncode != 0
     assert f"rank 1: {fault} at batch 3" in result.stdout

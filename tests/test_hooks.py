@@ -150,6 +150,7 @@ def test_hook_validation_batches(write_config):
     model = held_out.run.model.eval()
     with torch.no_grad():
         loss_sum, correct, count = model(held_out.batch.inputs, held_out.batch.targets)
+    count = int(count)  # a 0-d tensor: pytest.approx would try to iterate it
     assert recorder.metrics[-1].eval_loss == pytest.approx(loss_sum.item() / count, rel=1e-5)
     assert recorder.metrics[-1].eval_accuracy == pytest.approx(correct.item() / count)
 
