@@ -173,7 +173,7 @@ def installed_plugins(tmp_path_factory) -> dict[str, str]:
 
 
 def run_in_process(config_path, plugins: dict | None = None, overrides=(), resume=None,
-                   disabled=()):
+                   disabled=(), overwrite=False):
     """One run in this process with extra in-process plugins ({name: object}).
     Returns (status, plugin manager)."""
     from slimcore.cli import read_early_args
@@ -186,4 +186,4 @@ def run_in_process(config_path, plugins: dict | None = None, overrides=(), resum
     for name, plugin in (plugins or {}).items():
         pm.register_in_process(plugin, name)
     config = resolve_config(config_path, list(overrides), pm)
-    return execute_run(config, pm, resume=resume).status, pm
+    return execute_run(config, pm, resume=resume, overwrite=overwrite).status, pm

@@ -9,7 +9,7 @@ import importlib
 
 _EXPORTS = {
     "IGNORE_INDEX": "batch", "Batch": "batch", "Chart": "charts", "ChartData": "charts",
-    "RunConfig": "config", "ConfigError": "errors", "UserError": "errors",
+    "RunConfig": "config", "Range": "config", "NonEmpty": "config", "ConfigError": "errors", "UserError": "errors",
     "hookimpl": "hookspecs", "TrainingMetrics": "metrics", "Run": "run",
     "TextSample": "sampling", "TrainingState": "state", "Tokenizer": "tokenizer",
 }

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .config import ConfigError, load_yaml
+from .config import ConfigError, apply_override, load_yaml
 from .errors import TrainingHalted, UserError
 from .distributed import launched_by_torchrun
 from .launch import SMOKE_OVERRIDES, execute_run, resolve_config
@@ -76,7 +76,7 @@ class EarlyArgs:
 
 def read_early_args(argv: list[str]) -> EarlyArgs:
     early = EarlyArgs()
-    values = []
+    values, assignments = [], []
     for i, token in enumerate(argv):
         if token == "-p" and i + 1 < len(argv):
             values.append(argv[i + 1])
@@ -84,22 +84,33 @@ def read_early_args(argv: list[str]) -> EarlyArgs:
             values.append(token[2:].lstrip("="))
         elif token == "--strict-plugins":
             early.strict = True
+        elif token == "--set" and i + 1 < len(argv):
+            assignments.append(argv[i + 1])
+        elif token.startswith("--set="):
+            assignments.append(token[len("--set="):])
     for value in values:
         if not value.startswith("no:") or len(value) == 3:
             raise UserError(f"-p {value}: expected -p no:NAME to disable plugin NAME")
         early.disabled.add(value[3:])
     positionals = [t for i, t in enumerate(argv) if not t.startswith("-")
-                   and (i == 0 or argv[i - 1] not in ("-p",))]
+                   and (i == 0 or argv[i - 1] not in ("-p", "--set"))]
     if len(positionals) >= 2 and positionals[0] in CONFIG_COMMANDS:
         early.raw_config = load_yaml(positionals[1])
-        section = early.raw_config.get("plugins") or {}
-        if isinstance(section, dict):
-            disable = section.get("disable") or []
-            if not (isinstance(disable, list) and all(isinstance(n, str) for n in disable)):
-                raise ConfigError("plugins.disable", "expected a list of plugin names",
-                                  positionals[1])
-            early.disabled.update(disable)
-            early.strict = early.strict or section.get("strict") is True
+        # The plugins section as the YAML and its --set overrides leave it (applied to a copy:
+        # resolve_config applies every override in order later).
+        plugins = {"plugins": dict(early.raw_config.get("plugins") or {})
+                   if isinstance(early.raw_config.get("plugins"), dict) else {}}
+        for assignment in assignments:
+            if assignment.partition("=")[0].strip().startswith("plugins."):
+                apply_override(plugins, assignment)
+        section, source = plugins["plugins"], positionals[1]
+        if any(a.partition("=")[0].strip() == "plugins.disable" for a in assignments):
+            source = "--set"
+        disable = section.get("disable") or []
+        if not (isinstance(disable, list) and all(isinstance(n, str) for n in disable)):
+            raise ConfigError("plugins.disable", "expected a list of plugin names", source)
+        early.disabled.update(disable)
+        early.strict = early.strict or section.get("strict") is True
     return early
 
 
@@ -171,6 +182,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", action="store_true", help="smoke run: tiny model, few steps")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="continue from a checkpoint; auto: the newest intact one, if any")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an output folder that holds an earlier run (it is "
+                             "moved to <folder>.replaced-<time>, not deleted)")
     parser.add_argument("--set", dest="assignments", action="append", default=[],
                         metavar="KEY=VALUE", help="set any config key, e.g. model.width=256")
 
@@ -187,7 +201,7 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 def command_run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, overrides_from(args), args.plugin_manager,
                             raw=args.raw_config)
-    run = execute_run(config, args.plugin_manager, resume=getattr(args, "resume", None))
+    run = execute_run(config, args.plugin_manager, resume=args.resume, overwrite=args.overwrite)
     if run.stop_signal is not None:
         return 128 + run.stop_signal  # 143 for SIGTERM, as schedulers expect
     return 0

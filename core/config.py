@@ -1,9 +1,15 @@
 """Run configuration: the typed schema of the core sections, YAML loading, overrides.
 
 YAML only selects and sets values; each component owns a dataclass that says which keys
-exist and of what type. Plugins declare their own sections through the `declare_config`
-hook and are parsed by the same rules. Unknown keys and wrong types are `ConfigError`s that
-name the dotted key and the file (or `--set`) the value came from.
+exist, of what type and in what range. Plugins declare their own sections through the
+`declare_config` hook and are parsed by the same rules. Unknown keys, wrong types and values
+out of range are `ConfigError`s that name the dotted key and the file (or `--set`) the value
+came from, all raised here, before a run does any work.
+
+A field's valid range is part of its type: `Annotated[int, Range(min=1)]`,
+`Annotated[float, Range(above=0, max=1)]`, `Annotated[str, NonEmpty()]`. Every float must be
+finite (NaN and infinity are refused; use null where a field means "no limit") and every int
+must fit in 64 bits, whether annotated or not.
 
     load_yaml(path) -> dict          strict YAML: safe_load, duplicate keys rejected
     apply_override(raw, "a.b=1")     one `--set` onto the raw dict
@@ -14,39 +20,96 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from .errors import ConfigError, UserError
 
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: `min`/`max` inclusive, `above`/`below` exclusive."""
+
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None
+    below: float | None = None
+
+    def problem(self, value: float) -> str | None:
+        if self.min is not None and value < self.min:
+            return f"must be at least {self.min:g}"
+        if self.above is not None and value <= self.above:
+            return f"must be more than {self.above:g}"
+        if self.max is not None and value > self.max:
+            return f"must be at most {self.max:g}"
+        if self.below is not None and value >= self.below:
+            return f"must be less than {self.below:g}"
+        return None
+
+    def __str__(self) -> str:
+        low = f"[{self.min:g}" if self.min is not None else \
+            f"({self.above:g}" if self.above is not None else "(-inf"
+        high = f"{self.max:g}]" if self.max is not None else \
+            f"{self.below:g})" if self.below is not None else "inf)"
+        return f"{low}, {high}"
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    """A string that must not be empty (a path, a name)."""
+
+    def problem(self, value: str) -> str | None:
+        return "must not be empty" if not value.strip() else None
+
+    def __str__(self) -> str:
+        return "non-empty"
+
+
+# The ranges most fields use.
+POSITIVE_INT = Range(min=1)
+COUNT = Range(min=0)  # zero allowed
+POSITIVE = Range(above=0)
+FRACTION = Range(min=0, max=1)
+
 
 @dataclass
 class RunSection:
-    name: str | None = None  # default: the config file's stem
-    seed: int = 1337
-    steps: int = 1000
-    device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:N
+    name: Annotated[str, NonEmpty()] | None = None  # default: the config file's stem
+    seed: Annotated[int, Range(min=0)] = 1337
+    steps: Annotated[int, POSITIVE_INT] = 1000
+    device: Annotated[str, NonEmpty()] = "auto"  # auto (cuda when available), cpu, cuda, cuda:N
     # A NaN or Inf loss or gradient norm never reaches the optimizer. skip: drop that update
     # and go on; stop: save a checkpoint of the last good state and exit with status 3.
     nan_policy: Literal["skip", "stop"] = "skip"
-    stall_timeout_s: float | None = 900.0  # no step for this long: dump stacks, exit 3
+    # No step for this long: dump stacks, exit 3. null: no watchdog.
+    stall_timeout_s: Annotated[float, POSITIVE] | None = 900.0
+
+    def __post_init__(self):
+        # The name becomes a folder (runs/<name>): one folder, not a path.
+        if self.name is not None and ("/" in self.name or "\\" in self.name
+                                      or self.name.strip() in (".", "..")):
+            raise ConfigError("name", f"{self.name!r} is a path; give a plain name (the "
+                              "outputs go to runs/<name>, or set output.dir)")
 
 
 @dataclass
 class ModelSection:
-    width: int = 1536
-    layers: int = 16
-    heads: int = 12
-    mlp_hidden: int = 4096
-    seq_len: int = 1024
-    norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-    init_std: float = 0.02
+    width: Annotated[int, POSITIVE_INT] = 1536
+    layers: Annotated[int, POSITIVE_INT] = 16
+    heads: Annotated[int, POSITIVE_INT] = 12
+    mlp_hidden: Annotated[int, POSITIVE_INT] = 4096
+    seq_len: Annotated[int, POSITIVE_INT] = 1024
+    norm_eps: Annotated[float, POSITIVE] = 1e-5
+    rope_theta: Annotated[float, POSITIVE] = 10000.0
+    init_std: Annotated[float, POSITIVE] = 0.02
     # Which implementation runs the memory-bound ops (norm, rotary, SwiGLU, cross-entropy).
     # auto: the native kernels on a GPU, PyTorch's on the CPU (see docs/native.md).
     backend: Literal["auto", "native", "torch"] = "auto"
@@ -64,64 +127,74 @@ class ModelSection:
 
 @dataclass
 class TokenizerSection:
-    path: str | None = None  # a SentencePiece .model file; null trains one on the corpus
-    vocab_size: int = 32000
-    train_documents: int = 1000  # documents read from the corpus to train on
-    train_max_chars: int = 20_000_000  # cap on the training text
-    cache_dir: str | None = None  # default: $SLIMCORE_CACHE_DIR or ~/.cache/slimcore
+    # a SentencePiece .model file; null trains one on the corpus
+    path: Annotated[str, NonEmpty()] | None = None
+    vocab_size: Annotated[int, Range(min=1, below=2**31)] = 32000  # ids are int32
+    train_documents: Annotated[int, POSITIVE_INT] = 1000  # documents read to train on
+    train_max_chars: Annotated[int, POSITIVE_INT] = 20_000_000  # cap on the training text
+    # default: $SLIMCORE_CACHE_DIR or ~/.cache/slimcore
+    cache_dir: Annotated[str, NonEmpty()] | None = None
 
 
 @dataclass
 class DataSection:
-    source: str = "chunk"  # the data-source plugin that feeds the run
-    path: str = "bundled"  # bundled, a local file or glob, or a Hub dataset id
-    data_files: str | None = None  # a pattern inside a Hub dataset, e.g. train/chunk1/*.jsonl.zst
-    text_field: str = "text"
+    source: Annotated[str, NonEmpty()] = "chunk"  # the data-source plugin that feeds the run
+    # bundled, a local file, folder or glob, http(s) URLs, or a Hub dataset id
+    path: Annotated[str, NonEmpty()] = "bundled"
+    # a pattern inside a Hub dataset, e.g. train/chunk1/*.jsonl.zst
+    data_files: Annotated[str, NonEmpty()] | None = None
+    text_field: Annotated[str, NonEmpty()] = "text"
     # Keep only records whose meta.redpajama_set_name is listed, e.g. [RedPajamaBook,
     # RedPajamaArXiv]; empty keeps everything.
-    set_names: list[str] = field(default_factory=list)
-    batch_size: int = 16  # sequences per micro-batch
-    timeout_s: float = 60.0  # every record must arrive within this, or the read is retried
-    max_retries: int = 5  # restarts in a row without a record before the run stops
-    retry_backoff_s: float = 2.0  # the first wait before a retry; doubles each time
+    set_names: list[Annotated[str, NonEmpty()]] = field(default_factory=list)
+    batch_size: Annotated[int, POSITIVE_INT] = 16  # sequences per micro-batch
+    # every record must arrive within this, or the read is retried
+    timeout_s: Annotated[float, POSITIVE] = 60.0
+    max_retries: Annotated[int, COUNT] = 5  # restarts in a row without a record, then stop
+    retry_backoff_s: Annotated[float, COUNT] = 2.0  # the first wait before a retry; doubles
     # Documents leave through a seeded buffer of this many (0: file order); shards are read in
-    # a new seeded order each epoch. The buffer fills before the first batch and is saved in
-    # checkpoints, so keep it modest (SlimPajama's shards are shuffled already).
-    shuffle_buffer: int = 100
+    # a new seeded order each epoch. Checkpoints store where the buffered documents are, not
+    # their text.
+    shuffle_buffer: Annotated[int, COUNT] = 100
     # Reader threads per rank, each with its own share of the rank's shards, taken in turn:
     # decompression and parsing of several shards overlap. A resume needs the same number.
-    workers: int = 1
-
-    def __post_init__(self):
-        if self.shuffle_buffer < 0:
-            raise ConfigError("shuffle_buffer", "must be 0 (no shuffling) or more")
-        if self.workers < 1:
-            raise ConfigError("workers", "must be at least 1")
+    workers: Annotated[int, Range(min=1, max=64)] = 1
+    # A record longer than this is cut into documents of at most this many characters (at a
+    # line break or a space where it can), with a warning: memory stays bounded whatever
+    # the corpus holds (a SlimPajama book runs to a few million characters).
+    max_document_chars: Annotated[int, Range(min=1000)] = 1_000_000
+    # Damaged data: a shard that ends early or does not decompress, a line that is not JSON
+    # or not UTF-8, a record without a text. skip: warn (naming file and record) and go on,
+    # until more than max_bad_records in one run; stop: the first one stops the run.
+    bad_records: Literal["skip", "stop"] = "skip"
+    max_bad_records: Annotated[int, COUNT] = 1000
 
 
 @dataclass
 class OptimizerSection:
-    lr: float = 3e-4
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    grad_accum_steps: int = 1
+    lr: Annotated[float, POSITIVE] = 3e-4
+    weight_decay: Annotated[float, COUNT] = 0.1
+    beta1: Annotated[float, Range(min=0, below=1)] = 0.9
+    beta2: Annotated[float, Range(min=0, below=1)] = 0.95
+    eps: Annotated[float, POSITIVE] = 1e-8
+    grad_clip: Annotated[float, POSITIVE] = 1.0
+    grad_accum_steps: Annotated[int, POSITIVE_INT] = 1
 
 
 @dataclass
 class ScheduleSection:
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1  # cosine decays from lr to lr * min_lr_ratio at the last step
+    warmup_steps: Annotated[int, COUNT] = 100
+    # cosine decays from lr to lr * min_lr_ratio at the last step
+    min_lr_ratio: Annotated[float, FRACTION] = 0.1
 
 
 @dataclass
 class IntervalsSection:
-    viz: int = 50
-    checkpoint: int = 2000
-    sample_every: int = 5  # in viz intervals
-    log: int = 10  # steps between plain progress lines when stdout is not a terminal
+    viz: Annotated[int, POSITIVE_INT] = 50
+    checkpoint: Annotated[int, POSITIVE_INT] = 2000
+    sample_every: Annotated[int, POSITIVE_INT] = 5  # in viz intervals
+    # steps between plain progress lines when stdout is not a terminal
+    log: Annotated[int, POSITIVE_INT] = 10
 
 
 @dataclass
@@ -131,50 +204,44 @@ class DistributedSection:
     strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: FSDP2 shards parameters, grads, optimizer
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on GPUs, gloo on CPUs
     # A collective that waits longer than this (a rank died or hung) ends the job.
-    timeout_s: float = 600.0
-
-    def __post_init__(self):
-        if self.timeout_s <= 0:
-            raise ConfigError("timeout_s", "must be a positive number of seconds")
+    timeout_s: Annotated[float, POSITIVE] = 600.0
 
 
 @dataclass
 class EvalSection:
-    interval: int = 0  # steps between evaluations on held-out data; 0: no evaluation
-    batches: int = 8  # micro-batches of held-out data, the same ones at every evaluation
+    # steps between evaluations on held-out data; 0: no evaluation
+    interval: Annotated[int, COUNT] = 0
+    # micro-batches of held-out data, the same ones at every evaluation
+    batches: Annotated[int, POSITIVE_INT] = 8
     # null: hold out the last shard of data.path (it is then left out of training); or a
     # held-out corpus of its own, e.g. cerebras/SlimPajama-627B with the data_files below.
-    path: str | None = None
-    data_files: str | None = None  # a pattern inside a Hub eval.path, e.g. validation/chunk1/*
-
-    def __post_init__(self):
-        if self.interval < 0:
-            raise ConfigError("interval", "must be 0 (no evaluation) or a number of steps")
-        if self.batches < 1:
-            raise ConfigError("batches", "must be at least 1")
+    path: Annotated[str, NonEmpty()] | None = None
+    # a pattern inside a Hub eval.path, e.g. validation/chunk1/*
+    data_files: Annotated[str, NonEmpty()] | None = None
 
 
 @dataclass
 class SamplesSection:
     prompts: list[str] = field(default_factory=lambda: ["The state of the Union is", "We must"])
-    max_new_tokens: int = 48
-    temperature: float = 0.8
-    top_k: int = 50
+    max_new_tokens: Annotated[int, COUNT] = 48
+    temperature: Annotated[float, COUNT] = 0.8  # 0: greedy
+    top_k: Annotated[int, COUNT] = 50  # 0: no top-k cut
 
 
 @dataclass
 class CheckpointSection:
-    checkpointer: str | None = "three_file"  # the checkpointer plugin; null: no checkpoints
+    # the checkpointer plugin; null: no checkpoints
+    checkpointer: Annotated[str, NonEmpty()] | None = "three_file"
 
 
 @dataclass
 class OutputSection:
-    dir: str | None = None  # default: runs/<run.name>
+    dir: Annotated[str, NonEmpty()] | None = None  # default: runs/<run.name>
 
 
 @dataclass
 class PluginsSection:
-    disable: list[str] = field(default_factory=list)
+    disable: list[Annotated[str, NonEmpty()]] = field(default_factory=list)
     strict: bool = False  # every plugin failure is fatal, not only the selected ones'
 
 
@@ -249,14 +316,13 @@ def load_yaml(path: str | Path) -> dict:
         raise UserError(f"config file not found: {path} (give the path to a YAML file, "
                         "e.g. examples/quickstart.yaml)")
     try:
-        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 - safe subclass
-    except yaml.constructor.ConstructorError as e:
-        raise UserError(f"{path}: {e.problem}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                        f"{e.start}); save the config as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the config ({e.strerror or e})") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -265,16 +331,33 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def parse_yaml(text: str, where: str) -> Any:
+    """Strict YAML (no Python objects, no duplicate keys), every failure one UserError."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - safe subclass
+    except yaml.constructor.ConstructorError as e:
+        raise UserError(f"{where}: {e.problem}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{where}: malformed YAML{at}: {problem}") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply to be a config") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise UserError(f"{where}: a value YAML cannot read ({str(e)[:120]})") from None
+
+
 def apply_override(raw: dict, assignment: str) -> None:
     """Apply one `dotted.key=value`; the value is read as YAML (`8` is an int, `[a]` a list)."""
     key, sep, text = assignment.partition("=")
     key = key.strip()
-    if not sep or not key:
+    if not sep or not key or any(not part.strip() for part in key.split(".")):
         raise UserError(f"--set {assignment!r}: expected dotted.key=value, e.g. model.width=256")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
+        value = parse_yaml(text, f"--set {key}") if text.strip() else None
+    except UserError:
+        value = text  # not YAML: the text itself (a path with a colon, say)
     node = raw
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
@@ -312,7 +395,7 @@ def parse_config(raw: dict, plugin_sections: dict[str, type], source: str,
 def parse_dataclass(cls: type, data: Any, prefix: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(prefix, f"expected a section (mapping), got {_describe(data)}", source)
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
     for key, value in data.items():
@@ -323,7 +406,9 @@ def parse_dataclass(cls: type, data: Any, prefix: str, source: str) -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as e:
-        raise ConfigError(f"{prefix}.{e.key}", str(e).split(": ", 1)[-1], source) from None
+        # A section names its own keys (`width`); a plugin may give the dotted one too.
+        key = e.key if e.key == prefix or e.key.startswith(prefix + ".") else f"{prefix}.{e.key}"
+        raise ConfigError(key, e.detail, source) from None
     except (ValueError, TypeError) as e:
         raise ConfigError(prefix, str(e), source) from None
 
@@ -331,6 +416,13 @@ def parse_dataclass(cls: type, data: Any, prefix: str, source: str) -> Any:
 def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is Annotated:
+        value = _coerce(args[0], value, key, source)
+        for constraint in args[1:]:
+            problem = constraint.problem(value) if hasattr(constraint, "problem") else None
+            if problem:
+                raise ConfigError(key, f"{problem}, got {_describe(value)}", source)
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -343,9 +435,9 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
                 errors.append(e)
         raise errors[0]
     if origin is Literal:
-        if value not in args:
+        if not isinstance(value, typing.Hashable) or value not in args:
             choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(key, f"must be one of {choices}, got {value!r}", source)
+            raise ConfigError(key, f"must be one of {choices}, got {_describe(value)}", source)
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -362,9 +454,14 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
             return value
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > INT64_MAX:
+                raise ConfigError(key, "does not fit in 64 bits", source)
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) > INT64_MAX or not math.isfinite(value):
+                raise ConfigError(key, f"must be a finite number, got {_describe(value)} (use "
+                                  "null where the key allows no limit)", source)
             return float(value)
     elif hint is str:
         if isinstance(value, str):
@@ -378,7 +475,10 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
-    return f"{type(value).__name__} {value!r}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"int of {len(hex(value)) * 4 - 8} bits"  # repr() of a huge int is refused
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80] + '...' if len(text) > 80 else text}"
 
 
 def _suggest(word: str, options) -> str:

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .config import DistributedSection
-from .errors import TrainingHalted
+from .errors import TrainingHalted, UserError
 
 # What gloo and NCCL say when a peer died, hung or closed its connection.
 PEER_TROUBLE = re.compile(r"gloo|nccl|connection|timed out|timeout|peer|socket", re.I)
@@ -117,14 +117,48 @@ class Distributed:
             with self.collective(what):
                 dist.barrier()
 
+    def from_rank_zero(self, compute, what: str):
+        """`compute()` run on rank 0, its result handed to every rank. A UserError on rank 0
+        (bad input it found) is raised on every rank, so none waits for a rank that stopped."""
+        if not self.active:
+            return compute()
+        if self.rank != 0:
+            return self._outcome_of_rank_zero(None, what)
+        try:
+            value = compute()
+        except UserError as e:
+            self._outcome_of_rank_zero(("error", str(e)), what)
+            raise
+        return self._outcome_of_rank_zero(("ok", value), what)
+
     @contextlib.contextmanager
     def rank_zero_first(self, what: str):
-        """Rank 0 does the work first (e.g. fills a cache), then the others."""
+        """Rank 0 does the work first (e.g. fills a cache), then the others; a UserError on
+        rank 0 stops every rank."""
+        if not self.active:
+            yield
+            return
         if self.rank != 0:
-            self.barrier(what)
-        yield
-        if self.rank == 0:
-            self.barrier(what)
+            self._outcome_of_rank_zero(None, what)
+            yield
+            return
+        try:
+            yield
+        except UserError as e:
+            self._outcome_of_rank_zero(("error", str(e)), what)
+            raise
+        self._outcome_of_rank_zero(("ok", None), what)
+
+    def _outcome_of_rank_zero(self, outcome: tuple | None, what: str):
+        """Rank 0's ("ok", value) or ("error", message), broadcast; the value, or the
+        message raised as a UserError, on the other ranks."""
+        box = [outcome]
+        with self.collective(what):
+            dist.broadcast_object_list(box, src=0)
+        kind, value = box[0]
+        if kind == "error" and self.rank != 0:  # rank 0 raises its own, with its type
+            raise UserError(value)
+        return value
 
     # -- the model --------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ class ConfigError(UserError):
 
     def __init__(self, key: str, message: str, source: str | None = None):
         self.key = key
+        self.detail = message  # the message without file and key
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {message}")

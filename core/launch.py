@@ -23,6 +23,7 @@ from .model import GPT
 from .ops import select_ops
 from .plugins import SlimcorePluginManager
 from .run import Run, resolve_device
+from .run_folder import RunFolder, new_run_id
 from .signals import GracefulStop
 from .state import TrainingState
 from .tokenizer import Tokenizer, load_tokenizer, train_or_reuse
@@ -72,7 +73,7 @@ def resolve_config(path: str | Path, overrides: list[str], pm: SlimcorePluginMan
         return parse_config(raw, declared_sections(pm), str(path), ignorable)
     except ConfigError as e:
         if any(e.key == k or e.key.startswith(k + ".") for k in overridden):
-            raise ConfigError(e.key, str(e).split(f"{e.key}: ", 1)[-1], "--set") from None
+            raise ConfigError(e.key, e.detail, "--set") from None
         raise
 
 
@@ -98,15 +99,34 @@ def prepare_tokenizer(run: Run) -> Tokenizer:
                           log=print if run.is_main_process else lambda _: None)
 
 
-def write_run_record(run: Run) -> None:
-    """What ran: the resolved config and every plugin with its version and status."""
-    (run.output_dir / "plugins.json").write_text(json.dumps(run.plugins.report(), indent=2))
-    (run.output_dir / "config.yaml").write_text(
-        yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+def own_output_folder(run: Run, resume: str | None,
+                      overwrite: bool) -> tuple[RunFolder | None, str]:
+    """Lock the output folder (rank 0; None on the others) and settle which run it is for:
+    a new run never goes into a folder holding another run's outputs, unless `overwrite`
+    moves them aside. Sets `run.run_id` on every rank: a new run's id, or for a resume the
+    folder's (None in a folder from before run ids). Returns the folder and the id a new run
+    takes (the same on every rank)."""
+    folder = None
+
+    def claim():
+        nonlocal folder
+        folder = RunFolder.claim(run.output_dir)
+        if resume is None and folder.holds_outputs():
+            if not overwrite:
+                folder.release()
+                raise folder.refuse_to_mix("a new run into it")
+            folder.move_aside()
+        return (folder.run_id if resume else None), new_run_id()
+
+    run.run_id, fresh_id = run.distributed.from_rank_zero(claim, "claiming the output folder")
+    if resume is None:
+        run.run_id = fresh_id
+    return folder, fresh_id
 
 
-def resume_from(run: Run, state: TrainingState, where: str) -> None:
-    """Restore `state` (and the RNG) from a checkpoint: `where` is a path or `auto`."""
+def load_resume_checkpoint(run: Run, where: str) -> dict:
+    """The checkpoint `--resume` names (`where`: a path or `auto`), read and verified by the
+    checkpointer; {} when `auto` finds none of this run."""
     name = run.config.checkpoint.checkpointer
     if not name:
         raise UserError("--resume: checkpoint.checkpointer is null, so there is nothing to "
@@ -115,10 +135,36 @@ def resume_from(run: Run, state: TrainingState, where: str) -> None:
     if saved is None:
         raise run.plugins.unknown_selection(name, "checkpointer", "checkpoint.checkpointer")
     if not saved:
-        print(f"resume: no checkpoint in {run.output_dir}; starting from step 0")
-        return
+        print(f"resume: no checkpoint of this run in {run.output_dir}; starting from step 0")
+        return {}
+    if saved["step"] >= run.config.run.steps:
+        raise UserError(f"--resume: {saved['path']} is at step {saved['step']} and run.steps "
+                        f"is {run.config.run.steps}: nothing left to train; raise --steps to "
+                        "train on")
     check_config_matches(saved["config"], run.config.to_dict(), saved["path"],
                          warn=run.is_main_process)
+    return saved
+
+
+def settle_resumed_run(run: Run, folder: RunFolder | None, saved: dict, fresh_id: str,
+                       overwrite: bool) -> None:
+    """The resumed run is the checkpoint's: it keeps its id. Resuming a checkpoint of one
+    run into a folder holding another's outputs would mix them (unless `overwrite`)."""
+    checkpoint_run = saved.get("run_id") or run.run_id or fresh_id
+
+    def check():
+        if folder.holds_outputs() and folder.run_id not in (None, checkpoint_run):
+            if not overwrite:
+                raise folder.refuse_to_mix(f"resuming {saved['path']} into it")
+            folder.move_aside()
+
+    if saved:
+        run.distributed.from_rank_zero(check, "checking the output folder")
+    run.run_id = checkpoint_run
+
+
+def restore(run: Run, state: TrainingState, saved: dict) -> None:
+    """Put the checkpoint's model, optimizer, schedule, data position and RNG in place."""
     if saved["tokenizer_fingerprint"] != run.tokenizer.fingerprint:
         raise UserError(f"--resume: {saved['path']} was trained with another tokenizer "
                         "(fingerprints differ); resume with the same tokenizer settings")
@@ -134,6 +180,15 @@ def resume_from(run: Run, state: TrainingState, where: str) -> None:
     torch.set_rng_state(saved["rng"]["torch"])
     run.resumed_from = saved["path"]
     print(f"resume: continuing from step {state.step} ({saved['path']})")
+
+
+def write_run_record(run: Run, folder: RunFolder) -> None:
+    """What ran: the run's id, the resolved config and every plugin with its version and
+    status."""
+    folder.record(run.run_id, run.name)
+    (run.output_dir / "plugins.json").write_text(json.dumps(run.plugins.report(), indent=2))
+    (run.output_dir / "config.yaml").write_text(
+        yaml.safe_dump(run.config.to_dict(), sort_keys=False))
 
 
 def this_ranks_data_state(run: Run, saved: dict | None, path: str) -> dict | None:
@@ -183,10 +238,12 @@ def check_config_matches(saved: dict, current: dict, path: str, warn: bool = Tru
               f"{', '.join(differences)}", file=sys.stderr)
 
 
-def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None = None) -> Run:
+def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None = None,
+                overwrite: bool = False) -> Run:
     """Train as configured; returns the finished Run (`run.status`). Raises UserError for
     bad input, TrainingHalted when a guard stopped training. Under torchrun, every rank
-    runs this; rank 0 alone writes outputs and calls the observer hooks."""
+    runs this; rank 0 alone writes outputs and calls the observer hooks. `overwrite` moves
+    an earlier run's outputs in the output folder aside instead of refusing to start."""
     device = resolve_device(config.run.device)
     pm.check_selectable(config.data.source, "data source", "data.source")
     if config.checkpoint.checkpointer:
@@ -195,7 +252,7 @@ def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None
     ranks = Distributed.start(config.distributed, device)
     finished = False
     try:
-        run = _execute(config, pm, resume, ranks, device)
+        run = _execute(config, pm, resume, overwrite, ranks, device)
         finished = True
         return run
     finally:
@@ -203,16 +260,29 @@ def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None
 
 
 def _execute(config: RunConfig, pm: SlimcorePluginManager, resume: str | None,
-             ranks: Distributed, device: torch.device) -> Run:
+             overwrite: bool, ranks: Distributed, device: torch.device) -> Run:
     if ranks.active and device.type == "cuda":
         device = torch.device("cuda", ranks.local_rank)
     run = Run(config=config, output_dir=output_dir_for(config), device=device, plugins=pm,
               rank=ranks.rank, world_size=ranks.world_size, distributed=ranks)
     pm.observing = run.is_main_process
+    folder, fresh_id = own_output_folder(run, resume, overwrite)
+    try:
+        return _train(run, folder, fresh_id, resume, overwrite)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def _train(run: Run, folder: RunFolder | None, fresh_id: str, resume: str | None,
+           overwrite: bool) -> Run:
+    config, pm, ranks, device = run.config, run.plugins, run.distributed, run.device
     if run.is_main_process:
-        run.output_dir.mkdir(parents=True, exist_ok=True)
         print(pm.header())
-        write_run_record(run)
+    saved = load_resume_checkpoint(run, resume) if resume else {}
+    settle_resumed_run(run, folder, saved, fresh_id, overwrite)
+    if run.is_main_process:
+        write_run_record(run, folder)
     seed_everything(config.run.seed)
 
     with ranks.rank_zero_first("preparing the tokenizer"):  # rank 0 fills the cache
@@ -226,8 +296,9 @@ def _execute(config: RunConfig, pm: SlimcorePluginManager, resume: str | None,
     state = TrainingState(step=0, model=model, optimizer=optimizer,
                           scheduler=build_scheduler(optimizer, config.schedule, config.run.steps),
                           tokens_seen=0, wrapped=wrapped)
-    if resume:
-        resume_from(run, state, resume)
+    if saved:
+        restore(run, state, saved)
+        del saved  # the weights are in the model now; the copies can go
     source = pm.hook.iterate_batches(source=config.data.source, run=run)
     if source is None:
         raise pm.unknown_selection(config.data.source, "data source", "data.source")
@@ -239,11 +310,11 @@ def _execute(config: RunConfig, pm: SlimcorePluginManager, resume: str | None,
         pm.notify("on_run_start", run=run)
         stalled = lambda: pm.notify("on_run_end", run=run, status="stalled", error=None)  # noqa: E731
         with GracefulStop() as stop, StallWatchdog(config.run.stall_timeout_s, stalled) as dog:
-            status = train_loop(run, state, batches, stop, dog)
+            ended = train_loop(run, state, batches, stop, dog)
         if run.stop_signal is None:
             save_final_checkpoint(run, state)
         ranks.check_replicas_agree(model)
-        run.status = status
+        status = run.status = ended  # only now: "completed" means the final save succeeded
         return run
     except KeyboardInterrupt as e:
         status, error = "stopped", e

@@ -28,6 +28,8 @@ class Run:
     model: torch.nn.Module | None = None
     start_step: int = 0  # steps already done when this process began (a resumed run: > 0)
     resumed_from: str | None = None  # the checkpoint this process resumed from
+    # The run's id (run.json, every checkpoint): a resumed run keeps the id it started with.
+    run_id: str | None = None
     stop_signal: int | None = None  # the signal that stopped the run, if one did
     status: str = "running"  # then completed, stopped or failed
     distributed: Distributed = field(default_factory=Distributed)  # the job's ranks (torchrun)

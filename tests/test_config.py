@@ -48,16 +48,70 @@ def test_values_are_typed_and_ints_widen_to_float():
     ({"samples": {"prompts": [1]}}, "samples.prompts[0]: expected str, got int 1"),
     ({"run": 5}, "cfg.yaml: run: expected a section (mapping), got int 5"),
     ({"data": {"workers": 0}}, "cfg.yaml: data.workers: must be at least 1"),
-    ({"data": {"shuffle_buffer": -1}}, "cfg.yaml: data.shuffle_buffer: must be 0 (no shuffling)"),
+    ({"data": {"shuffle_buffer": -1}}, "cfg.yaml: data.shuffle_buffer: must be at least 0, got int -1"),
     ({"eval": {"batches": 0}}, "cfg.yaml: eval.batches: must be at least 1"),
     ({"distributed": {"strategy": "zero3"}},
-     "distributed.strategy: must be one of 'ddp', 'fsdp', got 'zero3'"),
-    ({"distributed": {"timeout_s": 0}}, "distributed.timeout_s: must be a positive number"),
+     "distributed.strategy: must be one of 'ddp', 'fsdp', got str 'zero3'"),
+    ({"distributed": {"timeout_s": 0}}, "distributed.timeout_s: must be more than 0, got float 0.0"),
 ])
 def test_bad_values_name_the_dotted_key(raw, message):
     with pytest.raises(ConfigError) as error:
         parse(raw)
     assert message in str(error.value)
+
+
+# Values the schema once accepted and a run then crashed on (or silently misused): each is
+# refused before any work, naming its key.
+OUT_OF_RANGE = [
+    ("model.heads", 0), ("data.batch_size", 0), ("model.seq_len", 0), ("model.width", 0),
+    ("optimizer.lr", float("nan")), ("optimizer.lr", -1), ("optimizer.beta2", -1),
+    ("optimizer.beta1", 1), ("optimizer.grad_accum_steps", 0), ("intervals.checkpoint", 0),
+    ("intervals.viz", 0), ("intervals.sample_every", 0), ("intervals.log", 0),
+    ("samples.temperature", float("nan")), ("samples.temperature", -0.5),
+    ("run.seed", 2**64), ("run.seed", -1), ("model.width", 2**70), ("model.layers", 0),
+    ("model.norm_eps", float("inf")), ("model.norm_eps", 0), ("run.stall_timeout_s", float("nan")),
+    ("data.max_retries", -1), ("data.path", ""), ("data.path", "  "), ("output.dir", ""),
+    ("run.steps", 0), ("run.steps", -1), ("schedule.min_lr_ratio", 1.5),
+    ("tokenizer.vocab_size", 2**40), ("data.workers", 10**6), ("run.name", "a/b"),
+    ("run.name", ".."), ("eval.interval", -5), ("data.timeout_s", float("-inf")),
+    ("optimizer.weight_decay", 10**400),
+]
+
+
+@pytest.mark.parametrize("key, value", OUT_OF_RANGE)
+def test_values_out_of_range_are_refused_naming_the_key(key, value):
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as error:
+        parse({section: {name: value}})
+    assert str(error.value).startswith(f"cfg.yaml: {key}: ")
+    assert len(str(error.value)) < 300  # one readable line, even for a huge number
+
+
+def test_every_float_must_be_finite_and_every_int_fit_64_bits():
+    @dataclasses.dataclass
+    class Loose:  # no Range: the defaults still apply
+        ratio: float = 1.0
+        count: int = 1
+
+    for raw in ({"ratio": float("nan")}, {"ratio": float("inf")}, {"count": 2**63}):
+        with pytest.raises(ConfigError, match=r"loose\.(ratio|count): "):
+            parse({"loose": raw}, {"loose": Loose})
+    assert parse({"loose": {"count": 2**63 - 1}}, {"loose": Loose}).section("loose").count \
+        == 2**63 - 1
+
+
+def test_plugin_error_with_the_dotted_key_is_not_prefixed_twice():
+    @dataclasses.dataclass
+    class Logger:
+        every: int = 1
+
+        def __post_init__(self):
+            if self.every > 100:
+                raise ConfigError("logger.every", "at most 100")
+
+    with pytest.raises(ConfigError) as error:
+        parse({"logger": {"every": 101}}, {"logger": Logger})
+    assert str(error.value) == "cfg.yaml: logger.every: at most 100"
 
 
 def test_plugin_sections_parse_and_validate_by_the_same_rules():
@@ -95,6 +149,21 @@ def test_yaml_missing_file_and_non_mapping(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- a\n- b\n")
     with pytest.raises(UserError, match="top level must be a mapping"):
+        load_yaml(path)
+
+
+def test_yaml_that_is_not_utf8_or_nested_too_deeply(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run:\n  name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.yaml: not UTF-8 text \(byte 0xe9 at offset"):
+        load_yaml(path)
+    path = tmp_path / "deep.yaml"
+    path.write_text("run: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(UserError, match="deep.yaml: nested too deeply"):
+        load_yaml(path)
+    path = tmp_path / "digits.yaml"
+    path.write_text("run:\n  seed: " + "9" * 5000 + "\n")
+    with pytest.raises(UserError, match="digits.yaml: a value YAML cannot read"):
         load_yaml(path)
 
 

@@ -222,7 +222,7 @@ def test_hook_load_checkpoint(write_config, tmp_path):
     assert [m.loss for m in resumed.metrics] == [m.loss for m in straight.metrics[3:]]
 
 
-def test_hook_on_run_end(write_config):
+def test_hook_on_run_end(write_config, tmp_path):
     recorder = Recorder()
     run_in_process(write_config({"run": {"steps": 2}}), {"rec": recorder})
     assert recorder.calls[-1] == ("end", "completed", None)
@@ -243,7 +243,8 @@ def test_hook_on_run_end(write_config):
     recorder = Recorder()
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_in_process(write_config({"data": {"source": "exploding"},
-                                     "tokenizer": {"vocab_size": 300}}),
+                                     "tokenizer": {"vocab_size": 300},
+                                     "output": {"dir": str(tmp_path / "exploding")}}),
                        {"rec": recorder, "exploding": Exploding()})
     kind, status, error = recorder.calls[-1]
     assert (kind, status) == ("end", "failed") and isinstance(error, RuntimeError)

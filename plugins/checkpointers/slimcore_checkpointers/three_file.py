@@ -10,7 +10,14 @@
 No pickle anywhere: tensors live in safetensors (a JSON header and raw bytes) and the rest in
 its JSON metadata, so loading can never run code. Each file is written aside, fsynced and
 renamed into place; `.bin` goes last and is the commit mark: a set without its `.bin` is
-incomplete and never read. Every byte is verified by sha256 before a tensor is returned.
+incomplete and never read. Every byte that makes up the loaded state is verified before a
+tensor is returned: the manifest's sha256 covers the two weight files whole, and the
+`.bin`'s own digest covers its JSON state and each of its tensors' name, dtype, shape and
+bytes. Long texts in a data position go into tensors, so the header stays small.
+
+Every set names the run that wrote it (`run_id`): `--resume auto` and pruning take only this
+run's sets, and leave another run's alone (with a warning). Files in `checkpoints/` that are
+not checkpoints are ignored, with a warning.
 """
 
 from __future__ import annotations
@@ -19,35 +26,41 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
-from slimcore import ConfigError, Run, TrainingState, UserError, hookimpl
+from slimcore import Range, Run, TrainingState, UserError, hookimpl
 
 NAME = "three_file"
-FORMAT_VERSION = 1
+# 2: the .bin's digest covers each tensor's dtype and shape too, and sets carry a run id.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 EMBEDDING_PREFIX = "embed."
+SUFFIXES = (".embeddings", ".decoder")
+SET_NAME = re.compile(r"checkpoint_step_(\d+)\.bin")
+# What else a checkpoints/ folder holds in the normal course: a set's other files, and the
+# files of a save in progress (or killed) that are never read.
+SET_FILE = re.compile(r"checkpoint_step_\d+\.bin(\.embeddings|\.decoder)?"
+                      r"(\.tmp|\.other-run-\w+)?")
+TEXT_IN_TENSOR_CHARS = 256  # longer strings of a data position go into a uint8 tensor
 
 
 @dataclass
 class ThreeFileConfig:
-    keep_last: int = 3  # complete sets kept; older ones are deleted after a new one is whole
-    keep_every: int | None = None  # also keep every set whose step is a multiple of this
-
-    def __post_init__(self):
-        if self.keep_every is not None and self.keep_every < 1:
-            raise ConfigError("keep_every", "must be at least 1, or null")
-        if self.keep_last < 2:
-            raise ConfigError("keep_last", "must be at least 2, so a damaged newest set "
-                              "always has a predecessor")
+    # Complete sets kept; older ones are deleted after a new one is whole. At least 2, so a
+    # damaged newest set always has a predecessor.
+    keep_last: Annotated[int, Range(min=2)] = 3
+    # also keep every set whose step is a multiple of this
+    keep_every: Annotated[int, Range(min=1)] | None = None
 
 
 @hookimpl
@@ -60,9 +73,10 @@ def save_checkpoint(checkpointer: str, run: Run, state: TrainingState):
     if checkpointer != NAME:
         return None
     folder = Path(run.output_dir) / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
     base = folder / f"checkpoint_step_{state.step}.bin"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        keep_other_runs_set(base, run.run_id)
         path = write_checkpoint(base, run, state)
     except OSError as e:
         for leftover in folder.glob(base.name + "*.tmp"):
@@ -71,7 +85,7 @@ def save_checkpoint(checkpointer: str, run: Run, state: TrainingState):
                         "checkpoint is intact") from None
     settings: ThreeFileConfig = run.config.section(NAME)
     keep = {Path(run.resumed_from).name} if run.resumed_from else set()
-    prune(folder, settings.keep_last, settings.keep_every, keep)
+    prune(folder, run.run_id, settings.keep_last, settings.keep_every, keep)
     return path
 
 
@@ -80,18 +94,40 @@ def load_checkpoint(checkpointer: str, run: Run, path: str):
     if checkpointer != NAME:
         return None
     if path == "auto":
-        return newest_intact(Path(run.output_dir) / "checkpoints")
+        return newest_intact(Path(run.output_dir) / "checkpoints", run.run_id)
     return read_checkpoint(Path(path))
 
 
-def newest_intact(folder: Path) -> dict[str, Any]:
-    """The newest set that verifies; a damaged one is skipped loudly. {} when none."""
-    for base in reversed(complete_sets(folder) if folder.is_dir() else []):
+def keep_other_runs_set(base: Path, run_id: str | None) -> None:
+    """A set of another run where this one is about to save (copied in by hand) is renamed,
+    not overwritten: `<name>.other-run-<id>`, which no later save or load touches."""
+    other = run_id_of(base) if base.is_file() else None
+    if other is None or other == run_id:
+        return
+    for suffix in ("", *SUFFIXES):
+        path = base.with_name(base.name + suffix)
+        if path.exists():
+            os.replace(path, path.with_name(f"{path.name}.other-run-{other}"))
+    print(f"slimcore: warning: {base} belonged to run {other}; renamed to "
+          f"{base.name}.other-run-{other} (and its .embeddings, .decoder) before saving this "
+          "run's step there", file=sys.stderr)
+
+
+def newest_intact(folder: Path, run_id: str | None = None) -> dict[str, Any]:
+    """The newest set of run `run_id` (None: of any run) that verifies; a damaged one is
+    skipped loudly, and so is another run's. {} when none."""
+    for base in reversed(complete_sets(folder, warn=True)):
         try:
-            return read_checkpoint(base)
+            saved = read_checkpoint(base)
         except UserError as e:
             print(f"slimcore: warning: {e}; falling back to the previous checkpoint",
                   file=sys.stderr)
+            continue
+        if run_id is not None and saved["run_id"] not in (None, run_id):
+            print(f"slimcore: warning: {base} belongs to run {saved['run_id']}, not to this "
+                  f"folder's run {run_id}; skipped", file=sys.stderr)
+            continue
+        return saved
     return {}
 
 
@@ -105,15 +141,18 @@ def register_commands(subparsers):
 def command_inspect(args) -> int:
     base = Path(args.checkpoint)
     saved = read_checkpoint(base)  # raises UserError (exit 2) when damaged
-    model = saved["config"]["model"]
+    config = saved["config"] if isinstance(saved["config"], dict) else {}
+    model = config.get("model") or {}
     parameters = sum(t.numel() for t in saved["model"].values())
+    embed = saved["model"].get("embed.weight")
+    vocabulary = f"{embed.shape[0]:,}" if embed is not None else "?"
     print(f"{base}: verified (sha256 of every file matches)")
     print(f"  step {saved['step']}, {saved['tokens_seen']:,} tokens seen, run "
-          f"{saved['config']['run']['name']!r}")
-    print(f"  model: width {model['width']}, {model['layers']} layers, {model['heads']} heads, "
-          f"seq {model['seq_len']}, vocabulary {saved['model']['embed.weight'].shape[0]:,}, "
+          f"{(config.get('run') or {}).get('name')!r} (id {saved['run_id']})")
+    print(f"  model: width {model.get('width')}, {model.get('layers')} layers, "
+          f"{model.get('heads')} heads, seq {model.get('seq_len')}, vocabulary {vocabulary}, "
           f"{parameters:,} parameters")
-    for suffix in ("", ".embeddings", ".decoder"):
+    for suffix in ("", *SUFFIXES):
         path = base.with_name(base.name + suffix)
         print(f"  {path.name}: {path.stat().st_size:,} bytes")
     return 0
@@ -139,6 +178,7 @@ def write_checkpoint(base: Path, run: Run, state: TrainingState) -> str:
         "step": state.step,
         "tokens_seen": state.tokens_seen,
         "config": run.config.to_dict(),
+        "run_id": run.run_id,
         "tokenizer_fingerprint": run.tokenizer.fingerprint if run.tokenizer else None,
         "optimizer": optimizer_layout,
         "scheduler": state.scheduler.state_dict(),
@@ -205,11 +245,16 @@ def split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], di
 
 
 def split_tensors(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """`value` (nested dicts and lists) with each tensor moved into `tensors` under its
-    dotted name and replaced by {"__tensor__": name}, for the JSON metadata."""
+    """`value` (nested dicts and lists) with each tensor, and each long string, moved into
+    `tensors` under its dotted name and replaced by {"__tensor__": name} (or {"__text__":
+    name}, the string's UTF-8 bytes), for the JSON metadata: safetensors caps its header, and
+    a data position may hold documents' text."""
     if isinstance(value, torch.Tensor):
         tensors[name] = value.detach().cpu().clone()  # own storage: safetensors needs it
         return {"__tensor__": name}
+    if isinstance(value, str) and len(value) > TEXT_IN_TENSOR_CHARS:
+        tensors[name] = torch.frombuffer(bytearray(value.encode()), dtype=torch.uint8)
+        return {"__text__": name}
     if isinstance(value, dict):
         return {k: split_tensors(v, f"{name}.{k}", tensors) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -221,6 +266,8 @@ def join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, dict):
         if set(value) == {"__tensor__"}:
             return tensors[value["__tensor__"]]
+        if set(value) == {"__text__"}:
+            return bytes(tensors[value["__text__"]].numpy()).decode()
         return {k: join_tensors(v, tensors) for k, v in value.items()}
     if isinstance(value, list):
         return [join_tensors(v, tensors) for v in value]
@@ -236,12 +283,18 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], layout: dict) -> dict
 
 
 def state_digest(run_state: dict, tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over the JSON state (without this digest) and every tensor's name and bytes."""
+    """sha256 over the JSON state (without this digest) and every tensor's name, dtype, shape
+    and bytes: every byte of the `.bin` that shapes what loading returns. (Format 1 left
+    dtype and shape out: a header edited to another dtype read as verified.)"""
     digest = hashlib.sha256(json.dumps({k: v for k, v in run_state.items()
                                         if k != "self_sha256"}, sort_keys=True).encode())
+    covers_layout = run_state.get("format_version") != 1
     for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
         digest.update(name.encode())
-        digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        if covers_layout:
+            digest.update(f"{tensor.dtype}{list(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -262,32 +315,56 @@ def read_checkpoint(base: Path) -> dict[str, Any]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
         raise UserError(f"checkpoint: {base} is damaged or not a slimcore checkpoint "
-                        f"({type(e).__name__}: {e})") from None
-    if run_state.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"checkpoint: {base} has format {run_state.get('format_version')}, "
-                        f"this slimcore reads {FORMAT_VERSION}")
+                        f"({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(run_state, dict) or \
+            run_state.get("format_version") not in READABLE_VERSIONS:
+        version = run_state.get("format_version") if isinstance(run_state, dict) else None
+        raise UserError(f"checkpoint: {base} has format {version}, this slimcore reads "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}")
     if state_digest(run_state, tensors) != run_state.get("self_sha256"):
         raise UserError(f"checkpoint: {base} fails its sha256 check (damaged)")
-    weights = {}
-    for name, expected in run_state["manifest"].items():
-        # Parse the very bytes that were verified: no second read that could differ.
-        weights.update(sorted(safetensors_load(_read_verified(base.with_name(name),
-                                                              expected)).items()))
-    optimizer_tensors = {k[len("optimizer."):]: v for k, v in tensors.items()
-                         if k.startswith("optimizer.")}
-    return {
-        "step": run_state["step"],
-        "tokens_seen": run_state["tokens_seen"],
-        "config": run_state["config"],
-        "tokenizer_fingerprint": run_state["tokenizer_fingerprint"],
-        "model": weights,
-        "optimizer": join_optimizer_state(optimizer_tensors, run_state["optimizer"]),
-        "scheduler": run_state["scheduler"],
-        "rng": {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")},
-        "python_random": run_state["python_random"],
-        "data_state": join_tensors(run_state.get("data_state"), tensors),
-        "path": str(base),
-    }
+    # The digest matched, so the state is as written; what follows guards against a crafted
+    # file whose digest was recomputed.
+    try:
+        weights = {}
+        for name, expected in weight_files(base, run_state["manifest"]).items():
+            # Parse the very bytes that were verified: no second read that could differ.
+            weights.update(sorted(safetensors_load(_read_verified(name, expected)).items()))
+        optimizer_tensors = {k[len("optimizer."):]: v for k, v in tensors.items()
+                             if k.startswith("optimizer.")}
+        return {
+            "step": int(run_state["step"]),
+            "tokens_seen": int(run_state["tokens_seen"]),
+            "config": run_state["config"],
+            "run_id": run_state.get("run_id"),
+            "tokenizer_fingerprint": run_state["tokenizer_fingerprint"],
+            "model": weights,
+            "optimizer": join_optimizer_state(optimizer_tensors, run_state["optimizer"]),
+            "scheduler": run_state["scheduler"],
+            "rng": {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")},
+            "python_random": run_state["python_random"],
+            "data_state": join_tensors(run_state.get("data_state"), tensors),
+            "path": str(base),
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"checkpoint: {base} is not a slimcore checkpoint ({type(e).__name__}: "
+                        f"{str(e)[:200]} in its state)") from None
+
+
+def weight_files(base: Path, manifest: Any) -> dict[Path, dict]:
+    """The manifest's files, which must be this set's own `.embeddings` and `.decoder`
+    beside it: a manifest that names other paths (`../x`) is not followed."""
+    if not isinstance(manifest, dict) or \
+            sorted(manifest) != sorted(base.name + suffix for suffix in SUFFIXES):
+        names = sorted(map(str, manifest)) if isinstance(manifest, dict) else manifest
+        raise UserError(f"checkpoint: {base}'s manifest names {names!r}, not its own "
+                        f"{base.name}.embeddings and .decoder; not a checkpoint to load")
+    for name, entry in manifest.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("bytes"), int)):
+            raise UserError(f"checkpoint: {base}'s manifest entry for {name} lacks its "
+                            "sha256 or size; not a checkpoint to load")
+    return {base.with_name(name): entry for name, entry in manifest.items()}
 
 
 def _read_verified(path: Path, expected: dict) -> bytes:
@@ -299,24 +376,51 @@ def _read_verified(path: Path, expected: dict) -> bytes:
     return data
 
 
+def run_id_of(base: Path) -> str | None:
+    """The run that wrote the set at `base` (its header only, not verified); None for a set
+    from before run ids, or one whose header does not parse."""
+    try:
+        with safe_open(str(base), framework="pt") as f:
+            return json.loads((f.metadata() or {})["slimcore"]).get("run_id")
+    except Exception:  # noqa: BLE001 - unreadable: treated as nobody's
+        return None
+
+
 # -- rotation -------------------------------------------------------------------------------
 
 
-def complete_sets(folder: Path) -> list[Path]:
-    """`.bin` files of committed sets, oldest first."""
-    return sorted(folder.glob("checkpoint_step_*.bin"), key=step_of)
+def complete_sets(folder: Path, warn: bool = False) -> list[Path]:
+    """`.bin` files of committed sets, oldest first. Other files (a copy named `... (copy).bin`,
+    notes) are not checkpoints: ignored, with a warning when `warn`."""
+    if not folder.is_dir():
+        return []
+    sets = []
+    for path in folder.iterdir():
+        if SET_NAME.fullmatch(path.name) and path.is_file():
+            sets.append(path)
+        elif warn and not SET_FILE.fullmatch(path.name) and str(path) not in _WARNED:
+            _WARNED.add(str(path))
+            print(f"slimcore: warning: {path} is not a checkpoint file (checkpoint_step_N.bin "
+                  "and its .embeddings and .decoder); ignored", file=sys.stderr)
+    return sorted(sets, key=step_of)
+
+
+_WARNED: set[str] = set()  # stray files already reported by this process
 
 
 def step_of(base: Path) -> int:
-    return int(base.name[len("checkpoint_step_"):-len(".bin")])
+    return int(SET_NAME.fullmatch(base.name).group(1))
 
 
-def prune(folder: Path, keep_last: int, keep_every: int | None = None,
+def prune(folder: Path, run_id: str | None, keep_last: int, keep_every: int | None = None,
           keep: set[str] = frozenset()) -> None:
-    """Delete sets beyond the newest `keep_last`, except milestones (`keep_every`) and
-    those named in `keep` (the set this run resumed from)."""
-    for old in complete_sets(folder)[:-keep_last]:
+    """Delete this run's sets beyond its newest `keep_last`, except milestones (`keep_every`)
+    and those named in `keep` (the set this run resumed from). Sets of other runs are never
+    deleted; sets from before run ids count as this run's."""
+    own = [base for base in complete_sets(folder, warn=True)
+           if run_id is None or run_id_of(base) in (None, run_id)]
+    for old in own[:-keep_last]:
         if old.name in keep or (keep_every and step_of(old) % keep_every == 0):
             continue
-        for suffix in ("", ".embeddings", ".decoder"):  # .bin first: the set stops counting
+        for suffix in ("", *SUFFIXES):  # .bin first: the set stops counting
             old.with_name(old.name + suffix).unlink(missing_ok=True)

@@ -43,7 +43,7 @@ def test_three_files_per_set_and_rotation(trained):
         assert "head.weight" in f.keys() and "embed.weight" not in f.keys()
     with safe_open(str(folder / "checkpoint_step_6.bin"), framework="pt") as f:
         state = json.loads(f.metadata()["slimcore"])
-    assert state["step"] == 6 and state["format_version"] == 1
+    assert state["step"] == 6 and state["format_version"] == 2
     assert state["config"]["model"]["width"] == 32
     assert set(state["manifest"]) == {"checkpoint_step_6.bin.embeddings",
                                       "checkpoint_step_6.bin.decoder"}
@@ -122,7 +122,7 @@ def test_prune_keeps_milestones_and_the_set_resumed_from(tmp_path):
     for step in (2, 4, 6, 8, 10, 12):
         for suffix in ("", ".embeddings", ".decoder"):
             (tmp_path / f"checkpoint_step_{step}.bin{suffix}").write_bytes(b"x")
-    prune(tmp_path, keep_last=2, keep_every=4, keep={"checkpoint_step_2.bin"})
+    prune(tmp_path, None, keep_last=2, keep_every=4, keep={"checkpoint_step_2.bin"})
     assert [p.name for p in complete_sets(tmp_path)] == [
         "checkpoint_step_2.bin", "checkpoint_step_4.bin", "checkpoint_step_8.bin",
         "checkpoint_step_10.bin", "checkpoint_step_12.bin"]
@@ -133,3 +133,97 @@ def test_keep_last_below_two_is_refused(write_config, cli):
     result = cli("config", str(write_config({"three_file": {"keep_last": 1}})))
     assert result.returncode == 2
     assert "three_file.keep_last: must be at least 2" in result.stderr
+
+
+def rewrite_bin(path, edit_state=None, edit_header=None):
+    """Rewrite a .bin: `edit_state(run_state)` with the digest recomputed (a crafted file),
+    or `edit_header(header)` on the raw safetensors header alone (a tampered one)."""
+    import struct
+
+    from slimcore_checkpointers.three_file import state_digest
+    from safetensors.torch import save as safetensors_bytes
+
+    if edit_state is not None:
+        with safe_open(str(path), framework="pt") as f:
+            run_state = json.loads(f.metadata()["slimcore"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        edit_state(run_state)
+        run_state["self_sha256"] = state_digest(run_state, tensors)
+        path.write_bytes(safetensors_bytes(tensors, metadata={"slimcore": json.dumps(run_state)}))
+        return
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    edit_header(header)
+    encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    encoded += b" " * (length - len(encoded))  # same length (padded): offsets stay valid
+    assert len(encoded) == length
+    path.write_bytes(data[:8] + encoded + data[8 + length:])
+
+
+def test_a_dtype_changed_in_the_header_fails_the_digest(trained, cli):
+    _, folder, _ = trained
+    base = folder / "checkpoint_step_6.bin"
+
+    def reinterpret(header):  # the first float32 optimizer tensor read as int32: same bytes
+        name = next(k for k, v in header.items() if k != "__metadata__" and v["dtype"] == "F32")
+        header[name]["dtype"] = "I32"
+
+    rewrite_bin(base, edit_header=reinterpret)
+    with pytest.raises(UserError, match="fails its sha256 check"):
+        read_checkpoint(base)
+    result = cli("inspect", str(base))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"slimcore: error: checkpoint: {base} fails its sha256 check (damaged)"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s["manifest"].update({"../../elsewhere.bin": s["manifest"].popitem()[1]}),
+     "manifest names .*elsewhere.bin.*not its own"),
+    (lambda s: s.pop("manifest"), "not a slimcore checkpoint \\(KeyError: 'manifest'"),
+    (lambda s: s.pop("step"), "not a slimcore checkpoint \\(KeyError: 'step'"),
+    (lambda s: s.update(optimizer="garbage"), "not a slimcore checkpoint \\(TypeError"),
+    (lambda s: next(iter(s["manifest"].values())).pop("sha256"), "lacks its sha256"),
+    (lambda s: s.update(format_version=99), "has format 99, this slimcore reads 1, 2"),
+])
+def test_crafted_states_are_one_line_not_a_traceback(trained, cli, edit, message):
+    _, folder, _ = trained
+    base = folder / "checkpoint_step_6.bin"
+    rewrite_bin(base, edit_state=edit)
+    with pytest.raises(UserError, match=message):
+        read_checkpoint(base)
+    result = cli("inspect", str(base))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_files_that_are_not_checkpoints_are_ignored(trained, capsys):
+    config, folder, straight = trained
+    (folder / "checkpoint_step_10 (copy).bin").write_bytes(b"a copy made by hand")
+    (folder / "notes.txt").write_text("lr 3e-4 looked fine")
+    assert [p.name for p in complete_sets(folder)] == ["checkpoint_step_4.bin",
+                                                       "checkpoint_step_6.bin"]
+    resumed = Losses()
+    run_in_process(config, {"losses": resumed}, overrides=["run.steps=8"], resume="auto")
+    err = capsys.readouterr().err
+    assert "checkpoint_step_10 (copy).bin is not a checkpoint file" in err
+    assert "notes.txt is not a checkpoint file" in err
+    assert sorted(resumed.losses) == [7, 8]
+    assert (folder / "checkpoint_step_8.bin").is_file()
+    assert (folder / "checkpoint_step_10 (copy).bin").read_bytes() == b"a copy made by hand"
+
+
+def test_long_texts_of_a_data_position_go_into_tensors(tmp_path):
+    """A source that keeps documents in its position (a third party's) does not bloat the
+    header past safetensors' cap: long strings travel as uint8 tensors."""
+    from slimcore_checkpointers.three_file import join_tensors, split_tensors
+
+    book = "chapter one. " * 400_000  # 5.2 MB
+    state = {"buffer": [book, "short"], "carry": torch.arange(5), "name": "ß" * 300}
+    tensors = {}
+    meta = split_tensors(state, "data", tensors)
+    assert len(json.dumps(meta)) < 500
+    assert tensors["data.buffer.0"].dtype == torch.uint8
+    restored = join_tensors(json.loads(json.dumps(meta)), tensors)
+    assert restored["buffer"] == [book, "short"] and restored["name"] == "ß" * 300
+    assert torch.equal(restored["carry"], torch.arange(5))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import torch
-from slimcore import Batch, ConfigError, Run, hookimpl
+from slimcore import Batch, ConfigError, Range, Run, hookimpl
 
 from .background import BackgroundBatches
 from .corpus import DocumentStream, first_documents, heldout_documents, training_documents
@@ -25,14 +25,8 @@ ENCODE_GROUP = 64  # documents encoded per call: SentencePiece batches them in C
 
 @dataclass
 class ChunkConfig:
-    tokens_per_chunk: int = 1_048_576
-    max_chunks: int | None = None  # null: stream until run.steps
-
-    def __post_init__(self):
-        if self.tokens_per_chunk < 1:
-            raise ConfigError("tokens_per_chunk", "must be at least 1")
-        if self.max_chunks is not None and self.max_chunks < 1:
-            raise ConfigError("max_chunks", "must be at least 1, or null for no limit")
+    tokens_per_chunk: Annotated[int, Range(min=1)] = 1_048_576
+    max_chunks: Annotated[int, Range(min=1)] | None = None  # null: stream until run.steps
 
 
 @hookimpl

@@ -19,10 +19,11 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from pathlib import Path
 
-from slimcore import ConfigError, UserError, hookimpl
+from slimcore import Range, UserError, hookimpl
 
 from .json_export import previous_records
 
@@ -32,20 +33,13 @@ FINAL_RENDER_TIMEOUT_S = 300
 @dataclass
 class DashboardConfig:
     disable: list[str] = field(default_factory=list)  # chart names to leave out of this run
-    moving_average: int = 50  # steps in the smoothed curves
-    recent_window: int = 200  # steps in the recent-performance view
-    columns: int = 3
-    dpi: int = 100
+    moving_average: Annotated[int, Range(min=1)] = 50  # steps in the smoothed curves
+    recent_window: Annotated[int, Range(min=1)] = 200  # steps in the recent-performance view
+    columns: Annotated[int, Range(min=1, max=12)] = 3
+    dpi: Annotated[int, Range(min=10, max=600)] = 100
     # A render costs about 1.5 CPU-seconds; renders are spaced so the dashboard uses at most
     # this share of one core, and requests in between are coalesced into the next one.
-    max_cpu_share: float = 0.05
-
-    def __post_init__(self):
-        if not 0 < self.max_cpu_share <= 1:
-            raise ConfigError("max_cpu_share", "must be in (0, 1]")
-        for key in ("moving_average", "recent_window", "columns", "dpi"):
-            if getattr(self, key) < 1:
-                raise ConfigError(key, "must be at least 1")
+    max_cpu_share: Annotated[float, Range(above=0, max=1)] = 0.05
 
 
 class Dashboard:

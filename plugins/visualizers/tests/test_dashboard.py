@@ -41,7 +41,7 @@ def test_disabling_charts_in_yaml_removes_them(cli, write_config, tmp_path):
     assert shown == [c for c in SEVEN if c not in ("throughput", "loss_vs_accuracy")]
     # The same through plugins.disable: the chart's plugin is then never imported.
     config = write_config({"run": {"steps": 3}, "plugins": {"disable": ["loss"]}})
-    assert cli("run", str(config)).returncode == 0
+    assert cli("run", str(config), "--overwrite").returncode == 0
     assert charts_in(tmp_path / "out" / "training_viz" / "training_latest.png")[0] == "accuracy"
 
 
@@ -149,7 +149,7 @@ def test_third_party_chart_installed_with_pip(cli, write_config, tmp_path, tmp_p
     png = tmp_path / "out" / "training_viz" / "training_latest.png"
     assert charts_in(png) == SEVEN[:-1] + ["grad_norm", "text_samples"]
     config = write_config({**ON, "run": {"steps": 3}, "dashboard": {"disable": ["grad_norm"]}})
-    assert cli("run", str(config), env=env).returncode == 0
+    assert cli("run", str(config), "--overwrite", env=env).returncode == 0
     assert "grad_norm" not in charts_in(png)
     # The example's own tests pass against the installed package.
     tests = REPO / "examples" / "slimcore-viz-example" / "tests"
