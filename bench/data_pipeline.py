@@ -1,5 +1,7 @@
 """Data pipeline throughput and memory: the `chunk` and `sample` sources against the bare
-SentencePiece encode rate, and resident memory as a stream goes from shard 10 to shard 100.
+SentencePiece encode rate, on the bundled corpus and on a corpus shaped like SlimPajama
+(most documents a few KB, 2% of them books of 0.5 to 5 MB), with each measurement's peak
+resident memory; and resident memory as a stream goes from shard 10 to shard 100.
 
     python bench/data_pipeline.py [--cores 1] [--tokens 2000000] [--repeats 3]
 
@@ -23,6 +25,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,7 +37,8 @@ import zstandard  # noqa: E402
 from slimcore.config import parse_config  # noqa: E402
 from slimcore.plugins import SlimcorePluginManager  # noqa: E402
 from slimcore.run import Run  # noqa: E402
-from slimcore.tokenizer import default_cache_dir, load_tokenizer, train_or_reuse  # noqa: E402
+from slimcore.cache import default_cache_dir  # noqa: E402
+from slimcore.tokenizer import load_tokenizer, train_or_reuse  # noqa: E402
 from slimcore_datasources.bundled import bundled_shards  # noqa: E402
 from slimcore_datasources.chunk import ENCODE_GROUP, ChunkConfig, chunk_batches  # noqa: E402
 from slimcore_datasources.corpus import DocumentStream, training_documents  # noqa: E402
@@ -99,6 +103,55 @@ def synthetic_shards(folder: Path, count: int, words: list[str], docs_per_shard:
             zstandard.ZstdCompressor().compress("\n".join(lines).encode()))
 
 
+def slimpajama_shaped(folder: Path, texts: list[str], shards: int = 3, docs_per_shard: int = 500,
+                      book_share: float = 0.02) -> None:
+    """Shards like SlimPajama's: documents of a few KB (log-normal around 3 KB) and, one in
+    fifty, a book of 0.5 to 5 MB. Their text is real English, slices of the bundled corpus
+    (the word cache sees a real vocabulary), spliced at random places."""
+    rng = random.Random(1)
+    whole = "\n".join(texts)
+
+    def excerpt(chars: int) -> str:
+        pieces, have = [], 0
+        while have < chars:
+            start = rng.randrange(len(whole) - 20_000)
+            piece = whole[start:start + min(20_000, chars - have)]
+            pieces.append(piece)
+            have += len(piece)
+        return "".join(pieces)
+
+    for i in range(shards):
+        lines = []
+        for _ in range(docs_per_shard):
+            book = rng.random() < book_share
+            chars = rng.randint(500_000, 5_000_000) if book else \
+                int(min(200_000, max(200, rng.lognormvariate(8.0, 0.9))))
+            lines.append(json.dumps({"text": excerpt(chars), "meta": {
+                "redpajama_set_name": "RedPajamaBook" if book else "RedPajamaC4"}}))
+        (folder / f"example_train_{i:03d}.jsonl.zst").write_bytes(
+            zstandard.ZstdCompressor().compress("\n".join(lines).encode()))
+
+
+class PeakResident:
+    """The peak resident memory (MiB) of this process while the block runs, sampled every
+    20 ms on a thread (the kernel's own peak, ru_maxrss, never goes down between phases)."""
+
+    def __enter__(self):
+        self.peak, self.done = resident_mib(), threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.done.wait(0.02):
+            self.peak = max(self.peak, resident_mib())
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        self.peak = max(self.peak, resident_mib())
+
+
 def resident_mib() -> float:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
@@ -152,12 +205,32 @@ def main() -> None:
     print(f"slimcore tokenizer encode: {rate / 1e6:.2f} M tokens/s = {rate / bare:.2f} x bare "
           f"(word cache from empty: {cache.lookups:,} words, {cache.misses:,} encoded by "
           f"SentencePiece, {1 - cache.misses / cache.lookups:.1%} hits)")
-    for kind in ("chunk", "sample"):
-        def measure():
-            run.tokenizer = load_tokenizer(path)  # an empty word cache for each measurement
-            return source_rate(run, kind, args.tokens)
-        rate = median_of(args.repeats, measure)
-        print(f"{kind:>6} source: {rate / 1e6:.2f} M tokens/s = {rate / bare:.2f} x bare")
+    with tempfile.TemporaryDirectory() as tmp:
+        slimpajama_shaped(Path(tmp), texts)
+        shaped = make_run(tmp)
+        shaped_texts = list(DocumentStream(shaped, tmp, epochs=1))
+        print(f"corpus: SlimPajama-shaped, {len(shaped_texts)} documents after cutting at "
+              f"data.max_document_chars, {sum(map(len, shaped_texts)) / 1e6:.1f} MB; the "
+              "same tokenizer")
+        shaped_bare = median_of(args.repeats, lambda: encode_rate(
+            run.tokenizer.processor.encode, shaped_texts, args.tokens))
+        del shaped_texts
+        print(f"bare SentencePiece encode, SlimPajama-shaped: {shaped_bare / 1e6:.2f} M tokens/s")
+        for corpus, source_run, bare_rate in (("bundled", run, bare),
+                                              ("SlimPajama-shaped", shaped, shaped_bare)):
+            for kind in ("chunk", "sample"):
+                peaks = []
+
+                def measure():
+                    # an empty word cache for each measurement
+                    source_run.tokenizer = load_tokenizer(path)
+                    with PeakResident() as peak:
+                        rate = source_rate(source_run, kind, args.tokens)
+                    peaks.append(peak.peak)
+                    return rate
+                rate = median_of(args.repeats, measure)
+                print(f"{kind:>6} source, {corpus}: {rate / 1e6:.2f} M tokens/s = "
+                      f"{rate / bare_rate:.2f} x bare; peak resident {max(peaks):.0f} MiB")
     rss = memory_by_shard(run.tokenizer, texts)
     print("resident memory of the chunk source's process: "
           + ", ".join(f"{rss[m]:.0f} MiB at shard {m}" for m in sorted(rss))

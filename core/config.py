@@ -45,21 +45,26 @@ class Range:
 
     def problem(self, value: float) -> str | None:
         if self.min is not None and value < self.min:
-            return f"must be at least {self.min:g}"
+            return f"must be at least {_number(self.min)}"
         if self.above is not None and value <= self.above:
-            return f"must be more than {self.above:g}"
+            return f"must be more than {_number(self.above)}"
         if self.max is not None and value > self.max:
-            return f"must be at most {self.max:g}"
+            return f"must be at most {_number(self.max)}"
         if self.below is not None and value >= self.below:
-            return f"must be less than {self.below:g}"
+            return f"must be less than {_number(self.below)}"
         return None
 
     def __str__(self) -> str:
-        low = f"[{self.min:g}" if self.min is not None else \
-            f"({self.above:g}" if self.above is not None else "(-inf"
-        high = f"{self.max:g}]" if self.max is not None else \
-            f"{self.below:g})" if self.below is not None else "inf)"
+        low = f"[{_number(self.min)}" if self.min is not None else \
+            f"({_number(self.above)}" if self.above is not None else "(-inf"
+        high = f"{_number(self.max)}]" if self.max is not None else \
+            f"{_number(self.below)})" if self.below is not None else "inf)"
         return f"{low}, {high}"
+
+
+def _number(value: float) -> str:
+    """1000000, not 1e+06; 0.5 as 0.5."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class RunSection:
     # and go on; stop: save a checkpoint of the last good state and exit with status 3.
     nan_policy: Literal["skip", "stop"] = "skip"
     # No step for this long: dump stacks, exit 3. null: no watchdog.
-    stall_timeout_s: Annotated[float, POSITIVE] | None = 900.0
+    stall_timeout_s: Annotated[float, Range(above=0, max=1e7)] | None = 900.0
 
     def __post_init__(self):
         # The name becomes a folder (runs/<name>): one folder, not a path.
@@ -149,13 +154,14 @@ class DataSection:
     set_names: list[Annotated[str, NonEmpty()]] = field(default_factory=list)
     batch_size: Annotated[int, POSITIVE_INT] = 16  # sequences per micro-batch
     # every record must arrive within this, or the read is retried
-    timeout_s: Annotated[float, POSITIVE] = 60.0
+    timeout_s: Annotated[float, Range(above=0, max=1e7)] = 60.0
     max_retries: Annotated[int, COUNT] = 5  # restarts in a row without a record, then stop
-    retry_backoff_s: Annotated[float, COUNT] = 2.0  # the first wait before a retry; doubles
+    # the first wait before a retry; doubles each time
+    retry_backoff_s: Annotated[float, Range(min=0, max=3600)] = 2.0
     # Documents leave through a seeded buffer of this many (0: file order); shards are read in
     # a new seeded order each epoch. Checkpoints store where the buffered documents are, not
     # their text.
-    shuffle_buffer: Annotated[int, COUNT] = 100
+    shuffle_buffer: Annotated[int, Range(min=0, max=10_000_000)] = 100
     # Reader threads per rank, each with its own share of the rank's shards, taken in turn:
     # decompression and parsing of several shards overlap. A resume needs the same number.
     workers: Annotated[int, Range(min=1, max=64)] = 1
@@ -204,7 +210,7 @@ class DistributedSection:
     strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: FSDP2 shards parameters, grads, optimizer
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on GPUs, gloo on CPUs
     # A collective that waits longer than this (a rank died or hung) ends the job.
-    timeout_s: Annotated[float, POSITIVE] = 600.0
+    timeout_s: Annotated[float, Range(above=0, max=1e7)] = 600.0
 
 
 @dataclass
@@ -223,7 +229,7 @@ class EvalSection:
 @dataclass
 class SamplesSection:
     prompts: list[str] = field(default_factory=lambda: ["The state of the Union is", "We must"])
-    max_new_tokens: Annotated[int, COUNT] = 48
+    max_new_tokens: Annotated[int, Range(min=0, max=100_000)] = 48
     temperature: Annotated[float, COUNT] = 0.8  # 0: greedy
     top_k: Annotated[int, COUNT] = 50  # 0: no top-k cut
 
@@ -470,6 +476,50 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
         return value
     raise ConfigError(key, f"expected {getattr(hint, '__name__', hint)}, got {_describe(value)}",
                       source)
+
+
+def field_reference(cls: type, prefix: str) -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, valid values) of each field of a section: the rows of
+    docs/configuration.md, which a test holds to this."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((f"{prefix}.{f.name}", _type_name(hints[f.name]), _yaml_value(default),
+                     _valid_values(hints[f.name])))
+    return rows
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "choice"
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _valid_values(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return ", ".join(str(c) for c in args[1:] if hasattr(c, "problem"))
+    if origin in (typing.Union, types.UnionType):
+        return ", ".join(v for v in (_valid_values(a) for a in args) if v)
+    if origin is Literal:
+        return " / ".join(map(str, args))
+    if origin is list:
+        inner = _valid_values(args[0])
+        return f"each {inner}" if inner else ""
+    return ""
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix(
+        "\n...").removesuffix(" ...").strip()
 
 
 def _describe(value: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 from .config import ConfigError, RunConfig, apply_override, load_yaml, parse_config
 from .distributed import Distributed
 from .errors import UserError
-from .model import GPT
+from .model import GPT, parameter_count
 from .ops import select_ops
 from .plugins import SlimcorePluginManager
 from .run import Run, resolve_device
@@ -182,6 +183,28 @@ def restore(run: Run, state: TrainingState, saved: dict) -> None:
     print(f"resume: continuing from step {state.step} ({saved['path']})")
 
 
+# fp32 weights, their gradients and AdamW's two moments: the least a training step holds.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def check_model_fits(run: Run) -> None:
+    """A model whose weights, gradients and optimizer state alone exceed the device's memory
+    is refused before it is built (its allocation would fail with a traceback, or swap)."""
+    cfg, device = run.config.model, run.device
+    parameters = parameter_count(cfg, run.tokenizer.vocab_size)
+    shards = run.world_size if run.config.distributed.strategy == "fsdp" else 1
+    needed = parameters * TRAINING_BYTES_PER_PARAMETER / shards
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+    else:
+        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if needed > available:
+        raise ConfigError("model", f"{parameters:,} parameters need {needed / 2**30:,.1f} GiB "
+                          f"for weights, gradients and AdamW state, and the {device.type} has "
+                          f"{available / 2**30:,.1f} GiB; shrink model.width, model.layers or "
+                          "model.mlp_hidden", run.config.source)
+
+
 def write_run_record(run: Run, folder: RunFolder) -> None:
     """What ran: the run's id, the resolved config and every plugin with its version and
     status."""
@@ -287,6 +310,7 @@ def _train(run: Run, folder: RunFolder | None, fresh_id: str, resume: str | None
 
     with ranks.rank_zero_first("preparing the tokenizer"):  # rank 0 fills the cache
         run.tokenizer = prepare_tokenizer(run)
+    check_model_fits(run)
     model = GPT(config.model, run.tokenizer.vocab_size, select_ops(config.model.backend, device))
     run.model = model.to(device)
     wrapped = ranks.wrap(model, device)  # FSDP shards in place: before the optimizer

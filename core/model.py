@@ -125,6 +125,12 @@ class GPT(nn.Module):
         return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
 
 
+def parameter_count(cfg: ModelSection, vocab_size: int) -> int:
+    """The model's parameters, computed from its config without building it."""
+    per_block = 4 * cfg.width * cfg.width + 3 * cfg.width * cfg.mlp_hidden + 2 * cfg.width
+    return 2 * vocab_size * cfg.width + cfg.layers * per_block + cfg.width
+
+
 def rotary_tables(seq_len: int, head_dim: int, theta: float):
     """cos and sin of position * frequency, (seq_len, head_dim / 2), in float32."""
     freqs = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)

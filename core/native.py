@@ -6,7 +6,9 @@
 
 Builds land in a cache folder keyed by the sha256 of the sources, the compiler command and
 the compiler's version, under a file lock, so concurrent processes (torchrun ranks) build
-once. The cffi declarations are the block of native/slimcore_native.h between its cdef
+once. Each build's sha256 is kept beside it and checked before the library is loaded: a
+library cut short in the cache (a full disk, a copy interrupted) would otherwise crash
+every run with SIGBUS; it is built again, with a warning. The cffi declarations are the block of native/slimcore_native.h between its cdef
 markers: the header is the one source of truth for the ABI.
 """
 
@@ -17,9 +19,11 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+from .cache import MOVE_HINT, default_cache_dir, read_checked, vouch
 from .errors import UserError
 
 NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
@@ -51,8 +55,7 @@ def source_for(kind: str) -> Path:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("SLIMCORE_CACHE_DIR") or Path.home() / ".cache" / "slimcore"
-    return Path(base) / "native"
+    return default_cache_dir() / "native"
 
 
 def build_key(kind: str, command: list[str]) -> str:
@@ -98,24 +101,36 @@ def build(kind: str, quiet: bool = True) -> Path:
                         f"'{compiler}' is not on PATH; install it, or set model.backend: torch")
     folder = cache_root() / f"{kind}-{build_key(kind, command)}"
     library_path = folder / f"libslimcore_native_{kind}.so"
-    if library_path.is_file():
+    if read_checked(library_path) is not None:
         return library_path
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / "build.lock")):
-        if library_path.is_file():  # another process built it while we waited
-            return library_path
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            output = Path(tmp) / library_path.name
-            result = subprocess.run(compile_command(kind, source_for(kind), output),
-                                    capture_output=True, text=True)
-            if result.returncode != 0:
-                raise UserError(f"model.backend: building the native {kind} kernels failed "
-                                f"({' '.join(command[:1])}): "
-                                f"{(result.stderr or result.stdout).strip()[:600]}")
-            os.replace(output, library_path)
-        if not quiet:
-            print(f"native: built {library_path}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / "build.lock")):
+            if read_checked(library_path) is not None:  # built by another process meanwhile
+                return library_path
+            if library_path.exists():
+                print(f"slimcore: warning: native: {library_path} fails its sha256 check (or "
+                      "has none: built by slimcore 0.1); building it again", file=sys.stderr)
+            _compile(kind, command, library_path, quiet)
+    except OSError as e:
+        raise UserError(f"native: cannot write the {kind} build into the cache {folder} "
+                        f"({e.strerror or e}); make it writable, or {MOVE_HINT}") from None
     return library_path
+
+
+def _compile(kind: str, command: list[str], library_path: Path, quiet: bool) -> None:
+    with tempfile.TemporaryDirectory(dir=library_path.parent) as tmp:
+        output = Path(tmp) / library_path.name
+        result = subprocess.run(compile_command(kind, source_for(kind), output),
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise UserError(f"model.backend: building the native {kind} kernels failed "
+                            f"({' '.join(command[:1])}): "
+                            f"{(result.stderr or result.stdout).strip()[:600]}")
+        os.replace(output, library_path)
+        vouch(library_path)  # the checksum last: a library without one is rebuilt
+    if not quiet:
+        print(f"native: built {library_path}")
 
 
 @functools.cache

@@ -1,17 +1,19 @@
 """SentencePiece tokenizer: load a `.model` file, or train one on a sample of the corpus.
 
-A trained model is cached as `<cache>/tokenizers/spm-<fingerprint>.model`, where the
-fingerprint hashes the training settings and the exact training text, so the next run with
-the same corpus sample and settings reuses it (and a changed corpus retrains). A file lock
-keeps concurrent ranks from training it twice.
+A trained model is cached as `<cache>/tokenizers/spm-<fingerprint>.model` (with its sha256
+beside it, checked on every reuse), where the fingerprint hashes the training settings and
+the exact training text, so the next run with the same corpus sample and settings reuses it
+(and a changed corpus retrains). A file lock keeps concurrent ranks from training it twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -19,9 +21,10 @@ import sentencepiece as spm
 import torch
 from filelock import FileLock
 
+from .cache import MOVE_HINT, cache_dir, read_checked, write_checked
 from .config import TokenizerSection
-from .encoder import (NativeWordCacheEncoder, WordCacheEncoder, int32_bytes, int32_list,
-                      model_spec, word_cache_encoder)
+from .encoder import (SPACE_MARK, NativeWordCacheEncoder, WordCacheEncoder, int32_bytes,
+                      int32_list, model_spec, word_cache_encoder)
 from .errors import UserError
 
 # Llama-style settings (see shared/NOTES.md). byte_fallback means no text is ever <unk>;
@@ -50,6 +53,10 @@ TRAINER_SETTINGS = dict(
 # SentencePiece skips "sentences" longer than this many bytes, so documents are fed line by
 # line and lines are cut to it.
 MAX_SENTENCE_BYTES = 8192
+# Texts longer than this are encoded in pieces of about this many characters, cut where a
+# word starts: the ids are the same (the model never merges across a word), and the buffers
+# of the encoder stay this size whatever a document's length.
+PIECE_CHARS = 1 << 16
 
 
 class Tokenizer:
@@ -80,13 +87,21 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         if self.word_cache is not None:
-            return int32_list(self.word_cache.encode_bytes([text])[0])
+            return int32_list(self._encode_bytes([text])[0])
         return self.processor.encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if self.word_cache is not None:
-            return list(map(int32_list, self.word_cache.encode_bytes(texts)))
+            return list(map(int32_list, self._encode_bytes(texts)))
         return self.processor.encode(texts)
+
+    def _encode_bytes(self, texts: list[str]) -> list[bytes]:
+        """The word cache's int32 ids of each text, long texts in pieces (PIECE_CHARS)."""
+        if all(len(text) <= PIECE_CHARS for text in texts):
+            return self.word_cache.encode_bytes(texts)
+        cut = [word_pieces(text) for text in texts]
+        ids = iter(self.word_cache.encode_bytes([p for pieces in cut for p in pieces]))
+        return [b"".join(itertools.islice(ids, len(pieces))) for pieces in cut]
 
     def encode_documents(self, texts: list[str]) -> torch.Tensor:
         """BOS + ids + EOS of each text, one after another, as one int64 tensor: the chunk
@@ -95,13 +110,38 @@ class Tokenizer:
             return torch.tensor([t for ids in self.processor.encode(texts)
                                  for t in (self.bos_id, *ids, self.eos_id)], dtype=torch.long)
         bos, eos = int32_bytes([self.bos_id]), int32_bytes([self.eos_id])
-        joined = bytearray().join(part for ids in self.word_cache.encode_bytes(texts)
+        joined = bytearray().join(part for ids in self._encode_bytes(texts)
                                   for part in (bos, ids, eos))
         return torch.frombuffer(joined, dtype=torch.int32).long() if joined else \
             torch.empty(0, dtype=torch.long)
 
     def decode(self, ids: list[int]) -> str:
         return self.processor.decode(ids)
+
+
+def word_pieces(text: str, size: int | None = None) -> list[str]:
+    """`text` in pieces of at most about `size` characters whose encodings, joined, are the
+    encoding of `text`: each cut lies before a space that starts a word (one after a
+    character that is neither a space nor SentencePiece's space sign, with more than spaces
+    after it), and every piece but the first is given without that space, which the
+    encoder's dummy prefix puts back. A word longer than `size` stays whole."""
+    size = size or PIECE_CHARS
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = text.rfind(" ", start + 1, start + size)
+        while cut > start and (text[cut - 1] in (" ", SPACE_MARK)
+                               or not text[cut:].strip(" ")):
+            cut = text.rfind(" ", start + 1, cut)
+        if cut <= start:  # no word starts in the window: take the long word whole
+            cut = text.find(" ", start + size)
+            while 0 < cut and (text[cut - 1] in (" ", SPACE_MARK) or not text[cut:].strip(" ")):
+                cut = text.find(" ", cut + 1)
+            if cut < 0:
+                break
+        pieces.append(text[start:cut] if not pieces else text[start + 1:cut])
+        start = cut
+    pieces.append(text[start:] if not pieces else text[start + 1:])
+    return pieces
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -116,13 +156,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         raise UserError(f"tokenizer.path: {path} is not a SentencePiece model ({e})") from None
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SLIMCORE_CACHE_DIR") or Path.home() / ".cache" / "slimcore")
-
-
 def train_or_reuse(section: TokenizerSection, texts: Iterable[str],
                    log=print) -> Tokenizer:
-    """Train on `texts` (capped by `section.train_max_chars`), or reuse the cached model."""
+    """Train on `texts` (capped by `section.train_max_chars`), or reuse the cached model. A
+    cached model that fails its sha256 (or no longer loads) is trained again."""
     lines = list(_training_lines(texts, section.train_max_chars))
     if not lines:
         raise UserError("tokenizer: the corpus gave no text to train on; check data.path "
@@ -133,20 +170,27 @@ def train_or_reuse(section: TokenizerSection, texts: Iterable[str],
         digest.update(line.encode())
         digest.update(b"\n")
     fingerprint = digest.hexdigest()
-    cache = Path(section.cache_dir) if section.cache_dir else default_cache_dir()
-    path = cache / "tokenizers" / f"spm-{fingerprint[:20]}.model"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if not path.exists():
-            log(f"tokenizer: training {section.vocab_size}-piece BPE on {len(lines)} lines "
-                f"-> {path}")
-            proto = _train(lines, settings)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(proto)
-            os.replace(tmp, path)
-        else:
-            log(f"tokenizer: reusing {path}")
-    return Tokenizer(path.read_bytes(), fingerprint, path)
+    folder = cache_dir(section.cache_dir) / "tokenizers"
+    path = folder / f"spm-{fingerprint[:20]}.model"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            proto = read_checked(path)
+            if proto is None and path.exists():
+                print(f"slimcore: warning: tokenizer: the cached {path} fails its sha256 "
+                      "check (or has none: cached by slimcore 0.1); training it again",
+                      file=sys.stderr)
+            if proto is None:
+                log(f"tokenizer: training {section.vocab_size}-piece BPE on {len(lines)} "
+                    f"lines -> {path}")
+                proto = _train(lines, settings)
+                write_checked(path, proto)
+            else:
+                log(f"tokenizer: reusing {path}")
+    except OSError as e:
+        raise UserError(f"tokenizer: cannot write the tokenizer into the cache {folder} "
+                        f"({e.strerror or e}); make it writable, or {MOVE_HINT}") from None
+    return Tokenizer(proto, fingerprint, path)
 
 
 def _training_lines(texts: Iterable[str], max_chars: int) -> Iterable[str]:

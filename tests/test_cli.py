@@ -109,6 +109,13 @@ def test_bad_input_missing_data_path(cli, write_config, tmp_path):
     assert_one_line_error(cli("run", str(config)), "data.path: no file matches")
 
 
+def test_bad_input_a_model_larger_than_the_machine(cli, write_config):
+    config = write_config({"model": {"width": 65536, "heads": 64, "layers": 400,
+                                     "mlp_hidden": 65536}})
+    assert_one_line_error(cli("run", str(config)), "model: ", "parameters need",
+                          "GiB for weights, gradients and AdamW state", "shrink model.width")
+
+
 def test_slimpajama_example_without_network_says_so(cli):
     result = cli("run", "examples/slimpajama.yaml", "--device", "cpu",
                  env={"HF_HUB_OFFLINE": "1"}, timeout=60)

@@ -74,7 +74,9 @@ OUT_OF_RANGE = [
     ("run.steps", 0), ("run.steps", -1), ("schedule.min_lr_ratio", 1.5),
     ("tokenizer.vocab_size", 2**40), ("data.workers", 10**6), ("run.name", "a/b"),
     ("run.name", ".."), ("eval.interval", -5), ("data.timeout_s", float("-inf")),
-    ("optimizer.weight_decay", 10**400),
+    ("optimizer.weight_decay", 10**400), ("data.shuffle_buffer", 10**8),
+    ("samples.max_new_tokens", 10**9), ("distributed.timeout_s", 1e12),
+    ("data.retry_backoff_s", 1e9), ("run.stall_timeout_s", 0),
 ]
 
 
@@ -185,3 +187,27 @@ def test_override_reads_values_as_yaml():
         apply_override(raw, "model.width")
     with pytest.raises(ConfigError, match="model.width: is a value, not a section"):
         apply_override(raw, "model.width.x=1")
+
+
+def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
+    """docs/configuration.md is the reference users read: every key of the core's sections
+    and of the shipped plugins' sections, with the type, default and valid values the schema
+    really has."""
+    from conftest import REPO
+    from slimcore.config import CORE_SECTIONS, field_reference
+    from slimcore_checkpointers.three_file import ThreeFileConfig
+    from slimcore_datasources.chunk import ChunkConfig
+    from slimcore_visualizers.dashboard import DashboardConfig
+
+    documented = {}
+    for line in (REPO / "docs" / "configuration.md").read_text().splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            documented[cells[0].strip("`")] = tuple(cells[1:4])
+    sections = {**CORE_SECTIONS, "chunk": ChunkConfig, "three_file": ThreeFileConfig,
+                "dashboard": DashboardConfig}
+    expected = {key: rest for name, cls in sections.items()
+                for key, *rest in field_reference(cls, name)}
+    assert sorted(documented) == sorted(expected)
+    for key, row in expected.items():
+        assert documented[key] == tuple(row), key

@@ -34,7 +34,7 @@ def encoder_of(tokenizer: Tokenizer, kind: str):
 @pytest.fixture(scope="module")
 def corpus():
     from slimcore_datasources.bundled import bundled_shards
-    from slimcore.tokenizer import default_cache_dir
+    from slimcore.cache import default_cache_dir
     import json
     import zstandard
 
@@ -148,3 +148,26 @@ def test_models_the_cache_cannot_serve_are_left_to_sentencepiece(corpus, tmp_pat
     assert torch.equal(tokenizer.encode_documents(EDGES[:3]), torch.tensor(
         [t for ids in tokenizer.processor.encode(EDGES[:3])
          for t in (tokenizer.bos_id, *ids, tokenizer.eos_id)]))
+
+
+@pytest.mark.parametrize("whitespace_only_pieces", [True, False])
+@pytest.mark.parametrize("kind", ENCODERS)
+def test_long_texts_encoded_in_pieces_equal_the_unbroken_encoding(corpus, tmp_path, kind,
+                                                                  whitespace_only_pieces,
+                                                                  monkeypatch):
+    """With pieces of a few dozen characters every kind of cut is met many times: runs of
+    spaces, ▁ in the text, newlines, tabs, words longer than a piece, trailing spaces."""
+    from slimcore import tokenizer as tokenizer_module
+
+    tokenizer = encoder_of(trained(tmp_path, corpus[:40], vocab_size=1000,
+                                   allow_whitespace_only_pieces=whitespace_only_pieces), kind)
+    long_texts = ["".join(EDGES) * 30, " ".join(INDENTED), corpus[7][:20000] + "   ",
+                  "x" * 300 + " " + "y" * 300, "   " + "word " * 2000 + "  "]
+    expected = tokenizer.processor.encode(long_texts)
+    monkeypatch.setattr(tokenizer_module, "PIECE_CHARS", 37)
+    assert all(len(tokenizer_module.word_pieces(t)) > 1 for t in long_texts[:2])
+    assert tokenizer.encode_batch(long_texts) == expected
+    assert [tokenizer.encode(t) for t in long_texts] == expected
+    joined = tokenizer.encode_documents(long_texts)
+    assert joined.tolist() == [t for ids in expected
+                               for t in (tokenizer.bos_id, *ids, tokenizer.eos_id)]

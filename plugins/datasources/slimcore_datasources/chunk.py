@@ -20,12 +20,17 @@ from .background import BackgroundBatches
 from .corpus import DocumentStream, first_documents, heldout_documents, training_documents
 
 NAME = "chunk"
-ENCODE_GROUP = 64  # documents encoded per call: SentencePiece batches them in C++
+# Documents encoded per call (SentencePiece batches them in C++), up to this many characters
+# in all: the tokens carried to the next chunk stay bounded however long the documents.
+ENCODE_GROUP = 64
+ENCODE_CHARS = 1 << 20
 
 
 @dataclass
 class ChunkConfig:
-    tokens_per_chunk: Annotated[int, Range(min=1)] = 1_048_576
+    # Tokens gathered before they are cut into rows; a chunk is held in memory (8 bytes a
+    # token), hence the cap.
+    tokens_per_chunk: Annotated[int, Range(min=1, max=1 << 26)] = 1_048_576
     max_chunks: Annotated[int, Range(min=1)] | None = None  # null: stream until run.steps
 
 
@@ -65,9 +70,17 @@ def check_chunk_size(run: Run) -> None:
 
 
 def encoded_groups(run: Run, documents: Iterator[str]) -> Iterator[torch.Tensor]:
-    """The tokens of ENCODE_GROUP documents at a time, BOS + tokens + EOS each, so that the
-    document stream's position always matches the tokens handed on."""
-    while group := list(itertools.islice(documents, ENCODE_GROUP)):
+    """The tokens of up to ENCODE_GROUP documents (and ENCODE_CHARS characters) at a time,
+    BOS + tokens + EOS each, so that the document stream's position always matches the
+    tokens handed on."""
+    group, chars = [], 0
+    for text in documents:
+        group.append(text)
+        chars += len(text)
+        if len(group) == ENCODE_GROUP or chars >= ENCODE_CHARS:
+            yield run.tokenizer.encode_documents(group)
+            group, chars = [], 0
+    if group:
         yield run.tokenizer.encode_documents(group)
 
 
@@ -102,11 +115,13 @@ def chunk_batches(run: Run, documents: DocumentStream, state: dict | None = None
             if not ended:
                 pieces.append(tokens)
                 have += len(tokens)
-        tokens = torch.cat(pieces)
-        chunk, rest = tokens[:settings.tokens_per_chunk], tokens[settings.tokens_per_chunk:]
+        # A long document leaves many chunks' worth of tokens in `carry`: those chunks are
+        # views into it, not copies of what remains.
+        tokens = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        chunk = tokens[:settings.tokens_per_chunk]
         usable = len(chunk) // row_len * row_len
         if ended and usable == 0:
             return
         rows = torch.cat([rows, chunk[:usable].view(-1, row_len)])
-        carry = torch.cat([chunk[usable:], rest])
+        carry = tokens[usable:]  # the chunk's leftover and what came after it, one view
         chunks += 1

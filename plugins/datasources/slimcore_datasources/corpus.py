@@ -1,18 +1,23 @@
-"""The corpus reader beneath both sources: documents from `data.path`, streamed with
-Hugging Face `datasets` so that local shards and the Hub go through one code path.
+"""The corpus reader beneath both sources: the documents of `data.path`, streamed shard by
+shard, with a position to resume from and damage counted and named, never hidden.
 
 `data.path` may be:
     bundled                          the State of the Union corpus (offline; see bundled.py)
     a local file, folder or glob     .jsonl / .json / .jsonl.zst (SlimPajama records),
                                      .txt (one document per file), .parquet
-    a Hub dataset id (owner/name)    streamed; `data.data_files` picks shards by pattern
+    a Hub dataset id (owner/name)    `data.data_files` picks shards by pattern; the files are
+                                     listed by Hugging Face `datasets` and streamed over hf://
     http(s):// URLs                  of files of the kinds above (several: comma-separated)
 
-A corpus is a list of shards (its files). Each rank reads its own shards in an order
-shuffled per epoch (DocumentStream), through stream.resilient_records: on a background
-thread, each record within `data.timeout_s`, restarted where it stopped after a stall or a
-read error. The stream's position (epoch, shard, record) and its shuffle buffer are its
-state: a resumed run reads on from there, re-reading at most part of one shard.
+A corpus is a list of shards (its files), read by records.py. Each rank reads its own shards
+in an order shuffled per epoch (DocumentStream), through stream.resilient_records: on a
+background thread, each record within `data.timeout_s`, restarted where it stopped after a
+stall or a read error.
+
+Memory does not grow with a document's size: a record longer than `data.max_document_chars`
+is cut into documents of at most that many characters, and what a checkpoint stores of the
+stream is positions: where each reader reads next, and where each document waiting in the
+shuffle buffer came from (a resumed run reads those again), never their text.
 """
 
 from __future__ import annotations
@@ -24,34 +29,59 @@ import random
 import socket
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 from urllib.parse import urlparse
 
 from slimcore import Run, UserError
-from slimcore.tokenizer import default_cache_dir
+from slimcore.cache import default_cache_dir
 
 from .bundled import bundled_shards
+from .records import KINDS, Damage, kind_of, shard_records
 from .stream import resilient_records
 
-BUILDERS = {".jsonl": "json", ".json": "json", ".zst": "json", ".txt": "text",
-            ".parquet": "parquet"}
 OFFLINE_HINT = ("without network, run examples/quickstart.yaml (the bundled corpus) or set "
                 "data.path to local .jsonl.zst, .jsonl, .txt or .parquet files")
+WARNINGS_IN_FULL = 10  # bad records named one by one; after these, one line every 100
+MISSING = object()
+
+
+# -- which files make up the corpus -----------------------------------------------------------
+
+
+def corpus_files(run: Run, path: str, data_files: str | None, key: str = "data.path") -> list[str]:
+    """The shards of the corpus at `path`: local paths or URLs, in a fixed order."""
+    if path == "bundled":
+        cache = Path(run.config.tokenizer.cache_dir) if run.config.tokenizer.cache_dir \
+            else default_cache_dir()
+        return bundled_shards(cache)
+    if path.startswith(("http://", "https://")):
+        return checked_kinds([u.strip() for u in path.split(",") if u.strip()], key)
+    files = local_files(path)
+    if files:
+        return checked_kinds(files, key)
+    if looks_like_hub_id(path):
+        return hub_files(path, data_files, key)
+    raise UserError(f"{key}: no file matches '{path}' and it is not a Hub dataset "
+                    "id (owner/name); give bundled, a file, a folder or a glob")
 
 
 def local_files(path: str) -> list[str]:
     candidate = Path(path).expanduser()
     if candidate.is_dir():
-        return sorted(str(p) for p in candidate.rglob("*")
-                      if p.is_file() and _builder_for(p.name))
+        return sorted(str(p) for p in candidate.rglob("*") if p.is_file() and kind_of(p.name))
     if candidate.is_file():
         return [str(candidate)]
-    return sorted(glob.glob(str(candidate), recursive=True))
+    return sorted(p for p in glob.glob(str(candidate), recursive=True) if os.path.isfile(p))
 
 
-def _builder_for(name: str) -> str | None:
-    return BUILDERS.get(Path(name).suffix)
+def checked_kinds(files: list[str], key: str) -> list[str]:
+    unknown = [f for f in files if kind_of(f) is None]
+    if unknown:
+        raise UserError(f"{key}: {unknown[0]} is not a kind of file slimcore reads (its name "
+                        f"must end in {', '.join(sorted(KINDS))}, .jsonl.zst included)")
+    return files
 
 
 def looks_like_hub_id(path: str) -> bool:
@@ -59,52 +89,32 @@ def looks_like_hub_id(path: str) -> bool:
     return len(parts) == 2 and all(parts) and not path.startswith((".", "/", "~"))
 
 
-def open_dataset(run: Run, path: str, data_files: str | None, key: str = "data.path"):
-    """The streaming `datasets.IterableDataset` of the corpus at `path`; one shard per file."""
-    cache = Path(run.config.tokenizer.cache_dir) if run.config.tokenizer.cache_dir \
-        else default_cache_dir()
-    if path == "bundled":
-        return _stream_files(bundled_shards(cache), key)
-    if path.startswith(("http://", "https://")):
-        return _stream_files([u.strip() for u in path.split(",") if u.strip()], key)
-    files = local_files(path)
-    if files:
-        return _stream_files(files, key)
-    if looks_like_hub_id(path):
-        return _stream_hub(path, data_files, key)
-    raise UserError(f"{key}: no file matches '{path}' and it is not a Hub dataset "
-                    "id (owner/name); give bundled, a file, a folder or a glob")
-
-
-def _stream_files(files: list[str], key: str):
-    import datasets
-
-    # slimcore retries whole records (stream.py); datasets' own 20 x 5 s read retries would
-    # hide a stall from data.timeout_s for minutes.
-    datasets.config.STREAMING_READ_MAX_RETRIES = 1
-    datasets.config.STREAMING_READ_RETRY_INTERVAL = 0
-
-    builders = {_builder_for(f) for f in files}
-    if None in builders or len(builders) != 1:
-        kinds = ", ".join(sorted(BUILDERS))
-        raise UserError(f"{key}: files must share one supported kind ({kinds}); got "
-                        f"{', '.join(sorted({Path(f).name for f in files})[:3])}")
-    builder = builders.pop()
-    kwargs = {"sample_by": "document"} if builder == "text" else {}
-    return datasets.load_dataset(builder, data_files=files, split="train", streaming=True,
-                                 **kwargs)
-
-
-def _stream_hub(repo: str, data_files: str | None, key: str):
+def hub_files(repo: str, data_files: str | None, key: str) -> list[str]:
+    """The train files of a Hub dataset, as `datasets` resolves them (hf:// URLs)."""
     check_hub_reachable(repo, key)
+    return resolved_files(repo, data_files, key)
+
+
+def resolved_files(repo: str, data_files: str | None, key: str) -> list[str]:
+    """The train split's files of a dataset repo (a Hub id, or a folder laid out like one),
+    resolved by `datasets` exactly as its own streaming does."""
     import datasets
 
     try:
-        return datasets.load_dataset(repo, data_files={"train": data_files} if data_files
-                                     else None, split="train", streaming=True)
+        builder = datasets.load_dataset_builder(
+            repo, data_files={"train": data_files} if data_files else None)
+        files = list((builder.config.data_files or {}).get("train") or [])
     except (ConnectionError, OSError, TimeoutError) as e:
-        raise UserError(f"{key}: cannot stream '{repo}' from the Hugging Face Hub "
+        raise UserError(f"{key}: cannot list '{repo}' on the Hugging Face Hub "
                         f"({type(e).__name__}: {str(e)[:200]}); {OFFLINE_HINT}") from None
+    except (ValueError, datasets.exceptions.DatasetNotFoundError) as e:
+        raise UserError(f"{key}: '{repo}' has no train files to stream"
+                        f"{f' matching {data_files}' if data_files else ''} "
+                        f"({type(e).__name__}: {str(e)[:200]})") from None
+    if not files:
+        raise UserError(f"{key}: '{repo}' has no train files"
+                        f"{f' matching data_files {data_files}' if data_files else ''}")
+    return checked_kinds([str(f) for f in files], key)
 
 
 def check_hub_reachable(repo: str, key: str = "data.path", timeout_s: float = 5.0) -> None:
@@ -120,16 +130,32 @@ def check_hub_reachable(repo: str, key: str = "data.path", timeout_s: float = 5.
                         f"stream '{repo}'; {OFFLINE_HINT}") from None
 
 
+# -- positions ----------------------------------------------------------------------------------
+
+
 class Position(NamedTuple):
-    """Where a reader reads next: `record` of the `cursor`-th shard in its order for
-    `epoch`."""
+    """Where a reader reads next: document `part` of record `record` of the `cursor`-th
+    shard in its order for `epoch` (part > 0 only inside a record cut into documents)."""
 
     epoch: int = 0
     cursor: int = 0
     record: int = 0
+    part: int = 0
 
     def __str__(self) -> str:
-        return f"epoch {self.epoch}, shard {self.cursor} of this reader, record {self.record}"
+        part = f", part {self.part}" if self.part else ""
+        return f"epoch {self.epoch}, shard {self.cursor} of this reader, record {self.record}" \
+               f"{part}"
+
+
+class Ref(NamedTuple):
+    """Where a document came from: reader, then its Position."""
+
+    worker: int
+    epoch: int
+    cursor: int
+    record: int
+    part: int
 
 
 class ShardPlan:
@@ -157,6 +183,25 @@ class ShardPlan:
         return record_index % self.stride == self.offset
 
 
+def cut_into_documents(text: str, max_chars: int) -> list[str]:
+    """`text` as documents of at most `max_chars` characters, cut after a line break where
+    there is one in the second half of the window, else after a space, else at the limit."""
+    parts, start = [], 0
+    while len(text) - start > max_chars:
+        end = start + max_chars
+        cut = text.rfind("\n", start + max_chars // 2, end)
+        if cut < 0:
+            cut = text.rfind(" ", start + max_chars // 2, end)
+        cut = end if cut < 0 else cut + 1
+        parts.append(text[start:cut])
+        start = cut
+    parts.append(text[start:])
+    return parts
+
+
+# -- the stream ---------------------------------------------------------------------------------
+
+
 class DocumentStream:
     """This rank's documents of one corpus, pass after pass (`epochs=None`: forever).
 
@@ -178,16 +223,26 @@ class DocumentStream:
         self.announce = announce and run.is_main_process
         self.positions = [Position() for _ in range(workers)]
         self.turn = 0  # the reader whose record comes next
-        self.buffer: list[str] = []
+        self.buffer: list[tuple[Ref | None, str]] = []
+        # Buffered documents named by a checkpoint, to be read again before the first one.
+        self.refetch: list[Ref | str] = []
         self.rng = random.Random(run.config.run.seed)
-        self.shards_found: int | None = None
+        self.bad = 0  # bad records and damaged shards met so far in the run
+        self.epoch_passed = False  # a reader began its second pass
+        self.files: list[str] | None = None
+        self.plans: list[ShardPlan] = []
         self.warned = False
 
     # -- state -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        if self.refetch:  # restored, not yet read again
+            buffer = [list(e) if isinstance(e, Ref) else e for e in self.refetch]
+        else:
+            buffer = [list(ref) if ref is not None else text for ref, text in self.buffer]
         return {"positions": [list(p) for p in self.positions], "turn": self.turn,
-                "buffer": list(self.buffer), "rng": _jsonable(self.rng.getstate())}
+                "buffer": buffer, "buffer_size": self.buffer_size,
+                "rng": _jsonable(self.rng.getstate()), "bad": self.bad}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["positions"]) != len(self.positions):
@@ -196,59 +251,112 @@ class DocumentStream:
                             f"{len(self.positions)}; resume with the same data.workers")
         self.positions = [Position(*p) for p in state["positions"]]
         self.turn = state["turn"]
-        self.buffer = list(state["buffer"])
+        # Positions of documents (or, in checkpoints of slimcore 0.1, their text).
+        self.refetch = [entry if isinstance(entry, str) else Ref(*entry)
+                        for entry in state["buffer"]]
+        self.bad = state.get("bad", 0)
+        self.buffer_size = state.get("buffer_size", self.buffer_size)
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _plan(self, n_shards: int, worker: int) -> ShardPlan:
-        shards = list(range(n_shards))
+    def _prepare(self) -> None:
+        """List the corpus and plan each reader's shards (once, before the first read)."""
+        if self.files is not None:
+            return
+        try:
+            files = corpus_files(self.run, self.path, self.data_files, self.key)
+        except OSError as e:
+            raise UserError(f"{self.key}: cannot list '{self.path}' ({e})") from None
+        shards = list(range(len(files)))
         if self.role != "all":
-            if n_shards < 2:
+            if len(shards) < 2:
                 raise UserError(f"eval.path: {self.path} has a single shard, so none can be "
                                 "held out for evaluation; name a held-out corpus in eval.path")
             shards = shards[:-1] if self.role == "train" else shards[-1:]
         world, rank = (self.run.world_size, self.run.rank) if self.split_ranks else (1, 0)
         workers = len(self.positions)
         # Readers of all ranks split the shards as one world of world x workers.
-        plan = ShardPlan(shards, rank * workers + worker, world * workers,
-                         self.run.config.run.seed, self.buffer_size > 0)
-        if not plan.by_shard and self.announce and not self.warned:
+        self.plans = [ShardPlan(shards, rank * workers + w, world * workers,
+                                self.run.config.run.seed, self.buffer_size > 0)
+                      for w in range(workers)]
+        if not self.plans[0].by_shard and self.announce and not self.warned:
             self.warned = True
             readers = world * workers
             print(f"slimcore: warning: {self.key}: the shard count ({len(shards)}) does not "
                   f"divide evenly among {world} ranks x {workers} data.workers, so every "
                   f"reader reads every shard and keeps 1 record in {readers}; a shard count "
                   f"divisible by {readers} reads {readers}x less", file=sys.stderr, flush=True)
-        self.shards_found = len(shards)
-        return plan
+        self.shard_count, self.files = len(shards), files
 
-    def _read_from(self, start: Position, worker: int) -> Iterator[tuple[Position, dict]]:
-        dataset = open_dataset(self.run, self.path, self.data_files, self.key)
-        plan = self._plan(dataset.n_shards, worker)
-        epoch, cursor, skip = start
+    def _shard_items(self, worker: int, start: Position) -> Iterator[tuple[Position, str, Any]]:
+        """The items of one shard from `start` on: (position after, kind, payload) with kind
+        "text" (payload: text, ref, parts of its record), "skip" (a record data.set_names
+        leaves out) or "damage" (payload: Damage, file). Runs on the reader's thread."""
+        data = self.run.config.data
+        wanted = set(data.set_names)
+        plan = self.plans[worker]
+        epoch, cursor = start.epoch, start.cursor
+        url = self.files[plan.order(epoch)[cursor]]
+        for item in shard_records(url, start.record):
+            if isinstance(item, Damage):
+                if plan.keeps(item.index) or item.fatal:
+                    yield Position(epoch, cursor, item.index + 1), "damage", (item, url)
+                if item.fatal:
+                    return
+                continue
+            index, record = item
+            if not plan.keeps(index):
+                continue
+            after = Position(epoch, cursor, index + 1)
+            text = record.get(data.text_field, MISSING)
+            if not isinstance(text, str) or not text:
+                what = (f"no '{data.text_field}' field (fields: {', '.join(map(str, record))})"
+                        if text is MISSING else f"'{data.text_field}' is "
+                        + ("empty" if text == "" else f"{_kind(text)}, not a string"))
+                yield after, "damage", (Damage(index, what), url)
+                continue
+            meta = record.get("meta")
+            if wanted and (meta.get("redpajama_set_name") if isinstance(meta, dict)
+                           else None) not in wanted:
+                yield after, "skip", None
+                continue
+            parts = cut_into_documents(text, data.max_document_chars)
+            del text, record  # the parts hold the text now
+            first = start.part if index == start.record else 0
+            for part in range(first, len(parts)):
+                done = part + 1 == len(parts)
+                position = after if done else Position(epoch, cursor, index, part + 1)
+                yield position, "text", (parts[part], Ref(worker, epoch, cursor, index, part),
+                                         len(parts))
+                parts[part] = None  # handed on: not kept while the rest are read
+
+    def _read_from(self, start: Position, worker: int) -> Iterator[tuple[Position, str, Any]]:
+        """Every item of this reader's shards from `start` on, epoch after epoch."""
+        plan = self.plans[worker]
+        epoch, cursor = start.epoch, start.cursor
         while self.epochs is None or epoch < self.epochs:
-            order = plan.order(epoch)
-            for cursor in range(cursor, len(order)):
-                shard = dataset.shard(num_shards=dataset.n_shards, index=order[cursor])
-                for index, record in enumerate(itertools.islice(shard, skip, None), skip):
-                    if plan.keeps(index):
-                        yield Position(epoch, cursor, index + 1), record
-                skip = 0
+            for cursor in range(cursor, len(plan.order(epoch))):
+                begin = start if (epoch, cursor) == start[:2] else Position(epoch, cursor)
+                yield from self._shard_items(worker, begin)
             cursor = 0
             epoch += 1
 
-    def _texts(self) -> Iterator[tuple[int, Position, str]]:
+    def _reader(self, worker: int, start: Position, shard_only: bool = False):
         data = self.run.config.data
-        wanted = set(data.set_names)
+        read = self._shard_items if shard_only else self._read_from
+        return resilient_records(lambda position: read(worker, position) if shard_only
+                                 else read(position, worker), start, self.path,
+                                 data.timeout_s, data.max_retries, data.retry_backoff_s,
+                                 weigh=_text_chars)
+
+    def _items(self) -> Iterator[tuple[int, Ref, str]]:
+        """(worker, ref, text) of every document, readers taken in turn; damage counted."""
+        readers = [self._reader(w, self.positions[w]) for w in range(len(self.positions))]
         started = time.perf_counter()
-        readers = [resilient_records(lambda start, w=w: self._read_from(start, w),
-                                     self.positions[w], self.path, data.timeout_s,
-                                     data.max_retries, data.retry_backoff_s)
-                   for w in range(len(self.positions))]
         epochs = [p.epoch for p in self.positions]
-        produced = any(p.record > 0 or p.cursor > 0 for p in self.positions)
+        produced = any(p != Position() for p in self.positions)
         live = [True] * len(readers)
         try:
             while any(live):
@@ -260,47 +368,131 @@ class DocumentStream:
                 if item is None:
                     live[worker] = False
                     continue
-                position, record = item
+                position, kind, payload = item
                 if position.epoch != epochs[worker]:
-                    self._check_produced(produced, wanted)
+                    self._check_produced(produced)
                     epochs[worker] = position.epoch
-                if data.text_field not in record:
-                    raise UserError(f"data.text_field: records of {self.path} have no "
-                                    f"'{data.text_field}' (fields: {', '.join(record)})")
-                if wanted and (record.get("meta") or {}).get("redpajama_set_name") \
-                        not in wanted:
-                    self.positions[worker] = position
+                    self.epoch_passed = True
+                self.positions[worker] = position
+                if kind == "damage":
+                    self._count_bad(*payload, produced)
                     continue
+                if kind == "skip":
+                    continue
+                text, ref, parts = payload
+                if parts > 1 and ref.part == 0:
+                    self._say_cut(ref, parts, len(text))
                 if self.announce:
-                    print(f"data: {self.shards_found} shards of {self.path} ({self.role}); "
+                    print(f"data: {self.shard_count} shards of {self.path} ({self.role}); "
                           f"first document after {time.perf_counter() - started:.2f} s",
                           flush=True)
                     self.announce = False
                 produced = True
-                yield worker, position, record[data.text_field]
-            self._check_produced(produced, wanted)
+                yield worker, ref, text
+            self._check_produced(produced)
         finally:
             for reader in readers:
                 reader.close()  # each stops and joins its thread
+            if self.bad:
+                print(f"slimcore: warning: {self.key}: {self.bad} bad records or damaged "
+                      "shards skipped in this run (data.bad_records)", file=sys.stderr)
 
-    def _check_produced(self, produced: bool, wanted: set[str]) -> None:
+    def _count_bad(self, damage: Damage, url: str, produced: bool) -> None:
+        data = self.run.config.data
+        where = f"{url}, line {damage.index + 1}" if not url.endswith(".parquet") else \
+            f"{url}, row {damage.index}"
+        if not produced and self.bad == 0 and damage.reason.startswith(
+                f"no '{data.text_field}' field"):
+            # The first record of all lacks the field: the config names the wrong one.
+            raise UserError(f"data.text_field: records of {self.path} have "
+                            f"{damage.reason} ({where})")
+        self.bad += 1
+        if data.bad_records == "stop":
+            raise UserError(f"{self.key}: {where}: {damage.reason}; data.bad_records is stop "
+                            "(skip goes on past up to data.max_bad_records of these)")
+        if self.bad > data.max_bad_records:
+            raise UserError(f"{self.key}: more than data.max_bad_records "
+                            f"({data.max_bad_records}) bad records in this run, the last: "
+                            f"{where}: {damage.reason}; mend the corpus or raise the limit")
+        if damage.fatal or self.bad <= WARNINGS_IN_FULL or self.bad % 100 == 0:
+            rest = "; the rest of the shard is skipped" if damage.fatal else ", skipped"
+            more = f" ({self.bad} so far)" if self.bad > WARNINGS_IN_FULL else ""
+            print(f"slimcore: warning: {where}: {damage.reason}{rest}{more}", file=sys.stderr,
+                  flush=True)
+
+    def _say_cut(self, ref: Ref, parts: int, first_chars: int) -> None:
+        url = self.files[self.plans[ref.worker].order(ref.epoch)[ref.cursor]]
+        print(f"slimcore: warning: {url}, line {ref.record + 1}: a record longer than "
+              f"data.max_document_chars ({self.run.config.data.max_document_chars:,}) is cut "
+              f"into {parts} documents", file=sys.stderr, flush=True)
+
+    def _check_produced(self, produced: bool) -> None:
         if not produced:
+            wanted = self.run.config.data.set_names
             only = f" of data.set_names {sorted(wanted)}" if wanted else ""
             raise UserError(f"{self.key}: '{self.path}' holds no documents{only}")
 
+    def _refetched(self) -> list[tuple[Ref | None, str]]:
+        """The shuffle buffer a checkpoint named by position, read again from its shards."""
+        wanted = [entry for entry in self.refetch if isinstance(entry, Ref)]
+        texts: dict[Ref, str] = {}
+        by_shard = defaultdict(list)
+        for ref in wanted:
+            by_shard[ref.worker, ref.epoch, ref.cursor].append(ref)
+        for (worker, epoch, cursor), refs in sorted(by_shard.items()):
+            needed = set(refs)
+            first = min(refs, key=lambda r: (r.record, r.part))
+            reader = self._reader(worker, Position(epoch, cursor, first.record, first.part),
+                                  shard_only=True)
+            try:
+                for _, kind, payload in reader:
+                    if kind == "text" and payload[1] in needed:
+                        texts[payload[1]] = payload[0]
+                        needed.discard(payload[1])
+                        if not needed:
+                            break
+            finally:
+                reader.close()
+            if needed:
+                gone = min(needed)
+                url = self.files[self.plans[worker].order(epoch)[cursor]]
+                raise UserError(f"--resume: {url} changed since the checkpoint: its line "
+                                f"{gone.record + 1} is no longer the document the run had "
+                                "read; resume with the corpus the checkpoint was saved with")
+        return [(None, entry) if isinstance(entry, str) else (entry, texts[entry])
+                for entry in self.refetch]
+
     def __iter__(self) -> Iterator[str]:
-        for worker, position, text in self._texts():
-            self.positions[worker] = position
+        self._prepare()
+        if self.refetch:
+            self.buffer, self.refetch = self._refetched(), []
+        for worker, ref, text in self._items():
             if self.buffer_size <= 0:
                 yield text
             elif len(self.buffer) < self.buffer_size:
-                self.buffer.append(text)
+                self.buffer.append((ref, text))
+                if self.epoch_passed and len(self.buffer) < self.buffer_size:
+                    # The buffer holds a whole pass and is not full: it never would be.
+                    print(f"slimcore: warning: data.shuffle_buffer ({self.buffer_size}) is "
+                          f"more documents than a pass over {self.path} gives this reader; "
+                          f"shuffling over {len(self.buffer)}", file=sys.stderr)
+                    self.buffer_size = len(self.buffer)
             else:
                 slot = self.rng.randrange(self.buffer_size)
-                text, self.buffer[slot] = self.buffer[slot], text
+                (_, text), self.buffer[slot] = self.buffer[slot], (ref, text)
                 yield text
         while self.buffer:  # a finite stream: what the buffer holds, in random order
-            yield self.buffer.pop(self.rng.randrange(len(self.buffer)))
+            yield self.buffer.pop(self.rng.randrange(len(self.buffer)))[1]
+
+
+def _text_chars(item: tuple[Position, str, Any]) -> int:
+    """What an item read ahead weighs: a document its characters, anything else nothing."""
+    _, kind, payload = item
+    return len(payload[0]) if kind == "text" else 0
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def training_role(run: Run) -> str:
@@ -329,13 +521,15 @@ def heldout_documents(run: Run) -> DocumentStream:
 
 def first_documents(run: Run, max_documents: int) -> list[str]:
     """The tokenizer's training sample: the corpus's first documents, one pass at most, the
-    same on every rank (so every rank trains the same tokenizer)."""
-    texts = []
+    same on every rank (so every rank trains the same tokenizer); no more than
+    `tokenizer.train_max_chars` of text, which is all the tokenizer takes."""
     stream = DocumentStream(run, run.config.data.path, run.config.data.data_files,
                             role=training_role(run), split_ranks=False, epochs=1)
-    for text in stream:
+    texts, chars = [], 0
+    for text in itertools.islice(stream, max_documents):
         texts.append(text)
-        if len(texts) >= max_documents:
+        chars += len(text)
+        if chars >= run.config.tokenizer.train_max_chars:
             break
     return texts
 

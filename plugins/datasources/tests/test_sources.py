@@ -33,10 +33,10 @@ def tokenizer(tmp_path_factory):
 
 
 def make_run(tokenizer, path, seq_len=16, batch_size=3, chunk=None, text_field="text",
-             shuffle_buffer=0, rank=0, world_size=1, eval_interval=0, workers=1):
+             shuffle_buffer=0, rank=0, world_size=1, eval_interval=0, workers=1, **data):
     raw = {"model": {"width": 16, "heads": 2, "seq_len": seq_len},
            "data": {"path": str(path), "batch_size": batch_size, "text_field": text_field,
-                    "shuffle_buffer": shuffle_buffer, "workers": workers},
+                    "shuffle_buffer": shuffle_buffer, "workers": workers, **data},
            "eval": {"interval": eval_interval}, "chunk": chunk or {}}
     config = parse_config(raw, {"chunk": ChunkConfig}, "test.yaml")
     run = Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
@@ -105,11 +105,14 @@ def test_missing_field_and_missing_files_are_user_errors(tokenizer, jsonl_corpus
         first_documents(make_run(tokenizer, tmp_path / "none*.jsonl"), 1)
 
 
-def test_malformed_records_are_one_clear_error(tokenizer, tmp_path):
+def test_malformed_records_are_named_and_skipped_or_stop(tokenizer, tmp_path, capsys):
     path = tmp_path / "broken.jsonl"
-    path.write_text('{"text": "fine"}\n{"text": unterminated\n')
-    with pytest.raises(UserError, match="data.path: cannot parse the records of"):
-        first_documents(make_run(tokenizer, path), 10)
+    path.write_text('{"text": "fine"}\n{"text": unterminated\n{"text": "also fine"}\n')
+    assert first_documents(make_run(tokenizer, path), 10) == ["fine", "also fine"]
+    assert f"{path}, line 2: not a JSON line" in capsys.readouterr().err
+    with pytest.raises(UserError, match=f"data.path: {path}, line 2: not a JSON line .*"
+                                        "data.bad_records is stop"):
+        first_documents(make_run(tokenizer, path, bad_records="stop"), 10)
 
 
 def test_hub_id_offline_fails_fast_with_a_hint(tokenizer, monkeypatch):

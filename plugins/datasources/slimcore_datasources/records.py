@@ -1,0 +1,200 @@
+"""The records of one shard file, streamed, with damage reported in its place, never hidden.
+
+    shard_records(url, start) -> iterator of (index, record) and Damage items
+
+A shard's kind comes from its name:
+    .jsonl, .json        JSON lines, one record per line (SlimPajama's {"text", "meta"})
+    .jsonl.zst, .zst     the same, zstd-compressed (every frame of a multi-frame file)
+    .txt                 one document: the whole file, as {"text": ...}
+    .parquet             the rows of a parquet table
+A record's index is its line number from 0 (blank lines are numbered and skipped), its row
+for parquet; `start` is the first index wanted, so a resumed stream skips what it read.
+
+Damage comes in two kinds: a bad record (a line that is not UTF-8 or not JSON, or not an
+object; a record over MAX_RECORD_BYTES, skipped unread) and a shard that cannot be read on
+(a zstd stream that ends early or does not decompress, a parquet file that does not open).
+Each is a `Damage` item in the stream, for the corpus reader's policy (`data.bad_records`)
+to count and name. A failure to read bytes (the network, the disk) is raised as OSError,
+for the stream's retries: it says nothing about the data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple
+
+READ_BYTES = 1 << 20  # bytes read (or decompressed) at a time
+# A record longer than this is skipped unread (counted as bad): no single record can take
+# memory without bound. Longer than any document SlimPajama holds by far.
+MAX_RECORD_BYTES = 1 << 28  # 256 MiB
+PARQUET_ROWS = 256  # rows converted to records at a time
+KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".zst": "jsonl.zst", ".txt": "text",
+         ".parquet": "parquet"}
+
+
+class Damage(NamedTuple):
+    """Something wrong with the data at record `index`; `fatal`: the shard ends here."""
+
+    index: int
+    reason: str
+    fatal: bool = False
+
+
+class _Broken(Exception):
+    """The shard's bytes cannot be decoded past this point."""
+
+
+def kind_of(name: str) -> str | None:
+    return KINDS.get(Path(name).suffix)
+
+
+def shard_records(url: str, start: int = 0) -> Iterator[tuple[int, dict] | Damage]:
+    kind = kind_of(url)
+    with open_shard(url) as raw:
+        if kind == "parquet":
+            yield from _parquet_records(raw, start)
+        elif kind == "text":
+            yield from _text_record(raw, start)
+        else:
+            chunks = _chunks(raw)
+            if kind == "jsonl.zst":
+                chunks = _zstd_chunks(chunks)
+            yield from _json_records(chunks, start)
+
+
+def open_shard(url: str):
+    """The shard's raw bytes: a local file, or fsspec for URLs (http(s)://, hf://)."""
+    if "://" not in url:
+        return open(url, "rb")
+    import fsspec
+
+    try:
+        return fsspec.open(url, "rb").open()
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - fsspec and aiohttp raise their own kinds
+        raise OSError(f"cannot open {url}: {type(e).__name__}: {e}") from e
+
+
+def _chunks(raw) -> Iterator[bytes]:
+    while True:
+        try:
+            chunk = raw.read(READ_BYTES)
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - aiohttp's payload errors are not OSErrors
+            raise OSError(f"{type(e).__name__}: {e}") from e
+        if not chunk:
+            return
+        yield chunk
+
+
+def _zstd_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    import zstandard
+
+    maker = zstandard.ZstdDecompressor()
+    frame, fed, frames = maker.decompressobj(), False, 0
+    for data in chunks:
+        while data:
+            fed = True
+            try:
+                out = frame.decompress(data)
+            except zstandard.ZstdError as e:
+                raise _Broken(f"does not decompress as zstd ({e})") from None
+            if out:
+                yield out
+            if not frame.eof:
+                break
+            data, frames = frame.unused_data, frames + 1
+            frame, fed = maker.decompressobj(), False
+    if fed:
+        raise _Broken("ends early: its last zstd frame is cut off (a truncated copy?)")
+    if frames == 0:
+        raise _Broken("is empty: not a single zstd frame")
+
+
+def _json_records(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, dict] | Damage]:
+    index = -1
+    try:
+        for index, line in _lines(chunks, start):
+            if isinstance(line, int):
+                yield Damage(index, f"a record of more than {line:,} bytes, skipped unread")
+                continue
+            if index < start or not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+                yield Damage(index, f"not a JSON line ({type(e).__name__}: {str(e)[:120]})")
+                continue
+            if not isinstance(record, dict):
+                yield Damage(index, f"a JSON {type(record).__name__}, not an object")
+                continue
+            yield index, record
+    except _Broken as e:
+        # The line the damage cut into is not a record; nothing after it can be read. (A
+        # stream resumed past it only ends here: its damage was counted when first met.)
+        if index + 1 >= start:
+            yield Damage(index + 1, str(e), fatal=True)
+
+
+def _lines(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, bytes | int]]:
+    """(index, line) for every line; for a line over MAX_RECORD_BYTES, (index, that limit)
+    instead, its bytes dropped as they come. Lines before `start` come empty (their bytes
+    are never joined)."""
+    index, pending, size = 0, [], 0
+    for chunk in chunks:
+        pieces = chunk.split(b"\n")
+        for piece in pieces[:-1]:
+            size += len(piece)
+            if size > MAX_RECORD_BYTES:
+                yield index, MAX_RECORD_BYTES
+            elif index < start:
+                yield index, b""
+            else:
+                yield index, b"".join(pending) + piece if pending else piece
+            index, pending, size = index + 1, [], 0
+        tail = pieces[-1]
+        size += len(tail)
+        if size > MAX_RECORD_BYTES:
+            pending = []
+        elif tail and index >= start:
+            pending.append(tail)
+    if size > MAX_RECORD_BYTES:
+        yield index, MAX_RECORD_BYTES
+    elif size:
+        yield index, b"".join(pending) if index >= start else b""
+
+
+def _text_record(raw, start: int) -> Iterator[tuple[int, dict] | Damage]:
+    if start > 0:
+        return
+    data = raw.read(MAX_RECORD_BYTES + 1)
+    if len(data) > MAX_RECORD_BYTES:
+        yield Damage(0, f"a text file of more than {MAX_RECORD_BYTES:,} bytes, skipped")
+        return
+    try:
+        yield 0, {"text": data.decode("utf-8")}
+    except UnicodeDecodeError as e:
+        yield Damage(0, f"not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})")
+
+
+def _parquet_records(raw, start: int) -> Iterator[tuple[int, dict] | Damage]:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    index = 0
+    try:
+        table = pq.ParquetFile(raw)
+        for batch in table.iter_batches(batch_size=PARQUET_ROWS):
+            if index + batch.num_rows <= start:
+                index += batch.num_rows
+                continue
+            for record in batch.to_pylist():
+                if index >= start:
+                    yield index, record
+                index += 1
+    except pyarrow.ArrowException as e:
+        yield Damage(index, f"a parquet file that does not read ({type(e).__name__}: "
+                            f"{str(e)[:160]})", fatal=True)

@@ -1,0 +1,214 @@
+"""Damaged data is never silent: shards that end early or do not decompress, lines that are
+not JSON or not UTF-8, records without a text, each counted and named (file, line) under
+data.bad_records; a damaged bundled shard in the cache is laid out again."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import zstandard
+
+from slimcore import UserError
+from slimcore.config import TokenizerSection, parse_config
+from slimcore.plugins import SlimcorePluginManager
+from slimcore.run import Run
+from slimcore.tokenizer import train_or_reuse
+from slimcore_datasources.bundled import bundled_shards
+from slimcore_datasources.chunk import ChunkConfig
+from slimcore_datasources.corpus import DocumentStream, first_documents
+
+DOCS = [f"Document {i}: " + "lorem ipsum " * (i % 5 + 3) for i in range(300)]
+
+
+def make_run(path, **data):
+    raw = {"model": {"width": 16, "heads": 2, "seq_len": 16},
+           "data": {"path": str(path), "shuffle_buffer": 0, **data}}
+    config = parse_config(raw, {"chunk": ChunkConfig}, "test.yaml")
+    return Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
+               plugins=SlimcorePluginManager())
+
+
+def jsonl(docs) -> bytes:
+    return ("\n".join(json.dumps({"text": d}) for d in docs) + "\n").encode()
+
+
+def documents(path, **data):
+    return list(DocumentStream(make_run(path, **data), str(path), epochs=1))
+
+
+def test_a_truncated_zst_shard_keeps_what_came_before_and_says_so(tmp_path, capsys):
+    import hashlib
+
+    # Incompressible documents, so the shard spans several zstd blocks (128 KiB each).
+    books = [f"{i}: " + hashlib.sha512(str(i).encode()).hexdigest() * 8 for i in range(600)]
+    whole = zstandard.ZstdCompressor().compress(jsonl(books))
+    (tmp_path / "a.jsonl.zst").write_bytes(whole[: len(whole) * 4 // 5])
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl(["last"])))
+    docs = documents(tmp_path)
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'a.jsonl.zst'}, line {len(docs)}: ends early" in err
+    assert "the rest of the shard is skipped" in err
+    assert 100 < len(docs) - 1 < len(books) and docs[:-1] == books[:len(docs) - 1]
+    assert docs[-1] == "last"  # the next shard is read as usual
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40, "does not decompress as zstd"),
+    (b"", "is empty: not a single zstd frame"),
+])
+def test_a_shard_that_is_not_zstd_is_named(tmp_path, capsys, content, reason):
+    (tmp_path / "bad.jsonl.zst").write_bytes(content)
+    (tmp_path / "good.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl(DOCS)))
+    assert documents(tmp_path) == DOCS
+    assert f"bad.jsonl.zst, line 1: {reason}" in capsys.readouterr().err
+
+
+def test_multi_frame_zst_shards_read_whole(tmp_path):
+    compressor = zstandard.ZstdCompressor()
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(compressor.compress(jsonl(DOCS[:100])) + compressor.compress(jsonl(DOCS[100:])))
+    assert documents(path) == DOCS
+
+
+def test_records_without_usable_text_and_bad_bytes_are_named_and_skipped(tmp_path, capsys):
+    path = tmp_path / "mixed.jsonl"
+    lines = [json.dumps({"text": "first"}), json.dumps({"text": None}),
+             json.dumps({"text": 42}), json.dumps({"body": "x"}), json.dumps({"text": ""}),
+             '["a list"]', b'{"text": "caf\xe9"}'.decode("latin-1"), json.dumps({"text": "last"})]
+    data = "\n".join(lines).encode("latin-1")
+    path.write_bytes(data)
+    assert documents(path) == ["first", "last"]
+    err = capsys.readouterr().err
+    for line, reason in [(2, "'text' is null, not a string"), (3, "'text' is int, not a string"),
+                         (4, "no 'text' field (fields: body)"), (5, "'text' is empty"),
+                         (6, "a JSON list, not an object"), (7, "not a JSON line")]:
+        assert f"{path}, line {line}: {reason}" in err
+    assert "6 bad records or damaged shards skipped in this run" in err
+
+
+def test_an_empty_jsonl_reads_as_no_documents(tmp_path):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    with pytest.raises(UserError, match="holds no documents"):
+        documents(tmp_path / "empty.jsonl")
+    (tmp_path / "full.jsonl").write_bytes(jsonl(DOCS[:3]))
+    assert documents(tmp_path) == DOCS[:3]
+
+
+def test_policy_stop_and_the_limit_of_skip(tmp_path):
+    path = tmp_path / "noisy.jsonl"
+    path.write_text("\n".join([json.dumps({"text": "good"})] + ["not json"] * 5
+                              + [json.dumps({"text": "good again"})]))
+    with pytest.raises(UserError, match=f"data.path: {path}, line 2: not a JSON line.*"
+                                        "data.bad_records is stop"):
+        documents(path, bad_records="stop")
+    with pytest.raises(UserError, match=r"more than data.max_bad_records \(3\) bad records in "
+                                        f"this run, the last: {path}, line 5"):
+        documents(path, max_bad_records=3)
+    assert documents(path, max_bad_records=5) == ["good", "good again"]
+
+
+def test_a_wrong_text_field_is_a_config_error_at_once(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(jsonl(DOCS))
+    with pytest.raises(UserError, match="data.text_field: records of .* have no 'body' field"):
+        documents(path, text_field="body")
+
+
+def test_a_damaged_bundled_shard_in_the_cache_is_laid_out_again(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    shards = bundled_shards(cache)
+    original = Path(shards[3]).read_bytes()
+    Path(shards[3]).write_bytes(original[: len(original) // 2])  # a copy cut short
+    assert bundled_shards(cache) == shards
+    assert "has a damaged train/chunk1/example_train_3.jsonl.zst (sha256 differs); laying it " \
+           "out again" in capsys.readouterr().err
+    assert Path(shards[3]).read_bytes() == original
+
+
+def test_an_unusable_cache_folder_is_one_line_naming_it(tmp_path):
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("x")
+    run = make_run("bundled", timeout_s=1, max_retries=0)
+    run.config.tokenizer.cache_dir = str(blocker)
+    with pytest.raises(UserError, match="bundled: cannot write the corpus into the cache .*"
+                                        "cache-is-a-file .*SLIMCORE_CACHE_DIR"):
+        first_documents(run, 5)
+
+
+def test_long_records_are_cut_into_documents_and_resume_mid_record(tmp_path, capsys):
+    book = "".join(f"Line {i} of a very long book.\n" for i in range(4000))  # ~120k chars
+    path = tmp_path / "books.jsonl"
+    path.write_bytes(jsonl(["a short one", book, "after the book"]))
+    run = make_run(path, max_document_chars=10_000)
+    docs = list(DocumentStream(run, str(path), epochs=1))
+    assert docs[0] == "a short one" and docs[-1] == "after the book"
+    parts = docs[1:-1]
+    assert "".join(parts) == book and all(len(p) <= 10_000 for p in parts)
+    assert all(p.endswith("\n") for p in parts)  # cut after a line break
+    assert f"{path}, line 2: a record longer than data.max_document_chars (10,000) is cut " \
+           f"into {len(parts)} documents" in capsys.readouterr().err
+    # A position inside the book resumes inside it, and the state holds no text.
+    stream = DocumentStream(run, str(path), epochs=1)
+    it = iter(stream)
+    taken = [next(it) for _ in range(5)]
+    state = stream.state_dict()
+    it.close()
+    assert "Line" not in json.dumps(state) and len(json.dumps(state)) < 10_000
+    again = DocumentStream(run, str(path), epochs=1)
+    again.load_state_dict(json.loads(json.dumps(state)))
+    assert taken + list(again) == docs
+
+
+def test_a_buffered_document_is_stored_as_a_position_and_read_again(tmp_path):
+    path = tmp_path / "docs.jsonl.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(jsonl(DOCS)))
+    run = make_run(path, shuffle_buffer=50)
+    straight = list(DocumentStream(run, str(path), shuffle_buffer=50, epochs=1))
+    stream = DocumentStream(run, str(path), shuffle_buffer=50, epochs=1)
+    it = iter(stream)
+    taken = [next(it) for _ in range(120)]
+    state = json.loads(json.dumps(stream.state_dict()))
+    it.close()
+    assert len(state["buffer"]) == 50 and all(isinstance(e, list) for e in state["buffer"])
+    again = DocumentStream(run, str(path), shuffle_buffer=50, epochs=1)
+    again.load_state_dict(state)
+    assert taken + list(again) == straight
+    # A corpus changed under the checkpoint is said to be, not silently read wrong.
+    path.write_bytes(zstandard.ZstdCompressor().compress(jsonl(DOCS[:60])))
+    changed = DocumentStream(run, str(path), shuffle_buffer=50, epochs=1)
+    changed.load_state_dict(state)
+    with pytest.raises(UserError, match="changed since the checkpoint"):
+        list(changed)
+
+
+def test_a_checkpoint_of_slimcore_0_1_with_texts_in_its_buffer_still_resumes(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(jsonl(DOCS))
+    run = make_run(path, shuffle_buffer=3)
+    state = {"positions": [[0, 0, 10]], "turn": 0, "buffer": ["x", "y", "z"],
+             "rng": list(__import__("random").Random(1).getstate())}
+    stream = DocumentStream(run, str(path), shuffle_buffer=3, epochs=1)
+    stream.load_state_dict(json.loads(json.dumps(state, default=list)))
+    docs = list(stream)
+    assert sorted(docs) == sorted(DOCS[10:] + ["x", "y", "z"])
+
+
+def test_a_shuffle_buffer_larger_than_the_corpus_shrinks_to_it(tmp_path, capsys):
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(jsonl(DOCS[:30]))
+    run = make_run(path, shuffle_buffer=10_000)
+    stream = DocumentStream(run, str(path), shuffle_buffer=10_000)  # endless, as training
+    it = iter(stream)
+    first = [next(it) for _ in range(45)]  # would wait for 10,000 documents forever
+    assert sorted(first[:30]) != first[:30] and set(first) <= set(DOCS[:30])
+    assert "data.shuffle_buffer (10000) is more documents than a pass" in capsys.readouterr().err
+    state = json.loads(json.dumps(stream.state_dict()))
+    it.close()
+    again = DocumentStream(run, str(path), shuffle_buffer=10_000)
+    again.load_state_dict(state)
+    straight = DocumentStream(run, str(path), shuffle_buffer=10_000)
+    reference = iter(straight)
+    expected = [next(reference) for _ in range(45 + 40)][45:]
+    resumed = iter(again)
+    assert [next(resumed) for _ in range(40)] == expected
