@@ -228,6 +228,7 @@ class DocumentStream:
         self.refetch: list[Ref | str] = []
         self.rng = random.Random(run.config.run.seed)
         self.bad = 0  # bad records and damaged shards met so far in the run
+        self.cut = 0  # records cut into documents by this process
         self.epoch_passed = False  # a reader began its second pass
         self.files: list[str] | None = None
         self.plans: list[ShardPlan] = []
@@ -381,7 +382,7 @@ class DocumentStream:
                     continue
                 text, ref, parts = payload
                 if parts > 1 and ref.part == 0:
-                    self._say_cut(ref, parts, len(text))
+                    self._say_cut(ref, parts)
                 if self.announce:
                     print(f"data: {self.shard_count} shards of {self.path} ({self.role}); "
                           f"first document after {time.perf_counter() - started:.2f} s",
@@ -420,11 +421,16 @@ class DocumentStream:
             print(f"slimcore: warning: {where}: {damage.reason}{rest}{more}", file=sys.stderr,
                   flush=True)
 
-    def _say_cut(self, ref: Ref, parts: int, first_chars: int) -> None:
+    def _say_cut(self, ref: Ref, parts: int) -> None:
+        """Books are cut often: the first few are named, then one line in a hundred."""
+        self.cut += 1
+        if self.cut > WARNINGS_IN_FULL and self.cut % 100:
+            return
         url = self.files[self.plans[ref.worker].order(ref.epoch)[ref.cursor]]
+        more = f" ({self.cut} records cut so far)" if self.cut > WARNINGS_IN_FULL else ""
         print(f"slimcore: warning: {url}, line {ref.record + 1}: a record longer than "
               f"data.max_document_chars ({self.run.config.data.max_document_chars:,}) is cut "
-              f"into {parts} documents", file=sys.stderr, flush=True)
+              f"into {parts} documents{more}", file=sys.stderr, flush=True)
 
     def _check_produced(self, produced: bool) -> None:
         if not produced:
