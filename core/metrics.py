@@ -9,9 +9,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-# Dense bf16 peak from the datasheets, FLOP/s (H100/H200 SXM: 989e12, as in shared/NOTES.md;
-# A100: 312e12). MFU is reported only for devices listed here; elsewhere it is None rather
-# than a guess.
+# Dense bf16 peak from the datasheets, FLOP/s (H100/H200 SXM: 989e12; A100: 312e12). MFU is
+# reported only for devices listed here; elsewhere it is None rather than a guess.
 PEAK_FLOPS_BF16 = {
     "H100": 989e12,
     "H200": 989e12,

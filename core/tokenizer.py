@@ -27,9 +27,9 @@ from .encoder import (SPACE_MARK, NativeWordCacheEncoder, WordCacheEncoder, int3
                       int32_list, model_spec, word_cache_encoder)
 from .errors import UserError
 
-# Llama-style settings (see shared/NOTES.md). byte_fallback means no text is ever <unk>;
-# identity normalization keeps the text as written. Digits split so numbers tokenize
-# uniformly.
+# Llama-style settings (those of Llama's own tokenizer). byte_fallback means no text is
+# ever <unk>; identity normalization keeps the text as written. Digits split so numbers
+# tokenize uniformly.
 TRAINER_SETTINGS = dict(
     model_type="bpe",
     byte_fallback=True,
