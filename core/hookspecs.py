@@ -46,9 +46,12 @@ def declare_config() -> dict[str, type]:
 
     The core parses the YAML section of that name into the dataclass with the same rules as
     its own sections (unknown keys and wrong types are errors naming the dotted key and the
-    file). Validate values in the dataclass's ``__post_init__`` by raising
-    ``slimcore.ConfigError(key, message)`` or ``ValueError``. A section name must be unique
-    across plugins and must not be a core section. The parsed instance is
+    file). Give each field its valid values in its type, where the core checks them before
+    any work: ``Annotated[int, slimcore.Range(min=1)]``, ``Annotated[str,
+    slimcore.NonEmpty()]``; every float must be finite and every int fit in 64 bits anyway.
+    Check what spans fields in ``__post_init__`` by raising ``slimcore.ConfigError(key,
+    message)`` (the field's name, or the dotted key) or ``ValueError``. A section name must
+    be unique across plugins and must not be a core section. The parsed instance is
     ``run.config.section(name)``.
     """
 
@@ -93,8 +96,9 @@ def iterate_batches(source: str, run: Run) -> Iterator[Batch] | None:
     Resumable sources also have ``state_dict() -> dict | None`` (the position after the
     last batch drawn: JSON values and CPU tensors, nested in dicts) and
     ``load_state_dict(state)`` (called before the first batch); checkpoints carry the state,
-    and a resumed run reads on from it. Without them a resumed run replays the stream from
-    its start, skipping the batches already trained on.
+    and a resumed run reads on from it. Keep positions in it, not documents' text: it is
+    saved at every checkpoint, by every rank. Without them a resumed run replays the stream
+    from its start, skipping the batches already trained on.
     """
 
 
@@ -137,7 +141,9 @@ def save_checkpoint(checkpointer: str, run: Run, state: TrainingState) -> str | 
     """Save ``state`` with checkpointer ``checkpointer`` (``checkpoint.checkpointer`` in the
     YAML); return the path of the saved checkpoint, or None when the name is not yours.
     Save ``state.data_state`` too (the source's position: JSON values and CPU tensors in
-    nested dicts, or None), so that a resumed run reads on where this one stopped.
+    nested dicts, or None), so that a resumed run reads on where this one stopped, and
+    ``run.run_id`` (the run the checkpoint belongs to): ``path == "auto"`` in
+    ``load_checkpoint`` and any pruning must take only this run's checkpoints.
 
     Must be all or nothing: a crash mid-save leaves the previous checkpoint usable. Raise
     ``slimcore.UserError`` for a problem the user can fix (disk full, unwritable folder).
@@ -150,12 +156,16 @@ def load_checkpoint(checkpointer: str, run: Run, path: str) -> dict[str, Any] | 
     the name is not yours. ``path == "auto"`` means the newest intact checkpoint of
     ``run.output_dir`` (skipping damaged ones with a warning), or ``{}`` when there is none.
 
-    Returns a dict with ``path``, ``step``, ``tokens_seen``, ``tokenizer_fingerprint``,
-    ``model`` (state dict), ``optimizer`` and ``scheduler`` (state dicts) and ``rng``
-    (``{"torch": ByteTensor, ...}``), and ``data_state`` (``state.data_state`` as saved,
-    None when the source had none: the core then replays the stream). Must verify
-    integrity before returning a tensor and must never execute code from the file. Raise
-    ``slimcore.UserError`` for a damaged or missing checkpoint.
+    With ``"auto"``, take only checkpoints of ``run.run_id`` (or of no run id, saved before
+    run ids existed); ``run.run_id`` is None in a folder from before run ids.
+
+    Returns a dict with ``path``, ``step``, ``tokens_seen``, ``config`` (the resolved
+    config as saved, ``RunConfig.to_dict()``), ``run_id`` (as saved, or None),
+    ``tokenizer_fingerprint``, ``model`` (state dict), ``optimizer`` and ``scheduler``
+    (state dicts) and ``rng`` (``{"torch": ByteTensor, ...}``), and ``data_state``
+    (``state.data_state`` as saved, None when the source had none: the core then replays
+    the stream). Must verify integrity before returning a tensor and must never execute
+    code from the file. Raise ``slimcore.UserError`` for a damaged or missing checkpoint.
     """
 
 

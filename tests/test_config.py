@@ -211,3 +211,23 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
     assert sorted(documented) == sorted(expected)
     for key, row in expected.items():
         assert documented[key] == tuple(row), key
+
+
+def test_the_config_section_example_in_docs_plugins_works_as_it_says():
+    import re
+
+    from conftest import REPO
+
+    text = (REPO / "docs" / "plugins.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S)
+                 if "class CsvLoggerConfig" in b)
+    namespace = {}
+    exec(compile(block, "docs/plugins.md", "exec"), namespace)
+    cls = namespace["CsvLoggerConfig"]
+    assert parse({"csv_logger": {"every": 5}}, {"csv_logger": cls}).section("csv_logger").every == 5
+    for raw, message in [({"every": 0}, "csv_logger.every: must be at least 1"),
+                         ({"share": 0}, "csv_logger.share: must be more than 0"),
+                         ({"path": ""}, "csv_logger.path: must not be empty"),
+                         ({"path": "logs/"}, "csv_logger.path: names a folder")]:
+        with pytest.raises(ConfigError, match=message):
+            parse({"csv_logger": raw}, {"csv_logger": cls})
