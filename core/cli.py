@@ -189,18 +189,25 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE", help="set any config key, e.g. model.width=256")
 
 
-def overrides_from(args: argparse.Namespace) -> list[str]:
+def overrides_from(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The `dotted.key=value` overrides the flags make, in order (--test, the flags, --set),
+    and the flag each key came from, for error messages."""
     overrides = list(SMOKE_OVERRIDES) if args.test else []
+    origins = {a.partition("=")[0]: "--test" for a in overrides}
     for attr, key in FLAG_KEYS.items():
         value = getattr(args, attr)
         if value is not None:
             overrides.append(f"{key}={value}")
-    return overrides + args.assignments
+            origins[key] = "--" + attr.replace("_", "-")
+    for assignment in args.assignments:
+        origins[assignment.partition("=")[0].strip()] = "--set"
+    return overrides + args.assignments, origins
 
 
 def command_run(args: argparse.Namespace) -> int:
-    config = resolve_config(args.config, overrides_from(args), args.plugin_manager,
-                            raw=args.raw_config)
+    overrides, origins = overrides_from(args)
+    config = resolve_config(args.config, overrides, args.plugin_manager, raw=args.raw_config,
+                            origins=origins)
     run = execute_run(config, args.plugin_manager, resume=args.resume, overwrite=args.overwrite)
     if run.stop_signal is not None:
         return 128 + run.stop_signal  # 143 for SIGTERM, as schedulers expect
@@ -208,8 +215,9 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_config(args: argparse.Namespace) -> int:
-    config = resolve_config(args.config, overrides_from(args), args.plugin_manager,
-                            raw=args.raw_config)
+    overrides, origins = overrides_from(args)
+    config = resolve_config(args.config, overrides, args.plugin_manager, raw=args.raw_config,
+                            origins=origins)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     return 0
 

@@ -60,21 +60,31 @@ def declared_sections(pm: SlimcorePluginManager) -> dict[str, type]:
 
 
 def resolve_config(path: str | Path, overrides: list[str], pm: SlimcorePluginManager,
-                   raw: dict | None = None) -> RunConfig:
-    """`overrides` are `dotted.key=value` strings applied in order after the YAML."""
+                   raw: dict | None = None, origins: dict[str, str] | None = None) -> RunConfig:
+    """`overrides` are `dotted.key=value` strings applied in order after the YAML.
+    `origins` names where an override's key came from (`--steps`, `--test`); the rest are
+    `--set`. A bad value is blamed on its origin; a check across keys that an override took
+    part in, on the file and the override both."""
     raw = load_yaml(path) if raw is None else raw
     for assignment in overrides:
         apply_override(raw, assignment)
     raw.setdefault("run", {})
     if isinstance(raw["run"], dict) and not raw["run"].get("name"):
         raw["run"]["name"] = Path(path).stem
-    overridden = {a.partition("=")[0].strip() for a in overrides}
+    origins = dict(origins or {})
+    for assignment in overrides:
+        origins.setdefault(assignment.partition("=")[0].strip(), "--set")
     ignorable = {i.name for i in pm.infos.values() if i.status != "loaded"}
     try:
         return parse_config(raw, declared_sections(pm), str(path), ignorable)
     except ConfigError as e:
-        if any(e.key == k or e.key.startswith(k + ".") for k in overridden):
-            raise ConfigError(e.key, e.detail, "--set") from None
+        exact = [o for k, o in origins.items() if e.key == k or e.key.startswith(k + ".")
+                 or k.startswith(e.key + ".")]
+        section = [o for k, o in origins.items() if k.split(".")[0] == e.key.split(".")[0]]
+        if exact:
+            raise ConfigError(e.key, e.detail, exact[-1]) from None
+        if section:
+            raise ConfigError(e.key, e.detail, f"{path} with {section[-1]}") from None
         raise
 
 

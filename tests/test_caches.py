@@ -5,7 +5,6 @@ names it and the variable that moves it. Real files, real builds, real runs."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -10,10 +10,9 @@ import torch
 import zstandard
 
 from slimcore import UserError
-from slimcore.config import TokenizerSection, parse_config
+from slimcore.config import parse_config
 from slimcore.plugins import SlimcorePluginManager
 from slimcore.run import Run
-from slimcore.tokenizer import train_or_reuse
 from slimcore_datasources.bundled import bundled_shards
 from slimcore_datasources.chunk import ChunkConfig
 from slimcore_datasources.corpus import DocumentStream, first_documents
@@ -212,3 +211,28 @@ def test_a_shuffle_buffer_larger_than_the_corpus_shrinks_to_it(tmp_path, capsys)
     expected = [next(reference) for _ in range(45 + 40)][45:]
     resumed = iter(again)
     assert [next(resumed) for _ in range(40)] == expected
+
+
+def test_a_run_on_a_damaged_corpus_trains_and_names_the_damage(write_config, cli, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    good = [f"Paragraph {i}: " + "the people of the union " * 20 for i in range(200)]
+    (corpus / "a_good.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl(good)))
+    (corpus / "b_random.jsonl.zst").write_bytes(bytes(range(256)) * 64)
+    (corpus / "c_empty.jsonl").write_bytes(b"")
+    (corpus / "d_nulls.jsonl").write_text(json.dumps({"text": None}) + "\n"
+                                          + json.dumps({"text": 7}) + "\n")
+    config = write_config({"run": {"steps": 3}, "data": {"path": str(corpus)},
+                           "tokenizer": {"vocab_size": 300}})
+    result = cli("run", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "b_random.jsonl.zst, line 1: does not decompress as zstd" in result.stderr
+    assert "d_nulls.jsonl, line 1: 'text' is null, not a string" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Nothing but damage: one line, exit 2, before any step.
+    (corpus / "a_good.jsonl.zst").unlink()
+    result = cli("run", str(config), "--output-dir", str(tmp_path / "other"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("slimcore: error: data.path: ")
+    assert "holds no documents" in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr

@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import zstandard
 from conftest import REPO
 
 PEAK_RSS_LIMIT = 2 << 30
+TIMEOUT_S = 240
 
 
 def words(seed: int, count: int) -> str:
@@ -57,7 +59,12 @@ def run_measured(config: Path, *args: str) -> tuple[subprocess.CompletedProcess,
     with open(out, "w") as stdout, open(err, "w") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "slimcore", "run", str(config), *args],
                                    stdout=stdout, stderr=stderr, cwd=REPO, env=os.environ.copy())
-        _, status, usage = os.wait4(process.pid, 0)
+        killer = threading.Timer(TIMEOUT_S, process.kill)  # a run that hangs fails the test
+        killer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            killer.cancel()
     result = subprocess.CompletedProcess(process.args, os.waitstatus_to_exitcode(status),
                                          out.read_text(), err.read_text())
     return result, usage.ru_maxrss * 1024
