@@ -100,20 +100,22 @@ def resolved_files(repo: str, data_files: str | None, key: str) -> list[str]:
     resolved by `datasets` exactly as its own streaming does."""
     import datasets
 
+    matching = f" matching {data_files}" if data_files else ""
     try:
         builder = datasets.load_dataset_builder(
             repo, data_files={"train": data_files} if data_files else None)
         files = list((builder.config.data_files or {}).get("train") or [])
+    except datasets.exceptions.DataFilesNotFoundError:
+        raise UserError(f"{key}: '{repo}' has no data files{matching}; check "
+                        f"{key.split('.')[0]}.data_files") from None
     except (ConnectionError, OSError, TimeoutError) as e:
         raise UserError(f"{key}: cannot list '{repo}' on the Hugging Face Hub "
                         f"({type(e).__name__}: {str(e)[:200]}); {OFFLINE_HINT}") from None
     except (ValueError, datasets.exceptions.DatasetNotFoundError) as e:
-        raise UserError(f"{key}: '{repo}' has no train files to stream"
-                        f"{f' matching {data_files}' if data_files else ''} "
+        raise UserError(f"{key}: '{repo}' has no train files to stream{matching} "
                         f"({type(e).__name__}: {str(e)[:200]})") from None
     if not files:
-        raise UserError(f"{key}: '{repo}' has no train files"
-                        f"{f' matching data_files {data_files}' if data_files else ''}")
+        raise UserError(f"{key}: '{repo}' has no train files{matching}")
     return checked_kinds([str(f) for f in files], key)
 
 

@@ -262,3 +262,23 @@ def test_loader_workers_split_a_ranks_shards_and_take_turns(tokenizer, sharded_c
     assert not set(shares[0]) & set(shares[1])
     assert sorted(shares[0] + shares[1]) == sorted(DOCS)
     assert set(shares[0]) == set(DOCS[:15] + DOCS[15:30])  # readers 0 and 1: shards 0, 1
+
+
+def test_dataset_repo_files_are_resolved_as_datasets_streams_them(tmp_path):
+    """The Hub's listing goes through `datasets`; a folder laid out like SlimPajama's repo
+    takes the same path offline: patterns, the default train split, and no match."""
+    from slimcore_datasources.corpus import resolved_files
+
+    for split, stem in (("train", "example_train"), ("validation", "example_holdout")):
+        (tmp_path / split / "chunk1").mkdir(parents=True)
+        for i in range(2):
+            write_shard(tmp_path / split / "chunk1" / f"{stem}_{i}.jsonl.zst", [f"{split} {i}"])
+    repo = str(tmp_path)
+    train = [str(tmp_path / "train" / "chunk1" / f"example_train_{i}.jsonl.zst") for i in (0, 1)]
+    assert resolved_files(repo, "train/chunk1/*.jsonl.zst", "data.path") == train
+    assert resolved_files(repo, None, "data.path") == train
+    assert [Path(f).name for f in resolved_files(repo, "validation/*/*.zst", "eval.path")] == [
+        "example_holdout_0.jsonl.zst", "example_holdout_1.jsonl.zst"]
+    with pytest.raises(UserError, match="has no data files matching test/.*; check "
+                                        "eval.data_files"):
+        resolved_files(repo, "test/*.zst", "eval.path")
