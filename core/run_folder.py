@@ -114,13 +114,17 @@ class RunFolder:
     def move_aside(self) -> None:
         """Move this folder to a sibling `<name>.replaced-<time>`; this claim then holds the
         fresh, empty folder in its place."""
-        target = self.path.with_name(f"{self.path.name}.replaced-"
-                                     f"{time.strftime('%Y%m%d-%H%M%S')}")
+        here = self.path.resolve()
+        if Path.cwd() == here or here in Path.cwd().parents:
+            raise UserError(f"--overwrite: {self.path} is the folder this command runs in (or "
+                            "holds it), which cannot be moved aside; run from elsewhere, or "
+                            "give another --output-dir")
+        target = here.with_name(f"{here.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         suffix = 1
         while target.exists():
             suffix += 1
             target = target.with_name(f"{target.name.split('~')[0]}~{suffix}")
-        os.replace(self.path, target)  # the lock moves with its file, still held
+        os.replace(here, target)  # the lock moves with its file, still held
         try:
             fresh = RunFolder.claim(self.path)
         finally:

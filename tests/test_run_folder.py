@@ -102,6 +102,9 @@ def test_overwrite_moves_the_old_run_aside(write_config, tmp_path, cli):
     assert read_checkpoint(moved[0] / "checkpoints" / "checkpoint_step_4.bin")["step"] == 4
     new = tmp_path / "out"
     assert json.loads((new / "run.json").read_text())["run_id"] != old_id
+    # The folder the command runs in cannot be moved aside.
+    line = one_line_error(cli("run", str(config), "--overwrite", cwd=new))
+    assert "is the folder this command runs in" in line
     assert [p.name for p in complete_sets(new / "checkpoints")] == ["checkpoint_step_2.bin"]
     steps = [m["step"] for m in json.loads(
         (new / "training_viz" / "metrics_history.json").read_text())]
