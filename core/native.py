@@ -1,4 +1,6 @@
-"""Building and loading the native kernels (native/ at the repository root) through cffi.
+"""Building and loading the native kernels through cffi. Their sources are native/ at the
+repository's root, which ships inside the `slimcore` distribution as the data-only package
+`slimcore._native` (an editable install maps it to native/, a wheel carries a copy).
 
     library("cpu")   the C build (the system compiler, OpenMP), built on first use
     library("cuda")  the CUDA build (nvcc, sm_80 and sm_90), built on first use
@@ -8,14 +10,16 @@ Builds land in a cache folder keyed by the sha256 of the sources, the compiler c
 the compiler's version, under a file lock, so concurrent processes (torchrun ranks) build
 once. Each build's sha256 is kept beside it and checked before the library is loaded: a
 library cut short in the cache (a full disk, a copy interrupted) would otherwise crash
-every run with SIGBUS; it is built again, with a warning. The cffi declarations are the block of native/slimcore_native.h between its cdef
-markers: the header is the one source of truth for the ABI.
+every run with SIGBUS; it is built again, with a warning. The cffi declarations are the
+block of slimcore_native.h between its cdef markers: the header is the one source of truth
+for the ABI.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -26,14 +30,23 @@ from pathlib import Path
 from .cache import MOVE_HINT, default_cache_dir, read_checked, vouch
 from .errors import UserError
 
-NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
-HEADER = NATIVE_DIR / "slimcore_native.h"
+@functools.cache
+def sources() -> Path:
+    """native/, wherever this install keeps it: the package data of `slimcore._native`."""
+    spec = importlib.util.find_spec("slimcore._native")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("native: this install of slimcore lacks its native sources "
+                        "(slimcore._native); reinstall slimcore, or set model.backend: torch")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+HEADER_NAME = "slimcore_native.h"
 ABI_VERSION = 1
 CUDA_ARCHS = ("80", "90")
 
 
 def cdef_text() -> str:
-    text = HEADER.read_text()
+    text = (sources() / HEADER_NAME).read_text()
     return text.split("/* cdef-begin */", 1)[1].split("/* cdef-end */", 1)[0]
 
 
@@ -42,16 +55,16 @@ def compile_command(kind: str, source: Path, output: Path) -> list[str]:
         compiler = os.environ.get("CC", "cc")
         # -march=native: the cache key includes this machine's CPU flags (see build_key).
         return [compiler, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC",
-                "-std=c11", "-I", str(NATIVE_DIR), "-o", str(output), str(source), "-lm"]
+                "-std=c11", "-I", str(sources()), "-o", str(output), str(source), "-lm"]
     gencode = [flag for arch in CUDA_ARCHS
                for flag in ("-gencode", f"arch=compute_{arch},code=sm_{arch}")]
     # The CUDA runtime is linked statically (nvcc's default): the library needs no toolkit.
-    return ["nvcc", "-O3", "-shared", "-Xcompiler", "-fPIC", *gencode, "-I", str(NATIVE_DIR),
+    return ["nvcc", "-O3", "-shared", "-Xcompiler", "-fPIC", *gencode, "-I", str(sources()),
             "-o", str(output), str(source)]
 
 
 def source_for(kind: str) -> Path:
-    return NATIVE_DIR / ("slimcore_native.c" if kind == "cpu" else "slimcore_native.cu")
+    return sources() / ("slimcore_native.c" if kind == "cpu" else "slimcore_native.cu")
 
 
 def cache_root() -> Path:
@@ -60,8 +73,8 @@ def cache_root() -> Path:
 
 def build_key(kind: str, command: list[str]) -> str:
     digest = hashlib.sha256()
-    for path in (HEADER, NATIVE_DIR / "slimcore_common.inc", NATIVE_DIR / "slimcore_words.inc",
-                 source_for(kind)):
+    for name in (HEADER_NAME, "slimcore_common.inc", "slimcore_words.inc", source_for(kind).name):
+        path = sources() / name
         digest.update(path.read_bytes())
     digest.update(" ".join(command).encode())
     digest.update(compiler_version(command[0]).encode())

@@ -108,10 +108,15 @@ int slimcore_rms_norm_backward(const void *dy, const void *x, const float *weigh
     if (!dy || !x || !weight || !rstd || !dx || !dweight || rows < 1 || width < 1 ||
         bad_dtype(dtype))
         return SLIMCORE_BAD_ARGUMENT;
+    int out_of_memory = 0;
 #pragma omp parallel
     {
         /* Each thread sums its rows' share of dweight privately, then adds it once. */
         float *partial = (float *)calloc((size_t)width, sizeof(float));
+        if (!partial) {
+#pragma omp atomic write
+            out_of_memory = 1; /* dweight would lack this thread's rows: say so */
+        }
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
             const int64_t base = r * width;
@@ -135,7 +140,7 @@ int slimcore_rms_norm_backward(const void *dy, const void *x, const float *weigh
         }
         free(partial);
     }
-    return SLIMCORE_OK;
+    return out_of_memory ? SLIMCORE_OUT_OF_MEMORY : SLIMCORE_OK;
 }
 
 int slimcore_rotary(const void *x, void *y, const float *cos, const float *sin, int dtype,

@@ -24,7 +24,8 @@ extern "C" {
 enum slimcore_status {
     SLIMCORE_OK = 0,
     SLIMCORE_BAD_ARGUMENT = 1,   /* a size below 1, a null pointer, an unknown dtype */
-    SLIMCORE_LAUNCH_FAILED = 2   /* the CUDA runtime refused the launch */
+    SLIMCORE_LAUNCH_FAILED = 2,  /* the CUDA runtime refused the launch */
+    SLIMCORE_OUT_OF_MEMORY = 3   /* a host allocation failed; the outputs are incomplete */
 };
 
 enum slimcore_dtype {

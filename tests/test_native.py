@@ -283,7 +283,7 @@ def test_the_header_is_the_whole_abi():
     assert len(declared) == 13
 
     def inlined(name: str) -> str:
-        text = (native.NATIVE_DIR / name).read_text()
+        text = (native.sources() / name).read_text()
         return re.sub(r'^#include "(slimcore_\w+\.inc)"', lambda m: inlined(m.group(1)), text,
                       flags=re.M)
 
@@ -302,3 +302,17 @@ def test_cuda_sources_compile_with_nvcc(monkeypatch, tmp_path):
     for name in ("slimcore_cross_entropy", "slimcore_rms_norm_backward", "slimcore_rotary",
                  "slimcore_swiglu_backward"):
         assert name in symbols
+
+
+def test_every_status_the_abi_declares_has_its_own_message():
+    """A failure path returns a status, and the status says what happened (not 'unknown')."""
+    import re
+
+    ffi, lib = native.library("cpu")
+    header = (native.sources() / native.HEADER_NAME).read_text()
+    enum = header.split("enum slimcore_status {", 1)[1].split("};", 1)[0]
+    codes = [int(value) for value in re.findall(r"SLIMCORE_\w+ = (\d+)", enum)]
+    assert codes == list(range(len(codes))) and len(codes) >= 4
+    messages = [ffi.string(lib.slimcore_status_string(code)).decode() for code in codes]
+    assert "unknown status" not in messages and len(set(messages)) == len(codes)
+    assert ffi.string(lib.slimcore_status_string(len(codes))).decode() == "unknown status"
