@@ -8,8 +8,9 @@ the dashboard's render process, does not pay for importing torch.
 import importlib
 
 _EXPORTS = {
-    "IGNORE_INDEX": "batch", "Batch": "batch", "Chart": "charts", "ChartData": "charts",
-    "RunConfig": "config", "Range": "config", "NonEmpty": "config", "ConfigError": "errors", "UserError": "errors",
+    "IGNORE_INDEX": "batch", "Batch": "batch", "Chart": "charts", "ChartData": "charts", "installed_charts": "charts",
+    "cache_dir": "cache",
+    "RunConfig": "config", "RunPaths": "outputs", "Range": "config", "NonEmpty": "config", "ConfigError": "errors", "UserError": "errors",
     "hookimpl": "hookspecs", "TrainingMetrics": "metrics", "Run": "run",
     "TextSample": "sampling", "TrainingState": "state", "Tokenizer": "tokenizer",
 }

@@ -18,13 +18,32 @@ class ChartData:
     recent_window: int = 200  # steps shown by the recent-performance view
 
     def series(self, key: str):
-        """(steps, values) of one metric as float arrays; missing values are NaN."""
+        """(steps, values) of one metric as float arrays; missing values (a step without an
+        evaluation, a NaN loss) are NaN. A name that is no metric is an error (KeyError),
+        so a chart that asks for a renamed metric fails in its author's test, not blank."""
         import numpy as np
+
+        from .metrics import metric_names
+
+        known = set(metric_names()).union(*(m.keys() for m in self.metrics))
+        if key not in known:
+            raise KeyError(f"ChartData.series: no metric named {key!r} (metrics: "
+                           f"{', '.join(metric_names())})")
 
         steps = np.array([m["step"] for m in self.metrics], dtype=float)
         values = np.array([np.nan if m.get(key) is None else m[key] for m in self.metrics],
                           dtype=float)
         return steps, values
+
+
+def installed_charts(plugins: set[str]) -> list["Chart"]:
+    """The charts that the named installed plugins register, in dashboard order. Only those
+    plugins are loaded: the dashboard's render process imports no torch, no data source."""
+    from .plugins import SlimcorePluginManager
+
+    manager = SlimcorePluginManager()
+    manager.discover(only=plugins)
+    return manager.charts()
 
 
 class Chart:

@@ -19,7 +19,7 @@ import yaml
 
 from .config import ConfigError, RunConfig, apply_override, load_yaml, parse_config
 from .distributed import Distributed
-from .errors import UserError
+from .errors import TrainingHalted, UserError
 from .model import GPT, parameter_count
 from .ops import select_ops
 from .plugins import SlimcorePluginManager
@@ -219,8 +219,8 @@ def write_run_record(run: Run, folder: RunFolder) -> None:
     """What ran: the run's id, the resolved config and every plugin with its version and
     status."""
     folder.record(run.run_id, run.name)
-    (run.output_dir / "plugins.json").write_text(json.dumps(run.plugins.report(), indent=2))
-    (run.output_dir / "config.yaml").write_text(
+    run.paths.plugins.write_text(json.dumps(run.plugins.report(), indent=2))
+    run.paths.config.write_text(
         yaml.safe_dump(run.config.to_dict(), sort_keys=False))
 
 
@@ -342,7 +342,9 @@ def _train(run: Run, folder: RunFolder | None, fresh_id: str, resume: str | None
     status, error = "failed", None
     try:
         pm.notify("on_run_start", run=run)
-        stalled = lambda: pm.notify("on_run_end", run=run, status="stalled", error=None)  # noqa: E731
+        def stalled(message: str) -> None:  # the process exits (status 3) right after
+            pm.notify("on_run_end", run=run, status="failed", error=TrainingHalted(message))
+
         with GracefulStop() as stop, StallWatchdog(config.run.stall_timeout_s, stalled) as dog:
             ended = train_loop(run, state, batches, stop, dog)
         if run.stop_signal is None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the dashboard's process has none
+    import torch
 
 # Dense bf16 peak from the datasheets, FLOP/s (H100/H200 SXM: 989e12; A100: 312e12). MFU is
 # reported only for devices listed here; elsewhere it is None rather than a guess.
@@ -41,7 +43,14 @@ class TrainingMetrics:
                 for k, v in asdict(self).items()}
 
 
+def metric_names() -> list[str]:
+    """The fields of TrainingMetrics, in order: what a chart may ask ChartData for."""
+    return [f.name for f in fields(TrainingMetrics)]
+
+
 def memory_in_use(device: torch.device) -> tuple[int, str]:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device), "cuda_allocated"
     return resident_set_bytes(), "cpu_rss"
@@ -56,6 +65,8 @@ def resident_set_bytes() -> int:
 def device_peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
+    import torch
+
     name = torch.cuda.get_device_name(device)
     for key, flops in PEAK_FLOPS_BF16.items():
         if key in name:
@@ -81,5 +92,7 @@ class StepTimer:
 
     def stop(self) -> float:
         if self.device.type == "cuda":
+            import torch
+
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - self.started

@@ -25,15 +25,13 @@ class ConsoleProgress:
         self.started = time.perf_counter()
         self.total = run.config.run.steps
         self.log_every = max(1, run.config.intervals.log)
-        if sys.stdout.isatty() and run.is_main_process:
+        if sys.stdout.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, unit="step", dynamic_ncols=True)
 
     @hookimpl(trylast=True)
     def on_metrics(self, metrics, run):
-        if not run.is_main_process:
-            return
         if self.last is None:
             self.first_step = metrics.step - 1
             self.bar and self.bar.update(self.first_step)
@@ -56,7 +54,7 @@ class ConsoleProgress:
 
     @hookimpl(trylast=True)
     def on_text_samples(self, step, samples, run):
-        if self.bar is None and run.is_main_process:
+        if self.bar is None:
             for sample in samples:
                 print(f"sample @ {step}: {sample.prompt!r} -> {sample.text[:120]!r}", flush=True)
 
@@ -64,7 +62,7 @@ class ConsoleProgress:
     def on_run_end(self, run, status, error):
         if self.bar is not None:
             self.bar.close()
-        if run.is_main_process and self.last is not None:
+        if self.last is not None:
             elapsed = time.perf_counter() - self.started
             print(f"run {status} at step {self.last.step}: loss {self.last.loss:.4f}, "
                   f"accuracy {self.last.accuracy:.3f}, {elapsed:.0f}s; outputs in "

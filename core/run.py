@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .distributed import Distributed
+from .outputs import RunPaths
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -42,6 +43,11 @@ class Run:
     @property
     def name(self) -> str:
         return self.config.run.name or "run"
+
+    @property
+    def paths(self) -> RunPaths:
+        """Where this run's outputs go (core/outputs.py names every file)."""
+        return RunPaths(self.output_dir)
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -23,14 +23,13 @@ import uuid
 from pathlib import Path
 
 from .errors import UserError
+from .outputs import RunPaths
 
 try:
     import fcntl
 except ImportError:  # not POSIX: no lock, the folder checks below still apply
     fcntl = None
 
-LOCK_NAME = ".slimcore.lock"
-RECORD_NAME = "run.json"
 
 
 def new_run_id() -> str:
@@ -50,7 +49,7 @@ class RunFolder:
                             "(--output-dir DIR)")
         try:
             path.mkdir(parents=True, exist_ok=True)
-            lock_file = open(path / LOCK_NAME, "a+")
+            lock_file = open(RunPaths(path).lock, "a+")
         except OSError as e:
             raise UserError(f"output.dir: cannot write to {path} ({e.strerror or e}); give a "
                             "folder you can write to (--output-dir DIR)") from None
@@ -80,25 +79,22 @@ class RunFolder:
     @property
     def run_id(self) -> str | None:
         try:
-            return json.loads((self.path / RECORD_NAME).read_text())["run_id"]
+            return json.loads(RunPaths(self.path).record.read_text())["run_id"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def record(self, run_id: str, name: str) -> None:
         """Name the run whose outputs this folder holds."""
-        (self.path / RECORD_NAME).write_text(json.dumps(
+        RunPaths(self.path).record.write_text(json.dumps(
             {"run_id": run_id, "name": name, "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
             indent=2) + "\n")
 
     def holds_outputs(self) -> bool:
         """Checkpoints, or a history of steps: a run trained here. A folder of a run that
         failed before its first step (config and plugin records only) holds nothing."""
-        checkpoints = self.path / "checkpoints"
-        if checkpoints.is_dir() and any(p.name.startswith("checkpoint_step_")
-                                        for p in checkpoints.iterdir()):
-            return True
-        viz = self.path / "training_viz"
-        return viz.is_dir() and any(p.suffix in (".json", ".png") for p in viz.iterdir())
+        paths = RunPaths(self.path)
+        return any(folder.is_dir() and any(folder.iterdir())
+                   for folder in (paths.checkpoints, paths.viz, paths.history))
 
     def describe(self) -> str:
         run_id = self.run_id

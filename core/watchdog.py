@@ -1,5 +1,6 @@
 """The stall watchdog: if no step completes within `run.stall_timeout_s`, dump every
-thread's stack (so the hang can be diagnosed), let observers flush, and exit with status 3.
+thread's stack (so the hang can be diagnosed), let observers flush (`on_stall(message)`),
+and exit with status 3.
 A hung data stream or a deadlocked collective otherwise burns a reservation silently.
 """
 
@@ -15,7 +16,7 @@ import time
 class StallWatchdog:
     def __init__(self, timeout_s: float | None, on_stall):
         self.timeout_s = timeout_s
-        self.on_stall = on_stall  # called from the watchdog thread before exiting
+        self.on_stall = on_stall  # on_stall(message), from the watchdog thread, before exiting
         self.last_beat = time.monotonic()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True, name="stall_watchdog")
@@ -37,12 +38,13 @@ class StallWatchdog:
         while not self.done.wait(min(1.0, self.timeout_s / 4)):
             stalled = time.monotonic() - self.last_beat
             if stalled > self.timeout_s:
-                print(f"slimcore: error: no step completed in {stalled:.0f} s "
-                      f"(run.stall_timeout_s = {self.timeout_s:g}); stacks of every thread:",
-                      file=sys.stderr, flush=True)
+                message = (f"no step completed in {stalled:.0f} s (run.stall_timeout_s = "
+                           f"{self.timeout_s:g})")
+                print(f"slimcore: error: {message}; stacks of every thread:", file=sys.stderr,
+                      flush=True)
                 faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
                 try:
-                    self.on_stall()
+                    self.on_stall(message)
                 finally:
                     sys.stderr.flush()
                     sys.stdout.flush()

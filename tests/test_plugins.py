@@ -158,3 +158,29 @@ def test_unknown_selection_lists_what_is_installed():
     error = pm.unknown_selection("nowhere", "data source", "data.source")
     assert isinstance(error, UserError)
     assert "installed: chunk, sample" in str(error)
+
+
+def test_shipped_plugins_use_the_public_api_alone():
+    """What a third party can import is what the shipped plugins import: `slimcore` and its
+    exported names (core/__init__.py), never a module behind it."""
+    import ast
+
+    import slimcore
+    from conftest import REPO
+
+    sources = sorted((REPO / "plugins").glob("*/slimcore_*/*.py")) + sorted(
+        (REPO / "examples").glob("*/slimcore_*/*.py"))
+    assert len(sources) > 10
+    offenders = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.startswith("slimcore."):
+                    offenders.append(f"{path.relative_to(REPO)}: from {node.module} import ...")
+                elif node.module == "slimcore":
+                    offenders += [f"{path.relative_to(REPO)}: {alias.name} is not exported"
+                                  for alias in node.names if alias.name not in slimcore.__all__]
+            elif isinstance(node, ast.Import):
+                offenders += [f"{path.relative_to(REPO)}: import {alias.name}"
+                              for alias in node.names if alias.name.startswith("slimcore.")]
+    assert offenders == []

@@ -72,7 +72,7 @@ def declare_config():
 def save_checkpoint(checkpointer: str, run: Run, state: TrainingState):
     if checkpointer != NAME:
         return None
-    folder = Path(run.output_dir) / "checkpoints"
+    folder = run.paths.checkpoints
     base = folder / f"checkpoint_step_{state.step}.bin"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ def load_checkpoint(checkpointer: str, run: Run, path: str):
     if checkpointer != NAME:
         return None
     if path == "auto":
-        return newest_intact(Path(run.output_dir) / "checkpoints", run.run_id)
+        return newest_intact(run.paths.checkpoints, run.run_id)
     return read_checkpoint(Path(path))
 
 

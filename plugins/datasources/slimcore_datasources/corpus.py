@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 from urllib.parse import urlparse
 
-from slimcore import Run, UserError
-from slimcore.cache import default_cache_dir
+from slimcore import Run, UserError, cache_dir
 
 from .bundled import bundled_shards
 from .records import KINDS, Damage, kind_of, shard_records
@@ -53,9 +52,7 @@ MISSING = object()
 def corpus_files(run: Run, path: str, data_files: str | None, key: str = "data.path") -> list[str]:
     """The shards of the corpus at `path`: local paths or URLs, in a fixed order."""
     if path == "bundled":
-        cache = Path(run.config.tokenizer.cache_dir) if run.config.tokenizer.cache_dir \
-            else default_cache_dir()
-        return bundled_shards(cache)
+        return bundled_shards(cache_dir(run.config.tokenizer.cache_dir))
     if path.startswith(("http://", "https://")):
         return checked_kinds([u.strip() for u in path.split(",") if u.strip()], key)
     files = local_files(path)

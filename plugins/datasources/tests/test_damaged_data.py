@@ -130,8 +130,8 @@ def test_an_unusable_cache_folder_is_one_line_naming_it(tmp_path):
     blocker.write_text("x")
     run = make_run("bundled", timeout_s=1, max_retries=0)
     run.config.tokenizer.cache_dir = str(blocker)
-    with pytest.raises(UserError, match="bundled: cannot write the corpus into the cache .*"
-                                        "cache-is-a-file .*SLIMCORE_CACHE_DIR"):
+    with pytest.raises(UserError, match="cache: cannot write to .*cache-is-a-file .*"
+                                        "SLIMCORE_CACHE_DIR"):
         first_documents(run, 5)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from slimcore import ChartData, UserError, hookimpl
+from slimcore import ChartData, RunPaths, UserError, hookimpl
 
 PANELS = (("loss", "cross-entropy (nats/token)", 1.0), ("accuracy", "accuracy (%)", 100.0),
           ("tokens_per_second", "tokens/s", 1.0))
@@ -25,7 +25,7 @@ def register_commands(subparsers):
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    path = run_dir / "training_viz" / "metrics_history.json"
+    path = RunPaths(run_dir).metrics_history
     if not path.is_file():
         raise UserError(f"compare: {path} not found; give output folders of runs that had "
                         "the json_export plugin on")

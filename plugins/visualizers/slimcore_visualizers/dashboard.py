@@ -57,8 +57,6 @@ class Dashboard:
 
     @hookimpl
     def on_run_start(self, run):
-        if not run.is_main_process:
-            return
         settings: DashboardConfig = run.config.section("dashboard")
         charts = [c.name for c in run.plugins.charts()]
         unknown = sorted(set(settings.disable) - set(charts))

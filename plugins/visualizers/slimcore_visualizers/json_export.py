@@ -64,12 +64,9 @@ class JsonExporter:
 
     @hookimpl
     def on_run_start(self, run):
-        if not run.is_main_process:
-            return
-        folder = Path(run.output_dir) / "training_viz"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.metrics = JsonSeries(folder / "metrics_history.json")
-        self.samples = JsonSeries(folder / "text_samples.json")
+        run.paths.viz.mkdir(parents=True, exist_ok=True)
+        self.metrics = JsonSeries(run.paths.metrics_history)
+        self.samples = JsonSeries(run.paths.text_samples)
         if run.start_step:  # a resumed run continues its history, not a new one
             self.metrics.records = previous_records(self.metrics.path, run.start_step)
             self.samples.records = previous_records(self.samples.path, run.start_step)

@@ -24,7 +24,6 @@ import json  # noqa: E402
 import select  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import matplotlib  # noqa: E402
 
@@ -32,17 +31,14 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from slimcore import ChartData  # noqa: E402
-from slimcore.plugins import SlimcorePluginManager  # noqa: E402
+from slimcore import ChartData, RunPaths, installed_charts  # noqa: E402
 
 CELL_WIDTH_IN, CELL_HEIGHT_IN, WIDE_HEIGHT_IN = 6.0, 4.0, 3.2
 
 
 def load_charts(names: list[str], plugins: list[str]):
     """The named charts, from only the plugins that own them (no torch, no data sources)."""
-    pm = SlimcorePluginManager()
-    pm.discover(only=set(plugins))
-    by_name = {chart.name: chart for chart in pm.charts()}
+    by_name = {chart.name: chart for chart in installed_charts(set(plugins))}
     return [by_name[name] for name in names if name in by_name]
 
 
@@ -80,18 +76,19 @@ def render(charts, data: ChartData, step: int, settings: dict, failed: set) -> l
             print(f"slimcore: warning: chart '{chart.name}' failed: {type(e).__name__}: {e}; "
                   "switched off", file=sys.stderr)
     drawn = [c.name for c in narrow + wide if c.name not in failed]
-    folder = Path(settings["output_dir"]) / "training_viz"
+    paths = RunPaths(settings["output_dir"])
+    folder = paths.viz
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "training_latest.png.tmp"
+    tmp = paths.dashboard_latest.with_name(paths.dashboard_latest.name + ".tmp")
     # The chart list rides in the PNG's text metadata, so tools (and tests) can tell what a
     # dashboard shows without reading pixels.
     figure.savefig(tmp, dpi=settings["dpi"], format="png",
                    metadata={"Description": "slimcore charts: " + ", ".join(drawn)})
     plt.close(figure)
-    step_file = folder / f"training_step_{step:06d}.png"
+    step_file = paths.dashboard(step)
     os.link(tmp, step_file.with_suffix(".png.tmp2"))  # both names from one render, no copy
     os.replace(step_file.with_suffix(".png.tmp2"), step_file)
-    os.replace(tmp, folder / "training_latest.png")
+    os.replace(tmp, paths.dashboard_latest)
     return drawn
 
 

@@ -11,8 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from conftest import run_in_process  # noqa: E402
-from slimcore import ChartData  # noqa: E402
-from slimcore.plugins import SlimcorePluginManager  # noqa: E402
+from slimcore import ChartData, installed_charts  # noqa: E402
 from slimcore_visualizers.charts import moving_average  # noqa: E402
 
 SEVEN = ["loss", "accuracy", "throughput", "learning_rate", "loss_vs_accuracy",
@@ -20,9 +19,7 @@ SEVEN = ["loss", "accuracy", "throughput", "learning_rate", "loss_vs_accuracy",
 
 
 def charts():
-    pm = SlimcorePluginManager()
-    pm.discover()
-    return {c.name: c for c in pm.charts()}
+    return {c.name: c for c in installed_charts(set(SEVEN))}
 
 
 def metric(step, loss=3.0, accuracy=0.2, **extra):
@@ -70,8 +67,30 @@ def test_chart_draws(name, case, real_history):
     figure.canvas.draw()  # the drawing itself, not just the setup, must not raise
     if name != "text_samples":
         assert ax.get_xlabel() and ax.get_ylabel(), "axes carry labels with units"
-        assert any(len(line.get_xdata()) for line in ax.get_lines()) or ax.collections
+        # Something finite is drawn: a line of NaN (a metric the chart misnamed) is blank.
+        drawn = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+        drawn += [np.asarray(c.get_offsets(), dtype=float)[:, 1] for c in ax.collections
+                  if len(c.get_offsets())]
+        assert any(np.isfinite(values).any() for values in drawn)
     plt.close(figure)
+
+
+def test_a_chart_that_asks_for_an_unknown_metric_fails_its_test():
+    from slimcore import Chart
+
+    class Misnamed(Chart):
+        name, title = "misnamed", "Perplexity"
+
+        def draw(self, ax, data):
+            ax.plot(*data.series("perplexty"))
+
+    figure, ax = plt.subplots()
+    with pytest.raises(KeyError, match="no metric named 'perplexty'"):
+        Misnamed().draw(ax, EDGE_CASES["one step"])
+    plt.close(figure)
+    # A metric a plugin added to the records (not a TrainingMetrics field) is fine.
+    steps, values = ChartData(metrics=[metric(1, perplexity=20.0)]).series("perplexity")
+    assert values.tolist() == [20.0]
 
 
 def test_curves_show_raw_series_average_and_eval_points():
