@@ -177,7 +177,8 @@ def run_in_process(config_path, plugins: dict | None = None, overrides=(), resum
     """One run in this process with extra in-process plugins ({name: object}).
     Returns (status, plugin manager)."""
     from slimcore.cli import read_early_args
-    from slimcore.launch import execute_run, resolve_config
+    from slimcore.config import resolve_config
+    from slimcore.launch import execute_run
     from slimcore.plugins import SlimcorePluginManager
 
     early = read_early_args(["run", str(config_path)])  # the YAML's plugins.disable, as the CLI

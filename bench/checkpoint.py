@@ -19,12 +19,11 @@ from pathlib import Path
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from slimcore import Checkpoint  # noqa: E402
+from slimcore.checkpoint import capture_rng  # noqa: E402
 from slimcore.config import ModelSection, OptimizerSection, ScheduleSection, parse_config  # noqa: E402
 from slimcore.model import GPT  # noqa: E402
 from slimcore.ops import TorchOps  # noqa: E402
-from slimcore.plugins import SlimcorePluginManager  # noqa: E402
-from slimcore.run import Run  # noqa: E402
-from slimcore.state import TrainingState  # noqa: E402
 from slimcore.trainer import build_optimizer, build_scheduler  # noqa: E402
 from slimcore_checkpointers.three_file import ThreeFileConfig, read_checkpoint, write_checkpoint  # noqa: E402
 
@@ -35,11 +34,8 @@ MODELS = {
 }
 
 
-class FakeTokenizer:
-    fingerprint = "bench"
-
-
-def training_state(model_cfg: ModelSection, vocab: int) -> tuple[Run, TrainingState]:
+def training_state(model_cfg: ModelSection, vocab: int) -> tuple[torch.nn.Module, Checkpoint]:
+    """A model after one AdamW step, and the record the core would build for it."""
     torch.manual_seed(0)
     model = GPT(model_cfg, vocab, TorchOps)
     optimizer = build_optimizer(model, OptimizerSection(), torch.device("cpu"))
@@ -49,21 +45,21 @@ def training_state(model_cfg: ModelSection, vocab: int) -> tuple[Run, TrainingSt
     optimizer.zero_grad(set_to_none=True)
     scheduler = build_scheduler(optimizer, ScheduleSection(), 1000)
     config = parse_config({}, {"three_file": ThreeFileConfig}, "bench")
-    run = Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
-              plugins=SlimcorePluginManager())
-    run.tokenizer = FakeTokenizer()
-    return run, TrainingState(step=1, model=model, optimizer=optimizer, scheduler=scheduler,
-                              tokens_seen=0)
+    return model, Checkpoint(
+        step=1, tokens_seen=0, skipped_steps=0, run_id="bench", config=config.to_dict(),
+        tokenizer_fingerprint="bench", model=model.state_dict(),
+        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=capture_rng(),
+        data_state=None)
 
 
 def measure(name: str) -> None:
     model_cfg, vocab = MODELS[name]
-    run, state = training_state(model_cfg, vocab)
-    parameters = sum(p.numel() for p in state.model.parameters())
+    model, checkpoint = training_state(model_cfg, vocab)
+    parameters = sum(p.numel() for p in model.parameters())
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as folder:
         base = Path(folder) / "checkpoint_step_1.bin"
         started = time.perf_counter()
-        write_checkpoint(base, run, state)
+        write_checkpoint(base, checkpoint)
         save_s = time.perf_counter() - started
         size = sum(base.with_name(base.name + s).stat().st_size for s in ("", ".embeddings",
                                                                             ".decoder"))
@@ -74,8 +70,7 @@ def measure(name: str) -> None:
             p.unlink()
         peer = Path(folder) / "peer.pt"
         started = time.perf_counter()
-        torch.save({"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict()},
-                   peer)
+        torch.save({"model": checkpoint.model, "optimizer": checkpoint.optimizer}, peer)
         os.sync()  # the three-file save fsyncs; give the peer the same durability
         peer_save_s = time.perf_counter() - started
         peer_size = peer.stat().st_size

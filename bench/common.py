@@ -11,7 +11,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
 from slimcore import hookimpl  # noqa: E402
-from slimcore.launch import execute_run, prepare_tokenizer, resolve_config  # noqa: E402
+from slimcore.config import resolve_config  # noqa: E402
+from slimcore.launch import execute_run, prepare_tokenizer  # noqa: E402
 from slimcore.plugins import SlimcorePluginManager  # noqa: E402
 from slimcore.run import Run  # noqa: E402
 

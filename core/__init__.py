@@ -12,7 +12,8 @@ _EXPORTS = {
     "cache_dir": "cache",
     "RunConfig": "config", "RunPaths": "outputs", "Range": "config", "NonEmpty": "config", "ConfigError": "errors", "UserError": "errors",
     "hookimpl": "hookspecs", "TrainingMetrics": "metrics", "Run": "run",
-    "TextSample": "sampling", "TrainingState": "state", "Tokenizer": "tokenizer",
+    "TextSample": "sampling", "Tokenizer": "tokenizer", "Checkpoint": "checkpoint",
+    "DataSource": "source",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .config import ConfigError, apply_override, load_yaml
+from .config import SMOKE_OVERRIDES, ConfigError, apply_override, load_yaml, resolve_config
 from .errors import TrainingHalted, UserError
 from .distributed import launched_by_torchrun
-from .launch import SMOKE_OVERRIDES, execute_run, resolve_config
+from .launch import execute_run
 from .plugins import SlimcorePluginManager
 
 # The original scripts' flags, each a shorthand for one --set.

@@ -14,6 +14,8 @@ must fit in 64 bits, whether annotated or not.
     load_yaml(path) -> dict          strict YAML: safe_load, duplicate keys rejected
     apply_override(raw, "a.b=1")     one `--set` onto the raw dict
     parse_config(raw, sections, source) -> RunConfig
+    resolve_config(path, overrides, pm)   YAML + --test + flags + --set, with the sections
+                                          the loaded plugins declare -> RunConfig
 """
 
 from __future__ import annotations
@@ -372,6 +374,61 @@ def apply_override(raw: dict, assignment: str) -> None:
             raise ConfigError(".".join(parts[: i + 1]), "is a value, not a section", "--set")
         node = child
     node[parts[-1]] = value
+
+
+# -- from a YAML file and the command line to a RunConfig -----------------------------
+
+
+# `--test`: a smoke run that exercises every part in seconds.
+SMOKE_OVERRIDES = [
+    "run.steps=10", "model.width=64", "model.layers=2", "model.heads=4",
+    "model.mlp_hidden=128", "model.seq_len=64", "data.batch_size=4",
+    "tokenizer.vocab_size=1000", "tokenizer.train_documents=50", "intervals.viz=5",
+    "intervals.log=1", "samples.max_new_tokens=8",
+]
+
+
+def declared_sections(pm) -> dict[str, type]:
+    """The sections plugins declare (`declare_config`), each name owned once."""
+    sections: dict[str, type] = {}
+    owners: dict[str, str] = {}
+    for impl in pm.hook.declare_config.get_hookimpls():
+        for name, cls in (impl.function() or {}).items():
+            if name in CORE_SECTIONS or name in sections:
+                other = owners.get(name, "slimcore")
+                raise UserError(f"plugin '{impl.plugin_name}' declares config section '{name}', "
+                                f"which '{other}' already owns; disable one of them")
+            sections[name], owners[name] = cls, impl.plugin_name
+    return sections
+
+
+def resolve_config(path: str | Path, overrides: list[str], pm,
+                   raw: dict | None = None, origins: dict[str, str] | None = None) -> RunConfig:
+    """`overrides` are `dotted.key=value` strings applied in order after the YAML.
+    `origins` names where an override's key came from (`--steps`, `--test`); the rest are
+    `--set`. A bad value is blamed on its origin; a check across keys that an override took
+    part in, on the file and the override both."""
+    raw = load_yaml(path) if raw is None else raw
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    raw.setdefault("run", {})
+    if isinstance(raw["run"], dict) and not raw["run"].get("name"):
+        raw["run"]["name"] = Path(path).stem
+    origins = dict(origins or {})
+    for assignment in overrides:
+        origins.setdefault(assignment.partition("=")[0].strip(), "--set")
+    ignorable = {i.name for i in pm.infos.values() if i.status != "loaded"}
+    try:
+        return parse_config(raw, declared_sections(pm), str(path), ignorable)
+    except ConfigError as e:
+        exact = [o for k, o in origins.items() if e.key == k or e.key.startswith(k + ".")
+                 or k.startswith(e.key + ".")]
+        section = [o for k, o in origins.items() if k.split(".")[0] == e.key.split(".")[0]]
+        if exact:
+            raise ConfigError(e.key, e.detail, exact[-1]) from None
+        if section:
+            raise ConfigError(e.key, e.detail, f"{path} with {section[-1]}") from None
+        raise
 
 
 # -- typed parsing --------------------------------------------------------------------------

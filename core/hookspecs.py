@@ -22,7 +22,7 @@ docs/plugins.md lists every hook with its exact signature; tests/test_hooks.py h
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import pluggy
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .metrics import TrainingMetrics
     from .run import Run
     from .sampling import TextSample
-    from .state import TrainingState
+    from .checkpoint import Checkpoint
 
 hookspec = pluggy.HookspecMarker("slimcore")
 hookimpl = pluggy.HookimplMarker("slimcore")
@@ -137,35 +137,35 @@ def on_text_samples(step: int, samples: list[TextSample], run: Run) -> None:
 
 
 @hookspec(firstresult=True)
-def save_checkpoint(checkpointer: str, run: Run, state: TrainingState) -> str | None:
-    """Save ``state`` with checkpointer ``checkpointer`` (``checkpoint.checkpointer`` in the
-    YAML); return the path of the saved checkpoint, or None when the name is not yours.
-    Save ``state.data_state`` too (the source's position: JSON values and CPU tensors in
-    nested dicts, or None), so that a resumed run reads on where this one stopped, and
-    ``run.run_id`` (the run the checkpoint belongs to): ``path == "auto"`` in
-    ``load_checkpoint`` and any pruning must take only this run's checkpoints.
+def save_checkpoint(checkpointer: str, run: Run, checkpoint: Checkpoint) -> str | None:
+    """Store ``checkpoint`` with checkpointer ``checkpointer`` (``checkpoint.checkpointer``
+    in the YAML); return the path of the saved checkpoint, or None when the name is not
+    yours.
 
-    Must be all or nothing: a crash mid-save leaves the previous checkpoint usable. Raise
-    ``slimcore.UserError`` for a problem the user can fix (disk full, unwritable folder).
+    ``checkpoint`` is a ``slimcore.Checkpoint``: everything a resume needs, built by the
+    core (step, counters, run id, config, tokenizer fingerprint, the whole model and
+    optimizer, scheduler, every random state, every rank's data position). Store all of it
+    and nothing else; ``checkpoint.split()`` gives its tensors (CPU) and the rest as JSON
+    values, and ``load_checkpoint`` hands them back through ``Checkpoint.join``. Called on
+    rank 0 only.
+
+    Must be all or nothing: a crash mid-save leaves the previous checkpoint usable. Prune
+    only checkpoints of this run (``checkpoint.run_id``). Raise ``slimcore.UserError`` for a
+    problem the user can fix (disk full, unwritable folder).
     """
 
 
 @hookspec(firstresult=True)
-def load_checkpoint(checkpointer: str, run: Run, path: str) -> dict[str, Any] | None:
+def load_checkpoint(checkpointer: str, run: Run, path: str) -> Checkpoint | dict | None:
     """Load the checkpoint at ``path`` with checkpointer ``checkpointer``; return None when
-    the name is not yours. ``path == "auto"`` means the newest intact checkpoint of
-    ``run.output_dir`` (skipping damaged ones with a warning), or ``{}`` when there is none.
+    the name is not yours. ``path == "auto"`` means the newest intact checkpoint of this run
+    (``run.run_id``, or one saved before run ids) in ``run.output_dir``, skipping damaged
+    ones and other runs' with a warning, or ``{}`` when there is none. Called on every rank.
 
-    With ``"auto"``, take only checkpoints of ``run.run_id`` (or of no run id, saved before
-    run ids existed); ``run.run_id`` is None in a folder from before run ids.
-
-    Returns a dict with ``path``, ``step``, ``tokens_seen``, ``config`` (the resolved
-    config as saved, ``RunConfig.to_dict()``), ``run_id`` (as saved, or None),
-    ``tokenizer_fingerprint``, ``model`` (state dict), ``optimizer`` and ``scheduler``
-    (state dicts) and ``rng`` (``{"torch": ByteTensor, ...}``), and ``data_state``
-    (``state.data_state`` as saved, None when the source had none: the core then replays
-    the stream). Must verify integrity before returning a tensor and must never execute
-    code from the file. Raise ``slimcore.UserError`` for a damaged or missing checkpoint.
+    Return the ``slimcore.Checkpoint`` exactly as it was saved, with ``path`` set:
+    ``Checkpoint.join(tensors, meta, path)`` of what ``checkpoint.split()`` gave. Must
+    verify integrity before returning a tensor and must never execute code from the file.
+    Raise ``slimcore.UserError`` for a damaged or missing checkpoint.
     """
 
 

@@ -13,11 +13,10 @@ import math
 import signal
 import sys
 import time
-from typing import Iterator
 
 import torch
 
-from .batch import Batch
+from .checkpoint import Checkpoint, capture_rng
 from .config import OptimizerSection, RunConfig, ScheduleSection
 from .errors import TrainingHalted, UserError
 from .evaluation import evaluate, validation_batches
@@ -26,6 +25,7 @@ from .metrics import (StepTimer, TrainingMetrics, device_peak_flops, flops_per_t
 from .run import Run
 from .sampling import sample_texts
 from .signals import GracefulStop
+from .source import DataSource
 from .state import TrainingState
 from .watchdog import StallWatchdog
 
@@ -64,11 +64,11 @@ def autocast_context(device: torch.device):
     return contextlib.nullcontext()
 
 
-def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
+def train_loop(run: Run, state: TrainingState, batches: DataSource,
                stop: GracefulStop, watchdog: StallWatchdog) -> str:
     """Train from `state.step` to `run.config.run.steps`; returns the run's end status.
-    `batches` is the data source; `stop` says when a signal asked to stop; `watchdog` is
-    told of every finished step. Under torchrun each rank draws its own batches; loss,
+    `batches` is the data source (core/source.py); its position is taken after every step.
+    `stop` says when a signal asked to stop; `watchdog` is told of every finished step. Under torchrun each rank draws its own batches; loss,
     accuracy and token counts are those of the whole job's batch."""
     cfg: RunConfig = run.config
     model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
@@ -81,7 +81,6 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
                                   cfg.model.seq_len)
     accum = cfg.optimizer.grad_accum_steps
     sample_interval = cfg.intervals.viz * cfg.intervals.sample_every
-    source_state = getattr(batches, "state_dict", lambda: None)
     heldout = validation_batches(run) if cfg.eval.interval else None
     model.train()
 
@@ -144,7 +143,7 @@ def train_loop(run: Run, state: TrainingState, batches: Iterator[Batch],
         tokens = int(tokens)
         state.step = step
         state.tokens_seen += tokens
-        state.data_state = source_state()
+        state.data_state = batches.state_dict()
         memory, memory_kind = memory_in_use(device)
         tokens_per_second = tokens / step_time
         eval_loss = eval_accuracy = None
@@ -211,25 +210,26 @@ def save_final_checkpoint(run: Run, state: TrainingState) -> None:
 def save_checkpoint(run: Run, state: TrainingState) -> str | None:
     """Save through the checkpointer the YAML names; returns the checkpoint's path (None on
     ranks other than 0). Every rank takes part: its data position (and, for a sharded model,
-    its shard) is gathered on rank 0, which writes."""
+    its shard) is gathered on rank 0, which builds the record and hands it over."""
     name = run.config.checkpoint.checkpointer
     ranks = run.distributed
-    own_data_state = state.data_state
-    data_states = ranks.gather(own_data_state, "gathering data positions for a checkpoint")
-    if ranks.strategy == "fsdp":
-        state.gathered_model_state = ranks.full_model_state(state.model)
-        state.gathered_optimizer_state = ranks.full_optimizer_state(state.model, state.optimizer)
+    data_states = ranks.gather(state.data_state, "gathering data positions for a checkpoint")
+    model_state = ranks.full_model_state(state.model)
+    optimizer_state = ranks.full_optimizer_state(state.model, state.optimizer)
     path = None
-    try:
-        if run.is_main_process:
-            state.data_state = None if all(d is None for d in data_states) else \
-                {"world_size": ranks.world_size, "ranks": data_states}
-            path = run.plugins.hook.save_checkpoint(checkpointer=name, run=run, state=state)
-            if path is None:
-                raise UserError(f"checkpoint.checkpointer: no plugin saves checkpoints as "
-                                f"'{name}' (see `slimcore plugins`)")
-    finally:
-        state.data_state = own_data_state
-        state.gathered_model_state = state.gathered_optimizer_state = None
+    if run.is_main_process:
+        checkpoint = Checkpoint(
+            step=state.step, tokens_seen=state.tokens_seen, skipped_steps=state.skipped_steps,
+            run_id=run.run_id, config=run.config.to_dict(),
+            tokenizer_fingerprint=run.tokenizer.fingerprint if run.tokenizer else None,
+            model=model_state, optimizer=optimizer_state,
+            scheduler=state.scheduler.state_dict(), rng=capture_rng(),
+            data_state=None if all(d is None for d in data_states) else
+            {"world_size": ranks.world_size, "ranks": data_states})
+        path = run.plugins.hook.save_checkpoint(checkpointer=name, run=run,
+                                                checkpoint=checkpoint)
+        if path is None:
+            raise UserError(f"checkpoint.checkpointer: no plugin saves checkpoints as "
+                            f"'{name}' (see `slimcore plugins`)")
     ranks.barrier("waiting for rank 0 to write a checkpoint")
     return path

@@ -45,7 +45,9 @@ def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpu
     settings = {"run": {"steps": 4}, "intervals": {"checkpoint": 2, "viz": 2},
                 "data": {"source": "sample", "path": str(corpus), "batch_size": 2,
                          "shuffle_buffer": 0},
-                "tokenizer": {"vocab_size": 300, "train_documents": 100}}
+                "tokenizer": {"vocab_size": 300, "train_documents": 100},
+                # flat after warmup: a run of 4 steps then 6 follows the rates of one of 6
+                "schedule": {"warmup_steps": 2, "min_lr_ratio": 1.0}}
     ddp = torchrun(write_config({**settings, "output": {"dir": str(tmp_path / "ddp")}}, "ddp"))
     assert ddp.returncode == 0, ddp.stdout[-2000:] + ddp.stderr[-3000:]
     # One set of outputs: one progress line per step, one history, rank 0's checkpoints.
@@ -82,6 +84,21 @@ def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpu
                    resume=str(tmp_path / "ddp" / "checkpoints" / "checkpoint_step_2.bin"))
     assert "saved by 2 ranks and this job has 1" in capsys.readouterr().err
     assert sorted(history(tmp_path / "alone")) == [3, 4]
+    # That replayed run saves its own position again: resumed once more, it reads on from
+    # there (no second replay) exactly as a run that never stopped after its replay.
+    from slimcore_checkpointers.three_file import read_checkpoint
+
+    resaved = tmp_path / "alone" / "checkpoints" / "checkpoint_step_4.bin"
+    assert read_checkpoint(resaved).data_state["world_size"] == 1
+    run_in_process(write_config({**single, "run": {"steps": 6}}, "alone"), resume="auto",
+                   overrides=[f"output.dir={tmp_path / 'alone'}"])
+    assert "replaying" not in capsys.readouterr().err
+    run_in_process(write_config({**single, "run": {"steps": 6},
+                                 "output": {"dir": str(tmp_path / "through")}}, "through"),
+                   resume=str(tmp_path / "ddp" / "checkpoints" / "checkpoint_step_2.bin"))
+    through, twice = history(tmp_path / "through"), history(tmp_path / "alone")
+    assert sorted(twice) == [3, 4, 5, 6]
+    assert [twice[s]["loss"] for s in (5, 6)] == [through[s]["loss"] for s in (5, 6)]
 
 
 def test_fsdp_shards_and_trains_like_ddp(write_config, tmp_path, corpus):
@@ -103,8 +120,8 @@ def test_fsdp_shards_and_trains_like_ddp(write_config, tmp_path, corpus):
     from slimcore_checkpointers.three_file import read_checkpoint
 
     saved = read_checkpoint(tmp_path / "fsdp" / "checkpoints" / "checkpoint_step_3.bin")
-    assert saved["model"]["embed.weight"].shape[0] == 300
-    assert len(saved["optimizer"]["state"]) == len(saved["model"])
+    assert saved.model["embed.weight"].shape[0] == 300
+    assert len(saved.optimizer["state"]) == len(saved.model)
 
 
 @pytest.mark.parametrize("fault", ["exit", "hang"])

@@ -2,6 +2,7 @@
 the real CLI; and the meta-tests that keep hookspecs, docs and tests in step."""
 
 import inspect
+import json
 import re
 from pathlib import Path
 
@@ -191,18 +192,33 @@ class RecordingCheckpointer:
         self.saved = []
 
     @hookimpl
-    def save_checkpoint(self, checkpointer, run, state):
+    def save_checkpoint(self, checkpointer, run, checkpoint):
         if checkpointer == "memo":
-            self.saved.append((state.step, {k: v.clone() for k, v in
-                                            state.model.state_dict().items()}))
-            return f"memo:{state.step}"
+            self.saved.append(checkpoint)
+            return f"memo:{checkpoint.step}"
 
 
 def test_hook_save_checkpoint(write_config):
+    import numpy as np
+    import torch
+
     memo = RecordingCheckpointer()
-    run_in_process(write_config({"run": {"steps": 5}, "intervals": {"checkpoint": 2},
-                                 "checkpoint": {"checkpointer": "memo"}}), {"memo": memo})
-    assert [step for step, _ in memo.saved] == [2, 4, 5]  # every interval, and the end
+    status, _ = run_in_process(write_config({"run": {"steps": 5}, "intervals": {"checkpoint": 2},
+                                             "checkpoint": {"checkpointer": "memo"}}),
+                               {"memo": memo})
+    assert [c.step for c in memo.saved] == [2, 4, 5]  # every interval, and the end
+    last = memo.saved[-1]
+    # The record holds everything a resume needs, and what it holds is a snapshot.
+    assert last.run_id and last.config["run"]["steps"] == 5 and last.skipped_steps == 0
+    assert set(last.rng) == {"torch", "cuda", "numpy", "python"}
+    assert last.rng["numpy"]["keys"].shape == (624,) and len(last.rng["python"][1]) == 625
+    assert last.data_state["world_size"] == 1 and last.tokenizer_fingerprint
+    assert len(last.optimizer["state"]) == len(last.model)
+    tensors, meta = last.split()
+    again = type(last).join(tensors, json.loads(json.dumps(meta)))
+    assert again.step == 5 and list(again.optimizer["state"]) == list(last.optimizer["state"])
+    assert all(torch.equal(again.model[k], v) for k, v in last.model.items())
+    assert np.array_equal(again.rng["numpy"]["keys"], last.rng["numpy"]["keys"])
     with pytest.raises(UserError, match="unknown checkpointer 'nobody'"):
         run_in_process(write_config({"run": {"steps": 1},
                                      "checkpoint": {"checkpointer": "nobody"}}))

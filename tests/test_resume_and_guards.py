@@ -196,5 +196,5 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(write_config, tmp_p
                                         "left on device\\); the previous checkpoint is intact"):
         run_in_process(config)
     folder = tmp_path / "out" / "checkpoints"
-    assert three_file.read_checkpoint(folder / "checkpoint_step_2.bin")["step"] == 2
+    assert three_file.read_checkpoint(folder / "checkpoint_step_2.bin").step == 2
     assert not (folder / "checkpoint_step_4.bin").exists()

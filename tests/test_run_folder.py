@@ -99,7 +99,7 @@ def test_overwrite_moves_the_old_run_aside(write_config, tmp_path, cli):
     moved = [p for p in tmp_path.iterdir() if p.name.startswith("out.replaced-")]
     assert len(moved) == 1 and f"was moved to {moved[0]}" in result.stdout
     assert json.loads((moved[0] / "run.json").read_text())["run_id"] == old_id
-    assert read_checkpoint(moved[0] / "checkpoints" / "checkpoint_step_4.bin")["step"] == 4
+    assert read_checkpoint(moved[0] / "checkpoints" / "checkpoint_step_4.bin").step == 4
     new = tmp_path / "out"
     assert json.loads((new / "run.json").read_text())["run_id"] != old_id
     # The folder the command runs in cannot be moved aside.
@@ -134,7 +134,7 @@ def test_resume_auto_and_pruning_never_take_another_runs_checkpoints(write_confi
     assert f"checkpoint_step_8.bin belongs to run {b_id}" in out.err
     # A saved 6, 8 and 10 (B's set 8 renamed first, not overwritten), then pruned its own
     # sets to keep_last = 2 plus the one it resumed from (4); B's 7 is left alone.
-    owners = {p.name: read_checkpoint(p)["run_id"] for p in complete_sets(folder)}
+    owners = {p.name: read_checkpoint(p).run_id for p in complete_sets(folder)}
     assert owners == {"checkpoint_step_4.bin": a_id, "checkpoint_step_7.bin": b_id,
                       "checkpoint_step_8.bin": a_id, "checkpoint_step_10.bin": a_id}
     assert f"renamed to checkpoint_step_8.bin.other-run-{b_id}" in out.err
@@ -158,7 +158,7 @@ def test_resuming_a_checkpoint_into_a_folder_of_another_run_is_refused(write_con
     run_in_process(fresh, resume=str(tmp_path / "a" / "checkpoints" / "checkpoint_step_2.bin"))
     a_id = json.loads((tmp_path / "a" / "run.json").read_text())["run_id"]
     assert json.loads((tmp_path / "c" / "run.json").read_text())["run_id"] == a_id
-    assert read_checkpoint(tmp_path / "c" / "checkpoints" / "checkpoint_step_4.bin")["run_id"] \
+    assert read_checkpoint(tmp_path / "c" / "checkpoints" / "checkpoint_step_4.bin").run_id \
         == a_id
 
 

@@ -1,11 +1,15 @@
 """Plugin `three_file`: a checkpoint as three safetensors files.
 
-    checkpoint_step_N.bin             run state: step, resolved config, optimizer tensors and
-                                      layout, scheduler, RNG, the data source's position,
-                                      tokenizer fingerprint, format version, manifest of the
-                                      other two
+    checkpoint_step_N.bin             the record's JSON (step, config, run id, scheduler,
+                                      RNG, data position, ...) and its other tensors
+                                      (optimizer moments, RNG states), the format version,
+                                      the manifest of the other two
     checkpoint_step_N.bin.embeddings  the token embedding weights
     checkpoint_step_N.bin.decoder     every other model weight
+
+What is stored is the core's `slimcore.Checkpoint`, whole: `checkpoint.split()` on save,
+`Checkpoint.join()` on load; the model's tensors go to the two weight files under their
+state-dict names.
 
 No pickle anywhere: tensors live in safetensors (a JSON header and raw bytes) and the rest in
 its JSON metadata, so loading can never run code. Each file is written aside, fsynced and
@@ -13,7 +17,7 @@ renamed into place; `.bin` goes last and is the commit mark: a set without its `
 incomplete and never read. Every byte that makes up the loaded state is verified before a
 tensor is returned: the manifest's sha256 covers the two weight files whole, and the
 `.bin`'s own digest covers its JSON state and each of its tensors' name, dtype, shape and
-bytes. Long texts in a data position go into tensors, so the header stays small.
+bytes.
 
 Every set names the run that wrote it (`run_id`): `--resume auto` and pruning take only this
 run's sets, and leave another run's alone (with a warning). Files in `checkpoints/` that are
@@ -25,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import sys
 import time
@@ -33,17 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
-from slimcore import Range, Run, TrainingState, UserError, hookimpl
+from slimcore import Checkpoint, Range, Run, UserError, hookimpl
 
 NAME = "three_file"
 # 2: the .bin's digest covers each tensor's dtype and shape too, and sets carry a run id.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3: the .bin holds the core's Checkpoint record as split() gives it (every RNG state, the
+#    skipped-step count).
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+MODEL = "model."  # the record's model tensors; stored in the weight files without this
 EMBEDDING_PREFIX = "embed."
 SUFFIXES = (".embeddings", ".decoder")
 SET_NAME = re.compile(r"checkpoint_step_(\d+)\.bin")
@@ -51,7 +56,6 @@ SET_NAME = re.compile(r"checkpoint_step_(\d+)\.bin")
 # files of a save in progress (or killed) that are never read.
 SET_FILE = re.compile(r"checkpoint_step_\d+\.bin(\.embeddings|\.decoder)?"
                       r"(\.tmp|\.other-run-\w+)?")
-TEXT_IN_TENSOR_CHARS = 256  # longer strings of a data position go into a uint8 tensor
 
 
 @dataclass
@@ -69,15 +73,15 @@ def declare_config():
 
 
 @hookimpl
-def save_checkpoint(checkpointer: str, run: Run, state: TrainingState):
+def save_checkpoint(checkpointer: str, run: Run, checkpoint: Checkpoint):
     if checkpointer != NAME:
         return None
     folder = run.paths.checkpoints
-    base = folder / f"checkpoint_step_{state.step}.bin"
+    base = folder / f"checkpoint_step_{checkpoint.step}.bin"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        keep_other_runs_set(base, run.run_id)
-        path = write_checkpoint(base, run, state)
+        keep_other_runs_set(base, checkpoint.run_id)
+        path = write_checkpoint(base, checkpoint)
     except OSError as e:
         for leftover in folder.glob(base.name + "*.tmp"):
             leftover.unlink(missing_ok=True)
@@ -85,7 +89,7 @@ def save_checkpoint(checkpointer: str, run: Run, state: TrainingState):
                         "checkpoint is intact") from None
     settings: ThreeFileConfig = run.config.section(NAME)
     keep = {Path(run.resumed_from).name} if run.resumed_from else set()
-    prune(folder, run.run_id, settings.keep_last, settings.keep_every, keep)
+    prune(folder, checkpoint.run_id, settings.keep_last, settings.keep_every, keep)
     return path
 
 
@@ -123,8 +127,8 @@ def newest_intact(folder: Path, run_id: str | None = None) -> dict[str, Any]:
             print(f"slimcore: warning: {e}; falling back to the previous checkpoint",
                   file=sys.stderr)
             continue
-        if run_id is not None and saved["run_id"] not in (None, run_id):
-            print(f"slimcore: warning: {base} belongs to run {saved['run_id']}, not to this "
+        if run_id is not None and saved.run_id not in (None, run_id):
+            print(f"slimcore: warning: {base} belongs to run {saved.run_id}, not to this "
                   f"folder's run {run_id}; skipped", file=sys.stderr)
             continue
         return saved
@@ -141,14 +145,14 @@ def register_commands(subparsers):
 def command_inspect(args) -> int:
     base = Path(args.checkpoint)
     saved = read_checkpoint(base)  # raises UserError (exit 2) when damaged
-    config = saved["config"] if isinstance(saved["config"], dict) else {}
+    config = saved.config if isinstance(saved.config, dict) else {}
     model = config.get("model") or {}
-    parameters = sum(t.numel() for t in saved["model"].values())
-    embed = saved["model"].get("embed.weight")
+    parameters = sum(t.numel() for t in saved.model.values())
+    embed = saved.model.get("embed.weight")
     vocabulary = f"{embed.shape[0]:,}" if embed is not None else "?"
     print(f"{base}: verified (sha256 of every file matches)")
-    print(f"  step {saved['step']}, {saved['tokens_seen']:,} tokens seen, run "
-          f"{(config.get('run') or {}).get('name')!r} (id {saved['run_id']})")
+    print(f"  step {saved.step}, {saved.tokens_seen:,} tokens seen, run "
+          f"{(config.get('run') or {}).get('name')!r} (id {saved.run_id})")
     print(f"  model: width {model.get('width')}, {model.get('layers')} layers, "
           f"{model.get('heads')} heads, seq {model.get('seq_len')}, vocabulary {vocabulary}, "
           f"{parameters:,} parameters")
@@ -161,46 +165,29 @@ def command_inspect(args) -> int:
 # -- writing --------------------------------------------------------------------------------
 
 
-def write_checkpoint(base: Path, run: Run, state: TrainingState) -> str:
-    weights = {k: v.detach().cpu().contiguous() for k, v in state.model_state().items()}
+def write_checkpoint(base: Path, checkpoint: Checkpoint) -> str:
+    tensors, record = checkpoint.split()
+    weights = {name[len(MODEL):]: tensors.pop(name) for name in list(tensors)
+               if name.startswith(MODEL)}
     embeddings = {k: v for k, v in weights.items() if k.startswith(EMBEDDING_PREFIX)}
     decoder = {k: v for k, v in weights.items() if not k.startswith(EMBEDDING_PREFIX)}
-    optimizer_tensors, optimizer_layout = split_optimizer_state(state.optimizer_state())
 
     manifest = {}
-    for suffix, tensors in ((".embeddings", embeddings), (".decoder", decoder)):
-        data = safetensors_bytes(tensors)
+    for suffix, part in ((".embeddings", embeddings), (".decoder", decoder)):
+        data = safetensors_bytes(part)
         write_aside(base.with_name(base.name + suffix), data)
         manifest[base.name + suffix] = {"sha256": hashlib.sha256(data).hexdigest(),
                                         "bytes": len(data)}
-    run_state = {
-        "format_version": FORMAT_VERSION,
-        "step": state.step,
-        "tokens_seen": state.tokens_seen,
-        "config": run.config.to_dict(),
-        "run_id": run.run_id,
-        "tokenizer_fingerprint": run.tokenizer.fingerprint if run.tokenizer else None,
-        "optimizer": optimizer_layout,
-        "scheduler": state.scheduler.state_dict(),
-        "python_random": _jsonable(random.getstate()),
-        "manifest": manifest,
-    }
-    tensors = {f"optimizer.{k}": v for k, v in optimizer_tensors.items()}
-    run_state["data_state"] = split_tensors(state.data_state, "data", tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.numpy"] = torch.from_numpy(np.random.get_state()[1].astype(np.int64))
-    if torch.cuda.is_available():
-        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = rng
+    run_state = {"format_version": FORMAT_VERSION, "record": record, "manifest": manifest}
     run_state["self_sha256"] = state_digest(run_state, tensors)
     write_aside(base, safetensors_bytes(tensors, metadata={"slimcore": json.dumps(run_state)}))
-    fault_point("written", state.step)
+    fault_point("written", checkpoint.step)
     # Renames happen only now that every file is whole on disk; `.bin` last commits the set.
     for suffix in (".embeddings", ".decoder", ""):
         target = base.with_name(base.name + suffix)
         os.replace(target.with_name(target.name + ".tmp"), target)
         if suffix == ".decoder":
-            fault_point("renamed", state.step)
+            fault_point("renamed", checkpoint.step)
     fsync_folder(base.parent)
     return str(base)
 
@@ -230,51 +217,8 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors out of an optimizer state dict (for safetensors), the rest as JSON."""
-    tensors, layout = {}, {"param_groups": state_dict["param_groups"], "state": {}}
-    for index, entry in state_dict["state"].items():
-        layout["state"][str(index)] = {}
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
-                layout["state"][str(index)][key] = None  # a tensor, stored under index.key
-            else:
-                layout["state"][str(index)][key] = value
-    return tensors, layout
-
-
-def split_tensors(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """`value` (nested dicts and lists) with each tensor, and each long string, moved into
-    `tensors` under its dotted name and replaced by {"__tensor__": name} (or {"__text__":
-    name}, the string's UTF-8 bytes), for the JSON metadata: safetensors caps its header, and
-    a data position may hold documents' text."""
-    if isinstance(value, torch.Tensor):
-        tensors[name] = value.detach().cpu().clone()  # own storage: safetensors needs it
-        return {"__tensor__": name}
-    if isinstance(value, str) and len(value) > TEXT_IN_TENSOR_CHARS:
-        tensors[name] = torch.frombuffer(bytearray(value.encode()), dtype=torch.uint8)
-        return {"__text__": name}
-    if isinstance(value, dict):
-        return {k: split_tensors(v, f"{name}.{k}", tensors) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [split_tensors(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]
-    return value
-
-
-def join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"__tensor__"}:
-            return tensors[value["__tensor__"]]
-        if set(value) == {"__text__"}:
-            return bytes(tensors[value["__text__"]].numpy()).decode()
-        return {k: join_tensors(v, tensors) for k, v in value.items()}
-    if isinstance(value, list):
-        return [join_tensors(v, tensors) for v in value]
-    return value
-
-
 def join_optimizer_state(tensors: dict[str, torch.Tensor], layout: dict) -> dict:
+    """An optimizer state dict from formats 1 and 2 (tensors under "index.key")."""
     state = {}
     for index, entry in layout["state"].items():
         state[int(index)] = {key: tensors[f"{index}.{key}"] if value is None else value
@@ -298,15 +242,11 @@ def state_digest(run_state: dict, tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _jsonable(value: Any) -> Any:
-    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
 # -- reading --------------------------------------------------------------------------------
 
 
-def read_checkpoint(base: Path) -> dict[str, Any]:
-    """Verify every file of the set, then return its contents. UserError if damaged."""
+def read_checkpoint(base: Path) -> Checkpoint:
+    """Verify every file of the set, then return its record. UserError if damaged."""
     if not base.is_file():
         raise UserError(f"checkpoint: {base} does not exist (or its set is incomplete)")
     try:
@@ -330,25 +270,43 @@ def read_checkpoint(base: Path) -> dict[str, Any]:
         for name, expected in weight_files(base, run_state["manifest"]).items():
             # Parse the very bytes that were verified: no second read that could differ.
             weights.update(sorted(safetensors_load(_read_verified(name, expected)).items()))
-        optimizer_tensors = {k[len("optimizer."):]: v for k, v in tensors.items()
-                             if k.startswith("optimizer.")}
-        return {
-            "step": int(run_state["step"]),
-            "tokens_seen": int(run_state["tokens_seen"]),
-            "config": run_state["config"],
-            "run_id": run_state.get("run_id"),
-            "tokenizer_fingerprint": run_state["tokenizer_fingerprint"],
-            "model": weights,
-            "optimizer": join_optimizer_state(optimizer_tensors, run_state["optimizer"]),
-            "scheduler": run_state["scheduler"],
-            "rng": {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")},
-            "python_random": run_state["python_random"],
-            "data_state": join_tensors(run_state.get("data_state"), tensors),
-            "path": str(base),
-        }
+        if run_state["format_version"] < 3:
+            return legacy_record(run_state, tensors, weights, str(base))
+        tensors.update({MODEL + name: tensor for name, tensor in weights.items()})
+        return Checkpoint.join(tensors, run_state["record"], path=str(base))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"checkpoint: {base} is not a slimcore checkpoint ({type(e).__name__}: "
                         f"{str(e)[:200]} in its state)") from None
+
+
+def legacy_record(run_state: dict, tensors: dict, weights: dict, path: str) -> Checkpoint:
+    """A set of formats 1 and 2 as a record: they kept NumPy's generator without its
+    position (so NumPy's state is not restored) and no count of skipped steps."""
+    optimizer = join_optimizer_state({k[len("optimizer."):]: v for k, v in tensors.items()
+                                      if k.startswith("optimizer.")}, run_state["optimizer"])
+    cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k[9:]))
+    return Checkpoint(
+        step=int(run_state["step"]), tokens_seen=int(run_state["tokens_seen"]),
+        skipped_steps=0, run_id=run_state.get("run_id"), config=run_state["config"],
+        tokenizer_fingerprint=run_state["tokenizer_fingerprint"], model=weights,
+        optimizer=optimizer, scheduler=run_state["scheduler"],
+        rng={"torch": tensors["rng.torch"], "cuda": [tensors[k] for k in cuda], "numpy": None,
+             "python": run_state["python_random"]},
+        data_state=_join_legacy(run_state.get("data_state"), tensors), path=path)
+
+
+def _join_legacy(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """A format 1 or 2 data position: JSON with {"__tensor__": name} (and, in 2,
+    {"__text__": name}) in place of its tensors."""
+    if isinstance(value, dict):
+        if set(value) == {"__tensor__"}:
+            return tensors[value["__tensor__"]]
+        if set(value) == {"__text__"}:
+            return bytes(tensors[value["__text__"]].numpy()).decode()
+        return {k: _join_legacy(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_legacy(v, tensors) for v in value]
+    return value
 
 
 def weight_files(base: Path, manifest: Any) -> dict[Path, dict]:
@@ -381,7 +339,8 @@ def run_id_of(base: Path) -> str | None:
     from before run ids, or one whose header does not parse."""
     try:
         with safe_open(str(base), framework="pt") as f:
-            return json.loads((f.metadata() or {})["slimcore"]).get("run_id")
+            state = json.loads((f.metadata() or {})["slimcore"])
+        return (state.get("record") or state).get("run_id")
     except Exception:  # noqa: BLE001 - unreadable: treated as nobody's
         return None
 

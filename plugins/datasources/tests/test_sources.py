@@ -20,7 +20,7 @@ from slimcore_datasources.chunk import ChunkConfig, chunk_batches
 from slimcore_datasources.corpus import (DocumentStream, first_documents, heldout_documents,
                                          training_documents)
 from slimcore_datasources.sample import sample_batches
-from slimcore_checkpointers.three_file import join_tensors, split_tensors
+from slimcore.checkpoint import join_tensors, split_tensors
 
 DOCS = [f"Document number {i}. " + "word " * (i % 17 + 1) for i in range(60)]
 

@@ -1,0 +1,160 @@
+"""The checkpoint record: everything a resume needs, in one object.
+
+The core builds a `Checkpoint` at every save and hands it to the checkpointer the YAML names
+(`save_checkpoint`); on `--resume` the checkpointer hands back the same record
+(`load_checkpoint`) and the core restores all of it. A checkpointer stores the record and
+nothing else, and need not know its fields: `split()` turns it into tensors and JSON, and
+`Checkpoint.join()` puts those back together.
+
+    tensors, meta = checkpoint.split()     # dict[str, Tensor] (CPU), JSON-ready dict
+    checkpoint = Checkpoint.join(tensors, meta, path)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+RECORD_VERSION = 1
+TEXT_IN_TENSOR_CHARS = 256  # longer strings (a source's state may hold text) go into tensors
+
+
+@dataclass
+class Checkpoint:
+    step: int  # optimizer steps done
+    tokens_seen: int
+    skipped_steps: int  # updates dropped for a NaN or Inf loss
+    run_id: str | None  # the run it belongs to (run.json); None before run ids existed
+    config: dict[str, Any]  # RunConfig.to_dict() of the run that saved it
+    tokenizer_fingerprint: str | None
+    # The whole model's state dict (gathered under FSDP). Its tensors may be the live model's
+    # own: a checkpointer stores them before save_checkpoint returns.
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # the whole optimizer's state dict, by parameter position
+    scheduler: dict[str, Any]  # the learning-rate scheduler's state dict (JSON values)
+    # Every random state the run draws from: "torch" (CPU, a ByteTensor), "cuda" (a list, one
+    # per device), "numpy" ({"keys", "position", "has_gauss", "cached_gaussian"}) and
+    # "python" (random.getstate() as lists). Those absent from an old checkpoint are None.
+    rng: dict[str, Any]
+    # Every rank's data-source position: {"world_size": N, "ranks": [state, ...]}, or None.
+    data_state: dict[str, Any] | None
+    path: str | None = None  # where load_checkpoint read it from; not stored
+
+    def __post_init__(self):
+        """A record from a file (a crafted one, too) is checked before the core uses it."""
+        expected = {"step": int, "tokens_seen": int, "skipped_steps": int, "config": dict,
+                    "model": dict, "optimizer": dict, "scheduler": dict, "rng": dict}
+        for name, kind in expected.items():
+            if not isinstance(getattr(self, name), kind) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"Checkpoint.{name} is {type(getattr(self, name)).__name__}, "
+                                 f"not {kind.__name__}")
+        for name in ("run_id", "tokenizer_fingerprint"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"Checkpoint.{name} is not a string")
+        if not all(isinstance(t, torch.Tensor) for t in self.model.values()):
+            raise ValueError("Checkpoint.model holds something other than tensors")
+        if not (isinstance(self.optimizer.get("state"), dict)
+                and isinstance(self.optimizer.get("param_groups"), list)):
+            raise ValueError("Checkpoint.optimizer lacks its state and param_groups")
+        if self.data_state is not None and not isinstance(self.data_state, dict):
+            raise ValueError("Checkpoint.data_state is neither a dict nor None")
+
+    def split(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, meta): every tensor (and every long string) under a dotted name, on the
+        CPU with storage of its own; the rest as JSON values, tensors replaced by
+        {"__tensor__": name}. Store both; `Checkpoint.join` restores the record."""
+        tensors: dict[str, torch.Tensor] = {}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name != "path"}
+        meta = {name: split_tensors(value, name, tensors) for name, value in fields.items()}
+        meta["record_version"] = RECORD_VERSION
+        return tensors, meta
+
+    @classmethod
+    def join(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+             path: str | None = None) -> "Checkpoint":
+        """The record that `split()` gave `tensors` and `meta` for (after a JSON round trip)."""
+        values = {f.name: join_tensors(meta[f.name], tensors) for f in dataclasses.fields(cls)
+                  if f.name != "path"}
+        return cls(**values, path=path)
+
+
+def split_tensors(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """`value` (nested dicts, lists, tuples) for JSON: each tensor moved into `tensors` under
+    its dotted name, each long string too (as UTF-8 bytes)."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu()
+        if not tensor.is_contiguous() or tensor.untyped_storage().nbytes() != \
+                tensor.numel() * tensor.element_size():
+            tensor = tensor.clone()  # a view: safetensors wants each tensor's storage its own
+        tensors[name] = tensor
+        return {"__tensor__": name}
+    if isinstance(value, str) and len(value) > TEXT_IN_TENSOR_CHARS:
+        tensors[name] = torch.frombuffer(bytearray(value.encode()), dtype=torch.uint8)
+        return {"__text__": name}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: split_tensors(v, f"{name}.{k}", tensors) for k, v in value.items()}
+        # Keys JSON would turn into strings (an optimizer's parameter indices): kept typed.
+        return {"__items__": [[k, split_tensors(v, f"{name}.{k}", tensors)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [split_tensors(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]
+    return value
+
+
+def join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """What `split_tensors` split, whole again (after a JSON round trip)."""
+    if isinstance(value, dict):
+        if set(value) == {"__tensor__"}:
+            return tensors[value["__tensor__"]]
+        if set(value) == {"__text__"}:
+            return bytes(tensors[value["__text__"]].numpy()).decode()
+        if set(value) == {"__items__"}:
+            return {k: join_tensors(v, tensors) for k, v in value["__items__"]}
+        return {k: join_tensors(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [join_tensors(v, tensors) for v in value]
+    return value
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every random state this process draws from, as a Checkpoint's `rng`."""
+    import random
+
+    import numpy as np
+
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": _listed(random.getstate()),
+    }
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    """Put back what `capture_rng` took; states an old checkpoint lacks (None) are left."""
+    import random
+
+    import numpy as np
+
+    if rng.get("torch") is not None:
+        torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        for device, state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, device)
+    if rng.get("numpy") is not None:
+        saved = rng["numpy"]
+        np.random.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32),
+                             saved["position"], saved["has_gauss"], saved["cached_gaussian"]))
+    if rng.get("python") is not None:
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+def _listed(value: Any) -> Any:
+    return [_listed(v) for v in value] if isinstance(value, (tuple, list)) else value
