@@ -41,14 +41,15 @@ from slimcore.cache import default_cache_dir  # noqa: E402
 from slimcore.tokenizer import load_tokenizer, train_or_reuse  # noqa: E402
 from slimcore_datasources.bundled import bundled_shards  # noqa: E402
 from slimcore_datasources.chunk import ENCODE_GROUP, ChunkConfig, chunk_batches  # noqa: E402
-from slimcore_datasources.corpus import DocumentStream, training_documents  # noqa: E402
+from slimcore_datasources.corpus import (CorpusConfig, DocumentStream,  # noqa: E402
+                                         training_documents)
 from slimcore_datasources.sample import sample_batches  # noqa: E402
 
 
 def make_run(path: str, seq_len: int = 1024, batch_size: int = 16) -> Run:
-    raw = {"model": {"seq_len": seq_len}, "data": {"path": path, "batch_size": batch_size},
-           "tokenizer": {"vocab_size": 32000}}
-    config = parse_config(raw, {"chunk": ChunkConfig}, "bench")
+    raw = {"model": {"seq_len": seq_len}, "data": {"batch_size": batch_size},
+           "corpus": {"path": path}, "tokenizer": {"vocab_size": 32000}}
+    config = parse_config(raw, {"chunk": ChunkConfig, "corpus": CorpusConfig}, "bench")
     return Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
                plugins=SlimcorePluginManager())
 
@@ -210,7 +211,7 @@ def main() -> None:
         shaped = make_run(tmp)
         shaped_texts = list(DocumentStream(shaped, tmp, epochs=1))
         print(f"corpus: SlimPajama-shaped, {len(shaped_texts)} documents after cutting at "
-              f"data.max_document_chars, {sum(map(len, shaped_texts)) / 1e6:.1f} MB; the "
+              f"corpus.max_document_chars, {sum(map(len, shaped_texts)) / 1e6:.1f} MB; the "
               "same tokenizer")
         shaped_bare = median_of(args.repeats, lambda: encode_rate(
             run.tokenizer.processor.encode, shaped_texts, args.tokens))

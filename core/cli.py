@@ -24,16 +24,16 @@ from .distributed import launched_by_torchrun
 from .launch import execute_run
 from .plugins import SlimcorePluginManager
 
-# The original scripts' flags, each a shorthand for one --set.
-FLAG_KEYS = {
-    "steps": "run.steps",
-    "viz_interval": "intervals.viz",
-    "checkpoint_interval": "intervals.checkpoint",
-    "max_chunks": "chunk.max_chunks",
-    "tokens_per_chunk": "chunk.tokens_per_chunk",
-    "output_dir": "output.dir",
-    "device": "run.device",
-    "seed": "run.seed",
+# The original scripts' flags, each a shorthand for one --set of a core key (plugins add
+# theirs for their own keys through `declare_flags`).
+CORE_FLAGS = {
+    "--steps": ("run.steps", "optimizer steps (run.steps)"),
+    "--viz-interval": ("intervals.viz", "steps between dashboards (intervals.viz)"),
+    "--checkpoint-interval": ("intervals.checkpoint",
+                              "steps between checkpoints (intervals.checkpoint)"),
+    "--output-dir": ("output.dir", "where outputs go (output.dir; default runs/<name>)"),
+    "--device": ("run.device", "auto, cpu, cuda, cuda:N (run.device)"),
+    "--seed": ("run.seed", "seeds every generator and the data order (run.seed)"),
 }
 CONFIG_COMMANDS = ("run", "config")
 
@@ -143,13 +143,14 @@ def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
         description="Train GPT-style language models on streamed text.")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
+    flags = config_flags(pm)
     run = sub.add_parser("run", parents=[common], help="train as a YAML config says")
-    add_config_arguments(run)
-    run.set_defaults(handler=command_run)
+    add_config_arguments(run, flags)
+    run.set_defaults(handler=command_run, flags=flags)
 
     config = sub.add_parser("config", parents=[common], help="print the resolved config")
-    add_config_arguments(config)
-    config.set_defaults(handler=command_config)
+    add_config_arguments(config, flags)
+    config.set_defaults(handler=command_config, flags=flags)
 
     plugins = sub.add_parser("plugins", parents=[common], help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -169,16 +170,26 @@ def command_build_native(args) -> int:
     return build(args)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def config_flags(pm: SlimcorePluginManager) -> dict[str, tuple[str, str]]:
+    """{flag: (dotted key, help)}: the core's and every loaded plugin's (`declare_flags`)."""
+    flags, owners = dict(CORE_FLAGS), {flag: "slimcore" for flag in CORE_FLAGS}
+    for impl in pm.hook.declare_flags.get_hookimpls():
+        for flag, (key, text) in (impl.function() or {}).items():
+            if flag in flags or not flag.startswith("--"):
+                raise UserError(f"plugin '{impl.plugin_name}' declares the flag {flag!r}, "
+                                + (f"which '{owners[flag]}' already has" if flag in flags
+                                   else "which does not start with --")
+                                + "; disable one of them")
+            flags[flag], owners[flag] = (key, text), impl.plugin_name
+    return flags
+
+
+def add_config_arguments(parser: argparse.ArgumentParser,
+                         flags: dict[str, tuple[str, str]]) -> None:
     parser.add_argument("config", help="the run's YAML file")
-    parser.add_argument("--steps", type=int, help="optimizer steps (run.steps)")
-    parser.add_argument("--viz-interval", type=int, help="steps between dashboards")
-    parser.add_argument("--checkpoint-interval", type=int, help="steps between checkpoints")
-    parser.add_argument("--max-chunks", type=int, help="chunk source: stop after N chunks")
-    parser.add_argument("--tokens-per-chunk", type=int, help="chunk source: chunk size")
-    parser.add_argument("--output-dir", help="where outputs go (default runs/<name>)")
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--seed", type=int)
+    for flag, (key, text) in flags.items():
+        # The value is read as YAML and checked by its section, like --set's.
+        parser.add_argument(flag, dest=_dest(flag), metavar="VALUE", help=text)
     parser.add_argument("--test", action="store_true", help="smoke run: tiny model, few steps")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="continue from a checkpoint; auto: the newest intact one, if any")
@@ -194,14 +205,18 @@ def overrides_from(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]
     and the flag each key came from, for error messages."""
     overrides = list(SMOKE_OVERRIDES) if args.test else []
     origins = {a.partition("=")[0]: "--test" for a in overrides}
-    for attr, key in FLAG_KEYS.items():
-        value = getattr(args, attr)
+    for flag, (key, _) in args.flags.items():
+        value = getattr(args, _dest(flag))
         if value is not None:
             overrides.append(f"{key}={value}")
-            origins[key] = "--" + attr.replace("_", "-")
+            origins[key] = flag
     for assignment in args.assignments:
         origins[assignment.partition("=")[0].strip()] = "--set"
     return overrides + args.assignments, origins
+
+
+def _dest(flag: str) -> str:
+    return "flag_" + flag.lstrip("-").replace("-", "_")
 
 
 def command_run(args: argparse.Namespace) -> int:

@@ -145,37 +145,11 @@ class TokenizerSection:
 
 @dataclass
 class DataSection:
+    """What the core asks of the data source; where its data comes from and how it is read
+    are the source's own settings (the bundled sources: the `corpus` section)."""
+
     source: Annotated[str, NonEmpty()] = "chunk"  # the data-source plugin that feeds the run
-    # bundled, a local file, folder or glob, http(s) URLs, or a Hub dataset id
-    path: Annotated[str, NonEmpty()] = "bundled"
-    # a pattern inside a Hub dataset, e.g. train/chunk1/*.jsonl.zst
-    data_files: Annotated[str, NonEmpty()] | None = None
-    text_field: Annotated[str, NonEmpty()] = "text"
-    # Keep only records whose meta.redpajama_set_name is listed, e.g. [RedPajamaBook,
-    # RedPajamaArXiv]; empty keeps everything.
-    set_names: list[Annotated[str, NonEmpty()]] = field(default_factory=list)
-    batch_size: Annotated[int, POSITIVE_INT] = 16  # sequences per micro-batch
-    # every record must arrive within this, or the read is retried
-    timeout_s: Annotated[float, Range(above=0, max=1e7)] = 60.0
-    max_retries: Annotated[int, COUNT] = 5  # restarts in a row without a record, then stop
-    # the first wait before a retry; doubles each time
-    retry_backoff_s: Annotated[float, Range(min=0, max=3600)] = 2.0
-    # Documents leave through a seeded buffer of this many (0: file order); shards are read in
-    # a new seeded order each epoch. Checkpoints store where the buffered documents are, not
-    # their text.
-    shuffle_buffer: Annotated[int, Range(min=0, max=10_000_000)] = 100
-    # Reader threads per rank, each with its own share of the rank's shards, taken in turn:
-    # decompression and parsing of several shards overlap. A resume needs the same number.
-    workers: Annotated[int, Range(min=1, max=64)] = 1
-    # A record longer than this is cut into documents of at most this many characters (at a
-    # line break or a space where it can), with a warning: memory stays bounded whatever
-    # the corpus holds (a SlimPajama book runs to a few million characters).
-    max_document_chars: Annotated[int, Range(min=1000)] = 1_000_000
-    # Damaged data: a shard that ends early or does not decompress, a line that is not JSON
-    # or not UTF-8, a record without a text. skip: warn (naming file and record) and go on,
-    # until more than max_bad_records in one run; stop: the first one stops the run.
-    bad_records: Literal["skip", "stop"] = "skip"
-    max_bad_records: Annotated[int, COUNT] = 1000
+    batch_size: Annotated[int, POSITIVE_INT] = 16  # sequences per micro-batch, per rank
 
 
 @dataclass
@@ -219,13 +193,8 @@ class DistributedSection:
 class EvalSection:
     # steps between evaluations on held-out data; 0: no evaluation
     interval: Annotated[int, COUNT] = 0
-    # micro-batches of held-out data, the same ones at every evaluation
+    # micro-batches of held-out data (validation_batches), the same at every evaluation
     batches: Annotated[int, POSITIVE_INT] = 8
-    # null: hold out the last shard of data.path (it is then left out of training); or a
-    # held-out corpus of its own, e.g. cerebras/SlimPajama-627B with the data_files below.
-    path: Annotated[str, NonEmpty()] | None = None
-    # a pattern inside a Hub eval.path, e.g. validation/chunk1/*
-    data_files: Annotated[str, NonEmpty()] | None = None
 
 
 @dataclass

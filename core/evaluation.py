@@ -18,9 +18,8 @@ def validation_batches(run: Run) -> list[Batch]:
         raise UserError(f"eval.interval: data source '{cfg.data.source}' offers no held-out "
                         "data; set eval.interval to 0 or pick a source that does")
     if not batches:
-        heldout = cfg.eval.path or f"the last shard of {cfg.data.path}"
-        raise UserError(f"eval: the held-out data ({heldout}) is too small for one batch; "
-                        "name a larger eval.path")
+        raise UserError(f"eval: data source '{cfg.data.source}' has too little held-out data "
+                        "for one batch; give it more (its settings say where it comes from)")
     return batches
 
 

@@ -57,6 +57,16 @@ def declare_config() -> dict[str, type]:
 
 
 @hookspec
+def declare_flags() -> dict[str, tuple[str, str]]:
+    """Declare command-line shorthands for keys of your config sections, taken by
+    ``slimcore run`` and ``slimcore config``: ``{"--max-chunks": ("chunk.max_chunks", "help
+    text")}``. ``--max-chunks 3`` is then ``--set chunk.max_chunks=3`` (the value read as
+    YAML, checked by your section), and a bad value is blamed on the flag. Flags are unique
+    across plugins and the core's own.
+    """
+
+
+@hookspec
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add CLI subcommands: ``parser = subparsers.add_parser(name, help=...)``, then
     ``parser.set_defaults(handler=fn)`` where ``fn(args) -> int`` returns the exit status.

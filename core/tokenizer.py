@@ -162,8 +162,8 @@ def train_or_reuse(section: TokenizerSection, texts: Iterable[str],
     cached model that fails its sha256 (or no longer loads) is trained again."""
     lines = list(_training_lines(texts, section.train_max_chars))
     if not lines:
-        raise UserError("tokenizer: the corpus gave no text to train on; check data.path "
-                        "and data.text_field")
+        raise UserError("tokenizer: the data source gave no text to train on; check where "
+                        "its settings say the data comes from")
     settings = {**TRAINER_SETTINGS, "vocab_size": section.vocab_size}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for line in lines:

@@ -23,7 +23,7 @@ def test_quick_smoke_run_writes_outputs_and_loss_falls(cli, write_config, tmp_pa
     plugins = json.loads((out / "plugins.json").read_text())
     assert {p["name"]: p["status"] for p in plugins}["chunk"] == "loaded"
     assert result.stdout.splitlines()[0].startswith(
-        "plugins: slimcore-datasources 0.1.0 (chunk, sample), slimcore-checkpointers 0.1.0")
+        "plugins: slimcore-datasources 0.1.0 (chunk, corpus, sample), slimcore-checkpointers 0.1.0")
     history = json.loads((out / "training_viz" / "metrics_history.json").read_text())
     assert [m["step"] for m in history] == list(range(1, 13))
     assert history[-1]["loss"] < history[0]["loss"] - 0.3
@@ -105,8 +105,8 @@ def test_bad_input_bad_p_flag(cli):
 
 
 def test_bad_input_missing_data_path(cli, write_config, tmp_path):
-    config = write_config({"data": {"path": str(tmp_path / "nothing" / "*.jsonl")}})
-    assert_one_line_error(cli("run", str(config)), "data.path: no file matches")
+    config = write_config({"corpus": {"path": str(tmp_path / "nothing" / "*.jsonl")}})
+    assert_one_line_error(cli("run", str(config)), "corpus.path: no file matches")
 
 
 def test_bad_input_a_model_larger_than_the_machine(cli, write_config):
@@ -119,7 +119,7 @@ def test_bad_input_a_model_larger_than_the_machine(cli, write_config):
 def test_slimpajama_example_without_network_says_so(cli):
     result = cli("run", "examples/slimpajama.yaml", "--device", "cpu",
                  env={"HF_HUB_OFFLINE": "1"}, timeout=60)
-    assert_one_line_error(result, "Hugging Face Hub", "examples/quickstart.yaml", "data.path")
+    assert_one_line_error(result, "Hugging Face Hub", "examples/quickstart.yaml", "corpus.path")
 
 
 def hub_reachable() -> bool:

@@ -19,7 +19,10 @@ class PluginSection:
 
 
 def parse(raw, sections=None, ignorable=frozenset()):
-    return parse_config(raw, sections or {}, "cfg.yaml", set(ignorable))
+    from slimcore_datasources.corpus import CorpusConfig
+
+    return parse_config(raw, {"corpus": CorpusConfig, **(sections or {})}, "cfg.yaml",
+                        set(ignorable))
 
 
 def test_defaults_are_the_original_scripts():
@@ -47,8 +50,8 @@ def test_values_are_typed_and_ints_widen_to_float():
     ({"plugins": {"disable": "chunk"}}, "plugins.disable: expected a list, got str"),
     ({"samples": {"prompts": [1]}}, "samples.prompts[0]: expected str, got int 1"),
     ({"run": 5}, "cfg.yaml: run: expected a section (mapping), got int 5"),
-    ({"data": {"workers": 0}}, "cfg.yaml: data.workers: must be at least 1"),
-    ({"data": {"shuffle_buffer": -1}}, "cfg.yaml: data.shuffle_buffer: must be at least 0, got int -1"),
+    ({"corpus": {"workers": 0}}, "cfg.yaml: corpus.workers: must be at least 1"),
+    ({"corpus": {"shuffle_buffer": -1}}, "cfg.yaml: corpus.shuffle_buffer: must be at least 0, got int -1"),
     ({"eval": {"batches": 0}}, "cfg.yaml: eval.batches: must be at least 1"),
     ({"distributed": {"strategy": "zero3"}},
      "distributed.strategy: must be one of 'ddp', 'fsdp', got str 'zero3'"),
@@ -70,13 +73,13 @@ OUT_OF_RANGE = [
     ("samples.temperature", float("nan")), ("samples.temperature", -0.5),
     ("run.seed", 2**64), ("run.seed", -1), ("model.width", 2**70), ("model.layers", 0),
     ("model.norm_eps", float("inf")), ("model.norm_eps", 0), ("run.stall_timeout_s", float("nan")),
-    ("data.max_retries", -1), ("data.path", ""), ("data.path", "  "), ("output.dir", ""),
+    ("corpus.max_retries", -1), ("corpus.path", ""), ("corpus.path", "  "), ("output.dir", ""),
     ("run.steps", 0), ("run.steps", -1), ("schedule.min_lr_ratio", 1.5),
-    ("tokenizer.vocab_size", 2**40), ("data.workers", 10**6), ("run.name", "a/b"),
-    ("run.name", ".."), ("eval.interval", -5), ("data.timeout_s", float("-inf")),
-    ("optimizer.weight_decay", 10**400), ("data.shuffle_buffer", 10**8),
+    ("tokenizer.vocab_size", 2**40), ("corpus.workers", 10**6), ("run.name", "a/b"),
+    ("run.name", ".."), ("eval.interval", -5), ("corpus.timeout_s", float("-inf")),
+    ("optimizer.weight_decay", 10**400), ("corpus.shuffle_buffer", 10**8),
     ("samples.max_new_tokens", 10**9), ("distributed.timeout_s", 1e12),
-    ("data.retry_backoff_s", 1e9), ("run.stall_timeout_s", 0),
+    ("corpus.retry_backoff_s", 1e9), ("run.stall_timeout_s", 0),
 ]
 
 
@@ -204,8 +207,10 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
         if line.startswith("| `"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             documented[cells[0].strip("`")] = tuple(cells[1:4])
-    sections = {**CORE_SECTIONS, "chunk": ChunkConfig, "three_file": ThreeFileConfig,
-                "dashboard": DashboardConfig}
+    from slimcore_datasources.corpus import CorpusConfig
+
+    sections = {**CORE_SECTIONS, "corpus": CorpusConfig, "chunk": ChunkConfig,
+                "three_file": ThreeFileConfig, "dashboard": DashboardConfig}
     expected = {key: rest for name, cls in sections.items()
                 for key, *rest in field_reference(cls, name)}
     assert sorted(documented) == sorted(expected)

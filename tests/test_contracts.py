@@ -37,7 +37,7 @@ def losses(folder):
 def test_a_checkpointer_written_from_the_docs_resumes_bitwise(write_config, tmp_path):
     simple = docs_plugin("def save_checkpoint(checkpointer, run, checkpoint)")
     settings = {"run": {"steps": 8}, "intervals": {"checkpoint": 4},
-                "data": {"source": "chunk", "shuffle_buffer": 8}}
+                "data": {"source": "chunk"}, "corpus": {"shuffle_buffer": 8}}
     three = write_config({**settings, "output": {"dir": str(tmp_path / "three")}}, "three")
     run_in_process(three)
     straight = write_config({**settings, "checkpoint": {"checkpointer": "simple"},
@@ -135,7 +135,7 @@ def test_a_resume_that_replayed_saves_the_position_again(write_config, tmp_path,
 
     # A flat schedule: a run of 6 steps then 9 follows the same rates as one of 9.
     settings = {"run": {"steps": 9}, "intervals": {"checkpoint": 3},
-                "data": {"source": "chunk", "shuffle_buffer": 8},
+                "data": {"source": "chunk"}, "corpus": {"shuffle_buffer": 8},
                 "schedule": {"warmup_steps": 2, "min_lr_ratio": 1.0}}
     run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "a")}}, "a"))
     straight = losses(tmp_path / "a")

@@ -43,8 +43,8 @@ def corpus(tmp_path):
 
 def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpus, capsys):
     settings = {"run": {"steps": 4}, "intervals": {"checkpoint": 2, "viz": 2},
-                "data": {"source": "sample", "path": str(corpus), "batch_size": 2,
-                         "shuffle_buffer": 0},
+                "data": {"source": "sample", "batch_size": 2},
+                "corpus": {"path": str(corpus), "shuffle_buffer": 0},
                 "tokenizer": {"vocab_size": 300, "train_documents": 100},
                 # flat after warmup: a run of 4 steps then 6 follows the rates of one of 6
                 "schedule": {"warmup_steps": 2, "min_lr_ratio": 1.0}}
@@ -52,7 +52,7 @@ def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpu
     assert ddp.returncode == 0, ddp.stdout[-2000:] + ddp.stderr[-3000:]
     # One set of outputs: one progress line per step, one history, rank 0's checkpoints.
     assert ddp.stdout.count("step 3/4 ") == 1
-    assert "the shard count (1) does not divide evenly among 2 ranks x 1 data.workers" in ddp.stderr
+    assert "the shard count (1) does not divide evenly among 2 ranks x 1 corpus.workers" in ddp.stderr
     assert "distributed: parameters identical on 2 ranks" in ddp.stdout
     two_ranks = history(tmp_path / "ddp")
     assert sorted(two_ranks) == [1, 2, 3, 4]
@@ -103,8 +103,8 @@ def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpu
 
 def test_fsdp_shards_and_trains_like_ddp(write_config, tmp_path, corpus):
     settings = {"run": {"steps": 3}, "intervals": {"checkpoint": 3},
-                "data": {"source": "sample", "path": str(corpus), "batch_size": 2,
-                         "shuffle_buffer": 0},
+                "data": {"source": "sample", "batch_size": 2},
+                "corpus": {"path": str(corpus), "shuffle_buffer": 0},
                 "tokenizer": {"vocab_size": 300, "train_documents": 100},
                 "distributed": {"strategy": "fsdp"}, "model": {"activation_checkpointing": True},
                 "output": {"dir": str(tmp_path / "fsdp")}}

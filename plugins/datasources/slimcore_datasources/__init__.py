@@ -2,7 +2,7 @@
 
     sample   one document per training row, padded, padding masked out of the loss
     chunk    documents joined by EOS into chunks of `chunk.tokens_per_chunk`, packed
-
-Both read through `corpus.iter_documents`, which streams the corpus named by `data.path`
-with Hugging Face `datasets`.
+    corpus   the reader beneath both and its settings (the YAML section `corpus`): shards
+             (records.py) streamed with timeouts and retries (stream.py), the bundled corpus
+             (bundled.py)
 """

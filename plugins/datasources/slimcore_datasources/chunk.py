@@ -40,6 +40,12 @@ def declare_config():
 
 
 @hookimpl
+def declare_flags():
+    return {"--max-chunks": (f"{NAME}.max_chunks", "chunk source: stop after N chunks"),
+            "--tokens-per-chunk": (f"{NAME}.tokens_per_chunk", "chunk source: chunk size")}
+
+
+@hookimpl
 def corpus_text(source: str, run: Run, max_documents: int):
     if source == NAME:
         return first_documents(run, max_documents)

@@ -1,20 +1,21 @@
-"""The corpus reader beneath both sources: the documents of `data.path`, streamed shard by
-shard, with a position to resume from and damage counted and named, never hidden.
+"""Plugin `corpus`: the reader beneath both sources, and its settings (YAML section
+`corpus`): the documents of `corpus.path`, streamed shard by shard, with a position to
+resume from and damage counted and named, never hidden.
 
-`data.path` may be:
+`corpus.path` may be:
     bundled                          the State of the Union corpus (offline; see bundled.py)
     a local file, folder or glob     .jsonl / .json / .jsonl.zst (SlimPajama records),
                                      .txt (one document per file), .parquet
-    a Hub dataset id (owner/name)    `data.data_files` picks shards by pattern; the files are
+    a Hub dataset id (owner/name)    `corpus.data_files` picks shards by pattern; the files are
                                      listed by Hugging Face `datasets` and streamed over hf://
     http(s):// URLs                  of files of the kinds above (several: comma-separated)
 
 A corpus is a list of shards (its files), read by records.py. Each rank reads its own shards
 in an order shuffled per epoch (DocumentStream), through stream.resilient_records: on a
-background thread, each record within `data.timeout_s`, restarted where it stopped after a
+background thread, each record within `corpus.timeout_s`, restarted where it stopped after a
 stall or a read error.
 
-Memory does not grow with a document's size: a record longer than `data.max_document_chars`
+Memory does not grow with a document's size: a record longer than `corpus.max_document_chars`
 is cut into documents of at most that many characters, and what a checkpoint stores of the
 stream is positions: where each reader reads next, and where each document waiting in the
 shuffle buffer came from (a resumed run reads those again), never their text.
@@ -30,18 +31,75 @@ import socket
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Annotated, Any, Iterator, Literal, NamedTuple
 from urllib.parse import urlparse
 
-from slimcore import Run, UserError, cache_dir
+from slimcore import NonEmpty, Range, Run, UserError, cache_dir, hookimpl
 
 from .bundled import bundled_shards
 from .records import KINDS, Damage, kind_of, shard_records
 from .stream import resilient_records
 
+NAME = "corpus"
+
+
+@dataclass
+class CorpusConfig:
+    """Where the `sample` and `chunk` sources read from, and how (YAML section `corpus`)."""
+
+    # bundled, a local file, folder or glob, http(s) URLs, or a Hub dataset id
+    path: Annotated[str, NonEmpty()] = "bundled"
+    # a pattern inside a Hub dataset, e.g. train/chunk1/*.jsonl.zst
+    data_files: Annotated[str, NonEmpty()] | None = None
+    text_field: Annotated[str, NonEmpty()] = "text"
+    # Keep only records whose meta.redpajama_set_name is listed, e.g. [RedPajamaBook,
+    # RedPajamaArXiv]; empty keeps everything.
+    set_names: list[Annotated[str, NonEmpty()]] = field(default_factory=list)
+    # every record must arrive within this, or the read is retried
+    timeout_s: Annotated[float, Range(above=0, max=1e7)] = 60.0
+    max_retries: Annotated[int, Range(min=0)] = 5  # restarts in a row without a record
+    # the first wait before a retry; doubles each time
+    retry_backoff_s: Annotated[float, Range(min=0, max=3600)] = 2.0
+    # Documents leave through a seeded buffer of this many (0: file order); shards are read in
+    # a new seeded order each epoch. Checkpoints store where the buffered documents are, not
+    # their text.
+    shuffle_buffer: Annotated[int, Range(min=0, max=10_000_000)] = 100
+    # Reader threads per rank, each with its own share of the rank's shards, taken in turn:
+    # decompression and parsing of several shards overlap. A resume needs the same number.
+    workers: Annotated[int, Range(min=1, max=64)] = 1
+    # A record longer than this is cut into documents of at most this many characters (at a
+    # line break or a space where it can), with a warning: memory stays bounded whatever
+    # the corpus holds (a SlimPajama book runs to a few million characters).
+    max_document_chars: Annotated[int, Range(min=1000)] = 1_000_000
+    # Damaged data: a shard that ends early or does not decompress, a line that is not JSON
+    # or not UTF-8, a record without a text. skip: warn (naming file and record) and go on,
+    # until more than max_bad_records in one run; stop: the first one stops the run.
+    bad_records: Literal["skip", "stop"] = "skip"
+    max_bad_records: Annotated[int, Range(min=0)] = 1000
+    # Held-out data for eval.interval: null holds out the last shard of `path` (it is then
+    # left out of training); or a corpus of its own, e.g. cerebras/SlimPajama-627B with
+    # eval_data_files: validation/chunk1/*.jsonl.zst.
+    eval_path: Annotated[str, NonEmpty()] | None = None
+    eval_data_files: Annotated[str, NonEmpty()] | None = None
+
+
+@hookimpl
+def declare_config():
+    return {NAME: CorpusConfig}
+
+
+def settings(run: Run) -> CorpusConfig:
+    try:
+        return run.config.section(NAME)
+    except KeyError:
+        raise UserError(f"data.source: '{run.config.data.source}' reads through plugin "
+                        f"'{NAME}' (its settings), which is disabled; enable it") from None
+
+
 OFFLINE_HINT = ("without network, run examples/quickstart.yaml (the bundled corpus) or set "
-                "data.path to local .jsonl.zst, .jsonl, .txt or .parquet files")
+                "corpus.path to local .jsonl.zst, .jsonl, .txt or .parquet files")
 WARNINGS_IN_FULL = 10  # bad records named one by one; after these, one line every 100
 MISSING = object()
 
@@ -49,7 +107,7 @@ MISSING = object()
 # -- which files make up the corpus -----------------------------------------------------------
 
 
-def corpus_files(run: Run, path: str, data_files: str | None, key: str = "data.path") -> list[str]:
+def corpus_files(run: Run, path: str, data_files: str | None, key: str = "corpus.path") -> list[str]:
     """The shards of the corpus at `path`: local paths or URLs, in a fixed order."""
     if path == "bundled":
         return bundled_shards(cache_dir(run.config.tokenizer.cache_dir))
@@ -104,7 +162,7 @@ def resolved_files(repo: str, data_files: str | None, key: str) -> list[str]:
         files = list((builder.config.data_files or {}).get("train") or [])
     except datasets.exceptions.DataFilesNotFoundError:
         raise UserError(f"{key}: '{repo}' has no data files{matching}; check "
-                        f"{key.split('.')[0]}.data_files") from None
+                        f"corpus.{'eval_' if 'eval' in key else ''}data_files") from None
     except (ConnectionError, OSError, TimeoutError) as e:
         raise UserError(f"{key}: cannot list '{repo}' on the Hugging Face Hub "
                         f"({type(e).__name__}: {str(e)[:200]}); {OFFLINE_HINT}") from None
@@ -116,7 +174,7 @@ def resolved_files(repo: str, data_files: str | None, key: str) -> list[str]:
     return checked_kinds([str(f) for f in files], key)
 
 
-def check_hub_reachable(repo: str, key: str = "data.path", timeout_s: float = 5.0) -> None:
+def check_hub_reachable(repo: str, key: str = "corpus.path", timeout_s: float = 5.0) -> None:
     """Fail in seconds, not after minutes of retries, on a machine without network."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise UserError(f"{key}: '{repo}' is on the Hugging Face Hub but HF_HUB_OFFLINE "
@@ -213,7 +271,7 @@ class DocumentStream:
     before iterating resume the stream exactly."""
 
     def __init__(self, run: Run, path: str, data_files: str | None = None, *,
-                 key: str = "data.path", role: str = "all", split_ranks: bool = True,
+                 key: str = "corpus.path", role: str = "all", split_ranks: bool = True,
                  shuffle_buffer: int = 0, epochs: int | None = None, announce: bool = False,
                  workers: int = 1):
         self.run, self.path, self.data_files, self.key, self.role = (run, path, data_files,
@@ -247,8 +305,8 @@ class DocumentStream:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["positions"]) != len(self.positions):
             raise UserError(f"--resume: the data position was saved with "
-                            f"{len(state['positions'])} data.workers, this run has "
-                            f"{len(self.positions)}; resume with the same data.workers")
+                            f"{len(state['positions'])} corpus.workers, this run has "
+                            f"{len(self.positions)}; resume with the same corpus.workers")
         self.positions = [Position(*p) for p in state["positions"]]
         self.turn = state["turn"]
         # Positions of documents (or, in checkpoints of slimcore 0.1, their text).
@@ -272,8 +330,8 @@ class DocumentStream:
         shards = list(range(len(files)))
         if self.role != "all":
             if len(shards) < 2:
-                raise UserError(f"eval.path: {self.path} has a single shard, so none can be "
-                                "held out for evaluation; name a held-out corpus in eval.path")
+                raise UserError(f"corpus.eval_path: {self.path} has a single shard, so none can be "
+                                "held out for evaluation; name a held-out corpus in corpus.eval_path")
             shards = shards[:-1] if self.role == "train" else shards[-1:]
         world, rank = (self.run.world_size, self.run.rank) if self.split_ranks else (1, 0)
         workers = len(self.positions)
@@ -285,17 +343,17 @@ class DocumentStream:
             self.warned = True
             readers = world * workers
             print(f"slimcore: warning: {self.key}: the shard count ({len(shards)}) does not "
-                  f"divide evenly among {world} ranks x {workers} data.workers, so every "
+                  f"divide evenly among {world} ranks x {workers} corpus.workers, so every "
                   f"reader reads every shard and keeps 1 record in {readers}; a shard count "
                   f"divisible by {readers} reads {readers}x less", file=sys.stderr, flush=True)
         self.shard_count, self.files = len(shards), files
 
     def _shard_items(self, worker: int, start: Position) -> Iterator[tuple[Position, str, Any]]:
         """The items of one shard from `start` on: (position after, kind, payload) with kind
-        "text" (payload: text, ref, parts of its record), "skip" (a record data.set_names
+        "text" (payload: text, ref, parts of its record), "skip" (a record corpus.set_names
         leaves out) or "damage" (payload: Damage, file). Runs on the reader's thread."""
-        data = self.run.config.data
-        wanted = set(data.set_names)
+        corpus = settings(self.run)
+        wanted = set(corpus.set_names)
         plan = self.plans[worker]
         epoch, cursor = start.epoch, start.cursor
         url = self.files[plan.order(epoch)[cursor]]
@@ -310,10 +368,10 @@ class DocumentStream:
             if not plan.keeps(index):
                 continue
             after = Position(epoch, cursor, index + 1)
-            text = record.get(data.text_field, MISSING)
+            text = record.get(corpus.text_field, MISSING)
             if not isinstance(text, str) or not text:
-                what = (f"no '{data.text_field}' field (fields: {', '.join(map(str, record))})"
-                        if text is MISSING else f"'{data.text_field}' is "
+                what = (f"no '{corpus.text_field}' field (fields: {', '.join(map(str, record))})"
+                        if text is MISSING else f"'{corpus.text_field}' is "
                         + ("empty" if text == "" else f"{_kind(text)}, not a string"))
                 yield after, "damage", (Damage(index, what), url)
                 continue
@@ -322,7 +380,7 @@ class DocumentStream:
                            else None) not in wanted:
                 yield after, "skip", None
                 continue
-            parts = cut_into_documents(text, data.max_document_chars)
+            parts = cut_into_documents(text, corpus.max_document_chars)
             del text, record  # the parts hold the text now
             first = start.part if index == start.record else 0
             for part in range(first, len(parts)):
@@ -344,11 +402,11 @@ class DocumentStream:
             epoch += 1
 
     def _reader(self, worker: int, start: Position, shard_only: bool = False):
-        data = self.run.config.data
+        corpus = settings(self.run)
         read = self._shard_items if shard_only else self._read_from
         return resilient_records(lambda position: read(worker, position) if shard_only
                                  else read(position, worker), start, self.path,
-                                 data.timeout_s, data.max_retries, data.retry_backoff_s,
+                                 corpus.timeout_s, corpus.max_retries, corpus.retry_backoff_s,
                                  weigh=_text_chars)
 
     def _items(self) -> Iterator[tuple[int, Ref, str]]:
@@ -395,24 +453,24 @@ class DocumentStream:
                 reader.close()  # each stops and joins its thread
             if self.bad:
                 print(f"slimcore: warning: {self.key}: {self.bad} bad records or damaged "
-                      "shards skipped in this run (data.bad_records)", file=sys.stderr)
+                      "shards skipped in this run (corpus.bad_records)", file=sys.stderr)
 
     def _count_bad(self, damage: Damage, url: str, produced: bool) -> None:
-        data = self.run.config.data
+        corpus = settings(self.run)
         where = f"{url}, line {damage.index + 1}" if not url.endswith(".parquet") else \
             f"{url}, row {damage.index}"
         if not produced and self.bad == 0 and damage.reason.startswith(
-                f"no '{data.text_field}' field"):
+                f"no '{corpus.text_field}' field"):
             # The first record of all lacks the field: the config names the wrong one.
-            raise UserError(f"data.text_field: records of {self.path} have "
+            raise UserError(f"corpus.text_field: records of {self.path} have "
                             f"{damage.reason} ({where})")
         self.bad += 1
-        if data.bad_records == "stop":
-            raise UserError(f"{self.key}: {where}: {damage.reason}; data.bad_records is stop "
-                            "(skip goes on past up to data.max_bad_records of these)")
-        if self.bad > data.max_bad_records:
-            raise UserError(f"{self.key}: more than data.max_bad_records "
-                            f"({data.max_bad_records}) bad records in this run, the last: "
+        if corpus.bad_records == "stop":
+            raise UserError(f"{self.key}: {where}: {damage.reason}; corpus.bad_records is stop "
+                            "(skip goes on past up to corpus.max_bad_records of these)")
+        if self.bad > corpus.max_bad_records:
+            raise UserError(f"{self.key}: more than corpus.max_bad_records "
+                            f"({corpus.max_bad_records}) bad records in this run, the last: "
                             f"{where}: {damage.reason}; mend the corpus or raise the limit")
         if damage.fatal or self.bad <= WARNINGS_IN_FULL or self.bad % 100 == 0:
             rest = "; the rest of the shard is skipped" if damage.fatal else ", skipped"
@@ -428,13 +486,13 @@ class DocumentStream:
         url = self.files[self.plans[ref.worker].order(ref.epoch)[ref.cursor]]
         more = f" ({self.cut} records cut so far)" if self.cut > WARNINGS_IN_FULL else ""
         print(f"slimcore: warning: {url}, line {ref.record + 1}: a record longer than "
-              f"data.max_document_chars ({self.run.config.data.max_document_chars:,}) is cut "
+              f"corpus.max_document_chars ({settings(self.run).max_document_chars:,}) is cut "
               f"into {parts} documents{more}", file=sys.stderr, flush=True)
 
     def _check_produced(self, produced: bool) -> None:
         if not produced:
-            wanted = self.run.config.data.set_names
-            only = f" of data.set_names {sorted(wanted)}" if wanted else ""
+            wanted = settings(self.run).set_names
+            only = f" of corpus.set_names {sorted(wanted)}" if wanted else ""
             raise UserError(f"{self.key}: '{self.path}' holds no documents{only}")
 
     def _refetched(self) -> list[tuple[Ref | None, str]]:
@@ -478,7 +536,7 @@ class DocumentStream:
                 self.buffer.append((ref, text))
                 if self.epoch_passed and len(self.buffer) < self.buffer_size:
                     # The buffer holds a whole pass and is not full: it never would be.
-                    print(f"slimcore: warning: data.shuffle_buffer ({self.buffer_size}) is "
+                    print(f"slimcore: warning: corpus.shuffle_buffer ({self.buffer_size}) is "
                           f"more documents than a pass over {self.path} gives this reader; "
                           f"shuffling over {len(self.buffer)}", file=sys.stderr)
                     self.buffer_size = len(self.buffer)
@@ -501,35 +559,37 @@ def _kind(value: Any) -> str:
 
 
 def training_role(run: Run) -> str:
-    """With evaluation on and no eval.path, the corpus's last shard is held out."""
-    return "train" if run.config.eval.interval > 0 and run.config.eval.path is None else "all"
+    """With evaluation on and no corpus.eval_path, the corpus's last shard is held out."""
+    held_out = run.config.eval.interval > 0 and settings(run).eval_path is None
+    return "train" if held_out else "all"
 
 
 def training_documents(run: Run) -> DocumentStream:
     """The training stream of the run: this rank's share, shuffled, endless."""
-    data = run.config.data
-    return DocumentStream(run, data.path, data.data_files, role=training_role(run),
-                          shuffle_buffer=data.shuffle_buffer, announce=True,
-                          workers=data.workers)
+    corpus = settings(run)
+    return DocumentStream(run, corpus.path, corpus.data_files, role=training_role(run),
+                          shuffle_buffer=corpus.shuffle_buffer, announce=True,
+                          workers=corpus.workers)
 
 
 def heldout_documents(run: Run) -> DocumentStream:
-    """The evaluation stream: eval.path, or the corpus's held-out last shard; one pass, the
-    same documents on every rank, in file order."""
-    cfg = run.config
-    if cfg.eval.path is None:
-        return DocumentStream(run, cfg.data.path, cfg.data.data_files, role="heldout",
+    """The evaluation stream: corpus.eval_path, or the corpus's held-out last shard; one
+    pass, the same documents on every rank, in file order."""
+    corpus = settings(run)
+    if corpus.eval_path is None:
+        return DocumentStream(run, corpus.path, corpus.data_files, role="heldout",
                               split_ranks=False, epochs=1)
-    return DocumentStream(run, cfg.eval.path, cfg.eval.data_files, key="eval.path",
-                          split_ranks=False, epochs=1)
+    return DocumentStream(run, corpus.eval_path, corpus.eval_data_files,
+                          key="corpus.eval_path", split_ranks=False, epochs=1)
 
 
 def first_documents(run: Run, max_documents: int) -> list[str]:
     """The tokenizer's training sample: the corpus's first documents, one pass at most, the
     same on every rank (so every rank trains the same tokenizer); no more than
     `tokenizer.train_max_chars` of text, which is all the tokenizer takes."""
-    stream = DocumentStream(run, run.config.data.path, run.config.data.data_files,
-                            role=training_role(run), split_ranks=False, epochs=1)
+    corpus = settings(run)
+    stream = DocumentStream(run, corpus.path, corpus.data_files, role=training_role(run),
+                            split_ranks=False, epochs=1)
     texts, chars = [], 0
     for text in itertools.islice(stream, max_documents):
         texts.append(text)

@@ -13,7 +13,7 @@ for parquet; `start` is the first index wanted, so a resumed stream skips what i
 Damage comes in two kinds: a bad record (a line that is not UTF-8 or not JSON, or not an
 object; a record over MAX_RECORD_BYTES, skipped unread) and a shard that cannot be read on
 (a zstd stream that ends early or does not decompress, a parquet file that does not open).
-Each is a `Damage` item in the stream, for the corpus reader's policy (`data.bad_records`)
+Each is a `Damage` item in the stream, for the corpus reader's policy (`corpus.bad_records`)
 to count and name. A failure to read bytes (the network, the disk) is raised as OSError,
 for the stream's retries: it says nothing about the data.
 """

@@ -2,9 +2,9 @@
 
 Records are read on a background thread (so reading, decompression and parsing overlap the
 training step) into a bounded queue, each paired with its position (the position to read from
-next). Every record must arrive within `data.timeout_s`; a stall or a read error restarts the
+next). Every record must arrive within `corpus.timeout_s`; a stall or a read error restarts the
 stream after a backoff from the position after the last record delivered, so no document is
-lost or repeated. After `data.max_retries` restarts in a row without progress the run stops
+lost or repeated. After `corpus.max_retries` restarts in a row without progress the run stops
 with one line.
 
 Retries happen here, at the record level, where slimcore controls the timing; the
@@ -143,9 +143,9 @@ def resilient_records(read_from: Callable[[Position], Iterable[tuple[Position, A
             reason = f"{type(e).__name__}: {str(e)[:200]}"
             if failures > max_retries:
                 raise UserError(
-                    f"data.path: {where} stopped delivering after {delivered} records "
-                    f"({reason}; {max_retries} retries, data.timeout_s = {timeout_s:g}); check "
-                    "the network or the files, or raise data.timeout_s / data.max_retries"
+                    f"corpus.path: {where} stopped delivering after {delivered} records "
+                    f"({reason}; {max_retries} retries, corpus.timeout_s = {timeout_s:g}); check "
+                    "the network or the files, or raise corpus.timeout_s / corpus.max_retries"
                 ) from None
             wait = backoff_s * 2 ** (failures - 1)
             print(f"slimcore: warning: {where}: {reason}; retry {failures}/{max_retries} in "

@@ -1,6 +1,6 @@
 """Damaged data is never silent: shards that end early or do not decompress, lines that are
 not JSON or not UTF-8, records without a text, each counted and named (file, line) under
-data.bad_records; a damaged bundled shard in the cache is laid out again."""
+corpus.bad_records; a damaged bundled shard in the cache is laid out again."""
 
 import json
 from pathlib import Path
@@ -15,15 +15,15 @@ from slimcore.plugins import SlimcorePluginManager
 from slimcore.run import Run
 from slimcore_datasources.bundled import bundled_shards
 from slimcore_datasources.chunk import ChunkConfig
-from slimcore_datasources.corpus import DocumentStream, first_documents
+from slimcore_datasources.corpus import CorpusConfig, DocumentStream, first_documents
 
 DOCS = [f"Document {i}: " + "lorem ipsum " * (i % 5 + 3) for i in range(300)]
 
 
 def make_run(path, **data):
     raw = {"model": {"width": 16, "heads": 2, "seq_len": 16},
-           "data": {"path": str(path), "shuffle_buffer": 0, **data}}
-    config = parse_config(raw, {"chunk": ChunkConfig}, "test.yaml")
+           "corpus": {"path": str(path), "shuffle_buffer": 0, **data}}
+    config = parse_config(raw, {"chunk": ChunkConfig, "corpus": CorpusConfig}, "test.yaml")
     return Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
                plugins=SlimcorePluginManager())
 
@@ -98,10 +98,10 @@ def test_policy_stop_and_the_limit_of_skip(tmp_path):
     path = tmp_path / "noisy.jsonl"
     path.write_text("\n".join([json.dumps({"text": "good"})] + ["not json"] * 5
                               + [json.dumps({"text": "good again"})]))
-    with pytest.raises(UserError, match=f"data.path: {path}, line 2: not a JSON line.*"
-                                        "data.bad_records is stop"):
+    with pytest.raises(UserError, match=f"corpus.path: {path}, line 2: not a JSON line.*"
+                                        "corpus.bad_records is stop"):
         documents(path, bad_records="stop")
-    with pytest.raises(UserError, match=r"more than data.max_bad_records \(3\) bad records in "
+    with pytest.raises(UserError, match=r"more than corpus.max_bad_records \(3\) bad records in "
                                         f"this run, the last: {path}, line 5"):
         documents(path, max_bad_records=3)
     assert documents(path, max_bad_records=5) == ["good", "good again"]
@@ -110,7 +110,7 @@ def test_policy_stop_and_the_limit_of_skip(tmp_path):
 def test_a_wrong_text_field_is_a_config_error_at_once(tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_bytes(jsonl(DOCS))
-    with pytest.raises(UserError, match="data.text_field: records of .* have no 'body' field"):
+    with pytest.raises(UserError, match="corpus.text_field: records of .* have no 'body' field"):
         documents(path, text_field="body")
 
 
@@ -145,7 +145,7 @@ def test_long_records_are_cut_into_documents_and_resume_mid_record(tmp_path, cap
     parts = docs[1:-1]
     assert "".join(parts) == book and all(len(p) <= 10_000 for p in parts)
     assert all(p.endswith("\n") for p in parts)  # cut after a line break
-    assert f"{path}, line 2: a record longer than data.max_document_chars (10,000) is cut " \
+    assert f"{path}, line 2: a record longer than corpus.max_document_chars (10,000) is cut " \
            f"into {len(parts)} documents" in capsys.readouterr().err
     # A position inside the book resumes inside it, and the state holds no text.
     stream = DocumentStream(run, str(path), epochs=1)
@@ -201,7 +201,7 @@ def test_a_shuffle_buffer_larger_than_the_corpus_shrinks_to_it(tmp_path, capsys)
     it = iter(stream)
     first = [next(it) for _ in range(45)]  # would wait for 10,000 documents forever
     assert sorted(first[:30]) != first[:30] and set(first) <= set(DOCS[:30])
-    assert "data.shuffle_buffer (10000) is more documents than a pass" in capsys.readouterr().err
+    assert "corpus.shuffle_buffer (10000) is more documents than a pass" in capsys.readouterr().err
     state = json.loads(json.dumps(stream.state_dict()))
     it.close()
     again = DocumentStream(run, str(path), shuffle_buffer=10_000)
@@ -222,7 +222,7 @@ def test_a_run_on_a_damaged_corpus_trains_and_names_the_damage(write_config, cli
     (corpus / "c_empty.jsonl").write_bytes(b"")
     (corpus / "d_nulls.jsonl").write_text(json.dumps({"text": None}) + "\n"
                                           + json.dumps({"text": 7}) + "\n")
-    config = write_config({"run": {"steps": 3}, "data": {"path": str(corpus)},
+    config = write_config({"run": {"steps": 3}, "corpus": {"path": str(corpus)},
                            "tokenizer": {"vocab_size": 300}})
     result = cli("run", str(config))
     assert result.returncode == 0, result.stderr
@@ -233,6 +233,6 @@ def test_a_run_on_a_damaged_corpus_trains_and_names_the_damage(write_config, cli
     (corpus / "a_good.jsonl.zst").unlink()
     result = cli("run", str(config), "--output-dir", str(tmp_path / "other"))
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("slimcore: error: data.path: ")
+    assert result.stderr.strip().splitlines()[-1].startswith("slimcore: error: corpus.path: ")
     assert "holds no documents" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr

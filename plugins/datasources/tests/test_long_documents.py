@@ -77,7 +77,7 @@ def losses(folder: Path) -> dict[int, float]:
 
 def straight_then_resumed(write_config, tmp_path, data: dict, source: str = "chunk"):
     settings = {"run": {"steps": 8}, "intervals": {"checkpoint": 4},
-                "data": {"source": source, "shuffle_buffer": 20, **data},
+                "data": {"source": source}, "corpus": {"shuffle_buffer": 20, **data},
                 "tokenizer": {"vocab_size": 400, "train_documents": 20,
                               "train_max_chars": 2_000_000}}
     straight = write_config({**settings, "output": {"dir": str(tmp_path / "straight")}},

@@ -17,7 +17,7 @@ from slimcore.tokenizer import train_or_reuse
 from slimcore_datasources.bundled import SET_NAME, bundled_shards, speech_files
 from slimcore_datasources.background import BackgroundBatches
 from slimcore_datasources.chunk import ChunkConfig, chunk_batches
-from slimcore_datasources.corpus import (DocumentStream, first_documents, heldout_documents,
+from slimcore_datasources.corpus import (CorpusConfig, DocumentStream, first_documents, heldout_documents,
                                          training_documents)
 from slimcore_datasources.sample import sample_batches
 from slimcore.checkpoint import join_tensors, split_tensors
@@ -35,10 +35,11 @@ def tokenizer(tmp_path_factory):
 def make_run(tokenizer, path, seq_len=16, batch_size=3, chunk=None, text_field="text",
              shuffle_buffer=0, rank=0, world_size=1, eval_interval=0, workers=1, **data):
     raw = {"model": {"width": 16, "heads": 2, "seq_len": seq_len},
-           "data": {"path": str(path), "batch_size": batch_size, "text_field": text_field,
-                    "shuffle_buffer": shuffle_buffer, "workers": workers, **data},
+           "data": {"batch_size": batch_size},
+           "corpus": {"path": str(path), "text_field": text_field,
+                      "shuffle_buffer": shuffle_buffer, "workers": workers, **data},
            "eval": {"interval": eval_interval}, "chunk": chunk or {}}
-    config = parse_config(raw, {"chunk": ChunkConfig}, "test.yaml")
+    config = parse_config(raw, {"chunk": ChunkConfig, "corpus": CorpusConfig}, "test.yaml")
     run = Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
               plugins=SlimcorePluginManager(), rank=rank, world_size=world_size)
     run.tokenizer = tokenizer
@@ -99,9 +100,9 @@ def test_text_files_are_one_document_each(tokenizer, tmp_path):
 
 
 def test_missing_field_and_missing_files_are_user_errors(tokenizer, jsonl_corpus, tmp_path):
-    with pytest.raises(UserError, match="data.text_field: records of .* have no 'body'"):
+    with pytest.raises(UserError, match="corpus.text_field: records of .* have no 'body'"):
         first_documents(make_run(tokenizer, jsonl_corpus, text_field="body"), 1)
-    with pytest.raises(UserError, match="data.path: no file matches"):
+    with pytest.raises(UserError, match="corpus.path: no file matches"):
         first_documents(make_run(tokenizer, tmp_path / "none*.jsonl"), 1)
 
 
@@ -110,8 +111,8 @@ def test_malformed_records_are_named_and_skipped_or_stop(tokenizer, tmp_path, ca
     path.write_text('{"text": "fine"}\n{"text": unterminated\n{"text": "also fine"}\n')
     assert first_documents(make_run(tokenizer, path), 10) == ["fine", "also fine"]
     assert f"{path}, line 2: not a JSON line" in capsys.readouterr().err
-    with pytest.raises(UserError, match=f"data.path: {path}, line 2: not a JSON line .*"
-                                        "data.bad_records is stop"):
+    with pytest.raises(UserError, match=f"corpus.path: {path}, line 2: not a JSON line .*"
+                                        "corpus.bad_records is stop"):
         first_documents(make_run(tokenizer, path, bad_records="stop"), 10)
 
 
@@ -224,7 +225,7 @@ def test_two_ranks_read_disjoint_shares_whose_union_is_the_corpus(tokenizer, sha
     assert sorted(shares[0] + shares[1] + shares[2]) == sorted(DOCS)
     assert all(not set(a) & set(b) for a, b in [(shares[0], shares[1]), (shares[1], shares[2]),
                                                 (shares[0], shares[2])])
-    assert "the shard count (4) does not divide evenly among 3 ranks x 1 data.workers" in capsys.readouterr().err
+    assert "the shard count (4) does not divide evenly among 3 ranks x 1 corpus.workers" in capsys.readouterr().err
 
 
 def test_heldout_shard_is_left_out_of_training(tokenizer, sharded_corpus, capsys):
@@ -275,10 +276,10 @@ def test_dataset_repo_files_are_resolved_as_datasets_streams_them(tmp_path):
             write_shard(tmp_path / split / "chunk1" / f"{stem}_{i}.jsonl.zst", [f"{split} {i}"])
     repo = str(tmp_path)
     train = [str(tmp_path / "train" / "chunk1" / f"example_train_{i}.jsonl.zst") for i in (0, 1)]
-    assert resolved_files(repo, "train/chunk1/*.jsonl.zst", "data.path") == train
-    assert resolved_files(repo, None, "data.path") == train
-    assert [Path(f).name for f in resolved_files(repo, "validation/*/*.zst", "eval.path")] == [
+    assert resolved_files(repo, "train/chunk1/*.jsonl.zst", "corpus.path") == train
+    assert resolved_files(repo, None, "corpus.path") == train
+    assert [Path(f).name for f in resolved_files(repo, "validation/*/*.zst", "corpus.eval_path")] == [
         "example_holdout_0.jsonl.zst", "example_holdout_1.jsonl.zst"]
     with pytest.raises(UserError, match="has no data files matching test/.*; check "
-                                        "eval.data_files"):
-        resolved_files(repo, "test/*.zst", "eval.path")
+                                        "corpus.eval_data_files"):
+        resolved_files(repo, "test/*.zst", "corpus.eval_path")

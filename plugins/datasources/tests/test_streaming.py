@@ -18,7 +18,7 @@ from slimcore.config import parse_config
 from slimcore.plugins import SlimcorePluginManager
 from slimcore.run import Run
 from slimcore_datasources.chunk import ChunkConfig
-from slimcore_datasources.corpus import DocumentStream, first_documents
+from slimcore_datasources.corpus import CorpusConfig, DocumentStream, first_documents
 
 SETS = ["RedPajamaBook", "RedPajamaArXiv", "RedPajamaC4"]
 
@@ -110,10 +110,10 @@ def server(request):
 
 def make_run(srv, tokenizer=None, **data):
     base = f"http://127.0.0.1:{srv.server_address[1]}"
-    raw = {"model": {"width": 16, "heads": 2, "seq_len": 16},
-           "data": {"path": f"{base}/example_train_0.jsonl.zst,{base}/example_train_1.jsonl.zst",
-                    "batch_size": 2, **data}}
-    config = parse_config(raw, {"chunk": ChunkConfig}, "test.yaml")
+    raw = {"model": {"width": 16, "heads": 2, "seq_len": 16}, "data": {"batch_size": 2},
+           "corpus": {"path": f"{base}/example_train_0.jsonl.zst,{base}/example_train_1.jsonl.zst",
+                      **data}}
+    config = parse_config(raw, {"chunk": ChunkConfig, "corpus": CorpusConfig}, "test.yaml")
     run = Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
               plugins=SlimcorePluginManager())
     run.tokenizer = tokenizer
@@ -129,7 +129,7 @@ def test_streams_every_document_in_order(server):
 def test_filter_on_set_names(server):
     docs = first_documents(make_run(server, set_names=["RedPajamaBook", "RedPajamaC4"]), 1000)
     assert docs == [d for i, d in enumerate(EXPECTED) if i % 3 != 1]
-    with pytest.raises(UserError, match="holds no documents of data.set_names"):
+    with pytest.raises(UserError, match="holds no documents of corpus.set_names"):
         first_documents(make_run(server, set_names=["RedPajamaGithub"]), 1)
 
 
@@ -148,7 +148,7 @@ def test_stalled_server_fails_cleanly_within_the_configured_time(server):
     started = time.monotonic()
     with pytest.raises(UserError, match=r"stopped delivering after \d+ records \(StreamStalled: "
                                         r"no record within 1 s; 2 retries"):
-        list(DocumentStream(run, run.config.data.path, epochs=1))
+        list(DocumentStream(run, run.config.section("corpus").path, epochs=1))
     # 3 waits of 1 s, backoffs of 0.1 and 0.2 s, and the start-up of each attempt.
     assert time.monotonic() - started < 20
 
@@ -159,9 +159,9 @@ def test_a_run_whose_stream_gives_up_keeps_its_last_step(server, write_config, t
     saves its last step and exits 3 with one line, within the configured time."""
     base = f"http://127.0.0.1:{server.server_address[1]}"
     config = write_config({"run": {"steps": 500},
-                           "data": {"path": f"{base}/short.jsonl.zst,{base}/never.jsonl.zst",
-                                    "shuffle_buffer": 0, "timeout_s": 1, "max_retries": 1,
-                                    "retry_backoff_s": 0.1},
+                           "corpus": {"path": f"{base}/short.jsonl.zst,{base}/never.jsonl.zst",
+                                      "shuffle_buffer": 0, "timeout_s": 1, "max_retries": 1,
+                                      "retry_backoff_s": 0.1},
                            "tokenizer": {"vocab_size": 300}})
     started = time.monotonic()
     result = run_cli("run", str(config))
