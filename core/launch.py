@@ -19,6 +19,7 @@ import yaml
 from .config import ConfigError, RunConfig
 from .distributed import Distributed
 from .errors import TrainingHalted
+from .history import RunHistory
 from .model import GPT, parameter_count
 from .ops import select_ops
 from .plugins import SlimcorePluginManager
@@ -178,6 +179,8 @@ def _train(run: Run, folder: RunFolder | None, fresh_id: str, resume: str | None
     source = as_data_source(batches)
 
     run.start_step = state.step
+    if run.is_main_process:
+        run.history = RunHistory.open(run.paths, resumed_at=run.start_step)
     status, error = "failed", None
     try:
         position_source(source, state, config)
@@ -202,3 +205,5 @@ def _train(run: Run, folder: RunFolder | None, fresh_id: str, resume: str | None
     finally:
         source.close()
         pm.notify("on_run_end", run=run, status=status, error=error)
+        if run.history is not None:
+            run.history.close()

@@ -13,6 +13,7 @@ from .outputs import RunPaths
 
 if TYPE_CHECKING:
     from .config import RunConfig
+    from .history import RunHistory
     from .plugins import SlimcorePluginManager
     from .tokenizer import Tokenizer
 
@@ -31,6 +32,8 @@ class Run:
     resumed_from: str | None = None  # the checkpoint this process resumed from
     # The run's id (run.json, every checkpoint): a resumed run keeps the id it started with.
     run_id: str | None = None
+    # The core's log of every step and sample (rank 0; None on the others): see history.py.
+    history: RunHistory | None = None
     stop_signal: int | None = None  # the signal that stopped the run, if one did
     status: str = "running"  # then completed, stopped or failed
     distributed: Distributed = field(default_factory=Distributed)  # the job's ranks (torchrun)
@@ -43,6 +46,17 @@ class Run:
     @property
     def name(self) -> str:
         return self.config.run.name or "run"
+
+    @property
+    def prior_metrics(self) -> list[dict]:
+        """A resumed run's earlier steps, up to `start_step` (TrainingMetrics.to_dict()
+        records), whatever plugins were on; empty for a new run, and on ranks other than 0."""
+        return self.history.prior_metrics if self.history else []
+
+    @property
+    def prior_samples(self) -> list[dict]:
+        """A resumed run's earlier text samples (TextSample.to_dict() records)."""
+        return self.history.prior_samples if self.history else []
 
     @property
     def paths(self) -> RunPaths:

@@ -151,7 +151,7 @@ def train_loop(run: Run, state: TrainingState, batches: DataSource,
             # Every rank evaluates the same batches (a sharded model needs them all).
             eval_loss, eval_accuracy = evaluate(wrapped, heldout, device,
                                                 autocast_context(device))
-        run.plugins.notify("on_metrics", run=run, metrics=TrainingMetrics(
+        metrics = TrainingMetrics(
             step=step,
             loss=loss,
             accuracy=correct / step_targets,
@@ -166,13 +166,18 @@ def train_loop(run: Run, state: TrainingState, batches: DataSource,
             timestamp=time.time(),
             eval_loss=eval_loss,
             eval_accuracy=eval_accuracy,
-        ))
+        )
+        if run.history is not None:
+            run.history.metrics(metrics.to_dict())
+        run.plugins.notify("on_metrics", run=run, metrics=metrics)
         if cfg.samples.prompts and step % sample_interval == 0:
             # A sharded model generates on every rank together; a replica on rank 0 alone.
             if run.is_main_process or ranks.strategy == "fsdp":
                 with ranks.unsharded(model):
                     samples = sample_texts(model, run.tokenizer, cfg.samples, step,
                                            cfg.run.seed, device)
+                if run.history is not None:
+                    run.history.samples([sample.to_dict() for sample in samples])
                 run.plugins.notify("on_text_samples", run=run, step=step, samples=samples)
         saved = cfg.checkpoint.checkpointer and step % cfg.intervals.checkpoint == 0
         if saved:
@@ -213,6 +218,8 @@ def save_checkpoint(run: Run, state: TrainingState) -> str | None:
     its shard) is gathered on rank 0, which builds the record and hands it over."""
     name = run.config.checkpoint.checkpointer
     ranks = run.distributed
+    if run.history is not None:
+        run.history.flush(durable=True)  # the history up to this step is on disk first
     data_states = ranks.gather(state.data_state, "gathering data positions for a checkpoint")
     model_state = ranks.full_model_state(state.model)
     optimizer_state = ranks.full_optimizer_state(state.model, state.optimizer)

@@ -289,20 +289,25 @@ def test_every_hookspec_has_a_test_named_for_it():
         assert re.search(rf"def test_hook_{name}\b", tests), f"no test_hook_{name}"
 
 
-def test_hook_declare_flags(cli, write_config, tmp_path):
+def test_hook_declare_flags(write_config, capsys):
     """A plugin's flags are shorthands for its own keys; the chunk source's are the
     original scripts' --max-chunks and --tokens-per-chunk."""
-    result = cli("config", str(write_config()), "--max-chunks", "3", "--tokens-per-chunk",
-                 "2048")
-    assert result.returncode == 0, result.stderr
     import yaml
 
-    assert yaml.safe_load(result.stdout)["chunk"] == {"tokens_per_chunk": 2048, "max_chunks": 3}
-    result = cli("config", str(write_config()), "--max-chunks", "many")
-    assert result.returncode == 2
-    assert result.stderr.strip() == ("slimcore: error: --max-chunks: chunk.max_chunks: expected "
-                                     "int, got str 'many'")
-    # Blocked with its plugin: the flag is gone too.
-    result = cli("config", str(write_config()), "-p", "no:chunk", "--max-chunks", "3")
-    assert result.returncode == 2 and "unrecognized arguments: --max-chunks" in result.stderr
-    assert "--tokens-per-chunk" in cli("run", "--help").stdout
+    from slimcore.cli import main
+
+    config = str(write_config())
+    assert main(["config", config, "--max-chunks", "3", "--tokens-per-chunk", "2048"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["chunk"] == {"tokens_per_chunk": 2048,
+                                                                "max_chunks": 3}
+    assert main(["config", config, "--max-chunks", "many"]) == 2
+    assert capsys.readouterr().err.strip() == ("slimcore: error: --max-chunks: chunk.max_chunks:"
+                                               " expected int, got str 'many'")
+    # Blocked with its plugin, the flag is gone too.
+    with pytest.raises(SystemExit) as exit_status:
+        main(["config", config, "-p", "no:chunk", "--max-chunks", "3"])
+    assert exit_status.value.code == 2
+    assert "unrecognized arguments: --max-chunks" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "--tokens-per-chunk" in capsys.readouterr().out

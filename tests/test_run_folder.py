@@ -76,14 +76,15 @@ def test_a_killed_run_leaves_no_stale_lock(write_config, tmp_path, cli):
 
 def test_a_new_run_into_a_folder_of_another_run_is_refused(write_config, tmp_path, cli):
     config = write_config({"run": {"steps": 4}})
-    assert cli("run", str(config)).returncode == 0
+    run_in_process(config)
     out = tmp_path / "out"
     history = (out / "training_viz" / "metrics_history.json").read_bytes()
     run_id = json.loads((out / "run.json").read_text())["run_id"]
-    for steps in ("3", "6"):
-        line = one_line_error(cli("run", str(config), "--steps", steps))
-        assert f"{out} holds the outputs of run {run_id}" in line
-        assert "--resume auto" in line and "--output-dir" in line and "--overwrite" in line
+    line = one_line_error(cli("run", str(config), "--steps", "6"))
+    assert f"{out} holds the outputs of run {run_id}" in line
+    assert "--resume auto" in line and "--output-dir" in line and "--overwrite" in line
+    with pytest.raises(UserError, match="holds the outputs of run"):
+        run_in_process(config, overrides=["run.steps=3"])
     # Nothing of the earlier run was touched.
     assert (out / "training_viz" / "metrics_history.json").read_bytes() == history
     assert [p.name for p in complete_sets(out / "checkpoints")] == ["checkpoint_step_4.bin"]
@@ -92,7 +93,7 @@ def test_a_new_run_into_a_folder_of_another_run_is_refused(write_config, tmp_pat
 
 def test_overwrite_moves_the_old_run_aside(write_config, tmp_path, cli):
     config = write_config({"run": {"steps": 4}})
-    assert cli("run", str(config)).returncode == 0
+    run_in_process(config)
     old_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
     result = cli("run", str(config), "--steps", "2", "--overwrite")
     assert result.returncode == 0, result.stderr
@@ -169,12 +170,12 @@ def test_bad_output_folders_and_step_counts_are_one_line(write_config, tmp_path,
     assert "a-file is a file, not a folder" in one_line_error(cli("run", str(config)))
     assert blocker.read_text() == "not a folder"
     config = write_config({"run": {"steps": 2}})
-    for steps in ("0", "-1"):
-        assert "run.steps: must be at least 1" in one_line_error(
-            cli("run", str(config), "--steps", steps))
-    assert cli("run", str(config)).returncode == 0
-    line = one_line_error(cli("run", str(config), "--resume", "auto"))
-    assert "is at step 2 and run.steps is 2: nothing left to train" in line
+    assert "--steps: run.steps: must be at least 1" in one_line_error(
+        cli("run", str(config), "--steps", "0"))  # and -1, and the rest: test_config.py
+    run_in_process(config)
+    with pytest.raises(UserError, match="is at step 2 and run.steps is 2: nothing left to "
+                                        "train; raise --steps"):
+        run_in_process(config, resume="auto")
 
 
 def test_completed_is_said_only_after_the_final_save(write_config, tmp_path, cli):
@@ -188,7 +189,7 @@ def test_completed_is_said_only_after_the_final_save(write_config, tmp_path, cli
     assert "run failed at step 3" in result.stdout
 
 
-def test_plugins_disable_from_set_is_obeyed(write_config, tmp_path, cli):
+def test_plugins_disable_from_set_is_obeyed(write_config, tmp_path, cli, capsys):
     config = write_config({"run": {"steps": 2}})
     result = cli("run", str(config), "--set", "plugins.disable=[json_export]")
     assert result.returncode == 0, result.stderr
@@ -196,5 +197,8 @@ def test_plugins_disable_from_set_is_obeyed(write_config, tmp_path, cli):
     statuses = {p["name"]: p["status"] for p in json.loads(
         (tmp_path / "out" / "plugins.json").read_text())}
     assert statuses["json_export"] == "blocked"
-    line = one_line_error(cli("run", str(config), "--set", "plugins.disable=json_export"))
-    assert line == "slimcore: error: --set: plugins.disable: expected a list of plugin names"
+    from slimcore.cli import main
+
+    assert main(["config", str(config), "--set", "plugins.disable=json_export"]) == 2
+    assert capsys.readouterr().err.strip() == ("slimcore: error: --set: plugins.disable: "
+                                               "expected a list of plugin names")

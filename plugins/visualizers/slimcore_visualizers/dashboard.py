@@ -21,11 +21,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from pathlib import Path
 
 from slimcore import Range, UserError, hookimpl
 
-from .json_export import previous_records
 
 FINAL_RENDER_TIMEOUT_S = 300
 
@@ -80,10 +78,8 @@ class Dashboard:
                    "recent_window": settings.recent_window, "columns": settings.columns,
                    "dpi": settings.dpi, "run_name": run.name,
                    "max_cpu_share": settings.max_cpu_share})
-        if run.start_step:  # a resumed run's charts show its whole history
-            viz = Path(run.output_dir) / "training_viz"
-            self.send({"metrics": previous_records(viz / "metrics_history.json", run.start_step),
-                       "samples": previous_records(viz / "text_samples.json", run.start_step)})
+        if run.prior_metrics:  # a resumed run's charts show its whole history
+            self.send({"metrics": run.prior_metrics, "samples": run.prior_samples})
 
     @hookimpl
     def on_metrics(self, metrics, run):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -40,20 +39,6 @@ class JsonSeries:
         os.replace(tmp, self.path)
 
 
-def previous_records(path: Path, upto_step: int) -> list[dict]:
-    """The records an earlier process of this run wrote, up to the step resumed from (steps
-    after it were not checkpointed and are trained again)."""
-    if not path.is_file():
-        return []
-    try:
-        records = json.loads(path.read_text())
-    except ValueError:
-        print(f"slimcore: warning: {path} is not valid JSON; its history starts over",
-              file=sys.stderr)
-        return []
-    return [r for r in records if r.get("step", 0) <= upto_step]
-
-
 class JsonExporter:
     def __init__(self):
         self.metrics: JsonSeries | None = None
@@ -67,9 +52,9 @@ class JsonExporter:
         run.paths.viz.mkdir(parents=True, exist_ok=True)
         self.metrics = JsonSeries(run.paths.metrics_history)
         self.samples = JsonSeries(run.paths.text_samples)
-        if run.start_step:  # a resumed run continues its history, not a new one
-            self.metrics.records = previous_records(self.metrics.path, run.start_step)
-            self.samples.records = previous_records(self.samples.path, run.start_step)
+        # A resumed run continues its history (the core hands over the steps before it).
+        self.metrics.records = list(run.prior_metrics)
+        self.samples.records = list(run.prior_samples)
         self.writer = threading.Thread(target=self._write_when_asked, daemon=True,
                                        name="json_export")
         self.writer.start()

@@ -83,7 +83,10 @@ def render(charts, data: ChartData, step: int, settings: dict, failed: set) -> l
     # The chart list rides in the PNG's text metadata, so tools (and tests) can tell what a
     # dashboard shows without reading pixels.
     figure.savefig(tmp, dpi=settings["dpi"], format="png",
-                   metadata={"Description": "slimcore charts: " + ", ".join(drawn)})
+                   metadata={"Description": "slimcore charts: " + ", ".join(drawn),
+                             # the steps of history drawn, e.g. "1-300"
+                             "Steps": f"{data.metrics[0]['step']}-{data.metrics[-1]['step']}"
+                             if data.metrics else "none"})
     plt.close(figure)
     step_file = paths.dashboard(step)
     os.link(tmp, step_file.with_suffix(".png.tmp2"))  # both names from one render, no copy

@@ -189,3 +189,26 @@ def test_render_process_loads_only_chart_plugins_and_no_torch():
             "print([c.name for c in w.load_charts(['loss'], ['loss'])], 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "['loss'] False", out.stderr
+
+
+def steps_in(png):
+    with Image.open(png) as image:
+        return image.text["Steps"]
+
+
+def test_a_resumed_dashboard_shows_the_earlier_steps_without_json_export(write_config,
+                                                                         tmp_path):
+    """The core hands a resumed run's earlier steps to every observer: the dashboard needs
+    no other plugin's files to draw the whole run."""
+    from conftest import run_in_process
+
+    config = write_config({"plugins": {"disable": ["json_export"]}, "run": {"steps": 4},
+                           "intervals": {"checkpoint": 2, "viz": 2}})
+    run_in_process(config)
+    latest = tmp_path / "out" / "training_viz" / "training_latest.png"
+    assert steps_in(latest) == "1-4"
+    run_in_process(config, overrides=["run.steps=6"], resume="auto")
+    assert not (tmp_path / "out" / "training_viz" / "metrics_history.json").exists()
+    assert steps_in(latest) == "1-6"
+    log = (tmp_path / "out" / "history" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2, 3, 4, 5, 6]
