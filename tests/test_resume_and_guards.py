@@ -184,14 +184,15 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(write_config, tmp_p
     import slimcore_checkpointers.three_file as three_file
 
     config = write_config({"run": {"steps": 4}, "intervals": {"checkpoint": 2}})
-    real_write = three_file.write_aside
+    real_write = three_file.tensor_files.write
 
-    def full_disk(path, data):
-        if "step_4" in path.name and path.name.endswith(".decoder"):
+    def full_disk(path, tensors, *args, **kwargs):
+        if "step_4" in path.name and ".decoder" in path.name:
+            path.write_bytes(b"half a file")  # what a full disk leaves behind
             raise OSError(28, "No space left on device")
-        real_write(path, data)
+        return real_write(path, tensors, *args, **kwargs)
 
-    monkeypatch.setattr(three_file, "write_aside", full_disk)
+    monkeypatch.setattr(three_file.tensor_files, "write", full_disk)
     with pytest.raises(UserError, match="could not write .*checkpoint_step_4.bin \\(No space "
                                         "left on device\\); the previous checkpoint is intact"):
         run_in_process(config)

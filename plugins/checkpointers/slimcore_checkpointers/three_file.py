@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -39,15 +40,19 @@ from typing import Annotated, Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import load as safetensors_load
-from safetensors.torch import save as safetensors_bytes
 from slimcore import Checkpoint, Range, Run, UserError, hookimpl
+
+from . import tensor_files
 
 NAME = "three_file"
 # 2: the .bin's digest covers each tensor's dtype and shape too, and sets carry a run id.
 # 3: the .bin holds the core's Checkpoint record as split() gives it (every RNG state, the
 #    skipped-step count).
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# 4: written and read in one pass (tensor_files.py); the .bin's digest is the sha256 of all
+#    of its bytes, header included, and sits in the header's metadata under "sha256".
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+DIGEST_KEY = "sha256"
 MODEL = "model."  # the record's model tensors; stored in the weight files without this
 EMBEDDING_PREFIX = "embed."
 SUFFIXES = (".embeddings", ".decoder")
@@ -174,13 +179,12 @@ def write_checkpoint(base: Path, checkpoint: Checkpoint) -> str:
 
     manifest = {}
     for suffix, part in ((".embeddings", embeddings), (".decoder", decoder)):
-        data = safetensors_bytes(part)
-        write_aside(base.with_name(base.name + suffix), data)
-        manifest[base.name + suffix] = {"sha256": hashlib.sha256(data).hexdigest(),
-                                        "bytes": len(data)}
+        aside = tmp_of(base.with_name(base.name + suffix))
+        digest = tensor_files.write(aside, part)  # streamed, hashed as written, fsynced
+        manifest[base.name + suffix] = {"sha256": digest, "bytes": aside.stat().st_size}
     run_state = {"format_version": FORMAT_VERSION, "record": record, "manifest": manifest}
-    run_state["self_sha256"] = state_digest(run_state, tensors)
-    write_aside(base, safetensors_bytes(tensors, metadata={"slimcore": json.dumps(run_state)}))
+    tensor_files.write(tmp_of(base), tensors, {"slimcore": json.dumps(run_state)},
+                       digest_key=DIGEST_KEY)
     fault_point("written", checkpoint.step)
     # Renames happen only now that every file is whole on disk; `.bin` last commits the set.
     for suffix in (".embeddings", ".decoder", ""):
@@ -201,12 +205,9 @@ def fault_point(moment: str, step: int) -> None:
         time.sleep(3600)
 
 
-def write_aside(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def tmp_of(path: Path) -> Path:
+    """Where a file is written before it is renamed into place."""
+    return path.with_name(path.name + ".tmp")
 
 
 def fsync_folder(folder: Path) -> None:
@@ -227,9 +228,9 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], layout: dict) -> dict
 
 
 def state_digest(run_state: dict, tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over the JSON state (without this digest) and every tensor's name, dtype, shape
-    and bytes: every byte of the `.bin` that shapes what loading returns. (Format 1 left
-    dtype and shape out: a header edited to another dtype read as verified.)"""
+    """Formats 1 to 3: sha256 over the JSON state (without this digest) and every tensor's
+    name, dtype, shape and bytes. (Format 1 left dtype and shape out: a header edited to
+    another dtype read as verified.)"""
     digest = hashlib.sha256(json.dumps({k: v for k, v in run_state.items()
                                         if k != "self_sha256"}, sort_keys=True).encode())
     covers_layout = run_state.get("format_version") != 1
@@ -249,6 +250,56 @@ def read_checkpoint(base: Path) -> Checkpoint:
     """Verify every file of the set, then return its record. UserError if damaged."""
     if not base.is_file():
         raise UserError(f"checkpoint: {base} does not exist (or its set is incomplete)")
+    version = format_of(base)
+    if version not in READABLE_VERSIONS:
+        raise UserError(f"checkpoint: {base} has format {version}, this slimcore reads "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if version < 4:
+        return read_older(base)
+    try:
+        tensors, metadata = tensor_files.read(base, digest_key=DIGEST_KEY)
+        run_state = json.loads(metadata["slimcore"])
+    except tensor_files.Damaged as e:
+        message = "fails its sha256 check (damaged)" if "sha256" in str(e) else \
+            f"is damaged ({e})"
+        raise UserError(f"checkpoint: {base} {message}") from None
+    except (KeyError, ValueError) as e:
+        raise UserError(f"checkpoint: {base} is not a slimcore checkpoint ({e})") from None
+    # The digest matched, so the file is as written; what follows guards against a crafted
+    # file whose digest was recomputed.
+    try:
+        for name, expected in weight_files(base, run_state["manifest"]).items():
+            if not name.is_file():
+                raise UserError(f"checkpoint: {name} is missing from its set")
+            try:
+                weights, _ = tensor_files.read(name, expected["sha256"])
+            except tensor_files.Damaged:
+                raise UserError(f"checkpoint: {name} fails its sha256 check (damaged)") from None
+            tensors.update({MODEL + key: tensor for key, tensor in weights.items()})
+        return Checkpoint.join(tensors, run_state["record"], path=str(base))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"checkpoint: {base} is not a slimcore checkpoint ({type(e).__name__}: "
+                        f"{str(e)[:200]} in its state)") from None
+
+
+def format_of(base: Path) -> Any:
+    """The format version a set's `.bin` header names (its header only, not verified)."""
+    try:
+        with open(base, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > min(tensor_files.MAX_HEADER, base.stat().st_size):
+                raise ValueError("header length")
+            header = json.loads(f.read(length))
+        run_state = json.loads(header["__metadata__"]["slimcore"])
+        return run_state["format_version"]
+    except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
+        raise UserError(f"checkpoint: {base} is damaged or not a slimcore checkpoint "
+                        f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def read_older(base: Path) -> Checkpoint:
+    """A set of formats 1 to 3: safetensors read whole, the .bin's digest over its JSON state
+    and tensors (state_digest)."""
     try:
         with safe_open(str(base), framework="pt") as f:
             run_state = json.loads((f.metadata() or {})["slimcore"])
@@ -256,15 +307,8 @@ def read_checkpoint(base: Path) -> Checkpoint:
     except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
         raise UserError(f"checkpoint: {base} is damaged or not a slimcore checkpoint "
                         f"({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(run_state, dict) or \
-            run_state.get("format_version") not in READABLE_VERSIONS:
-        version = run_state.get("format_version") if isinstance(run_state, dict) else None
-        raise UserError(f"checkpoint: {base} has format {version}, this slimcore reads "
-                        f"{', '.join(map(str, READABLE_VERSIONS))}")
     if state_digest(run_state, tensors) != run_state.get("self_sha256"):
         raise UserError(f"checkpoint: {base} fails its sha256 check (damaged)")
-    # The digest matched, so the state is as written; what follows guards against a crafted
-    # file whose digest was recomputed.
     try:
         weights = {}
         for name, expected in weight_files(base, run_state["manifest"]).items():
@@ -338,8 +382,10 @@ def run_id_of(base: Path) -> str | None:
     """The run that wrote the set at `base` (its header only, not verified); None for a set
     from before run ids, or one whose header does not parse."""
     try:
-        with safe_open(str(base), framework="pt") as f:
-            state = json.loads((f.metadata() or {})["slimcore"])
+        with open(base, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(min(length, tensor_files.MAX_HEADER)))
+        state = json.loads(header["__metadata__"]["slimcore"])
         return (state.get("record") or state).get("run_id")
     except Exception:  # noqa: BLE001 - unreadable: treated as nobody's
         return None

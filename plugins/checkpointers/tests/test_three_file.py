@@ -43,7 +43,7 @@ def test_three_files_per_set_and_rotation(trained):
         assert "head.weight" in f.keys() and "embed.weight" not in f.keys()
     with safe_open(str(folder / "checkpoint_step_6.bin"), framework="pt") as f:
         state = json.loads(f.metadata()["slimcore"])
-    assert state["record"]["step"] == 6 and state["format_version"] == 3
+    assert state["record"]["step"] == 6 and state["format_version"] == 4
     assert state["record"]["config"]["model"]["width"] == 32
     assert set(state["manifest"]) == {"checkpoint_step_6.bin.embeddings",
                                       "checkpoint_step_6.bin.decoder"}
@@ -140,16 +140,15 @@ def rewrite_bin(path, edit_state=None, edit_header=None):
     or `edit_header(header)` on the raw safetensors header alone (a tampered one)."""
     import struct
 
-    from slimcore_checkpointers.three_file import state_digest
-    from safetensors.torch import save as safetensors_bytes
+    from slimcore_checkpointers import tensor_files
 
     if edit_state is not None:
-        with safe_open(str(path), framework="pt") as f:
-            run_state = json.loads(f.metadata()["slimcore"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors, metadata = tensor_files.read(path, digest_key="sha256")
+        run_state = json.loads(metadata["slimcore"])
         edit_state(run_state)
-        run_state["self_sha256"] = state_digest(run_state, tensors)
-        path.write_bytes(safetensors_bytes(tensors, metadata={"slimcore": json.dumps(run_state)}))
+        tensors = {k: v.clone() for k, v in tensors.items()}
+        tensor_files.write(path, tensors, {"slimcore": json.dumps(run_state)},
+                           digest_key="sha256")
         return
     data = path.read_bytes()
     (length,) = struct.unpack("<Q", data[:8])

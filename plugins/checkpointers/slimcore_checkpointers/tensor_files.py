@@ -1,0 +1,152 @@
+"""safetensors files written and read in one pass each, hashed on the way.
+
+    digest = write(path, tensors, metadata, digest_key)   the sha256 of the file's bytes
+    tensors, metadata = read(path, expected_sha256)       UserError-free: raises Damaged
+
+The files are standard safetensors (an 8-byte header length, a JSON header, the raw bytes),
+so any safetensors reader opens them. Writing streams each tensor's bytes from its memory to
+the file and into the hash at once: no serialized copy of the whole file in memory, no
+second pass. Reading reads each byte once, into one buffer that the tensors then view, and
+hashes as it reads.
+
+A file may carry its own digest: with `digest_key`, `metadata[digest_key]` is the sha256 of
+the whole file with that value's 64 hex digits written as zeros. The header is written with
+zeros first, the bytes follow, and the header is written again with the digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+
+DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
+          torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32", torch.int16: "I16",
+          torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+BY_CODE = {code: dtype for dtype, code in DTYPES.items()}
+ZEROS = "0" * 64
+READ_CHUNK = 64 << 20
+MAX_HEADER = 100 << 20  # safetensors' own cap
+
+
+class Damaged(Exception):
+    """The file is not what was written (truncated, edited, not safetensors)."""
+
+
+def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+          digest_key: str | None = None) -> str:
+    """Write `tensors` (contiguous CPU tensors) to `path` and fsync it; returns the sha256 of
+    the file (with the self digest zeroed, when there is one)."""
+    # Widest elements first: every tensor then starts aligned to its element size.
+    order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
+    header, offset = {}, 0
+    for name in order:
+        tensor = tensors[name]
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    meta = dict(metadata or {})
+    if digest_key is not None:
+        meta[digest_key] = ZEROS
+    if meta:
+        header["__metadata__"] = meta
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # safetensors aligns the data to 8 bytes
+    prefix = struct.pack("<Q", len(encoded)) + encoded
+    digest = hashlib.sha256(prefix)
+    with open(path, "wb") as f:
+        f.write(prefix)
+        for name in order:
+            data = _bytes(tensors[name])
+            f.write(data)
+            digest.update(data)
+        if digest_key is not None:
+            meta[digest_key] = digest.hexdigest()
+            header["__metadata__"] = meta
+            final = json.dumps(header, separators=(",", ":")).encode()
+            final += b" " * (len(encoded) - len(final))
+            assert len(final) == len(encoded)  # the digest took the zeros' place
+            f.seek(8)
+            f.write(final)
+        f.flush()
+        os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def read(path: Path, expected_sha256: str | None = None, digest_key: str | None = None
+         ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of `path`, after checking its sha256: against
+    `expected_sha256`, or against its own digest under `digest_key`."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise Damaged("shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(MAX_HEADER, size - 8):
+            raise Damaged(f"a header of {length:,} bytes in a file of {size:,}")
+        encoded = f.read(length)
+        try:
+            header = json.loads(encoded)
+        except ValueError as e:
+            raise Damaged(f"a header that is not JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise Damaged("a header that is not a JSON object")
+        metadata = header.pop("__metadata__", None) or {}
+        hashed = encoded
+        if digest_key is not None:
+            expected_sha256 = metadata.get(digest_key)
+            if not isinstance(expected_sha256, str) or len(expected_sha256) != 64:
+                raise Damaged(f"no {digest_key} digest in its header")
+            hashed = encoded.replace(expected_sha256.encode(), ZEROS.encode(), 1)
+        digest = hashlib.sha256(head + hashed)
+        buffer = bytearray(size - 8 - length)
+        view, done = memoryview(buffer), 0
+        while done < len(buffer):  # read and hash each chunk once, while it is in cache
+            got = f.readinto(view[done:done + READ_CHUNK])
+            if not got:
+                raise Damaged("cut short")
+            digest.update(view[done:done + got])
+            done += got
+        if f.read(1):
+            raise Damaged("longer than written")
+    if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+        raise Damaged("fails its sha256 check")
+    return _tensors(header, buffer), metadata
+
+
+def _tensors(header: dict, buffer: bytearray) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for name, entry in header.items():
+        try:
+            dtype = BY_CODE[entry["dtype"]]
+            begin, end = entry["data_offsets"]
+            shape = [int(n) for n in entry["shape"]]
+        except (KeyError, TypeError, ValueError):
+            raise Damaged(f"a header entry for {name!r} that is not a tensor's") from None
+        count = end - begin
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        numel = 1
+        for n in shape:
+            numel *= n
+        if not 0 <= begin <= end <= len(buffer) or count != numel * itemsize:
+            raise Damaged(f"{name!r} does not fit its bytes")
+        flat = torch.frombuffer(buffer, dtype=torch.uint8, count=count, offset=begin) \
+            if count else torch.empty(0, dtype=torch.uint8)
+        if begin % itemsize:  # another writer's layout: a copy, aligned
+            flat = flat.clone()
+        tensors[name] = flat.view(dtype).reshape(shape)
+    return tensors
+
+
+def _bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's bytes, without a copy (it is contiguous and on the CPU)."""
+    flat = tensor.reshape(-1)
+    if flat.numel() == 0:
+        return memoryview(b"")
+    return memoryview(flat.view(torch.uint8).numpy())
