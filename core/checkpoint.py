@@ -142,11 +142,13 @@ def restore_rng(rng: dict[str, Any]) -> None:
 
     import numpy as np
 
+    # clone(): a loaded state may be a view into a larger buffer (a checkpointer that reads
+    # a file into one buffer), and the generators read their state from the storage's start.
     if rng.get("torch") is not None:
-        torch.set_rng_state(rng["torch"])
+        torch.set_rng_state(rng["torch"].clone())
     if rng.get("cuda") and torch.cuda.is_available():
         for device, state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(state, device)
+            torch.cuda.set_rng_state(state.clone(), device)
     if rng.get("numpy") is not None:
         saved = rng["numpy"]
         np.random.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32),

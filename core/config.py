@@ -209,6 +209,10 @@ class SamplesSection:
 class CheckpointSection:
     # the checkpointer plugin; null: no checkpoints
     checkpointer: Annotated[str, NonEmpty()] | None = "three_file"
+    # true: training goes on while a thread writes the checkpoint (it waits only for a copy
+    # of the state in host memory, which doubles the state's host memory); false: training
+    # waits for the whole save. YAML key `async` (a Python keyword, hence the field's `_`).
+    async_: bool = field(default=True, metadata={"yaml": "async"})
 
 
 @dataclass
@@ -263,10 +267,28 @@ class RunConfig:
         return self.plugin_sections[name]
 
     def to_dict(self) -> dict:
-        out = {name: dataclasses.asdict(getattr(self, name)) for name in CORE_SECTIONS}
+        """The config as YAML would give it: each key under its YAML name."""
+        out = {name: _as_yaml(getattr(self, name)) for name in CORE_SECTIONS}
         for name, value in self.plugin_sections.items():
-            out[name] = dataclasses.asdict(value)
+            out[name] = _as_yaml(value)
         return out
+
+
+def yaml_key(f: dataclasses.Field) -> str:
+    """A field's key in YAML: its name, or `metadata={"yaml": ...}` where the name cannot be
+    (a Python keyword such as `async`)."""
+    return f.metadata.get("yaml", f.name)
+
+
+def _as_yaml(value: Any) -> Any:
+    """dataclasses.asdict, with each field under its YAML key."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {yaml_key(f): _as_yaml(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_as_yaml(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_yaml(v) for k, v in value.items()}
+    return value
 
 
 # -- YAML -----------------------------------------------------------------------------------
@@ -428,13 +450,13 @@ def parse_dataclass(cls: type, data: Any, prefix: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(prefix, f"expected a section (mapping), got {_describe(data)}", source)
     hints = typing.get_type_hints(cls, include_extras=True)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    names = {yaml_key(f): f.name for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}"
         if key not in names:
-            raise ConfigError(dotted, "unknown key" + _suggest(str(key), names), source)
-        kwargs[key] = _coerce(hints[key], value, dotted, source)
+            raise ConfigError(dotted, "unknown key" + _suggest(str(key), list(names)), source)
+        kwargs[names[key]] = _coerce(hints[names[key]], value, dotted, source)
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -511,7 +533,7 @@ def field_reference(cls: type, prefix: str) -> list[tuple[str, str, str, str]]:
     rows = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append((f"{prefix}.{f.name}", _type_name(hints[f.name]), _yaml_value(default),
+        rows.append((f"{prefix}.{yaml_key(f)}", _type_name(hints[f.name]), _yaml_value(default),
                      _valid_values(hints[f.name])))
     return rows
 

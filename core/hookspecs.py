@@ -146,6 +146,17 @@ def on_text_samples(step: int, samples: list[TextSample], run: Run) -> None:
     every ``intervals.sample_every`` viz intervals."""
 
 
+@hookspec
+def on_checkpoint(step: int, run: Run) -> None:
+    """Observer: a checkpoint of ``step`` is about to be saved. Make every record you keep
+    up to ``step`` durable (written and fsynced) before returning: a resume from this
+    checkpoint goes on from your files as they are now, so what is not on disk yet would be
+    lost for good. Called on the training thread, before the checkpoint's state is copied;
+    the checkpoint commits only after every observer returned. Keep it short: training
+    waits for it.
+    """
+
+
 @hookspec(firstresult=True)
 def save_checkpoint(checkpointer: str, run: Run, checkpoint: Checkpoint) -> str | None:
     """Store ``checkpoint`` with checkpointer ``checkpointer`` (``checkpoint.checkpointer``

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ from .signals import GracefulStop
 from .source import as_data_source
 from .state import TrainingState
 from .tokenizer import Tokenizer, load_tokenizer, train_or_reuse
-from .trainer import build_optimizer, build_scheduler, save_final_checkpoint, train_loop
+from .trainer import (build_optimizer, build_scheduler, checkpoint_writer, save_final_checkpoint,
+                      train_loop)
 from .watchdog import StallWatchdog
 
 def output_dir_for(config: RunConfig) -> Path:
@@ -111,6 +113,22 @@ def write_run_record(run: Run, folder: RunFolder) -> None:
         yaml.safe_dump(run.config.to_dict(), sort_keys=False))
 
 
+def finish_save_in_flight(writer, error: BaseException | None,
+                          timeout_s: float | None = None) -> None:
+    """A run that ends by an error still lets the save in flight finish (it is a whole
+    earlier step); its own failure, if any, is reported under the error that ended the run.
+    Ctrl-C does not wait."""
+    if not writer.in_flight or isinstance(error, KeyboardInterrupt):
+        return
+    try:
+        writer.wait(timeout_s)
+    except BaseException as e:  # noqa: BLE001 - the run's own error is the one raised
+        if error is None:
+            raise
+        print(f"slimcore: warning: the checkpoint being saved when the run ended failed too: "
+              f"{e}", file=sys.stderr)
+
+
 def execute_run(config: RunConfig, pm: SlimcorePluginManager, resume: str | None = None,
                 overwrite: bool = False) -> Run:
     """Train as configured; returns the finished Run (`run.status`). Raises UserError for
@@ -182,17 +200,20 @@ def _train(run: Run, folder: RunFolder | None, fresh_id: str, resume: str | None
     if run.is_main_process:
         run.history = RunHistory.open(run.paths, resumed_at=run.start_step)
     status, error = "failed", None
+    writer = checkpoint_writer(run)
     try:
         position_source(source, state, config)
         pm.notify("on_run_start", run=run)
 
         def stalled(message: str) -> None:  # the process exits (status 3) right after
+            # A save in flight is let finish (for as long again as the stall took).
+            finish_save_in_flight(writer, None, config.run.stall_timeout_s)
             pm.notify("on_run_end", run=run, status="failed", error=TrainingHalted(message))
 
         with GracefulStop() as stop, StallWatchdog(config.run.stall_timeout_s, stalled) as dog:
-            ended = train_loop(run, state, source, stop, dog)
-        if run.stop_signal is None:
-            save_final_checkpoint(run, state)
+            ended = train_loop(run, state, source, stop, dog, writer)
+            if run.stop_signal is None:
+                save_final_checkpoint(run, state, writer)  # inside: a signal may come meanwhile
         ranks.check_replicas_agree(model)
         status = run.status = ended  # only now: "completed" means the final save succeeded
         return run
@@ -203,6 +224,7 @@ def _train(run: Run, folder: RunFolder | None, fresh_id: str, resume: str | None
         error = e
         raise
     finally:
+        finish_save_in_flight(writer, error)
         source.close()
         pm.notify("on_run_end", run=run, status=status, error=error)
         if run.history is not None:

@@ -17,6 +17,7 @@ import time
 import torch
 
 from .checkpoint import Checkpoint, capture_rng
+from .checkpoint_writer import CheckpointWriter
 from .config import OptimizerSection, RunConfig, ScheduleSection
 from .errors import TrainingHalted, UserError
 from .evaluation import evaluate, validation_batches
@@ -64,12 +65,14 @@ def autocast_context(device: torch.device):
     return contextlib.nullcontext()
 
 
-def train_loop(run: Run, state: TrainingState, batches: DataSource,
-               stop: GracefulStop, watchdog: StallWatchdog) -> str:
+def train_loop(run: Run, state: TrainingState, batches: DataSource, stop: GracefulStop,
+               watchdog: StallWatchdog, writer: CheckpointWriter) -> str:
     """Train from `state.step` to `run.config.run.steps`; returns the run's end status.
     `batches` is the data source (core/source.py); its position is taken after every step.
-    `stop` says when a signal asked to stop; `watchdog` is told of every finished step. Under torchrun each rank draws its own batches; loss,
-    accuracy and token counts are those of the whole job's batch."""
+    `stop` says when a signal asked to stop; `watchdog` is told of every finished step;
+    `writer` saves checkpoints (in the background, unless checkpoint.async is false). Under
+    torchrun each rank draws its own batches; loss, accuracy and token counts are those of
+    the whole job's batch."""
     cfg: RunConfig = run.config
     model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
     wrapped = model if state.wrapped is None else state.wrapped
@@ -85,12 +88,13 @@ def train_loop(run: Run, state: TrainingState, batches: DataSource,
     model.train()
 
     for step in range(state.step + 1, cfg.run.steps + 1):
+        writer.check()  # a background save that failed stops the run here, as a sync one would
         timer.start()
         try:
             # range first: zip stops on it without drawing a batch too many
             micro_batches = [b for _, b in zip(range(accum), batches)]
         except UserError as e:
-            raise halted_by_data(run, state, e) from None
+            raise halted_by_data(run, state, e, writer) from None
         # Every rank learns whether any ran out, and the whole job's count of targets: the
         # loss is normalised by it, so accumulation and ranks add up to one large batch
         # even when micro-batches hold different numbers of counted targets.
@@ -129,7 +133,8 @@ def train_loop(run: Run, state: TrainingState, batches: DataSource,
         else:
             # A NaN or Inf never reaches the optimizer state: its gradients are dropped below.
             if cfg.run.nan_policy == "stop":
-                path = save_checkpoint(run, state) if cfg.checkpoint.checkpointer else None
+                path = save_checkpoint(run, state, writer, wait=True) \
+                    if cfg.checkpoint.checkpointer else None
                 raise TrainingHalted(
                     f"step {step}: loss {loss}, gradient norm {grad_norm}; run.nan_policy is "
                     f"stop" + (f"; the last good state is saved in {path}" if path else ""))
@@ -144,6 +149,8 @@ def train_loop(run: Run, state: TrainingState, batches: DataSource,
         state.step = step
         state.tokens_seen += tokens
         state.data_state = batches.state_dict()
+        if step == run.start_step + 1:  # the optimizer state exists now: its shapes are known
+            prepare_checkpoint_buffers(run, state, writer)
         memory, memory_kind = memory_in_use(device)
         tokens_per_second = tokens / step_time
         eval_loss = eval_accuracy = None
@@ -181,17 +188,19 @@ def train_loop(run: Run, state: TrainingState, batches: DataSource,
                 run.plugins.notify("on_text_samples", run=run, step=step, samples=samples)
         saved = cfg.checkpoint.checkpointer and step % cfg.intervals.checkpoint == 0
         if saved:
-            save_checkpoint(run, state)
+            save_checkpoint(run, state, writer)
         watchdog.beat()
         if stop_votes:
             if cfg.checkpoint.checkpointer and not saved:
-                save_checkpoint(run, state)
+                save_checkpoint(run, state, writer)
+            writer.wait()  # the save in flight is whole before the process exits
             run.stop_signal = stop.requested or signal.SIGTERM  # another rank's signal
             return "stopped"
     return "completed"
 
 
-def halted_by_data(run: Run, state: TrainingState, error: UserError) -> BaseException:
+def halted_by_data(run: Run, state: TrainingState, error: UserError,
+                   writer: CheckpointWriter) -> BaseException:
     """The data source gave up mid-run: keep what was trained (exit 3), unless nothing was."""
     if state.step == run.start_step:
         return error
@@ -200,43 +209,78 @@ def halted_by_data(run: Run, state: TrainingState, error: UserError) -> BaseExce
         # The other ranks are inside a collective of the next step, not ready for a save.
         saved = f"; rank {run.rank} stops the job without a checkpoint (the last one stands)"
     elif run.config.checkpoint.checkpointer:
-        saved = f"; step {state.step} is saved in {save_checkpoint(run, state)}, resume " \
+        path = save_checkpoint(run, state, writer, wait=True)
+        saved = f"; step {state.step} is saved in {path}, resume " \
                 "with --resume auto"
     return TrainingHalted(f"{error}{saved}")
 
 
-def save_final_checkpoint(run: Run, state: TrainingState) -> None:
-    """The end of a run is saved too, unless its last step was just saved."""
+def save_final_checkpoint(run: Run, state: TrainingState, writer: CheckpointWriter) -> None:
+    """The end of a run is saved too, unless its last step was just saved; returns once
+    every save is whole on disk."""
     cfg = run.config
     if cfg.checkpoint.checkpointer and state.step > 0 and state.step % cfg.intervals.checkpoint:
-        save_checkpoint(run, state)
+        save_checkpoint(run, state, writer)
+    writer.wait()
 
 
-def save_checkpoint(run: Run, state: TrainingState) -> str | None:
-    """Save through the checkpointer the YAML names; returns the checkpoint's path (None on
-    ranks other than 0). Every rank takes part: its data position (and, for a sharded model,
-    its shard) is gathered on rank 0, which builds the record and hands it over."""
-    name = run.config.checkpoint.checkpointer
+def save_checkpoint(run: Run, state: TrainingState, writer: CheckpointWriter,
+                    wait: bool = False) -> str | None:
+    """Save through the checkpointer the YAML names, by way of `writer`; with `wait`, return
+    once it is saved, with its path (None on ranks other than 0). Every rank takes part: its
+    data position (and, for a sharded model, its shard) is gathered on rank 0, which builds
+    the record and hands it over.
+
+    Before the record leaves, every output record up to this step is made durable (the
+    core's history, and each observer's through `on_checkpoint`), so a resume from this
+    checkpoint never loses a step of what was written."""
     ranks = run.distributed
     if run.history is not None:
-        run.history.flush(durable=True)  # the history up to this step is on disk first
+        run.history.flush(durable=True)
+    run.plugins.notify("on_checkpoint", run=run, step=state.step)
     data_states = ranks.gather(state.data_state, "gathering data positions for a checkpoint")
     model_state = ranks.full_model_state(state.model)
     optimizer_state = ranks.full_optimizer_state(state.model, state.optimizer)
-    path = None
     if run.is_main_process:
-        checkpoint = Checkpoint(
-            step=state.step, tokens_seen=state.tokens_seen, skipped_steps=state.skipped_steps,
-            run_id=run.run_id, config=run.config.to_dict(),
-            tokenizer_fingerprint=run.tokenizer.fingerprint if run.tokenizer else None,
-            model=model_state, optimizer=optimizer_state,
-            scheduler=state.scheduler.state_dict(), rng=capture_rng(),
-            data_state=None if all(d is None for d in data_states) else
-            {"world_size": ranks.world_size, "ranks": data_states})
+        writer.save(checkpoint_record(run, state, model_state, optimizer_state, data_states))
+    ranks.barrier("waiting for rank 0 to write a checkpoint")
+    return writer.wait() if wait else None
+
+
+def checkpoint_record(run: Run, state: TrainingState, model_state: dict, optimizer_state: dict,
+                      data_states: list) -> Checkpoint:
+    ranks = run.distributed
+    return Checkpoint(
+        step=state.step, tokens_seen=state.tokens_seen, skipped_steps=state.skipped_steps,
+        run_id=run.run_id, config=run.config.to_dict(),
+        tokenizer_fingerprint=run.tokenizer.fingerprint if run.tokenizer else None,
+        model=model_state, optimizer=optimizer_state,
+        scheduler=state.scheduler.state_dict(), rng=capture_rng(),
+        data_state=None if all(d is None for d in data_states) else
+        {"world_size": ranks.world_size, "ranks": data_states})
+
+
+def prepare_checkpoint_buffers(run: Run, state: TrainingState, writer: CheckpointWriter) -> None:
+    """Have the writer make its host buffers now, on a thread, for records shaped like this
+    one (the local state dicts: no collective; under FSDP the gathered state differs, and
+    its first save makes them)."""
+    if run.config.checkpoint.checkpointer and run.is_main_process and \
+            run.distributed.strategy != "fsdp":
+        writer.prepare(checkpoint_record(run, state, state.model.state_dict(),
+                                         state.optimizer.state_dict(), [state.data_state]))
+
+
+def checkpoint_writer(run: Run) -> CheckpointWriter:
+    """The run's writer: the checkpointer's hook, in the background unless checkpoint.async
+    is false."""
+    name = run.config.checkpoint.checkpointer
+
+    def save(checkpoint: Checkpoint) -> str:
         path = run.plugins.hook.save_checkpoint(checkpointer=name, run=run,
                                                 checkpoint=checkpoint)
         if path is None:
             raise UserError(f"checkpoint.checkpointer: no plugin saves checkpoints as "
                             f"'{name}' (see `slimcore plugins`)")
-    ranks.barrier("waiting for rank 0 to write a checkpoint")
-    return path
+        return path
+
+    return CheckpointWriter(save, background=run.config.checkpoint.async_)

@@ -187,6 +187,26 @@ def test_hook_on_text_samples(write_config):
     assert isinstance(sample.text, str) and sample.text
 
 
+def test_hook_on_checkpoint(write_config, tmp_path):
+    """Called before each save, with the step's records already in the core's history and
+    the step's checkpoint not yet committed."""
+    out = tmp_path / "out"
+
+    class Flusher:
+        calls = []
+
+        @hookimpl
+        def on_checkpoint(self, step, run):
+            logged = [json.loads(line)["step"] for line in run.paths.metrics_log.open()]
+            committed = (run.paths.checkpoints / f"checkpoint_step_{step}.bin").exists()
+            self.calls.append((step, logged[-1], committed))
+
+    run_in_process(write_config({"run": {"steps": 5}, "intervals": {"checkpoint": 2}}),
+                   {"flusher": Flusher()})
+    assert Flusher.calls == [(2, 2, False), (4, 4, False), (5, 5, False)]
+    assert (out / "checkpoints" / "checkpoint_step_5.bin").exists()
+
+
 class RecordingCheckpointer:
     def __init__(self):
         self.saved = []

@@ -7,7 +7,9 @@ The files are standard safetensors (an 8-byte header length, a JSON header, the 
 so any safetensors reader opens them. Writing streams each tensor's bytes from its memory to
 the file and into the hash at once: no serialized copy of the whole file in memory, no
 second pass. Reading reads each byte once, into one buffer that the tensors then view, and
-hashes as it reads.
+hashes as it reads. Hashing runs on a second thread, one chunk behind the file's reads and
+writes (both let go of the GIL), so a save or load costs about the slower of the disk and
+sha256, not their sum.
 
 A file may carry its own digest: with `digest_key`, `metadata[digest_key]` is the sha256 of
 the whole file with that value's 64 hex digits written as zeros. The header is written with
@@ -20,6 +22,7 @@ import hashlib
 import json
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -29,7 +32,7 @@ DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
           torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
 BY_CODE = {code: dtype for dtype, code in DTYPES.items()}
 ZEROS = "0" * 64
-READ_CHUNK = 64 << 20
+CHUNK = 64 << 20  # bytes hashed while the next chunk is read or written
 MAX_HEADER = 100 << 20  # safetensors' own cap
 
 
@@ -38,9 +41,11 @@ class Damaged(Exception):
 
 
 def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
-          digest_key: str | None = None) -> str:
-    """Write `tensors` (contiguous CPU tensors) to `path` and fsync it; returns the sha256 of
-    the file (with the self digest zeroed, when there is one)."""
+          digest_key: str | None = None, durable: bool = True) -> str:
+    """Write `tensors` (contiguous CPU tensors) to `path`, fsynced unless not `durable` (a
+    caller writing several files fsyncs them together at the end, so that the disk flushes
+    one while the next is written); returns the sha256 of the file (with the self digest
+    zeroed, when there is one)."""
     # Widest elements first: every tensor then starts aligned to its element size.
     order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
     header, offset = {}, 0
@@ -59,12 +64,15 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     encoded += b" " * (-len(encoded) % 8)  # safetensors aligns the data to 8 bytes
     prefix = struct.pack("<Q", len(encoded)) + encoded
     digest = hashlib.sha256(prefix)
-    with open(path, "wb") as f:
+    with open(path, "wb") as f, _Hasher(digest, offset) as hasher:
         f.write(prefix)
         for name in order:
             data = _bytes(tensors[name])
-            f.write(data)
-            digest.update(data)
+            for begin in range(0, len(data), CHUNK):
+                chunk = data[begin:begin + CHUNK]
+                hasher.update(chunk)  # hashed while the chunk is written
+                f.write(chunk)
+        hasher.wait()
         if digest_key is not None:
             meta[digest_key] = digest.hexdigest()
             header["__metadata__"] = meta
@@ -74,8 +82,18 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
             f.seek(8)
             f.write(final)
         f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            os.fsync(f.fileno())
     return digest.hexdigest()
+
+
+def fsync(path: Path) -> None:
+    """Make a file written with `durable=False` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read(path: Path, expected_sha256: str | None = None, digest_key: str | None = None
@@ -105,14 +123,17 @@ def read(path: Path, expected_sha256: str | None = None, digest_key: str | None 
                 raise Damaged(f"no {digest_key} digest in its header")
             hashed = encoded.replace(expected_sha256.encode(), ZEROS.encode(), 1)
         digest = hashlib.sha256(head + hashed)
-        buffer = bytearray(size - 8 - length)
-        view, done = memoryview(buffer), 0
-        while done < len(buffer):  # read and hash each chunk once, while it is in cache
-            got = f.readinto(view[done:done + READ_CHUNK])
-            if not got:
-                raise Damaged("cut short")
-            digest.update(view[done:done + got])
-            done += got
+        # torch.empty: no zero-fill of memory that the read overwrites anyway
+        buffer = torch.empty(size - 8 - length, dtype=torch.uint8)
+        view, done = memoryview(buffer.numpy()), 0
+        with _Hasher(digest, len(view)) as hasher:
+            while done < len(view):  # each chunk read once, hashed while the next is read
+                got = f.readinto(view[done:done + CHUNK])
+                if not got:
+                    raise Damaged("cut short")
+                hasher.update(view[done:done + got])
+                done += got
+            hasher.wait()
         if f.read(1):
             raise Damaged("longer than written")
     if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
@@ -120,7 +141,37 @@ def read(path: Path, expected_sha256: str | None = None, digest_key: str | None 
     return _tensors(header, buffer), metadata
 
 
-def _tensors(header: dict, buffer: bytearray) -> dict[str, torch.Tensor]:
+class _Hasher:
+    """sha256 on a thread of its own, one chunk at a time, in order; in the caller's thread
+    for `size` bytes that fit one chunk (a thread would cost more than it saves)."""
+
+    def __init__(self, digest, size: int):
+        self.digest = digest
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="slimcore-sha256") \
+            if size > CHUNK else None
+        self.pending = None
+
+    def update(self, chunk: memoryview) -> None:
+        if self.pool is None:
+            self.digest.update(chunk)
+            return
+        self.wait()  # the previous chunk first: order matters, and one chunk in flight
+        self.pending = self.pool.submit(self.digest.update, chunk)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
+def _tensors(header: dict, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
     tensors = {}
     for name, entry in header.items():
         try:
@@ -136,8 +187,7 @@ def _tensors(header: dict, buffer: bytearray) -> dict[str, torch.Tensor]:
             numel *= n
         if not 0 <= begin <= end <= len(buffer) or count != numel * itemsize:
             raise Damaged(f"{name!r} does not fit its bytes")
-        flat = torch.frombuffer(buffer, dtype=torch.uint8, count=count, offset=begin) \
-            if count else torch.empty(0, dtype=torch.uint8)
+        flat = buffer[begin:end]
         if begin % itemsize:  # another writer's layout: a copy, aligned
             flat = flat.clone()
         tensors[name] = flat.view(dtype).reshape(shape)

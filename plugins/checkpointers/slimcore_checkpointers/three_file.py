@@ -178,13 +178,17 @@ def write_checkpoint(base: Path, checkpoint: Checkpoint) -> str:
     decoder = {k: v for k, v in weights.items() if not k.startswith(EMBEDDING_PREFIX)}
 
     manifest = {}
+    # Streamed and hashed as written; fsynced all together once written, so that the disk
+    # flushes one file while the next is written.
     for suffix, part in ((".embeddings", embeddings), (".decoder", decoder)):
         aside = tmp_of(base.with_name(base.name + suffix))
-        digest = tensor_files.write(aside, part)  # streamed, hashed as written, fsynced
+        digest = tensor_files.write(aside, part, durable=False)
         manifest[base.name + suffix] = {"sha256": digest, "bytes": aside.stat().st_size}
     run_state = {"format_version": FORMAT_VERSION, "record": record, "manifest": manifest}
     tensor_files.write(tmp_of(base), tensors, {"slimcore": json.dumps(run_state)},
-                       digest_key=DIGEST_KEY)
+                       digest_key=DIGEST_KEY, durable=False)
+    for suffix in (".embeddings", ".decoder", ""):
+        tensor_files.fsync(tmp_of(base.with_name(base.name + suffix)))
     fault_point("written", checkpoint.step)
     # Renames happen only now that every file is whole on disk; `.bin` last commits the set.
     for suffix in (".embeddings", ".decoder", ""):
@@ -197,12 +201,14 @@ def write_checkpoint(base: Path, checkpoint: Checkpoint) -> str:
 
 
 def fault_point(moment: str, step: int) -> None:
-    """Fault injection for the kill tests: SLIMCORE_CHECKPOINT_PAUSE=STEP:MOMENT makes the
-    save of step STEP announce itself on stderr and sleep at MOMENT (`written`: every file
-    written aside, none renamed; `renamed`: the weights renamed into place, `.bin` not)."""
-    if os.environ.get("SLIMCORE_CHECKPOINT_PAUSE") == f"{step}:{moment}":
+    """Fault injection for the kill tests: SLIMCORE_CHECKPOINT_PAUSE=STEP:MOMENT[:SECONDS]
+    makes the save of step STEP announce itself on stderr and sleep at MOMENT (`written`:
+    every file written aside, none renamed; `renamed`: the weights renamed into place, `.bin`
+    not) for SECONDS (default: an hour)."""
+    pause = os.environ.get("SLIMCORE_CHECKPOINT_PAUSE", "").split(":")
+    if pause[:2] == [str(step), moment]:
         print(f"checkpoint paused: step {step} {moment}", file=sys.stderr, flush=True)
-        time.sleep(3600)
+        time.sleep(float(pause[2]) if len(pause) > 2 else 3600)
 
 
 def tmp_of(path: Path) -> Path:

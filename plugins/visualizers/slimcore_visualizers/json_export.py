@@ -4,7 +4,8 @@
     <output_dir>/training_viz/text_samples.json      every generated sample (step, prompt, text)
 
 Written atomically (a temporary file renamed into place) every viz interval and when the
-run ends, so a reader never sees half a file. NaN and Inf are written as null. The training
+run ends, so a reader never sees half a file; before every checkpoint (`on_checkpoint`) the
+files are written and fsynced, so a resume from any checkpoint finds every step up to it. NaN and Inf are written as null. The training
 thread only appends to a list; a writer thread serializes each record once (earlier records
 are kept as text) and writes the files, so the training side's cost per interval does not
 grow with the run's length.
@@ -28,7 +29,8 @@ class JsonSeries:
         self.records: list[dict] = []
         self.serialized: list[str] = []
 
-    def write(self) -> None:
+    def write(self, durable: bool = False) -> None:
+        """Write the file; with `durable`, fsynced, rename included, before returning."""
         # allow_nan=False: a NaN that slipped past to_dict() fails loudly, never invalid JSON.
         count = len(self.records)  # records appended meanwhile wait for the next write
         self.serialized.extend(json.dumps(r, allow_nan=False)
@@ -36,7 +38,16 @@ class JsonSeries:
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w") as f:
             f.write("[\n" + ",\n".join(self.serialized) + "\n]\n")
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        if durable:
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the rename itself
+            finally:
+                os.close(fd)
 
 
 class JsonExporter:
@@ -44,6 +55,7 @@ class JsonExporter:
         self.metrics: JsonSeries | None = None
         self.samples: JsonSeries | None = None
         self.wanted = threading.Event()
+        self.writing = threading.Lock()  # the writer thread and on_checkpoint take turns
         self.stopping = False
         self.writer: threading.Thread | None = None
 
@@ -73,6 +85,11 @@ class JsonExporter:
             self.samples.records.extend(s.to_dict() for s in samples)
 
     @hookimpl
+    def on_checkpoint(self, step, run):
+        if self.metrics is not None:
+            self._write(durable=True)  # every record so far is up to `step`
+
+    @hookimpl
     def on_run_end(self, run, status, error):
         if self.writer is None:
             return
@@ -89,8 +106,7 @@ class JsonExporter:
             if not self.stopping:
                 self._write()
 
-    def _write(self) -> None:
-        # Only the writer thread calls this during the run, and on_run_end only after
-        # joining it, so no lock is needed.
-        self.metrics.write()
-        self.samples.write()
+    def _write(self, durable: bool = False) -> None:
+        with self.writing:
+            self.metrics.write(durable)
+            self.samples.write(durable)
