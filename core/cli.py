@@ -126,6 +126,7 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     args.plugin_manager = pm
     args.raw_config = early.raw_config
+    args.argv = argv
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
@@ -141,6 +142,7 @@ def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slimcore", parents=[common],
         description="Train GPT-style language models on streamed text.")
+    parser.add_argument("--version", action="version", version=f"slimcore {installed_version()}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     flags = config_flags(pm)
@@ -162,6 +164,15 @@ def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
 
     pm.hook.register_commands(subparsers=sub)
     return parser
+
+
+def installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("slimcore")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 def command_build_native(args) -> int:
@@ -225,8 +236,26 @@ def command_run(args: argparse.Namespace) -> int:
                             origins=origins)
     run = execute_run(config, args.plugin_manager, resume=args.resume, overwrite=args.overwrite)
     if run.stop_signal is not None:
+        if config.checkpoint.checkpointer and run.is_main_process:
+            print(f"slimcore: stopped; go on with: {resume_command(args.argv)}",
+                  file=sys.stderr, flush=True)
         return 128 + run.stop_signal  # 143 for SIGTERM, as schedulers expect
     return 0
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this run: the same, with `--resume auto`."""
+    import shlex
+
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--resume":
+            skip = True
+        elif not token.startswith("--resume=") and token != "--overwrite":
+            kept.append(token)
+    return shlex.join(["slimcore", *kept, "--resume", "auto"])
 
 
 def command_config(args: argparse.Namespace) -> int:

@@ -114,6 +114,7 @@ def test_sigterm_during_a_background_save_finishes_it_and_exits_143(write_config
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
     assert "SIGTERM: finishing this step" in stderr
+    assert f"go on with: slimcore run {config} --resume auto" in stderr
     folder = tmp_path / "out" / "checkpoints"
     last = max(history(tmp_path / "out"))
     assert (folder / "checkpoint_step_4.bin").exists()  # the save in flight was finished

@@ -33,6 +33,10 @@ def test_quick_smoke_run_writes_outputs_and_loss_falls(cli, write_config, tmp_pa
 def test_python_dash_m_and_help(cli):
     result = cli("--help")
     assert result.returncode == 0 and "run" in result.stdout and "plugins" in result.stdout
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout == f"slimcore {version('slimcore')}\n"
 
 
 def test_config_prints_resolved_values_with_flags_applied(cli, write_config):

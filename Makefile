@@ -1,0 +1,45 @@
+# The two commands of the README: each sets up .venv/ in this clone (once; again only when
+# a requirements or pyproject file changes), then does its job.
+#
+#   make quickstart   train examples/quickstart.yaml (about 4 minutes on 2 CPU cores)
+#   make test         run the whole suite (about 9 minutes on 2 CPU cores)
+#
+# Needs python3 (3.10 or newer), make and a C compiler. PyTorch: the CPU build where
+# nvidia-smi finds no GPU (a CUDA build is several GB), the default build where it does.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The environment is remade when what it was made from changes.
+INPUTS := requirements.txt pyproject.toml $(wildcard plugins/*/pyproject.toml)
+STAMP := $(VENV)/.installed
+
+.PHONY: quickstart test setup clean-venv
+
+quickstart: $(STAMP)
+	$(BIN)/slimcore run examples/quickstart.yaml
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+setup: $(STAMP)
+
+$(STAMP): $(INPUTS)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "slimcore needs Python 3.10 or newer; $(PYTHON) is $$($(PYTHON) --version)"; exit 2; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@if nvidia-smi -L >/dev/null 2>&1; then \
+		echo "setup: a GPU is here (nvidia-smi): the default PyTorch build"; \
+		$(BIN)/python -m pip install --quiet 'torch>=2.6'; \
+	else \
+		echo "setup: no GPU (nvidia-smi finds none): the CPU build of PyTorch"; \
+		$(BIN)/python -m pip install --quiet 'torch==2.13.0+cpu' 2>/dev/null || \
+		$(BIN)/python -m pip install --quiet 'torch==2.13.0' \
+			--index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)
