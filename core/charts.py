@@ -50,12 +50,16 @@ class Chart:
     """Subclass and set `name` (unique; how YAML enables it) and `title`; draw into `ax`.
 
     `draw` runs in the dashboard's render process from plain data, so it must not touch the
-    model or the run. `wide` charts take a whole row of the dashboard.
+    model or the run. `wide` charts take a whole row of the dashboard. A chart that draws
+    only text samples sets `uses_samples`: the dashboard leaves it out of a run that draws
+    none (`samples.prompts` empty or `samples.max_new_tokens` 0) rather than show an empty
+    panel.
     """
 
     name: str = ""
     title: str = ""
     wide: bool = False
+    uses_samples: bool = False
     order: int = 100  # place in the dashboard, lowest first; ties by name
 
     def draw(self, ax: Any, data: ChartData) -> None:  # ax: a matplotlib Axes

@@ -71,6 +71,7 @@ class ThroughputChart(Chart):
 
     def draw(self, ax, data):
         draw_curve(ax, data, "tokens_per_second", "tokens/s")
+        ax.set_ylim(bottom=0)  # from zero: a 2% dip must not look like a collapse
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
 
 
@@ -119,6 +120,7 @@ class RecentPerformanceChart(Chart):
 
 class TextSamplesTable(Chart):
     name, title, wide = "text_samples", "Text samples", True
+    uses_samples = True
     order = 90
     rows = 4
     wrap = 110

@@ -61,7 +61,10 @@ class Dashboard:
         if unknown:
             raise UserError(f"dashboard.disable: no chart named '{unknown[0]}' (charts: "
                             f"{', '.join(charts)})")
-        enabled = [name for name in charts if name not in settings.disable]
+        samples = run.config.samples
+        no_samples = not samples.prompts or samples.max_new_tokens == 0
+        enabled = [c.name for c in run.plugins.charts() if c.name not in settings.disable
+                   and not (c.uses_samples and no_samples)]  # no empty panel
         if not enabled:
             return
         owners = run.plugins.chart_owners()

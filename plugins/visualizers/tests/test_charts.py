@@ -119,3 +119,17 @@ def test_moving_average_is_trailing_and_skips_nan():
     values = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
     np.testing.assert_allclose(moving_average(values, 2), [1.0, 1.5, 2.0, 4.0, 4.5])
     assert math.isnan(moving_average(np.array([np.nan, np.nan]), 3)[1])
+
+
+def test_the_throughput_axis_starts_at_zero():
+    """Throughput near 1,000 tokens/s with a small dip: the axis still shows zero, so the
+    dip looks as small as it is."""
+    data = ChartData(metrics=[metric(s, tokens_per_second=1000.0 - (s == 5) * 20)
+                              for s in range(1, 10)])
+    figure, ax = plt.subplots()
+    try:
+        charts()["throughput"].draw(ax, data)
+        low, high = ax.get_ylim()
+        assert low == 0 and high >= 1000
+    finally:
+        plt.close(figure)

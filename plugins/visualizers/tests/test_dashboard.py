@@ -39,10 +39,13 @@ def test_disabling_charts_in_yaml_removes_them(cli, write_config, tmp_path):
     assert cli("run", str(config)).returncode == 0
     shown = charts_in(tmp_path / "out" / "training_viz" / "training_latest.png")
     assert shown == [c for c in SEVEN if c not in ("throughput", "loss_vs_accuracy")]
-    # The same through plugins.disable: the chart's plugin is then never imported.
-    config = write_config({"run": {"steps": 3}, "plugins": {"disable": ["loss"]}})
+    # The same through plugins.disable: the chart's plugin is then never imported. And a
+    # run that draws no samples gets no (empty) samples table.
+    config = write_config({"run": {"steps": 3}, "plugins": {"disable": ["loss"]},
+                           "samples": {"prompts": []}})
     assert cli("run", str(config), "--overwrite").returncode == 0
-    assert charts_in(tmp_path / "out" / "training_viz" / "training_latest.png")[0] == "accuracy"
+    shown = charts_in(tmp_path / "out" / "training_viz" / "training_latest.png")
+    assert shown[0] == "accuracy" and "text_samples" not in shown
 
 
 def test_unknown_chart_in_yaml_is_a_user_error(cli, write_config):
