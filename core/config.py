@@ -165,9 +165,15 @@ class OptimizerSection:
 
 @dataclass
 class ScheduleSection:
+    # after the warmup: cosine or linear decay to lr * min_lr_ratio at total_steps; constant;
+    # wsd (warmup, stable at lr, then a linear decay over the last wsd_decay_fraction)
+    kind: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     warmup_steps: Annotated[int, COUNT] = 100
-    # cosine decays from lr to lr * min_lr_ratio at the last step
-    min_lr_ratio: Annotated[float, FRACTION] = 0.1
+    min_lr_ratio: Annotated[float, FRACTION] = 0.1  # the decay's floor, as a share of lr
+    # the step the decay ends at (the rate then stays at the floor); null: run.steps. Set it
+    # beyond run.steps to train in parts on one curve.
+    total_steps: Annotated[int, POSITIVE_INT] | None = None
+    wsd_decay_fraction: Annotated[float, FRACTION] = 0.2  # wsd: share of the post-warmup steps
 
 
 @dataclass

@@ -99,18 +99,55 @@ def test_token_normalised_accumulation_equals_one_big_batch():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_schedule_warms_up_then_decays_to_the_floor():
-    model = tiny_model()
-    optimizer = build_optimizer(model, OptimizerSection(lr=1.0), torch.device("cpu"))
-    scheduler = build_scheduler(optimizer, ScheduleSection(warmup_steps=4, min_lr_ratio=0.1), 20)
+def rates_of(scheduler, optimizer, steps):
     rates = []
-    for _ in range(20):
+    for _ in range(steps):
         rates.append(scheduler.get_last_lr()[0])
         optimizer.step()
         scheduler.step()
-    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert all(a >= b for a, b in zip(rates[3:], rates[4:]))
-    assert rates[-1] == pytest.approx(0.1, abs=0.01)
+    return rates
+
+
+def schedule_rates(steps=24, run_steps=20, **settings):
+    optimizer = build_optimizer(tiny_model(), OptimizerSection(lr=1.0), torch.device("cpu"))
+    scheduler = build_scheduler(optimizer, ScheduleSection(**settings), run_steps)
+    return rates_of(scheduler, optimizer, steps)
+
+
+# warmup 4, the decay over scheduler steps 4..20 (16 steps), floor 0.1; (step, rate)
+EXPECTED = {
+    "cosine": [(8, 0.1 + 0.45 * (1 + math.cos(math.pi * 4 / 16))), (12, 0.55),
+               (19, 0.1 + 0.45 * (1 + math.cos(math.pi * 15 / 16))), (22, 0.1)],
+    "linear": [(8, 1 - 0.9 * 4 / 16), (12, 0.55), (19, 1 - 0.9 * 15 / 16), (22, 0.1)],
+    "constant": [(8, 1.0), (12, 1.0), (19, 1.0), (22, 1.0)],
+    # wsd, decay fraction 0.25: stable to step 16, then linear to the floor at 20
+    "wsd": [(8, 1.0), (15, 1.0), (16, 1.0), (18, 1 - 0.9 * 2 / 4), (19, 1 - 0.9 * 3 / 4),
+            (22, 0.1)],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_each_schedule_follows_its_formula(kind):
+    rates = schedule_rates(kind=kind, warmup_steps=4, min_lr_ratio=0.1,
+                           wsd_decay_fraction=0.25)
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # the warmup, for every kind
+    for step, expected in EXPECTED[kind]:
+        assert rates[step] == pytest.approx(expected), (kind, step)
+
+
+def test_a_decay_horizon_beyond_run_steps_and_a_resume_mid_decay_continue_one_curve():
+    """total_steps 40 with run.steps 20: halfway down at step 20, not at the floor; a
+    scheduler rebuilt from its state dict mid-decay (a resume) gives the same rates."""
+    settings = dict(kind="linear", warmup_steps=0, min_lr_ratio=0.0, total_steps=40)
+    straight = schedule_rates(steps=40, run_steps=20, **settings)
+    assert straight[20] == pytest.approx(0.5) and straight[39] == pytest.approx(1 / 40)
+    optimizer = build_optimizer(tiny_model(), OptimizerSection(lr=1.0), torch.device("cpu"))
+    first = build_scheduler(optimizer, ScheduleSection(**settings), 20)
+    rates_of(first, optimizer, 13)
+    optimizer = build_optimizer(tiny_model(), OptimizerSection(lr=1.0), torch.device("cpu"))
+    resumed = build_scheduler(optimizer, ScheduleSection(**settings), 40)  # a larger --steps
+    resumed.load_state_dict(first.state_dict())
+    assert rates_of(resumed, optimizer, 27) == pytest.approx(straight[13:])
 
 
 def test_weight_decay_spares_norm_gains():
