@@ -27,8 +27,9 @@ TINY = {
     "intervals": {"viz": 3, "checkpoint": 2000, "sample_every": 1, "log": 1},
     "samples": {"max_new_tokens": 4},
     "schedule": {"warmup_steps": 2},
-    # The dashboard's render process costs seconds a run; its own tests turn it back on.
-    "plugins": {"disable": ["dashboard"]},
+    # The dashboard's render process costs seconds a run, TensorBoard's import one; their
+    # own tests turn them back on.
+    "plugins": {"disable": ["dashboard", "tensorboard"]},
 }
 
 

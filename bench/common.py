@@ -24,7 +24,8 @@ def build_config(args, output_dir: Path, extra: tuple[str, ...] = (), disabled=(
     pm.discover(disabled=set(disabled))
     overrides = [f"run.steps={args.steps}", f"run.device={args.device}", f"output.dir={output_dir}",
                  "checkpoint.checkpointer=null", "intervals.log=1000000", "samples.prompts=[]",
-                 *extra]
+                 # the replayed batches have no held-out share (the quickstart evaluates)
+                 "eval.interval=0", *extra]
     return resolve_config(REPO / "examples" / "quickstart.yaml", overrides, pm), pm
 
 

@@ -1,9 +1,11 @@
-"""What the charts cost training: the same run with every chart on at viz interval 10 and
-with the dashboard and JSON exporter off, side by side in one process; then the time of one
-dashboard render. Target: steps/s with charts at least 0.98x without.
+"""What the charts and exporters cost training: the same run with every observer on (the
+dashboard at viz interval 10, JSON, TensorBoard) and with all of them off, side by side in
+one process; then the time of one dashboard render. Target: steps/s with them at least
+0.98x without.
 
     python bench/viz_overhead.py                    # quickstart model, CPU
     python bench/viz_overhead.py --smoke            # the --test model: steps of milliseconds
+    python bench/viz_overhead.py --only tensorboard # the TensorBoard exporter alone, on vs off
 
 Record the figures in bench/RESULTS.md.
 """
@@ -21,6 +23,7 @@ from slimcore import ChartData
 from slimcore.config import SMOKE_OVERRIDES
 
 SMOKE_MODEL = tuple(o for o in SMOKE_OVERRIDES if o.startswith(("model.", "data.")))
+OBSERVERS = ("dashboard", "json_export", "tensorboard")
 
 
 def time_one_render(steps: int, samples: int) -> float:
@@ -53,6 +56,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--smoke", action="store_true", help="the tiny --test model")
+    parser.add_argument("--only", choices=OBSERVERS,
+                        help="compare this observer alone (the others off) on against off")
     args = parser.parse_args()
     model = SMOKE_MODEL if args.smoke else ()
     config, pm = build_config(args, Path(tempfile.gettempdir()), model)
@@ -65,19 +70,21 @@ def main() -> None:
         rates = {}
         order = ("charts", "plain") if repeat % 2 == 0 else ("plain", "charts")
         for which in order:
+            others = tuple(o for o in OBSERVERS if args.only and o != args.only)
             with tempfile.TemporaryDirectory() as out:
                 if which == "charts":
                     rates[which] = time_run(args, batches, tokenizer, Path(out),
-                                            (*model, "intervals.viz=10"))
+                                            (*model, "intervals.viz=10"), disabled=others)
                 else:
                     rates[which] = time_run(args, batches, tokenizer, Path(out), model,
-                                            disabled=("dashboard", "json_export"))
+                                            disabled=OBSERVERS)
         ratios.append(rates["charts"] / rates["plain"])
-        print(f"repeat {repeat + 1}: charts {rates['charts']:.3f} steps/s, none "
+        on = args.only or "all observers"
+        print(f"repeat {repeat + 1}: {on} {rates['charts']:.3f} steps/s, none "
               f"{rates['plain']:.3f} steps/s, ratio {ratios[-1]:.3f}")
-    print(f"with charts / without, steps/s: median {statistics.median(ratios):.3f} "
+    print(f"with {args.only or 'all observers'} / without, steps/s: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
-    for steps in (300, 10_000):
+    for steps in (300, 10_000) if not args.only else ():
         print(f"one dashboard render, 7 charts, {steps} steps of history: "
               f"{time_one_render(steps, 40):.2f} s")
 

@@ -106,7 +106,9 @@ def checkpoint_of_one_tensor(step=1):
 
 def test_sigterm_during_a_background_save_finishes_it_and_exits_143(write_config, tmp_path,
                                                                        cli):
-    config = write_config({"run": {"steps": 400}, "intervals": {"checkpoint": 2}})
+    # TensorBoard on (the suite's default leaves it off): its steps must survive the resume.
+    config = write_config({"run": {"steps": 400}, "intervals": {"checkpoint": 2},
+                           "plugins": {"disable": ["dashboard"]}})
     # The save of step 4 takes 3 s; training goes on meanwhile, and the signal comes then.
     process = start_run(config, env={"SLIMCORE_CHECKPOINT_PAUSE": "4:written:3"})
     wait_for_line(process.stderr, "checkpoint paused: step 4 written")
@@ -123,6 +125,13 @@ def test_sigterm_during_a_background_save_finishes_it_and_exits_143(write_config
     assert result.returncode == 0, result.stderr
     assert f"resume: continuing from step {last}" in result.stdout
     assert sorted(history(tmp_path / "out")) == list(range(1, last + 3))  # history continues
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "out" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    logged = {e.step: e.value for e in events.Scalars("train/loss")}
+    assert sorted(e.step for e in events.Scalars("train/loss")) == list(range(1, last + 3))
+    assert logged == {s: pytest.approx(v, rel=1e-6) for s, v in history(tmp_path / "out").items()}
 
 
 @pytest.mark.parametrize("background", [True, False])
@@ -169,7 +178,7 @@ def test_killed_at_random_moments_and_resumed_the_history_is_the_straight_runs(
     viz interval of 3, so the two never line up), `--resume auto` each time, then to the
     end: metrics history and text samples equal an uninterrupted run's, step for step."""
     settings = {"run": {"steps": 24}, "intervals": {"checkpoint": 2, "viz": 3},
-                "samples": {"prompts": ["We the"]}}
+                "samples": {"prompts": ["We the"]}, "plugins": {"disable": ["dashboard"]}}
     run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "straight")}},
                                 name="straight"))
     config = write_config(settings)
@@ -188,3 +197,14 @@ def test_killed_at_random_moments_and_resumed_the_history_is_the_straight_runs(
         keep = ("step", "loss", "accuracy", "prompt", "text")
         assert [{k: r[k] for k in keep if k in r} for r in resumed] == \
             [{k: r[k] for k in keep if k in r} for r in straight], name
+    # TensorBoard: what the killed processes logged past their checkpoints is purged on
+    # resume, so each step shows once, with the straight run's loss.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def tensorboard_losses(folder):
+        events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0})
+        events.Reload()
+        return [(e.step, e.value) for e in events.Scalars("train/loss")]
+
+    assert tensorboard_losses(tmp_path / "out") == tensorboard_losses(tmp_path / "straight")
+    assert [step for step, _ in tensorboard_losses(tmp_path / "out")] == list(range(1, 25))
