@@ -1,12 +1,15 @@
 """Built-in plugin `progress`: the console view of a run.
 
-A tqdm bar (step, loss, accuracy, tokens/s, ETA) when stdout is a terminal; plain log lines
-every `intervals.log` steps otherwise, so CI logs and `nohup` files stay readable.
-Turn it off like any plugin: `-p no:progress`.
+A tqdm bar (step, loss, accuracy, tokens/s, ETA) when stdout is a terminal of known width;
+plain log lines every `intervals.log` steps otherwise (a pipe, a file, a terminal that
+reports 0 columns), so CI logs and `nohup` files stay readable. The bar appears with the
+first step, below what the run printed while starting (the data source's lines); samples
+and evaluations are printed above it. Turn it off like any plugin: `-p no:progress`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -25,16 +28,17 @@ class ConsoleProgress:
         self.started = time.perf_counter()
         self.total = run.config.run.steps
         self.log_every = max(1, run.config.intervals.log)
-        if sys.stdout.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.total, unit="step", dynamic_ncols=True)
+        self.use_bar = terminal_width() > 0
 
     @hookimpl(trylast=True)
     def on_metrics(self, metrics, run):
         if self.last is None:
             self.first_step = metrics.step - 1
-            self.bar and self.bar.update(self.first_step)
+            if self.use_bar:  # now: start-up lines (the data source's) came before it
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=self.total, initial=self.first_step, unit="step",
+                                dynamic_ncols=True, file=sys.stdout)
         self.last = metrics
         if self.bar is not None:
             self.bar.update(1)
@@ -54,9 +58,12 @@ class ConsoleProgress:
 
     @hookimpl(trylast=True)
     def on_text_samples(self, step, samples, run):
-        if self.bar is None:
-            for sample in samples:
-                print(f"sample @ {step}: {sample.prompt!r} -> {sample.text[:120]!r}", flush=True)
+        for sample in samples:
+            line = f"sample @ {step}: {sample.prompt!r} -> {sample.text[:120]!r}"
+            if self.bar is not None:
+                self.bar.write(line)  # above the bar, which is drawn again below
+            else:
+                print(line, flush=True)
 
     @hookimpl(trylast=True)
     def on_run_end(self, run, status, error):
@@ -67,6 +74,17 @@ class ConsoleProgress:
             print(f"run {status} at step {self.last.step}: loss {self.last.loss:.4f}, "
                   f"accuracy {self.last.accuracy:.3f}, {elapsed:.0f}s; outputs in "
                   f"{run.output_dir}", flush=True)
+
+
+def terminal_width() -> int:
+    """Columns of the terminal stdout is, or 0: not a terminal, or one that does not say
+    (some report 0 columns: a bar would then draw nothing at all)."""
+    if not sys.stdout.isatty():
+        return 0
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return 0
 
 
 def evaluation(metrics) -> str:
