@@ -1,7 +1,9 @@
 """Plugin `compare`: `slimcore compare RUN_DIR [RUN_DIR ...] [--output PNG]`.
 
 Overlays the runs' loss, accuracy and throughput (each with its moving average) from their
-`training_viz/metrics_history.json` in one PNG.
+`training_viz/metrics_history.json` in one PNG; the held-out evaluations are points in the
+run's color on the loss and accuracy panels. The PNG's metadata says what it drew (`Runs`,
+`Evaluations`: points per run).
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from slimcore import ChartData, RunPaths, UserError, hookimpl
 
-PANELS = (("loss", "cross-entropy (nats/token)", 1.0), ("accuracy", "accuracy (%)", 100.0),
-          ("tokens_per_second", "tokens/s", 1.0))
+# (metric, axis label, scale, its evaluation metric)
+PANELS = (("loss", "cross-entropy (nats/token)", 1.0, "eval_loss"),
+          ("accuracy", "accuracy (%)", 100.0, "eval_accuracy"),
+          ("tokens_per_second", "tokens/s", 1.0, None))
 
 
 @hookimpl
@@ -51,13 +56,25 @@ def command_compare(args) -> int:
     sns.set_theme(style="whitegrid")
     figure, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 4.5),
                                 layout="constrained")
-    for (key, label, scale), ax in zip(PANELS, axes):
+    evaluations = {name: 0 for name in runs}
+    for (key, label, scale, eval_key), ax in zip(PANELS, axes):
         for index, (name, history) in enumerate(runs.items()):
-            steps, values = ChartData(metrics=history).series(key)
+            data = ChartData(metrics=history)
+            steps, values = data.series(key)
             color = f"C{index}"
             ax.plot(steps, values * scale, color=color, alpha=0.25, linewidth=1)
             ax.plot(steps, moving_average(values * scale, args.moving_average), color=color,
                     linewidth=2, label=name)
+            if eval_key:
+                eval_steps, eval_values = data.series(eval_key)
+                keep = np.isfinite(eval_values)
+                if keep.any():
+                    ax.scatter(eval_steps[keep], eval_values[keep] * scale, color=color,
+                               edgecolors="black", linewidths=0.6, s=28, zorder=3,
+                               label=f"{name} (evaluation)")
+                    evaluations[name] = int(keep.sum())
+        if key == "tokens_per_second":
+            ax.set_ylim(bottom=0)
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.set_title(label.split(" (")[0].capitalize())
@@ -66,7 +83,8 @@ def command_compare(args) -> int:
     figure.suptitle(f"{count} ({args.moving_average}-step averages bold)")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=100)
+    figure.savefig(output, dpi=100, metadata={"Runs": json.dumps(list(runs)),
+                                              "Evaluations": json.dumps(evaluations)})
     plt.close(figure)
     print(f"wrote {output}")
     return 0
