@@ -105,16 +105,24 @@ class RecentPerformanceChart(Chart):
     order = 60
 
     def draw(self, ax, data):
-        recent = ChartData(metrics=data.metrics[-data.recent_window:],
-                           moving_average=min(10, data.moving_average))
+        # Raw loss faint, both smoothed over 10 steps: two raw noisy lines on twin axes
+        # overlap and cannot be read.
+        recent = ChartData(metrics=data.metrics[-data.recent_window:])
+        window = min(10, data.moving_average)
         steps, losses = recent.series("loss")
         _, accuracy = recent.series("accuracy")
-        ax.plot(steps, losses, color="tab:blue", linewidth=1.5, label="loss")
+        ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1)
+        loss_line, = ax.plot(steps, moving_average(losses, window), color="tab:blue",
+                             linewidth=2, label=f"loss, {window}-step average")
         ax.set_xlabel("step")
         ax.set_ylabel("cross-entropy (nats/token)", color="tab:blue")
         twin = ax.twinx()
-        twin.plot(steps, accuracy * 100, color="tab:orange", linewidth=1.5, label="accuracy")
+        twin.grid(False)  # one grid, the loss axis's
+        accuracy_line, = twin.plot(steps, moving_average(accuracy * 100, window),
+                                   color="tab:orange", linewidth=2, linestyle="--",
+                                   label=f"accuracy, {window}-step average")
         twin.set_ylabel("accuracy (%)", color="tab:orange")
+        ax.legend(handles=[loss_line, accuracy_line], loc="best", fontsize=8)
         ax.set_title(f"{self.title} (last {len(steps)})")
 
 
@@ -123,24 +131,44 @@ class TextSamplesTable(Chart):
     uses_samples = True
     order = 90
     rows = 4
-    wrap = 110
+    font_size = 10
+    column_widths = (0.06, 0.2, 0.74)  # step, prompt, generated: shares of the row
 
     def draw(self, ax, data):
         ax.axis("off")
         latest = data.samples[-self.rows:][::-1]  # newest first
         if not latest:
-            ax.text(0.5, 0.5, "no samples yet", ha="center", va="center", color="gray")
+            ax.text(0.5, 0.5, "no samples yet", ha="center", va="center", color="gray",
+                    fontsize=self.font_size)
             return
+        wrap = self.characters_across(ax, self.column_widths[2])
         cells = [[str(s["step"]), textwrap.shorten(printable(s["prompt"]), 40),
-                  textwrap.fill(textwrap.shorten(printable(s["text"]), 2 * self.wrap),
-                                self.wrap)] for s in latest]
+                  textwrap.fill(textwrap.shorten(printable(s["text"]), 2 * wrap), wrap)]
+                 for s in latest]
         table = ax.table(cellText=cells, colLabels=["step", "prompt", "generated"],
-                         colWidths=[0.06, 0.2, 0.74], loc="upper center", cellLoc="left")
+                         colWidths=list(self.column_widths), loc="upper center",
+                         cellLoc="left")
         table.auto_set_font_size(False)
-        table.set_fontsize(8)
+        table.set_fontsize(self.font_size)
         for (row, _), cell in table.get_celld().items():
             cell.set_height(0.12 if row == 0 else 0.2)
             cell.PAD = 0.01  # matplotlib pads 10% of the width: too much for a wide column
+
+    def characters_across(self, ax, share: float) -> int:
+        """How many characters of the table's font fit across `share` of the axes: the
+        text wraps at the column's width, not at a fixed count."""
+        figure = ax.figure
+        # The axes' share of the figure's columns (its position is not final before the
+        # constrained layout runs at save time, which leaves the margins about 4%).
+        spec = ax.get_subplotspec()
+        columns = spec.colspan if spec is not None else range(1)
+        of = spec.get_gridspec().ncols if spec is not None else 1
+        width_px = len(columns) / of * 0.96 * figure.get_figwidth() * figure.dpi * share
+        sample = "the people of the United States have been blessed with a government "
+        probe = ax.text(0, 0, sample, fontsize=self.font_size)  # measured, then removed
+        char_px = probe.get_window_extent(figure.canvas.get_renderer()).width / len(sample)
+        probe.remove()
+        return max(20, int(width_px * 0.96 / char_px))  # 4%: the cell's padding
 
 
 def printable(text: str) -> str:

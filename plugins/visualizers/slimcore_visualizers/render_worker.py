@@ -54,6 +54,8 @@ def render(charts, data: ChartData, step: int, settings: dict, failed: set) -> l
     heights = [CELL_HEIGHT_IN] * narrow_rows + [WIDE_HEIGHT_IN] * len(wide)
     width = CELL_WIDTH_IN * (min(columns, len(narrow)) if narrow else columns)
     figure = plt.figure(figsize=(width, sum(heights)), layout="constrained")
+    # room between rows, so a row's title clears the axis label of the row above
+    figure.get_layout_engine().set(h_pad=0.15)
     grid = figure.add_gridspec(len(heights), max(1, min(columns, len(narrow)) or columns),
                                height_ratios=heights)
     places = [grid[i // columns, i % columns] for i in range(len(narrow))]

@@ -133,3 +133,22 @@ def test_the_throughput_axis_starts_at_zero():
         assert low == 0 and high >= 1000
     finally:
         plt.close(figure)
+
+
+def test_the_samples_table_wraps_at_its_columns_width():
+    """In a dashboard-wide row (18 in) the generated text runs across the column: more
+    characters a line than a narrow figure's, none past the column."""
+    text = "the people of the United States have been blessed with a government " * 4
+    data = ChartData(metrics=[metric(1)], samples=[{"step": 1, "prompt": "We", "text": text}])
+    widths = {}
+    for inches in (18, 9):
+        figure = plt.figure(figsize=(inches, 3), dpi=100)
+        ax = figure.add_subplot(figure.add_gridspec(1, 3)[0, :])
+        try:
+            charts()["text_samples"].draw(ax, data)
+            cell = ax.tables[0][1, 2].get_text()
+            widths[inches] = max(len(line) for line in cell.get_text().splitlines())
+            figure.canvas.draw()  # the constrained layout is off: a plain figure
+        finally:
+            plt.close(figure)
+    assert widths[18] > 1.8 * widths[9] and widths[18] >= 150
