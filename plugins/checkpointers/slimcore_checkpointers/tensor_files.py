@@ -40,6 +40,10 @@ class Damaged(Exception):
     """The file is not what was written (truncated, edited, not safetensors)."""
 
 
+class DigestMismatch(Damaged):
+    """The file parses, but its bytes are not the ones the digest was taken of."""
+
+
 def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
           digest_key: str | None = None, durable: bool = True) -> str:
     """Write `tensors` (contiguous CPU tensors) to `path`, fsynced unless not `durable` (a
@@ -87,15 +91,8 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     return digest.hexdigest()
 
 
-def advise(fd: int, advice: str) -> None:
-    """posix_fadvise(POSIX_FADV_<advice>) for the whole file, where there is one (not on
-    macOS)."""
-    if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, getattr(os, f"POSIX_FADV_{advice}"))
-
-
 def fsync(path: Path) -> None:
-    """Make a file written with `durable=False` durable."""
+    """Make a file written with `durable=False` durable; of a folder, its entries (renames)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -109,7 +106,6 @@ def read(path: Path, expected_sha256: str | None = None, digest_key: str | None 
     `expected_sha256`, or against its own digest under `digest_key`."""
     size = path.stat().st_size
     with open(path, "rb") as f:
-        advise(f.fileno(), "SEQUENTIAL")  # a wider read-ahead for a cold file
         head = f.read(8)
         if len(head) < 8:
             raise Damaged("shorter than a safetensors header")
@@ -145,7 +141,7 @@ def read(path: Path, expected_sha256: str | None = None, digest_key: str | None 
         if f.read(1):
             raise Damaged("longer than written")
     if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
-        raise Damaged("fails its sha256 check")
+        raise DigestMismatch("fails its sha256 check")
     return _tensors(header, buffer), metadata
 
 

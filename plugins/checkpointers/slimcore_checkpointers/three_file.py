@@ -196,7 +196,7 @@ def write_checkpoint(base: Path, checkpoint: Checkpoint) -> str:
         os.replace(target.with_name(target.name + ".tmp"), target)
         if suffix == ".decoder":
             fault_point("renamed", checkpoint.step)
-    fsync_folder(base.parent)
+    tensor_files.fsync(base.parent)  # the renames themselves
     return str(base)
 
 
@@ -214,14 +214,6 @@ def fault_point(moment: str, step: int) -> None:
 def tmp_of(path: Path) -> Path:
     """Where a file is written before it is renamed into place."""
     return path.with_name(path.name + ".tmp")
-
-
-def fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def join_optimizer_state(tensors: dict[str, torch.Tensor], layout: dict) -> dict:
@@ -265,10 +257,10 @@ def read_checkpoint(base: Path) -> Checkpoint:
     try:
         tensors, metadata = tensor_files.read(base, digest_key=DIGEST_KEY)
         run_state = json.loads(metadata["slimcore"])
+    except tensor_files.DigestMismatch:
+        raise UserError(f"checkpoint: {base} fails its sha256 check (damaged)") from None
     except tensor_files.Damaged as e:
-        message = "fails its sha256 check (damaged)" if "sha256" in str(e) else \
-            f"is damaged ({e})"
-        raise UserError(f"checkpoint: {base} {message}") from None
+        raise UserError(f"checkpoint: {base} is damaged ({e})") from None
     except (KeyError, ValueError) as e:
         raise UserError(f"checkpoint: {base} is not a slimcore checkpoint ({e})") from None
     # The digest matched, so the file is as written; what follows guards against a crafted
@@ -291,16 +283,21 @@ def read_checkpoint(base: Path) -> Checkpoint:
 def format_of(base: Path) -> Any:
     """The format version a set's `.bin` header names (its header only, not verified)."""
     try:
-        with open(base, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            if length > min(tensor_files.MAX_HEADER, base.stat().st_size):
-                raise ValueError("header length")
-            header = json.loads(f.read(length))
-        run_state = json.loads(header["__metadata__"]["slimcore"])
-        return run_state["format_version"]
+        return header_state(base)["format_version"]
     except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
         raise UserError(f"checkpoint: {base} is damaged or not a slimcore checkpoint "
                         f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def header_state(base: Path) -> dict:
+    """The JSON state in a `.bin`'s safetensors header, read without the tensors and not
+    verified; raises whatever a file that is no checkpoint makes it raise."""
+    with open(base, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        if length > min(tensor_files.MAX_HEADER, base.stat().st_size):
+            raise ValueError(f"a header of {length:,} bytes")
+        header = json.loads(f.read(length))
+    return json.loads(header["__metadata__"]["slimcore"])
 
 
 def read_older(base: Path) -> Checkpoint:
@@ -388,10 +385,7 @@ def run_id_of(base: Path) -> str | None:
     """The run that wrote the set at `base` (its header only, not verified); None for a set
     from before run ids, or one whose header does not parse."""
     try:
-        with open(base, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(min(length, tensor_files.MAX_HEADER)))
-        state = json.loads(header["__metadata__"]["slimcore"])
+        state = header_state(base)
         return (state.get("record") or state).get("run_id")
     except Exception:  # noqa: BLE001 - unreadable: treated as nobody's
         return None
