@@ -100,31 +100,38 @@ class HostBuffers:
         """`checkpoint` with every tensor copied into a buffer of this object's and every
         container copied, so that training on cannot change what is saved."""
         seen: set[str] = set()
-        values = {f.name: self._copy(getattr(checkpoint, f.name), f.name, seen)
-                  for f in dataclasses.fields(Checkpoint) if f.name != "path"}
+
+        def copy(name: str, tensor: torch.Tensor) -> torch.Tensor:
+            seen.add(name)
+            return self._buffer(name, tensor).copy_(tensor.detach(), non_blocking=tensor.is_cuda)
+
+        snapshot = Checkpoint(**self._mirror(checkpoint, copy))
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()  # the non-blocking copies have landed
         for name in set(self.buffers) - seen:  # a tensor the state no longer has
             del self.buffers[name]
-        return Checkpoint(**values)
+        return snapshot
 
     def allocate(self, checkpoint: Checkpoint) -> None:
         """Buffers for every tensor of records shaped like `checkpoint`, their pages touched
         (the kernel maps fresh memory on first write: that is the slow part)."""
-        for f in dataclasses.fields(Checkpoint):
-            if f.name != "path":
-                self._visit(getattr(checkpoint, f.name), f.name,
-                            lambda name, tensor: self._buffer(name, tensor).zero_())
+        self._mirror(checkpoint, lambda name, tensor: self._buffer(name, tensor).zero_())
 
-    def _visit(self, value: Any, name: str, action) -> None:
-        if isinstance(value, torch.Tensor):
-            action(name, value)
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                self._visit(v, f"{name}.{k}", action)
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                self._visit(v, f"{name}.{i}", action)
+    def _mirror(self, checkpoint: Checkpoint, on_tensor) -> dict[str, Any]:
+        """The record's fields with every container rebuilt and each tensor replaced by
+        `on_tensor(dotted name, tensor)`; the names are the buffers' keys."""
+        def walk(value: Any, name: str) -> Any:
+            if isinstance(value, torch.Tensor):
+                return on_tensor(name, value)
+            if isinstance(value, dict):
+                return {k: walk(v, f"{name}.{k}") for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                copied = [walk(v, f"{name}.{i}") for i, v in enumerate(value)]
+                return tuple(copied) if isinstance(value, tuple) else copied
+            return value  # numbers, strings, None: immutable
+
+        return {f.name: walk(getattr(checkpoint, f.name), f.name)
+                for f in dataclasses.fields(Checkpoint) if f.name != "path"}
 
     def _buffer(self, name: str, like: torch.Tensor) -> torch.Tensor:
         buffer = self.buffers.get(name)
@@ -132,16 +139,3 @@ class HostBuffers:
             buffer = torch.empty(like.shape, dtype=like.dtype, pin_memory=like.is_cuda)
             self.buffers[name] = buffer
         return buffer
-
-    def _copy(self, value: Any, name: str, seen: set[str]) -> Any:
-        if isinstance(value, torch.Tensor):
-            seen.add(name)
-            buffer = self._buffer(name, value)
-            buffer.copy_(value.detach(), non_blocking=value.is_cuda)
-            return buffer
-        if isinstance(value, dict):
-            return {k: self._copy(v, f"{name}.{k}", seen) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            copied = [self._copy(v, f"{name}.{i}", seen) for i, v in enumerate(value)]
-            return tuple(copied) if isinstance(value, tuple) else copied
-        return value  # numbers, strings, None: immutable

@@ -207,8 +207,9 @@ def _train(run: Run, folder: RunFolder | None, fresh_id: str, resume: str | None
 
         def stalled(message: str) -> None:  # the process exits (status 3) right after
             # A save in flight is let finish (for as long again as the stall took).
-            finish_save_in_flight(writer, None, config.run.stall_timeout_s)
-            pm.notify("on_run_end", run=run, status="failed", error=TrainingHalted(message))
+            halted = TrainingHalted(message)
+            finish_save_in_flight(writer, halted, config.run.stall_timeout_s)
+            pm.notify("on_run_end", run=run, status="failed", error=halted)
 
         with GracefulStop() as stop, StallWatchdog(config.run.stall_timeout_s, stalled) as dog:
             ended = train_loop(run, state, source, stop, dog, writer)
