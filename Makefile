@@ -28,7 +28,6 @@ $(STAMP): $(INPUTS)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
 		{ echo "slimcore needs Python 3.10 or newer; $(PYTHON) is $$($(PYTHON) --version)"; exit 2; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	@if nvidia-smi -L >/dev/null 2>&1; then \
 		echo "setup: a GPU is here (nvidia-smi): the default PyTorch build"; \
 		$(BIN)/python -m pip install --quiet 'torch>=2.6'; \
