@@ -174,6 +174,23 @@ def installed_plugins(tmp_path_factory) -> dict[str, str]:
     return {"PYTHONPATH": str(target)}
 
 
+def source_plugin(name: str, batches, texts: list[str]):
+    """An in-process data source plugin answering for `name`: `texts` to train the tokenizer,
+    `batches(run)` for the batches."""
+    from slimcore import hookimpl
+
+    class Source:
+        @hookimpl
+        def corpus_text(self, source, run, max_documents):
+            return texts if source == name else None
+
+        @hookimpl
+        def iterate_batches(self, source, run):
+            return batches(run) if source == name else None
+
+    return Source()
+
+
 def run_in_process(config_path, plugins: dict | None = None, overrides=(), resume=None,
                    disabled=(), overwrite=False):
     """One run in this process with extra in-process plugins ({name: object}).

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_in_process
-from slimcore import Batch, DataSource, hookimpl
+from conftest import REPO, run_in_process, source_plugin
+from slimcore import Batch, DataSource
 
 
 def docs_block(containing: str) -> str:
@@ -81,49 +81,31 @@ class RandomDraws(DataSource):
         self.drawn = state["drawn"]
 
 
-class RandomSource:
-    @hookimpl
-    def corpus_text(self, source, run, max_documents):
-        return ["some words to train a tokenizer on"] * 50 if source == "random" else None
-
-    @hookimpl
-    def iterate_batches(self, source, run):
-        return RandomDraws(run) if source == "random" else None
+def straight_and_resumed(write_config, tmp_path, name, plugin):
+    """Data source `name` for 6 steps straight (in a/), and resumed at step 3's checkpoint
+    (in b/): the losses of both, by step."""
+    settings = {"run": {"steps": 6}, "intervals": {"checkpoint": 3},
+                "data": {"source": name}, "tokenizer": {"vocab_size": 300}}
+    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "a")}}, "a"),
+                   {name: plugin})
+    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "b")}}, "b"),
+                   {name: plugin},
+                   resume=str(tmp_path / "a" / "checkpoints" / "checkpoint_step_3.bin"))
+    return losses(tmp_path / "a"), losses(tmp_path / "b")
 
 
 def test_numpy_and_python_random_states_survive_a_resume(write_config, tmp_path):
-    settings = {"run": {"steps": 6}, "intervals": {"checkpoint": 3},
-                "data": {"source": "random"}, "tokenizer": {"vocab_size": 300}}
-    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "a")}}, "a"),
-                   {"random": RandomSource()})
-    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "b")}}, "b"),
-                   {"random": RandomSource()},
-                   resume=str(tmp_path / "a" / "checkpoints" / "checkpoint_step_3.bin"))
-    straight, resumed = losses(tmp_path / "a"), losses(tmp_path / "b")
+    plugin = source_plugin("random", RandomDraws, ["some words to train a tokenizer on"] * 50)
+    straight, resumed = straight_and_resumed(write_config, tmp_path, "random", plugin)
     assert resumed == {s: straight[s] for s in (4, 5, 6)}
 
 
 def test_the_data_source_in_the_docs_resumes(write_config, tmp_path, capsys):
     namespace = docs_plugin("class Counting(DataSource)", torch=torch)
-
-    class Plugin:
-        @hookimpl
-        def corpus_text(self, source, run, max_documents):
-            return ["counting words for a tokenizer"] * 50 if source == "counting" else None
-
-        @hookimpl
-        def iterate_batches(self, source, run):
-            return namespace.Counting(run) if source == "counting" else None
-
-    settings = {"run": {"steps": 6}, "intervals": {"checkpoint": 3},
-                "data": {"source": "counting"}, "tokenizer": {"vocab_size": 300}}
-    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "a")}}, "a"),
-                   {"counting": Plugin()})
-    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "b")}}, "b"),
-                   {"counting": Plugin()},
-                   resume=str(tmp_path / "a" / "checkpoints" / "checkpoint_step_3.bin"))
+    plugin = source_plugin("counting", namespace.Counting,
+                           ["counting words for a tokenizer"] * 50)
+    straight, resumed = straight_and_resumed(write_config, tmp_path, "counting", plugin)
     assert "replaying" not in capsys.readouterr().err
-    straight, resumed = losses(tmp_path / "a"), losses(tmp_path / "b")
     assert resumed == {s: straight[s] for s in (4, 5, 6)}
 
 

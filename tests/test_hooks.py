@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_in_process
+from conftest import REPO, run_in_process, source_plugin
 from slimcore import Chart, TextSample, TrainingMetrics, UserError, hookimpl, hookspecs
 from slimcore.plugins import SlimcorePluginManager
 
@@ -263,25 +263,18 @@ def test_hook_on_run_end(write_config, tmp_path):
     run_in_process(write_config({"run": {"steps": 2}}), {"rec": recorder})
     assert recorder.calls[-1] == ("end", "completed", None)
 
-    class Exploding:
-        @hookimpl
-        def corpus_text(self, source, run, max_documents):
-            return ["a b c d e f g h i j k l m n o p"] * 40 if source == "exploding" else None
+    def batches(run):
+        raise RuntimeError("disk on fire")
+        yield
 
-        @hookimpl
-        def iterate_batches(self, source, run):
-            if source == "exploding":
-                def batches():
-                    raise RuntimeError("disk on fire")
-                    yield
-                return batches()
 
     recorder = Recorder()
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_in_process(write_config({"data": {"source": "exploding"},
                                      "tokenizer": {"vocab_size": 300},
                                      "output": {"dir": str(tmp_path / "exploding")}}),
-                       {"rec": recorder, "exploding": Exploding()})
+                       {"rec": recorder, "exploding": source_plugin(
+                           "exploding", batches, ["a b c d e f g h i j k l m n o p"] * 40)})
     kind, status, error = recorder.calls[-1]
     assert (kind, status) == ("end", "failed") and isinstance(error, RuntimeError)
 
