@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-RECORD_VERSION = 1
+# 2: the record carries the tokenizer model (tokenizer_model).
+RECORD_VERSION = 2
 TEXT_IN_TENSOR_CHARS = 256  # longer strings (a source's state may hold text) go into tensors
 
 
@@ -41,6 +42,10 @@ class Checkpoint:
     rng: dict[str, Any]
     # Every rank's data-source position: {"world_size": N, "ranks": [state, ...]}, or None.
     data_state: dict[str, Any] | None
+    # The SentencePiece model file's bytes, so that a checkpoint generates, evaluates,
+    # exports and resumes on its own (no tokenizer cache, no corpus); None in a record saved
+    # before slimcore 0.6.
+    tokenizer_model: bytes | None = None
     path: str | None = None  # where load_checkpoint read it from; not stored
 
     def __post_init__(self):
@@ -61,6 +66,8 @@ class Checkpoint:
             raise ValueError("Checkpoint.optimizer lacks its state and param_groups")
         if self.data_state is not None and not isinstance(self.data_state, dict):
             raise ValueError("Checkpoint.data_state is neither a dict nor None")
+        if self.tokenizer_model is not None and not isinstance(self.tokenizer_model, bytes):
+            raise ValueError("Checkpoint.tokenizer_model is neither bytes nor None")
 
     def split(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(tensors, meta): every tensor (and every long string) under a dotted name, on the
@@ -76,15 +83,16 @@ class Checkpoint:
     @classmethod
     def join(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
              path: str | None = None) -> "Checkpoint":
-        """The record that `split()` gave `tensors` and `meta` for (after a JSON round trip)."""
+        """The record that `split()` gave `tensors` and `meta` for (after a JSON round trip).
+        A field an older record lacks takes its default."""
         values = {f.name: join_tensors(meta[f.name], tensors) for f in dataclasses.fields(cls)
-                  if f.name != "path"}
+                  if f.name != "path" and (f.name in meta or f.default is dataclasses.MISSING)}
         return cls(**values, path=path)
 
 
 def split_tensors(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
     """`value` (nested dicts, lists, tuples) for JSON: each tensor moved into `tensors` under
-    its dotted name, each long string too (as UTF-8 bytes)."""
+    its dotted name, each long string (as UTF-8) and each bytes value too."""
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu()
         if not tensor.is_contiguous() or tensor.untyped_storage().nbytes() != \
@@ -92,6 +100,10 @@ def split_tensors(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> An
             tensor = tensor.clone()  # a view: safetensors wants each tensor's storage its own
         tensors[name] = tensor
         return {"__tensor__": name}
+    if isinstance(value, bytes):
+        tensors[name] = torch.frombuffer(bytearray(value), dtype=torch.uint8) if value else \
+            torch.empty(0, dtype=torch.uint8)
+        return {"__bytes__": name}
     if isinstance(value, str) and len(value) > TEXT_IN_TENSOR_CHARS:
         tensors[name] = torch.frombuffer(bytearray(value.encode()), dtype=torch.uint8)
         return {"__text__": name}
@@ -112,6 +124,8 @@ def join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return tensors[value["__tensor__"]]
         if set(value) == {"__text__"}:
             return bytes(tensors[value["__text__"]].numpy()).decode()
+        if set(value) == {"__bytes__"}:
+            return bytes(tensors[value["__bytes__"]].numpy())
         if set(value) == {"__items__"}:
             return {k: join_tensors(v, tensors) for k, v in value["__items__"]}
         return {k: join_tensors(v, tensors) for k, v in value.items()}

@@ -1,4 +1,5 @@
-"""The `slimcore` command: run, config, plugins, and subcommands that plugins add.
+"""The `slimcore` command: run, config, plugins, generate, eval, export, and subcommands
+that plugins add.
 
 Plugins are turned off before they are imported, so the CLI reads its `-p no:NAME` flags
 and the YAML's `plugins.disable` before it discovers plugins, then builds the full parser
@@ -22,6 +23,7 @@ from .config import SMOKE_OVERRIDES, ConfigError, apply_override, load_yaml, res
 from .errors import TrainingHalted, UserError
 from .distributed import launched_by_torchrun
 from .launch import execute_run
+from .model_commands import add_commands as add_model_commands
 from .plugins import SlimcorePluginManager
 
 # The original scripts' flags, each a shorthand for one --set of a core key (plugins add
@@ -157,6 +159,8 @@ def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", parents=[common], help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=command_plugins)
+
+    add_model_commands(sub, common)
 
     build = sub.add_parser("build-native", help="build the native kernels ahead of first use")
     build.add_argument("--cuda", action="store_true", help="the CUDA library too (needs nvcc)")

@@ -3,6 +3,8 @@ numbers of one run compare across steps."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 
 from .batch import Batch
@@ -25,8 +27,9 @@ def validation_batches(run: Run) -> list[Batch]:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
-             autocast) -> tuple[float, float]:
-    """Loss (nats per target token) and next-token accuracy over `batches`."""
+             autocast, on_batch: Callable[[], Any] | None = None) -> tuple[float, float]:
+    """Loss (nats per target token) and next-token accuracy over `batches`; `on_batch` is
+    called after each (a progress bar)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
@@ -39,5 +42,7 @@ def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
         loss_sum += batch_loss.float()
         correct += batch_correct
         count += batch.target_count
+        if on_batch is not None:
+            on_batch()
     model.train(was_training)
     return loss_sum.item() / count, correct.item() / count

@@ -5,8 +5,8 @@ them. A plugin is a module or object with functions marked `@slimcore.hookimpl`,
 through an entry point of group `slimcore` (the entry point's name is the plugin's name).
 
 Kinds of hook:
-- selection hooks (`firstresult`): the YAML selects a plugin by its name (`data.source`,
-  `checkpoint.checkpointer`), the core checks before any work that a loaded plugin of that
+- selection hooks (`firstresult`): the YAML or the command line selects a plugin by its
+  name (`data.source`, `checkpoint.checkpointer`, `slimcore export --format`), the core checks before any work that a loaded plugin of that
   name implements the hook, and passes the name; an implementation answers only for its own
   name and returns None otherwise.
 - observer hooks (`on_*`): every plugin is called in isolation; an exception is reported once
@@ -28,6 +28,9 @@ import pluggy
 
 if TYPE_CHECKING:
     import argparse
+    from pathlib import Path
+
+    import torch
 
     from .batch import Batch
     from .charts import Chart
@@ -187,6 +190,24 @@ def load_checkpoint(checkpointer: str, run: Run, path: str) -> Checkpoint | dict
     ``Checkpoint.join(tensors, meta, path)`` of what ``checkpoint.split()`` gave. Must
     verify integrity before returning a tensor and must never execute code from the file.
     Raise ``slimcore.UserError`` for a damaged or missing checkpoint.
+    """
+
+
+@hookspec(firstresult=True)
+def export_model(format: str, checkpoint: Checkpoint, output: Path, dtype: torch.dtype
+                 ) -> str | None:
+    """Write the trained model of ``checkpoint`` in export format ``format`` (``slimcore
+    export --format NAME``; the plugin's name is the format's) into the folder ``output``;
+    return a one-line description of what was written, or None when ``format`` is not
+    yours.
+
+    ``checkpoint`` is a verified ``slimcore.Checkpoint``: ``checkpoint.model`` (the state
+    dict, float32 on the CPU), ``checkpoint.config["model"]`` (width, layers, heads,
+    mlp_hidden, seq_len, norm_eps, rope_theta) and ``checkpoint.tokenizer_model`` (the
+    SentencePiece model's bytes) describe the model whole. Cast the weights to ``dtype``.
+    ``output`` exists and is empty; the core renames it into place when you return, and
+    removes it if you raise. Raise ``slimcore.UserError`` for a model the format cannot
+    hold.
     """
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import yaml
 
+from .checkpoint import Checkpoint
 from .config import ConfigError, RunConfig
 from .distributed import Distributed
 from .errors import TrainingHalted
@@ -45,10 +46,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_tokenizer(run: Run) -> Tokenizer:
+def prepare_tokenizer(run: Run, saved: Checkpoint | None = None) -> Tokenizer:
+    """The run's tokenizer: tokenizer.path's; on resume, the one the checkpoint carries;
+    else trained on the corpus (or reused from the cache)."""
     cfg = run.config
     if cfg.tokenizer.path:
         return load_tokenizer(cfg.tokenizer.path)
+    if saved is not None and saved.tokenizer_model is not None:
+        if run.is_main_process:
+            print(f"tokenizer: the one {saved.path} carries")
+        return Tokenizer(saved.tokenizer_model, saved.tokenizer_fingerprint)
     texts = run.plugins.hook.corpus_text(source=cfg.data.source, run=run,
                                          max_documents=cfg.tokenizer.train_documents)
     if texts is None:
@@ -111,6 +118,13 @@ def write_run_record(run: Run, folder: RunFolder) -> None:
     run.paths.plugins.write_text(json.dumps(run.plugins.report(), indent=2))
     run.paths.config.write_text(
         yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`path` holds `data` whole or is left as it was (written aside, then renamed)."""
+    aside = path.with_name(path.name + ".tmp")
+    aside.write_bytes(data)
+    os.replace(aside, path)
 
 
 def finish_save_in_flight(writer, error: BaseException | None,
@@ -177,7 +191,9 @@ def _train(run: Run, folder: RunFolder | None, fresh_id: str, resume: str | None
     seed_everything(config.run.seed)
 
     with ranks.rank_zero_first("preparing the tokenizer"):  # rank 0 fills the cache
-        run.tokenizer = prepare_tokenizer(run)
+        run.tokenizer = prepare_tokenizer(run, saved)
+    if run.is_main_process:
+        write_atomically(run.paths.tokenizer, run.tokenizer.model_proto)
     check_model_fits(run)
     model = GPT(config.model, run.tokenizer.vocab_size, select_ops(config.model.backend, device))
     run.model = model.to(device)

@@ -36,14 +36,24 @@ class Attention(nn.Module):
         self.out = nn.Linear(cfg.width, cfg.width, bias=False)
         self.ops = ops
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, cache: LayerCache | None = None, start: int = 0):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)
         # (B, T, C) -> (B, H, T, D)
         q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
         q = self.ops.rotary(q, cos, sin)
         k = self.ops.rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        else:
+            k, v = cache.extend(k, v, start)  # every position so far: (B, H, start + T, D)
+            if T == 1:  # one new token sees every earlier one: no mask
+                y = F.scaled_dot_product_attention(q, k, v)
+            elif start == 0:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # new token i sees the cache and new tokens up to i
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -66,8 +76,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
         self.mlp = MLP(cfg, ops)
 
-    def forward(self, x, cos, sin):
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(self, x, cos, sin, cache: LayerCache | None = None, start: int = 0):
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -96,17 +106,26 @@ class GPT(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=self.cfg.init_std)
 
-    def hidden_states(self, inputs: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, inputs: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T, C) final hidden states of (B, T) inputs. With a `cache`, the inputs follow
+        the `cache.length` positions it holds (their keys and values are not recomputed),
+        and theirs are added to it."""
         T = inputs.shape[1]
-        if T > self.cfg.seq_len:
-            raise ValueError(f"sequence of {T} tokens exceeds model.seq_len={self.cfg.seq_len}")
+        start = cache.length if cache is not None else 0
+        if start + T > self.cfg.seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds model.seq_len="
+                             f"{self.cfg.seq_len}")
         x = self.embed(inputs)  # (B, T, C)
-        cos, sin = self.rotary_cos[:T], self.rotary_sin[:T]
-        for block in self.blocks:
-            if self.cfg.activation_checkpointing and self.training:
+        cos, sin = self.rotary_cos[start:start + T], self.rotary_sin[start:start + T]
+        for i, block in enumerate(self.blocks):
+            if cache is not None:
+                x = block(x, cos, sin, cache.layers[i], start)
+            elif self.cfg.activation_checkpointing and self.training:
                 x = checkpoint(block, x, cos, sin, use_reentrant=False)
             else:
                 x = block(x, cos, sin)
+        if cache is not None:
+            cache.length += T
         return self.norm(x)
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor):
@@ -115,14 +134,50 @@ class GPT(nn.Module):
         return self.ops.output_loss(hidden.flatten(0, 1), self.head.weight, targets.flatten())
 
     @torch.no_grad()
-    def next_token_logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(B, V) logits for the token after each row of (B, T) inputs."""
-        return self.head(self.hidden_states(inputs)[:, -1])
+    def next_token_logits(self, inputs: torch.Tensor, cache: KVCache | None = None
+                          ) -> torch.Tensor:
+        """(B, V) logits for the token after each row of (B, T) inputs (which follow the
+        positions `cache` holds, if given)."""
+        return self.head(self.hidden_states(inputs, cache)[:, -1])
+
+    def new_cache(self, batch: int = 1) -> KVCache:
+        """An empty KV cache for `batch` sequences of up to `model.seq_len` tokens, in the
+        dtype and on the device of the model's weights."""
+        weight = self.head.weight
+        return KVCache(len(self.blocks), batch, self.cfg.heads, self.cfg.seq_len,
+                       self.cfg.width // self.cfg.heads, weight.dtype, weight.device)
 
     def matmul_parameters(self) -> int:
         """Parameters of matrix products (every Linear, the output projection included);
         the embedding is a lookup and does not count toward FLOPs."""
         return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+
+
+class LayerCache:
+    """One attention layer's keys and values for every position seen, (B, H, seq_len, D)
+    allocated once: a new token writes its own and reads the rest in place."""
+
+    def __init__(self, batch: int, heads: int, seq_len: int, head_dim: int, dtype, device):
+        self.keys = torch.zeros(batch, heads, seq_len, head_dim, dtype=dtype, device=device)
+        self.values = torch.zeros_like(self.keys)
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor, start: int):
+        end = start + k.shape[2]
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+class KVCache:
+    """Keys and values of every layer for the positions generated so far (`length`), so that
+    each new token costs one position's compute instead of the whole context's."""
+
+    def __init__(self, layers: int, batch: int, heads: int, seq_len: int, head_dim: int,
+                 dtype, device):
+        self.layers = [LayerCache(batch, heads, seq_len, head_dim, dtype, device)
+                       for _ in range(layers)]
+        self.capacity = seq_len
+        self.length = 0
 
 
 def parameter_count(cfg: ModelSection, vocab_size: int) -> int:

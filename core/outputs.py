@@ -33,6 +33,11 @@ class RunPaths:
         return self.root / "config.yaml"
 
     @property
+    def tokenizer(self) -> Path:
+        """The run's SentencePiece model (checkpoints carry it too)."""
+        return self.root / "tokenizer.model"
+
+    @property
     def plugins(self) -> Path:
         return self.root / "plugins.json"
 

@@ -251,7 +251,8 @@ class SlimcorePluginManager(pluggy.PluginManager):
         self.add_hookcall_monitoring(before, after)
 
 
-_ROLE_HOOKS = {"data source": "iterate_batches", "checkpointer": "save_checkpoint"}
+_ROLE_HOOKS = {"data source": "iterate_batches", "checkpointer": "save_checkpoint",
+               "export format": "export_model"}
 
 
 def env_list(variable: str) -> set[str]:

@@ -62,6 +62,7 @@ PIECE_CHARS = 1 << 16
 class Tokenizer:
     def __init__(self, model_proto: bytes, fingerprint: str, path: Path | None = None):
         self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.model_proto = model_proto  # the .model file's bytes: checkpoints carry them
         self.fingerprint = fingerprint
         self.path = path
         # The same ids as the processor, faster, where the model allows (encoder.py).

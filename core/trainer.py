@@ -200,7 +200,7 @@ def train_loop(run: Run, state: TrainingState, batches: DataSource, stop: Gracef
             if run.is_main_process or ranks.strategy == "fsdp":
                 with ranks.unsharded(model):
                     samples = sample_texts(model, run.tokenizer, cfg.samples, step,
-                                           cfg.run.seed, device)
+                                           cfg.run.seed)
                 if run.history is not None:
                     run.history.samples([sample.to_dict() for sample in samples])
                 run.plugins.notify("on_text_samples", run=run, step=step, samples=samples)
@@ -272,6 +272,7 @@ def checkpoint_record(run: Run, state: TrainingState, model_state: dict, optimiz
         step=state.step, tokens_seen=state.tokens_seen, skipped_steps=state.skipped_steps,
         run_id=run.run_id, config=run.config.to_dict(),
         tokenizer_fingerprint=run.tokenizer.fingerprint if run.tokenizer else None,
+        tokenizer_model=run.tokenizer.model_proto if run.tokenizer else None,
         model=model_state, optimizer=optimizer_state,
         scheduler=state.scheduler.state_dict(), rng=capture_rng(),
         data_state=None if all(d is None for d in data_states) else

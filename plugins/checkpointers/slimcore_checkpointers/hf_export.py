@@ -1,0 +1,164 @@
+"""Plugin `hf`: `slimcore export SOURCE --format hf --output DIR` writes a Hugging Face model
+folder that `transformers` (and vLLM, lm-evaluation-harness) load without custom code:
+
+    config.json                LlamaForCausalLM: slimcore's decoder is Llama's (RMSNorm,
+                               rotary embeddings on half-split pairs, SwiGLU, no biases,
+                               untied output projection)
+    generation_config.json     BOS and EOS (greedy unless a caller asks to sample)
+    model.safetensors          the weights under Llama's names
+    tokenizer.model            the SentencePiece model itself
+    tokenizer.json             the same tokenizer for the `tokenizers` library (below)
+    tokenizer_config.json, special_tokens_map.json
+
+tokenizer.json is built here, not converted by transformers: its converter puts a Metaspace
+pre-tokenizer in front, which adds no dummy prefix to a text that starts with a space,
+where SentencePiece adds one always; the normalizer below (prefix, then spaces to U+2581)
+is exactly SentencePiece's `add_dummy_prefix` with identity normalization, and the merges
+are those of SentencePiece's pieces in score order, so the ids are SentencePiece's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+from safetensors.torch import save_file
+from slimcore import Checkpoint, UserError, hookimpl
+
+NAME = "hf"
+SPACE = "\u2581"  # SentencePiece's space sign
+
+
+@hookimpl
+def export_model(format: str, checkpoint: Checkpoint, output: Path, dtype: torch.dtype):
+    if format != NAME:
+        return None
+    model = checkpoint.config.get("model") or {}
+    if checkpoint.tokenizer_model is None:
+        raise UserError(f"--format hf: {checkpoint.path} carries no tokenizer to export")
+    processor = spm.SentencePieceProcessor(model_proto=checkpoint.tokenizer_model)
+    weights = llama_weights(checkpoint.model, int(model["layers"]), int(model["mlp_hidden"]))
+    vocab_size = weights["model.embed_tokens.weight"].shape[0]
+    if vocab_size != processor.vocab_size():
+        raise UserError(f"--format hf: {checkpoint.path} has {vocab_size} embeddings and its "
+                        f"tokenizer {processor.vocab_size()} pieces; it cannot be exported")
+    save_file({name: t.to(dtype).contiguous() for name, t in weights.items()},
+              str(output / "model.safetensors"), metadata={"format": "pt"})
+    write_json(output / "config.json", llama_config(model, processor, vocab_size, dtype))
+    write_json(output / "generation_config.json", {
+        "bos_token_id": processor.bos_id(), "eos_token_id": processor.eos_id()})
+    (output / "tokenizer.model").write_bytes(checkpoint.tokenizer_model)
+    write_json(output / "tokenizer.json", tokenizer_json(processor))
+    specials = special_tokens(processor)
+    write_json(output / "special_tokens_map.json", specials)
+    write_json(output / "tokenizer_config.json", {
+        # The generic class that takes tokenizer.json as it is (Llama's class would rebuild
+        # the pipeline its own way).
+        "tokenizer_class": "PreTrainedTokenizerFast", **specials,
+        "add_bos_token": True, "add_eos_token": False,
+        # "<s>" written in a text is text, as for SentencePiece, not the BOS token.
+        "split_special_tokens": True,
+        "clean_up_tokenization_spaces": False, "model_max_length": int(model["seq_len"])})
+    return f"LlamaForCausalLM, {vocab_size} pieces, {dtype}"
+
+
+def llama_weights(state: dict[str, torch.Tensor], layers: int, hidden: int
+                  ) -> dict[str, torch.Tensor]:
+    """slimcore's state dict under Llama's names: the fused QKV projection split in three,
+    the fused gate-up projection in two (gate first)."""
+    out = {"model.embed_tokens.weight": state["embed.weight"],
+           "model.norm.weight": state["norm.weight"], "lm_head.weight": state["head.weight"]}
+    for i in range(layers):
+        block, llama = f"blocks.{i}.", f"model.layers.{i}."
+        q, k, v = state[block + "attn.qkv.weight"].chunk(3, dim=0)
+        gate, up = state[block + "mlp.gate_up.weight"].split(hidden, dim=0)
+        out.update({
+            llama + "input_layernorm.weight": state[block + "attn_norm.weight"],
+            llama + "self_attn.q_proj.weight": q, llama + "self_attn.k_proj.weight": k,
+            llama + "self_attn.v_proj.weight": v,
+            llama + "self_attn.o_proj.weight": state[block + "attn.out.weight"],
+            llama + "post_attention_layernorm.weight": state[block + "mlp_norm.weight"],
+            llama + "mlp.gate_proj.weight": gate, llama + "mlp.up_proj.weight": up,
+            llama + "mlp.down_proj.weight": state[block + "mlp.down.weight"],
+        })
+    expected = 3 + 6 * layers  # embedding, final norm, head; six tensors a block
+    if len(state) != expected:
+        extra = sorted(set(state) - {"embed.weight", "norm.weight", "head.weight"}
+                       - {n for n in state if n.startswith("blocks.")})
+        raise UserError(f"--format hf: the model holds {len(state)} tensors, a Llama of "
+                        f"{layers} layers {expected} (unexpected: {', '.join(extra[:5])})")
+    return out
+
+
+def llama_config(model: dict, processor, vocab_size: int, dtype: torch.dtype) -> dict:
+    width, heads = int(model["width"]), int(model["heads"])
+    theta = float(model.get("rope_theta", 10000.0))
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": vocab_size, "hidden_size": width,
+        "intermediate_size": int(model["mlp_hidden"]),
+        "num_hidden_layers": int(model["layers"]), "num_attention_heads": heads,
+        "num_key_value_heads": heads, "head_dim": width // heads, "hidden_act": "silu",
+        "max_position_embeddings": int(model["seq_len"]),
+        "rms_norm_eps": float(model.get("norm_eps", 1e-5)),
+        # rope_theta for transformers 4, rope_parameters for 5
+        "rope_theta": theta, "rope_parameters": {"rope_type": "default", "rope_theta": theta},
+        "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
+        "initializer_range": float(model.get("init_std", 0.02)),
+        "bos_token_id": processor.bos_id(), "eos_token_id": processor.eos_id(),
+        "torch_dtype": str(dtype).removeprefix("torch."), "use_cache": True,
+    }
+
+
+def special_tokens(processor) -> dict:
+    return {"bos_token": processor.id_to_piece(processor.bos_id()),
+            "eos_token": processor.id_to_piece(processor.eos_id()),
+            "unk_token": processor.id_to_piece(processor.unk_id())}
+
+
+def tokenizer_json(processor) -> dict:
+    """The SentencePiece BPE model as a `tokenizers` pipeline with the same ids."""
+    size = processor.get_piece_size()
+    vocab = {processor.id_to_piece(i): i for i in range(size)}
+    normal = {processor.id_to_piece(i) for i in range(size)
+              if not (processor.is_byte(i) or processor.is_control(i)
+                      or processor.is_unknown(i) or processor.is_unused(i))}
+    # Every split of a piece into two pieces is a merge, ranked by the piece's id (pieces
+    # are in score order), then by the left part's length: transformers' own ordering.
+    merges = sorted((vocab[piece], k, len(piece) - k, piece[:k], piece[k:])
+                    for piece in normal for k in range(1, len(piece))
+                    if piece[:k] in normal and piece[k:] in normal)
+    special = [{"id": i, "content": processor.id_to_piece(i), "single_word": False,
+                "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+               for i in range(size) if processor.is_control(i) or processor.is_unknown(i)]
+    bos = processor.id_to_piece(processor.bos_id())
+    bos_then = [{"SpecialToken": {"id": bos, "type_id": 0}}]
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": special,
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": SPACE},
+            {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}]},
+        "pre_tokenizer": None,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": bos_then + [{"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": bos_then + [{"Sequence": {"id": "A", "type_id": 0}},
+                                {"SpecialToken": {"id": bos, "type_id": 1}},
+                                {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {bos: {"id": bos, "ids": [processor.bos_id()], "tokens": [bos]}}},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None,
+                  "unk_token": processor.id_to_piece(processor.unk_id()),
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": vocab, "merges": [[left, right] for *_, left, right in merges]},
+    }
+
+
+def write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
