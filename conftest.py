@@ -191,6 +191,24 @@ def source_plugin(name: str, batches, texts: list[str]):
     return Source()
 
 
+QUICKSTART = REPO / "examples" / "quickstart.yaml"
+QUIET = {"dashboard", "tensorboard"}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A run folder of the quickstart as `--test` trains it: 20 steps, evaluated and saved
+    at the last. Shared: copy it before changing it."""
+    from slimcore.config import SMOKE_OVERRIDES
+
+    folder = tmp_path_factory.mktemp("quickstart") / "run"
+    status, _ = run_in_process(QUICKSTART, overrides=[
+        *SMOKE_OVERRIDES, "run.steps=20", "eval.interval=20", "eval.batches=2",
+        f"output.dir={folder}"], disabled=QUIET)
+    assert status == "completed"
+    return folder
+
+
 def run_in_process(config_path, plugins: dict | None = None, overrides=(), resume=None,
                    disabled=(), overwrite=False):
     """One run in this process with extra in-process plugins ({name: object}).

@@ -314,6 +314,6 @@ def command_export(args) -> int:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     files = sorted(p.name for p in output.iterdir())
-    print(f"export: {checkpoint.path} (step {checkpoint.step}) -> {output} "
-          f"(format {args.format}, {args.dtype}): {', '.join(files)}")
+    print(f"export: {checkpoint.path} (step {checkpoint.step}) -> {output}, format "
+          f"{args.format}: {written}; {', '.join(files)}")
     return 0

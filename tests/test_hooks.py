@@ -324,3 +324,46 @@ def test_hook_declare_flags(write_config, capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "--tokens-per-chunk" in capsys.readouterr().out
+
+
+def test_hook_export_model(trained_run, tmp_path, capsys):
+    """`slimcore export --format NAME` hands the verified checkpoint to the plugin named so
+    (the docs' example format); a format that fails leaves no folder behind."""
+    import torch
+    from safetensors.torch import load_file
+
+    from slimcore.cli import build_parser
+    from test_contracts import docs_plugin
+
+    class Failing:
+        @hookimpl
+        def export_model(self, format, checkpoint, output, dtype):
+            if format == "failing":
+                (output / "half.bin").write_bytes(b"...")
+                raise UserError("failing: this model is too wide for the format")
+
+    pm = SlimcorePluginManager()
+    pm.discover()
+    pm.register_in_process(docs_plugin("def export_model(format, checkpoint, output, dtype)"),
+                           "weights_only")
+    pm.register_in_process(Failing(), "failing")
+
+    def export(fmt, output):
+        args = build_parser(pm).parse_args(["export", str(trained_run), "--format", fmt,
+                                            "--output", str(output), "--dtype", "float16"])
+        args.plugin_manager = pm
+        return args.handler(args)
+
+    assert export("weights_only", tmp_path / "w") == 0
+    assert "format weights_only: 15 tensors" in capsys.readouterr().out  # 3 + 6 per block
+    weights = load_file(tmp_path / "w" / "weights.safetensors")
+    saved = (trained_run / "checkpoints" / "checkpoint_step_20.bin")
+    reference = load_file(str(saved) + ".decoder")
+    assert weights["head.weight"].dtype == torch.float16
+    torch.testing.assert_close(weights["head.weight"].float(), reference["head.weight"],
+                               rtol=1e-3, atol=1e-4)
+    assert (tmp_path / "w" / "tokenizer.model").read_bytes() == \
+        (trained_run / "tokenizer.model").read_bytes()
+    with pytest.raises(UserError, match="too wide"):
+        export("failing", tmp_path / "f")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]
