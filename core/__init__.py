@@ -11,6 +11,7 @@ _EXPORTS = {
     "IGNORE_INDEX": "batch", "Batch": "batch", "Chart": "charts", "ChartData": "charts", "installed_charts": "charts",
     "cache_dir": "cache",
     "RunConfig": "config", "RunPaths": "outputs", "Range": "config", "NonEmpty": "config", "ConfigError": "errors", "TrainingHalted": "errors", "UserError": "errors",
+    "describe_error": "errors",
     "hookimpl": "hookspecs", "TrainingMetrics": "metrics", "Run": "run",
     "TextSample": "sampling", "Tokenizer": "tokenizer", "Checkpoint": "checkpoint",
     "DataSource": "source",

@@ -15,12 +15,14 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from dataclasses import dataclass, field
 
 import yaml
 
-from .config import SMOKE_OVERRIDES, ConfigError, apply_override, load_yaml, resolve_config
-from .errors import TrainingHalted, UserError
+from .config import (SMOKE_OVERRIDES, ConfigError, apply_override, load_yaml, resolve_config,
+                     suggest)
+from .errors import TrainingHalted, UserError, traceback_wanted
 from .distributed import launched_by_torchrun
 from .launch import execute_run
 from .model_commands import add_commands as add_model_commands
@@ -58,6 +60,8 @@ def _exit_status(argv: list[str]) -> int:
     try:
         return _main(argv)
     except UserError as e:
+        if traceback_wanted():
+            traceback.print_exception(e)
         print(f"slimcore: error: {e}", file=sys.stderr)
         return 2
     except TrainingHalted as e:
@@ -123,7 +127,8 @@ def _main(argv: list[str]) -> int:
     unknown = sorted(early.disabled - set(pm.infos))
     if unknown:
         raise UserError(f"plugins.disable / -p no:{unknown[0]}: no plugin named '{unknown[0]}' "
-                        f"is installed (installed: {', '.join(pm.infos)}; see `slimcore plugins`)")
+                        f"is installed{suggest(unknown[0], pm.infos)} (installed: "
+                        f"{', '.join(pm.infos)}; see `slimcore plugins`)")
     parser = build_parser(pm)
     args = parser.parse_args(argv)
     args.plugin_manager = pm
@@ -158,6 +163,8 @@ def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", parents=[common], help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.add_argument("--check", action="store_true",
+                         help="exit 1 when a plugin failed to load (for a plugin's CI)")
     plugins.set_defaults(handler=command_plugins)
 
     add_model_commands(sub, common)
@@ -272,12 +279,19 @@ def command_config(args: argparse.Namespace) -> int:
 
 def command_plugins(args: argparse.Namespace) -> int:
     report = args.plugin_manager.report()
+    failed = [p["name"] for p in report if p["status"] == "failed"]
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    width = max((len(p["name"]) for p in report), default=4)
-    for p in report:
-        detail = ", ".join(p["hooks"]) if p["status"] == "loaded" else (p["error"] or "")
-        print(f"{p['name']:<{width}}  {p['version']:<8}  {p['distribution']:<24}  "
-              f"{p['status']:<7}  {detail}")
+    else:
+        rows = [("NAME", "VERSION", "DISTRIBUTION", "STATUS", "HOOKS OR ERROR")]
+        rows += [(p["name"], p["version"], p["distribution"], p["status"],
+                  ", ".join(p["hooks"]) if p["status"] == "loaded" else (p["error"] or ""))
+                 for p in report]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for row in rows:
+            print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4])
+    if args.check and failed:
+        print(f"slimcore: {len(failed)} plugin(s) failed to load: {', '.join(failed)} "
+              "(SLIMCORE_TRACEBACK=1 shows why in full)", file=sys.stderr)
+        return 1
     return 0

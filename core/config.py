@@ -438,7 +438,7 @@ def parse_config(raw: dict, plugin_sections: dict[str, type], source: str,
     known = {**CORE_SECTIONS, **plugin_sections}
     for name in raw:
         if name not in known and name not in ignorable:
-            raise ConfigError(str(name), "unknown section" + _suggest(str(name), known)
+            raise ConfigError(str(name), "unknown section" + suggest(str(name), known)
                               + " (a plugin's section is known only while the plugin is loaded)",
                               source)
     parsed = {}
@@ -461,16 +461,24 @@ def parse_dataclass(cls: type, data: Any, prefix: str, source: str) -> Any:
     for key, value in data.items():
         dotted = f"{prefix}.{key}"
         if key not in names:
-            raise ConfigError(dotted, "unknown key" + _suggest(str(key), list(names)), source)
+            raise ConfigError(dotted, "unknown key" + suggest(str(key), list(names)), source)
         kwargs[names[key]] = _coerce(hints[names[key]], value, dotted, source)
     try:
         return cls(**kwargs)
     except ConfigError as e:
-        # A section names its own keys (`width`); a plugin may give the dotted one too.
-        key = e.key if e.key == prefix or e.key.startswith(prefix + ".") else f"{prefix}.{e.key}"
-        raise ConfigError(key, e.detail, source) from None
+        raise ConfigError(section_key(e.key, prefix, names.values()), e.detail, source) from None
     except (ValueError, TypeError) as e:
         raise ConfigError(prefix, str(e), source) from None
+
+
+def section_key(key: str, prefix: str, fields) -> str:
+    """The dotted key a section's own error names, whatever form its author gave: the
+    field's name (`every`), the dotted key (`csv.every`), or a dotted key under another
+    section name whose last part is a field of this one."""
+    if key == prefix or key.startswith(prefix + "."):
+        return key
+    last = key.rsplit(".", 1)[-1]
+    return f"{prefix}.{last}" if last in fields else f"{prefix}.{key}"
 
 
 def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
@@ -585,6 +593,7 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text[:80] + '...' if len(text) > 80 else text}"
 
 
-def _suggest(word: str, options) -> str:
+def suggest(word: str, options) -> str:
+    """` (did you mean 'X'?)` for the option closest to a misspelled `word`, else ``."""
     close = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -4,7 +4,28 @@ The CLI turns a `UserError` into one line on stderr and exit status 2, with no t
 Anything else that escapes is a bug in slimcore or a plugin: exit status 1 with a traceback.
 Plugins raise `UserError` (or a subclass) for bad input they own: a missing file, an
 unreachable dataset, a bad value in their config section.
+
+`SLIMCORE_TRACEBACK=1` adds the traceback to every failure reported in one line: a plugin
+that fails to load, an observer hook or a chart that fails, a `UserError`.
 """
+
+import os
+import traceback
+
+TRACEBACK_VARIABLE = "SLIMCORE_TRACEBACK"
+
+
+def traceback_wanted() -> bool:
+    return os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0")
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: message`, and with SLIMCORE_TRACEBACK=1 the traceback after it (on lines of
+    its own), for reporting a failure that is caught and survived."""
+    line = f"{type(error).__name__}: {error}"
+    if traceback_wanted():
+        return line + "\n" + "".join(traceback.format_exception(error)).rstrip()
+    return line
 
 
 class UserError(Exception):

@@ -8,7 +8,8 @@ selects that plugin (or with `--strict-plugins`).
 Plugins are turned off before they are imported, from three places that add up:
 YAML `plugins.disable`, CLI `-p no:NAME`, env `SLIMCORE_DISABLE_PLUGINS=a,b`. The env
 `SLIMCORE_LOAD_PLUGINS=a,b` is an allowlist: every other installed plugin is blocked.
-`SLIMCORE_TRACE_PLUGINS=1` prints every hook call with its arguments and result.
+`SLIMCORE_TRACE_PLUGINS=1` prints every hook call with its arguments and result;
+`SLIMCORE_TRACEBACK=1` prints the traceback of every plugin failure (load, hook, chart).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import pluggy
+from pluggy._hooks import varnames
 
 from . import builtin_plugins, hookspecs
-from .errors import UserError
+from .errors import UserError, describe_error
 
 ENTRY_POINT_GROUP = "slimcore"
 FAILURES_BEFORE_SWITCH_OFF = 3
@@ -46,6 +48,17 @@ class PluginInfo:
 
 class PluginFailure(UserError):
     """A plugin the run needs could not be loaded."""
+
+
+class HookError(UserError):
+    """A plugin implements a hook that does not exist, or takes an argument it is not
+    given."""
+
+
+def suggest(word: str, options) -> str:
+    from .config import suggest as closest
+
+    return closest(word, options)
 
 
 class SlimcorePluginManager(pluggy.PluginManager):
@@ -99,30 +112,43 @@ class SlimcorePluginManager(pluggy.PluginManager):
             plugin = load()
             if isinstance(plugin, type):
                 plugin = plugin()  # a class: one fresh instance per plugin manager (per run)
+            self._check_hooks(plugin)
             self.register(plugin, name=name)
-            self._check_hook_names(plugin, name)
         except Exception as e:  # noqa: BLE001 - any import-time failure is the plugin's
             if self.get_plugin(name) is not None:
                 self.unregister(name=name)
             info.status = "failed"
             info.error = f"{type(e).__name__}: {e}"
+            described = describe_error(e)
+            if "\n" in described:  # SLIMCORE_TRACEBACK=1
+                print(f"slimcore: plugin '{name}' failed to load: {described}", file=sys.stderr)
             return
         info.hooks = sorted(c.name for c in self.get_hookcallers(plugin) or [])
 
-    def _check_hook_names(self, plugin: Any, name: str) -> None:
-        """A misspelled hook name would silently never be called: treat it as a failure."""
-        for hook_name in dir(self.hook):
-            caller = getattr(self.hook, hook_name)
-            if isinstance(caller, pluggy.HookCaller) and not caller.has_spec():
-                if any(impl.plugin_name == name for impl in caller.get_hookimpls()):
-                    raise pluggy.PluginValidationError(
-                        plugin, f"unknown hook '{hook_name}' (see docs/plugins.md)")
+    def _check_hooks(self, plugin: Any) -> None:
+        """A misspelled hook would silently never be called, and pluggy's own complaint
+        about a misspelled argument spans three lines: one line each, with the fix."""
+        specs = {name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name),
+                                                             "slimcore_spec")}
+        for attr in dir(plugin):
+            opts = self.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                continue
+            hook_name = opts.get("specname") or attr
+            if hook_name not in specs:
+                raise HookError(f"unknown hook '{hook_name}'{suggest(hook_name, specs)} "
+                                "(the hooks: docs/plugins.md)")
+            allowed = varnames(getattr(hookspecs, hook_name))[0]
+            for arg in varnames(getattr(plugin, attr))[0]:
+                if arg not in allowed:
+                    raise HookError(f"hook '{hook_name}' has no argument '{arg}'"
+                                    f"{suggest(arg, allowed)}; it takes {', '.join(allowed)}")
 
     def register_in_process(self, plugin: Any, name: str) -> None:
         """Register a plugin object of this process (tests, benchmarks) and list it like the
         installed ones."""
+        self._check_hooks(plugin)
         self.register(plugin, name=name)
-        self._check_hook_names(plugin, name)
         self.infos[name] = PluginInfo(
             name=name, version="-", distribution="(in process)", status="loaded",
             hooks=sorted(c.name for c in self.get_hookcallers(plugin) or []))
@@ -145,8 +171,9 @@ class SlimcorePluginManager(pluggy.PluginManager):
             raise self.unknown_selection(name, role, key)
 
     def unknown_selection(self, name: str, role: str, key: str) -> UserError:
-        available = ", ".join(self.implementers(_ROLE_HOOKS[role])) or "none"
-        return UserError(f"{key}: unknown {role} '{name}' (installed: {available}; "
+        implementers = self.implementers(_ROLE_HOOKS[role])
+        return UserError(f"{key}: unknown {role} '{name}'{suggest(name, implementers)} "
+                         f"(installed: {', '.join(implementers) or 'none'}; "
                          "see `slimcore plugins`)")
 
     def implementers(self, hook_name: str) -> list[str]:
@@ -171,7 +198,9 @@ class SlimcorePluginManager(pluggy.PluginManager):
                                     "not a slimcore.Chart with a name")
                 if chart.name in owners:
                     raise UserError(f"chart '{chart.name}' is registered by both "
-                                    f"'{owners[chart.name]}' and '{impl.plugin_name}'")
+                                    f"'{owners[chart.name]}' and '{impl.plugin_name}'; give "
+                                    "one of them another Chart name, or turn one plugin off "
+                                    f"(plugins.disable: [{impl.plugin_name}])")
                 owners[chart.name] = impl.plugin_name
                 charts.append(chart)
         return sorted(charts, key=lambda chart: (chart.order, chart.name))
@@ -185,10 +214,12 @@ class SlimcorePluginManager(pluggy.PluginManager):
                 groups.setdefault((info.distribution, info.version), []).append(info.name)
         line = "plugins: " + (", ".join(f"{dist} {version} ({', '.join(sorted(names))})"
                                         for (dist, version), names in groups.items()) or "none")
-        for status in ("blocked", "failed"):
-            names = [i.name for i in self.infos.values() if i.status == status]
-            if names:
-                line += f"; {status}: " + ", ".join(names)
+        blocked = [i.name for i in self.infos.values() if i.status == "blocked"]
+        if blocked:
+            line += "; blocked: " + ", ".join(blocked)
+        failed = [f"{i.name} ({i.error})" for i in self.infos.values() if i.status == "failed"]
+        if failed:
+            line += "; failed: " + ", ".join(failed)
         return line
 
     def report(self) -> list[dict]:
@@ -226,7 +257,7 @@ class SlimcorePluginManager(pluggy.PluginManager):
         self._observer_failures[plugin_name] = count
         if count == 1:
             print(f"slimcore: warning: plugin '{plugin_name}' failed in {hook_name}: "
-                  f"{type(error).__name__}: {error}", file=sys.stderr)
+                  f"{describe_error(error)}", file=sys.stderr)
         if count >= FAILURES_BEFORE_SWITCH_OFF:
             self.switched_off.add(plugin_name)
             info = self.infos.get(plugin_name)

@@ -97,11 +97,9 @@ def folder_run_id(paths: RunPaths) -> str | None:
 def saved_config(checkpoint: Checkpoint, pm) -> RunConfig:
     """The run's config as the checkpoint recorded it. Sections of plugins not installed
     here are left out (a command that needs one says so when it asks)."""
-    raw = {name: value for name, value in checkpoint.config.items()}
-    sections = declared_sections(pm)
     try:
-        return parse_config(raw, sections, f"{checkpoint.path} (its config)",
-                            ignorable=set(raw))
+        return parse_config(checkpoint.config, declared_sections(pm),
+                            f"{checkpoint.path} (its config)", ignorable=set(checkpoint.config))
     except ConfigError as e:
         raise UserError(f"{checkpoint.path}: its recorded config does not parse here ({e}); "
                         "is it from a newer slimcore?") from None
@@ -119,8 +117,7 @@ def saved_tokenizer(checkpoint: Checkpoint, config: RunConfig, key: str) -> Toke
         candidates.append(Path(config.tokenizer.path))
     for candidate in candidates:
         if candidate.is_file():
-            tokenizer = Tokenizer(candidate.read_bytes(), fingerprint, candidate)
-            return tokenizer
+            return Tokenizer(candidate.read_bytes(), fingerprint, candidate)
     cached = cache_dir(config.tokenizer.cache_dir) / "tokenizers" / f"spm-{fingerprint[:20]}.model"
     proto = read_checked(cached) if fingerprint else None
     if proto is None:

@@ -238,3 +238,33 @@ def test_the_config_section_example_in_docs_plugins_works_as_it_says():
                          ({"path": "logs/"}, "csv_logger.path: names a folder")]:
         with pytest.raises(ConfigError, match=message):
             parse({"csv_logger": raw}, {"csv_logger": cls})
+
+
+@pytest.mark.parametrize("raised", ["every", "csv_logger.every", "csv.every"])
+def test_a_sections_own_error_names_section_dot_key_whatever_form_it_raised(raised, tmp_path):
+    from dataclasses import dataclass
+
+    from slimcore import ConfigError, hookimpl
+    from slimcore.config import resolve_config
+    from slimcore.plugins import SlimcorePluginManager
+
+    @dataclass
+    class CsvConfig:
+        every: int = 10
+
+        def __post_init__(self):
+            if self.every > 5:
+                raise ConfigError(raised, "must be at most 5")
+
+    class CsvLogger:
+        @hookimpl
+        def declare_config(self):
+            return {"csv_logger": CsvConfig}
+
+    pm = SlimcorePluginManager()
+    pm.register_in_process(CsvLogger(), "csv_logger")
+    path = tmp_path / "c.yaml"
+    path.write_text("csv_logger:\n  every: 7\n")
+    with pytest.raises(ConfigError) as error:
+        resolve_config(path, [], pm)
+    assert str(error.value) == f"{path}: csv_logger.every: must be at most 5"

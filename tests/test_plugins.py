@@ -35,14 +35,31 @@ def test_broken_plugin_is_listed_as_failed_and_breaks_nothing(cli, installed_plu
     assert "RuntimeError: this plugin is broken on purpose" in broken["error"]
     assert plugins["chunk"]["status"] == "loaded"
     text = cli("plugins", env=installed_plugins)
-    assert text.returncode == 0 and "broken" in text.stdout and "failed" in text.stdout
+    assert text.returncode == 0
+    header, *rows = text.stdout.splitlines()
+    assert header.split() == ["NAME", "VERSION", "DISTRIBUTION", "STATUS", "HOOKS", "OR", "ERROR"]
+    # Aligned: every row's status starts in the header's STATUS column.
+    column = header.index("STATUS")
+    statuses = {row.split()[0]: row[column:].split()[0] for row in rows}
+    assert statuses["broken"] == "failed" and statuses["chunk"] == "loaded"
+    # --check: the same table, and exit status 1 for an author's CI, naming the plugin.
+    checked = cli("plugins", "--check", env=installed_plugins)
+    assert checked.returncode == 1 and "failed to load: broken" in checked.stderr
+    assert cli("plugins", "--check").returncode == 0
+    # SLIMCORE_TRACEBACK=1: the load failure's traceback, down to the plugin's own line.
+    traced = cli("plugins", env={**installed_plugins, "SLIMCORE_TRACEBACK": "1"})
+    assert "plugin 'broken' failed to load: RuntimeError" in traced.stderr
+    assert "Traceback (most recent call last)" in traced.stderr
+    assert 'raise RuntimeError("this plugin is broken on purpose")' in traced.stderr
 
 
 def test_run_that_does_not_select_the_broken_plugin_succeeds(cli, write_config,
                                                              installed_plugins, tmp_path):
     result = cli("run", str(write_config({"run": {"steps": 2}})), env=installed_plugins)
     assert result.returncode == 0, result.stderr
-    assert "failed: broken" in result.stdout.splitlines()[0]
+    # The header says why it failed.
+    assert "failed: broken (RuntimeError: this plugin is broken on purpose)" in \
+        result.stdout.splitlines()[0]
     record = json.loads((tmp_path / "out" / "plugins.json").read_text())
     assert {p["name"]: p["status"] for p in record}["broken"] == "failed"
 
@@ -184,3 +201,54 @@ def test_shipped_plugins_use_the_public_api_alone():
                 offenders += [f"{path.relative_to(REPO)}: import {alias.name}"
                               for alias in node.names if alias.name.startswith("slimcore.")]
     assert offenders == []
+
+
+def test_a_misspelled_hook_or_argument_is_one_line_with_the_fix():
+    class MisspelledHook:
+        @hookimpl
+        def on_metric(self, metrics):
+            pass
+
+    class MisspelledArgument:
+        @hookimpl
+        def on_metrics(self, metric, run):
+            pass
+
+    pm = SlimcorePluginManager()
+    with pytest.raises(UserError) as hook:
+        pm.register_in_process(MisspelledHook(), "a")
+    assert str(hook.value) == ("unknown hook 'on_metric' (did you mean 'on_metrics'?) (the "
+                               "hooks: docs/plugins.md)")
+    with pytest.raises(UserError) as argument:
+        pm.register_in_process(MisspelledArgument(), "b")
+    assert str(argument.value) == ("hook 'on_metrics' has no argument 'metric' (did you mean "
+                                   "'metrics'?); it takes metrics, run")
+    assert pm.get_plugin("a") is None and pm.get_plugin("b") is None
+
+
+def test_unknown_plugin_and_source_names_get_a_suggestion(cli, write_config):
+    result = cli("plugins", "-p", "no:dashbord")
+    assert result.returncode == 2
+    assert "no plugin named 'dashbord' is installed (did you mean 'dashboard'?)" in result.stderr
+    result = cli("run", str(write_config({"data": {"source": "chunks"}})))
+    assert result.returncode == 2
+    assert "unknown data source 'chunks' (did you mean 'chunk'?)" in result.stderr
+
+
+def test_a_plugin_failure_shows_its_traceback_with_slimcore_traceback(capsys, monkeypatch):
+    class Failing:
+        @hookimpl
+        def on_run_start(self, run):
+            raise RuntimeError("boom in on_run_start")
+
+    pm = SlimcorePluginManager()
+    pm.register_in_process(Failing(), "failing")
+    pm.notify("on_run_start", run=None)
+    assert capsys.readouterr().err.strip() == ("slimcore: warning: plugin 'failing' failed in "
+                                               "on_run_start: RuntimeError: boom in on_run_start")
+    monkeypatch.setenv("SLIMCORE_TRACEBACK", "1")
+    pm = SlimcorePluginManager()
+    pm.register_in_process(Failing(), "failing")
+    pm.notify("on_run_start", run=None)
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and 'raise RuntimeError("boom' in err

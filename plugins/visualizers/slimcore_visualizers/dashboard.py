@@ -13,6 +13,7 @@ ends.
 
 from __future__ import annotations
 
+import difflib
 import json
 import queue
 import subprocess
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 
-from slimcore import Range, UserError, hookimpl
+from slimcore import Range, hookimpl
 
 
 FINAL_RENDER_TIMEOUT_S = 300
@@ -57,10 +58,13 @@ class Dashboard:
     def on_run_start(self, run):
         settings: DashboardConfig = run.config.section("dashboard")
         charts = [c.name for c in run.plugins.charts()]
-        unknown = sorted(set(settings.disable) - set(charts))
-        if unknown:
-            raise UserError(f"dashboard.disable: no chart named '{unknown[0]}' (charts: "
-                            f"{', '.join(charts)})")
+        # A name no loaded plugin registers may be a chart of a plugin turned off or not
+        # installed here (as a blocked plugin's own section is tolerated): said, not fatal.
+        for name in sorted(set(settings.disable) - set(charts)):
+            close = difflib.get_close_matches(name, charts, n=1)
+            print(f"slimcore: warning: dashboard.disable: no loaded plugin registers a chart "
+                  f"named '{name}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+                  + f"; ignored (charts: {', '.join(charts)})", file=sys.stderr)
         samples = run.config.samples
         no_samples = not samples.prompts or samples.max_new_tokens == 0
         enabled = [c.name for c in run.plugins.charts() if c.name not in settings.disable

@@ -31,7 +31,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from slimcore import ChartData, RunPaths, installed_charts  # noqa: E402
+from slimcore import ChartData, RunPaths, describe_error, installed_charts  # noqa: E402
 
 CELL_WIDTH_IN, CELL_HEIGHT_IN, WIDE_HEIGHT_IN = 6.0, 4.0, 3.2
 
@@ -75,8 +75,8 @@ def render(charts, data: ChartData, step: int, settings: dict, failed: set) -> l
         except Exception as e:  # noqa: BLE001 - one bad chart must not end the dashboard
             failed.add(chart.name)
             ax.remove()
-            print(f"slimcore: warning: chart '{chart.name}' failed: {type(e).__name__}: {e}; "
-                  "switched off", file=sys.stderr)
+            print(f"slimcore: warning: chart '{chart.name}' failed and is switched off: "
+                  f"{describe_error(e)}", file=sys.stderr)
     drawn = [c.name for c in narrow + wide if c.name not in failed]
     paths = RunPaths(settings["output_dir"])
     folder = paths.viz
