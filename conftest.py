@@ -15,22 +15,13 @@ import yaml
 # Set before anything imports `datasets`: it reads the flag at import time.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+from slimcore.testing import TINY_CONFIG  # noqa: E402
+
 REPO = Path(__file__).resolve().parent
 
-TINY = {
-    "run": {"steps": 6, "device": "cpu", "seed": 7},
-    "model": {"width": 32, "layers": 2, "heads": 2, "mlp_hidden": 64, "seq_len": 32},
-    "tokenizer": {"vocab_size": 600, "train_documents": 40},
-    "data": {"source": "chunk", "batch_size": 4},
-    "corpus": {"path": "bundled", "shuffle_buffer": 8},
-    "chunk": {"tokens_per_chunk": 4096},
-    "intervals": {"viz": 3, "checkpoint": 2000, "sample_every": 1, "log": 1},
-    "samples": {"max_new_tokens": 4},
-    "schedule": {"warmup_steps": 2},
-    # The dashboard's render process costs seconds a run, TensorBoard's import one; their
-    # own tests turn them back on.
-    "plugins": {"disable": ["dashboard", "tensorboard"]},
-}
+# slimcore.testing's tiny run, which authors' tests use too. The dashboard's render process
+# costs seconds a run, TensorBoard's import one; their own tests turn them back on.
+TINY = {**TINY_CONFIG, "plugins": {"disable": ["dashboard", "tensorboard"]}}
 
 
 @pytest.fixture(scope="session", autouse=True)

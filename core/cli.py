@@ -169,6 +169,17 @@ def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
 
     add_model_commands(sub, common)
 
+    from .scaffold import KINDS, command_new_plugin
+
+    new = sub.add_parser("new-plugin", help="write a new plugin distribution to start from",
+                         description="Write an installable plugin distribution of KIND, with "
+                                     "tests that pass as generated.")
+    new.add_argument("kind", metavar="KIND", help=f"one of: {', '.join(KINDS)}")
+    new.add_argument("name", metavar="NAME", help="the plugin's name (lower case, digits, _)")
+    new.add_argument("--output", metavar="DIR",
+                     help="where to write it (default ./slimcore-NAME)")
+    new.set_defaults(handler=command_new_plugin)
+
     build = sub.add_parser("build-native", help="build the native kernels ahead of first use")
     build.add_argument("--cuda", action="store_true", help="the CUDA library too (needs nvcc)")
     build.set_defaults(handler=command_build_native)

@@ -146,8 +146,11 @@ class SlimcorePluginManager(pluggy.PluginManager):
 
     def register_in_process(self, plugin: Any, name: str) -> None:
         """Register a plugin object of this process (tests, benchmarks) and list it like the
-        installed ones."""
+        installed ones. It may take the place of an installed plugin of its name that
+        discovery blocked."""
         self._check_hooks(plugin)
+        if self.is_blocked(name):
+            self.unblock(name)
         self.register(plugin, name=name)
         self.infos[name] = PluginInfo(
             name=name, version="-", distribution="(in process)", status="loaded",

@@ -40,10 +40,12 @@ def one_line_error(result):
 
 def test_a_second_run_into_a_busy_folder_stops_at_once_naming_the_first(write_config, tmp_path,
                                                                        cli):
-    config = write_config({"run": {"steps": 400}, "intervals": {"checkpoint": 5}})
+    # Steps enough that the first run is still training when the last refusal comes, on a
+    # loaded machine too (it is stopped below).
+    config = write_config({"run": {"steps": 100_000}, "intervals": {"checkpoint": 5}})
     first = start_run(config)
     try:
-        wait_for(first.stdout, "step 2/400")
+        wait_for(first.stdout, "step 2/100000")
         out = tmp_path / "out"
         record = (out / "config.yaml").read_bytes(), (out / "run.json").read_bytes()
         started = time.monotonic()
