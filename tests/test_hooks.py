@@ -367,3 +367,27 @@ def test_hook_export_model(trained_run, tmp_path, capsys):
     with pytest.raises(UserError, match="too wide"):
         export("failing", tmp_path / "f")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]
+
+
+def test_the_plugin_reference_names_every_public_name_and_field():
+    """docs/plugins.md is the author's reference: every name `slimcore` exports, and every
+    field or public member of the types a plugin reads, appears in it."""
+    import dataclasses
+
+    import slimcore
+    from slimcore import Run, TrainingMetrics
+    from slimcore.tokenizer import Tokenizer
+
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    missing = [name for name in slimcore.__all__ if f"`{name}" not in docs
+               and f"{name}(" not in docs]
+    assert not missing, f"docs/plugins.md never names {missing}"
+    for cls in (TrainingMetrics, Run):
+        fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("plugins",
+                                                                             "history",
+                                                                             "distributed",
+                                                                             "stop_signal")]
+        assert not [f for f in fields if f"`{f}`" not in docs], cls.__name__
+    members = [name for name in vars(Tokenizer) if not name.startswith("_")
+               and name not in ("processor", "path", "word_cache")]
+    assert not [m for m in members if f"`{m}" not in docs], members
