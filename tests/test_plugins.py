@@ -18,7 +18,7 @@ def listing(cli, *args, env=None):
 
 
 def test_plugins_json_lists_sources_with_distribution_and_version(cli):
-    plugins = listing(cli)
+    plugins = listing(cli, "--check")  # exit status 0: every plugin loaded
     for name in ("sample", "chunk"):
         assert plugins[name]["distribution"] == "slimcore-datasources"
         assert plugins[name]["version"] == "0.1.0"
@@ -42,12 +42,10 @@ def test_broken_plugin_is_listed_as_failed_and_breaks_nothing(cli, installed_plu
     column = header.index("STATUS")
     statuses = {row.split()[0]: row[column:].split()[0] for row in rows}
     assert statuses["broken"] == "failed" and statuses["chunk"] == "loaded"
-    # --check: the same table, and exit status 1 for an author's CI, naming the plugin.
-    checked = cli("plugins", "--check", env=installed_plugins)
-    assert checked.returncode == 1 and "failed to load: broken" in checked.stderr
-    assert cli("plugins", "--check").returncode == 0
-    # SLIMCORE_TRACEBACK=1: the load failure's traceback, down to the plugin's own line.
-    traced = cli("plugins", env={**installed_plugins, "SLIMCORE_TRACEBACK": "1"})
+    # --check: exit status 1 for an author's CI, naming the plugin; with SLIMCORE_TRACEBACK=1
+    # the load failure's traceback too, down to the plugin's own line.
+    traced = cli("plugins", "--check", env={**installed_plugins, "SLIMCORE_TRACEBACK": "1"})
+    assert traced.returncode == 1 and "failed to load: broken" in traced.stderr
     assert "plugin 'broken' failed to load: RuntimeError" in traced.stderr
     assert "Traceback (most recent call last)" in traced.stderr
     assert 'raise RuntimeError("this plugin is broken on purpose")' in traced.stderr
