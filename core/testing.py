@@ -8,6 +8,7 @@
         assert result.status == "completed"
         assert [m.step for m in result.metrics] == [1, 2, 3, 4, 5, 6]
         png = result.draw(MyChart())          # a chart drawn on the run's metrics
+        png = draw_chart(MyChart(), ChartData(metrics=[...]), tmp_path / "c.png")
 
 The run is slimcore's own (`slimcore run` minus the process): a 2-layer, width-32 model on
 the bundled corpus, its tokenizer trained once and cached, on the CPU, 6 steps. Installed
@@ -61,23 +62,29 @@ class TinyRun:
                          moving_average=moving_average, recent_window=recent_window)
 
     def draw(self, chart: Chart, path: str | Path | None = None) -> Path:
-        """Draw `chart` on this run's data into a PNG (default: <output_dir>/<name>.png), in
-        a panel of the dashboard's size; returns its path. Raises what `draw` raises.
-        Needs matplotlib (it comes with slimcore-visualizers)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        """Draw `chart` on this run's data into a PNG (default: <output_dir>/<name>.png);
+        returns its path. Raises what `draw` raises."""
         path = Path(path) if path is not None else self.output_dir / f"{chart.name}.png"
-        figure, ax = plt.subplots(figsize=(12 if chart.wide else 6, 3.2 if chart.wide else 4),
-                                  layout="constrained")
-        try:
-            chart.draw(ax, self.chart_data())
-            figure.savefig(path, dpi=80)
-        finally:
-            plt.close(figure)
-        return path
+        return draw_chart(chart, self.chart_data(), path)
+
+
+def draw_chart(chart: Chart, data: ChartData, path: str | Path) -> Path:
+    """Draw `chart` on `data` into the PNG `path`, in a panel of the dashboard's size, as the
+    dashboard's render process does; returns the path. Needs matplotlib (it comes with
+    slimcore-visualizers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(12 if chart.wide else 6, 3.2 if chart.wide else 4),
+                              layout="constrained")
+    try:
+        chart.draw(ax, data)
+        figure.savefig(path, dpi=80)
+    finally:
+        plt.close(figure)
+    return Path(path)
 
 
 def tiny_run(output_dir: str | Path, plugins: dict[str, Any] | None = None,

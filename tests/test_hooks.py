@@ -391,3 +391,29 @@ def test_the_plugin_reference_names_every_public_name_and_field():
     members = [name for name in vars(Tokenizer) if not name.startswith("_")
                and name not in ("processor", "path", "word_cache")]
     assert not [m for m in members if f"`{m}" not in docs], members
+
+
+def test_the_docs_chart_and_command_work_as_written(trained_run, tmp_path, capsys):
+    """The complete chart and command of docs/plugins.md, run as written."""
+    import argparse
+
+    from slimcore import ChartData
+    from slimcore.testing import draw_chart
+    from test_contracts import docs_plugin
+
+    charts = docs_plugin("class PerplexityChart(Chart)")
+    [chart] = charts.register_charts()
+    metrics = [json.loads(line) for line in
+               (trained_run / "history" / "metrics.jsonl").read_text().splitlines()]
+    assert any(m["eval_loss"] is not None for m in metrics)  # the held-out points drawn too
+    png = draw_chart(chart, ChartData(metrics=metrics), tmp_path / "perplexity.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+    command = docs_plugin("def register_commands(subparsers)")
+    parser = argparse.ArgumentParser()
+    command.register_commands(subparsers=parser.add_subparsers())
+    args = parser.parse_args(["last", str(trained_run)])
+    assert args.handler(args) == 0
+    assert capsys.readouterr().out == f"step 20: loss {metrics[-1]['loss']:.4f}\n"
+    with pytest.raises(UserError, match="holds no steps"):
+        args.handler(parser.parse_args(["last", str(tmp_path)]))
