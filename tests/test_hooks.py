@@ -417,3 +417,24 @@ def test_the_docs_chart_and_command_work_as_written(trained_run, tmp_path, capsy
     assert capsys.readouterr().out == f"step 20: loss {metrics[-1]['loss']:.4f}\n"
     with pytest.raises(UserError, match="holds no steps"):
         args.handler(parser.parse_args(["last", str(tmp_path)]))
+
+
+def test_the_docs_exporter_writes_its_csv_and_a_resume_keeps_each_step_once(tmp_path):
+    import csv
+
+    from slimcore.testing import tiny_run
+    from test_contracts import docs_block, docs_plugin
+
+    namespace = {}
+    exec(compile(docs_block("class CsvLoggerConfig"), "docs/plugins.md", "exec"), namespace)
+    logger = docs_plugin("class CsvLogger:", CsvLoggerConfig=namespace["CsvLoggerConfig"])
+    settings = {"csv_logger": {"every": 2}, "schedule": {"total_steps": 6}}
+    first = tiny_run(tmp_path / "run", plugins={"csv_logger": logger.CsvLogger()},
+                     config=settings, steps=4, overrides=["intervals.checkpoint=2"])
+    assert first.status == "completed"
+    tiny_run(tmp_path / "run", plugins={"csv_logger": logger.CsvLogger()}, config=settings,
+             steps=6, resume="auto")
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    assert float(rows[0]["loss"]) == pytest.approx(first.metrics[1].loss)
