@@ -90,8 +90,11 @@ def test_hook_register_charts():
     pm.register_in_process(Plotter(), "plotter")
     assert [c.name for c in pm.charts()] == ["my_loss"]
     pm.register_in_process(Clash(), "clash")
-    with pytest.raises(UserError, match="chart 'my_loss' is registered by both"):
+    with pytest.raises(UserError) as clash:
         pm.charts()
+    assert str(clash.value) == ("chart 'my_loss' is registered by both 'clash' and 'plotter'; "
+                                "give one of them another Chart name, or turn one plugin off "
+                                "(plugins.disable: [plotter])")
 
 
 def test_hook_corpus_text(write_config):
