@@ -70,6 +70,11 @@ def _exit_status(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("slimcore: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # What reads stdout went away (`slimcore generate ... | head`): as for SIGPIPE,
+        # 128 + 13, quietly; stdout points at /dev/null so the exit's flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 @dataclass

@@ -190,3 +190,19 @@ def test_export_refuses_a_folder_that_holds_files_and_leaves_it_alone(trained_ru
     assert {t.dtype for t in weights.values()} == {torch.bfloat16}
     done = run_cli("export", str(trained_run), "--format", "hf", "--output", str(target))
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_a_reader_that_goes_away_ends_generate_quietly(trained_run):
+    """`slimcore generate ... | head`: no traceback, the SIGPIPE status."""
+    import os
+    import subprocess
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "slimcore", "generate", str(trained_run), "--prompt", "We",
+         "--prompt", "The", "--max-new-tokens", "3000", "--ignore-eos", "--temperature", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    assert process.stdout.read(2) == b"We"
+    process.stdout.close()  # the reader leaves after a few bytes
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
