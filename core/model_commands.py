@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -112,7 +113,7 @@ def command_generate(args) -> int:
         trained = load_trained(args.source, args.plugin_manager, device, args.checkpointer)
     tokenizer = trained.tokenizer
     if not args.ignore_eos:
-        settings = SamplingSettings(**{**settings.__dict__, "stop_id": tokenizer.eos_id})
+        settings = dataclasses.replace(settings, stop_id=tokenizer.eos_id)
     print(f"generate: {trained.description}", file=sys.stderr)
     generator = torch.Generator().manual_seed(args.seed)
     for i, prompt in enumerate(prompts):
@@ -291,8 +292,6 @@ def command_export(args) -> int:
     trained = load_trained(args.source, pm, torch.device("cpu"), args.checkpointer)
     checkpoint = trained.checkpoint
     if checkpoint.tokenizer_model is None:  # an older record: the tokenizer found beside it
-        import dataclasses
-
         checkpoint = dataclasses.replace(checkpoint, tokenizer_model=trained.tokenizer.model_proto)
     # Written aside and renamed when whole: a failed export leaves no half folder behind.
     partial = output.with_name(output.name + ".partial")

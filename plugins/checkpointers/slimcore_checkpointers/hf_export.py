@@ -68,6 +68,13 @@ def llama_weights(state: dict[str, torch.Tensor], layers: int, hidden: int
                   ) -> dict[str, torch.Tensor]:
     """slimcore's state dict under Llama's names: the fused QKV projection split in three,
     the fused gate-up projection in two (gate first)."""
+    block_parts = ("attn_norm", "attn.qkv", "attn.out", "mlp_norm", "mlp.gate_up", "mlp.down")
+    expected = {"embed.weight", "norm.weight", "head.weight"} | {
+        f"blocks.{i}.{part}.weight" for i in range(layers) for part in block_parts}
+    if set(state) != expected:
+        odd = sorted(set(state) ^ expected)
+        raise UserError(f"--format hf: the model is not slimcore's {layers}-layer GPT "
+                        f"({len(odd)} tensors differ from it, e.g. {', '.join(odd[:3])})")
     out = {"model.embed_tokens.weight": state["embed.weight"],
            "model.norm.weight": state["norm.weight"], "lm_head.weight": state["head.weight"]}
     for i in range(layers):
@@ -83,12 +90,6 @@ def llama_weights(state: dict[str, torch.Tensor], layers: int, hidden: int
             llama + "mlp.gate_proj.weight": gate, llama + "mlp.up_proj.weight": up,
             llama + "mlp.down_proj.weight": state[block + "mlp.down.weight"],
         })
-    expected = 3 + 6 * layers  # embedding, final norm, head; six tensors a block
-    if len(state) != expected:
-        extra = sorted(set(state) - {"embed.weight", "norm.weight", "head.weight"}
-                       - {n for n in state if n.startswith("blocks.")})
-        raise UserError(f"--format hf: the model holds {len(state)} tensors, a Llama of "
-                        f"{layers} layers {expected} (unexpected: {', '.join(extra[:5])})")
     return out
 
 
