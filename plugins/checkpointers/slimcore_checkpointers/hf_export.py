@@ -1,5 +1,5 @@
 """Plugin `hf`: `slimcore export SOURCE --format hf --output DIR` writes a Hugging Face model
-folder that `transformers` (and vLLM, lm-evaluation-harness) load without custom code:
+folder that `transformers` (and so lm-evaluation-harness) loads without custom code:
 
     config.json                LlamaForCausalLM: slimcore's decoder is Llama's (RMSNorm,
                                rotary embeddings on half-split pairs, SwiGLU, no biases,
