@@ -204,15 +204,7 @@ def run_in_process(config_path, plugins: dict | None = None, overrides=(), resum
                    disabled=(), overwrite=False):
     """One run in this process with extra in-process plugins ({name: object}).
     Returns (status, plugin manager)."""
-    from slimcore.cli import read_early_args
-    from slimcore.config import resolve_config
-    from slimcore.launch import execute_run
-    from slimcore.plugins import SlimcorePluginManager
+    from slimcore.testing import run_config_file
 
-    early = read_early_args(["run", str(config_path)])  # the YAML's plugins.disable, as the CLI
-    pm = SlimcorePluginManager()
-    pm.discover(disabled=early.disabled | set(disabled))
-    for name, plugin in (plugins or {}).items():
-        pm.register_in_process(plugin, name)
-    config = resolve_config(config_path, list(overrides), pm)
-    return execute_run(config, pm, resume=resume, overwrite=overwrite).status, pm
+    run, pm = run_config_file(config_path, plugins, overrides, disabled, resume, overwrite)
+    return run.status, pm

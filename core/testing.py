@@ -97,13 +97,7 @@ def tiny_run(output_dir: str | Path, plugins: dict[str, Any] | None = None,
     are `--set` strings applied after it. `enable` turns on the slow plugins (`dashboard`,
     `tensorboard`), `disable` turns others off; `resume` is `--resume`'s value. Bad input
     raises `slimcore.UserError` (the one line a user would see)."""
-    from .cli import read_early_args
-    from .config import resolve_config
-    from .launch import execute_run
-    from .plugins import SlimcorePluginManager
-
     output_dir = Path(output_dir)
-    plugins = dict(plugins or {})
     raw = copy.deepcopy(TINY_CONFIG)
     raw["run"]["steps"] = steps
     for section, values in (config or {}).items():
@@ -117,18 +111,33 @@ def tiny_run(output_dir: str | Path, plugins: dict[str, Any] | None = None,
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
     recorder = _Recorder()
-    pm = SlimcorePluginManager()
-    early = read_early_args(["run", str(config_path)])  # the YAML's plugins.disable
-    # An object passed in stands in for the installed plugin of its name.
-    pm.discover(disabled=early.disabled | (SLOW_PLUGINS - set(enable)) | set(disable)
-                | set(plugins))
-    for name, plugin in plugins.items():
-        pm.register_in_process(plugin, name)
-    pm.register_in_process(recorder, "slimcore_testing")
-    resolved = resolve_config(config_path, list(overrides), pm)
-    run = execute_run(resolved, pm, resume=resume)
+    run, _ = run_config_file(config_path, {**(plugins or {}), "slimcore_testing": recorder},
+                             overrides, disabled=(SLOW_PLUGINS - set(enable)) | set(disable),
+                             resume=resume)
     return TinyRun(status=run.status, output_dir=output_dir, config_path=config_path, run=run,
                    metrics=recorder.metrics, samples=recorder.samples)
+
+
+def run_config_file(config_path: str | Path, plugins: dict[str, Any] | None = None,
+                    overrides: list[str] = (), disabled=(), resume: str | None = None,
+                    overwrite: bool = False):
+    """`slimcore run CONFIG_PATH` in this process: (the finished Run, its plugin manager).
+    The YAML's `plugins.disable` and `disabled` are turned off before discovery, as the
+    CLI does; each object of `plugins` ({name: plugin}) is registered beside the installed
+    plugins, in the place of an installed one of its name."""
+    from .cli import read_early_args
+    from .config import resolve_config
+    from .launch import execute_run
+    from .plugins import SlimcorePluginManager
+
+    plugins = dict(plugins or {})
+    early = read_early_args(["run", str(config_path)])
+    pm = SlimcorePluginManager()
+    pm.discover(disabled=early.disabled | set(disabled) | set(plugins))
+    for name, plugin in plugins.items():
+        pm.register_in_process(plugin, name)
+    config = resolve_config(config_path, list(overrides), pm)
+    return execute_run(config, pm, resume=resume, overwrite=overwrite), pm
 
 
 class _Recorder:
