@@ -24,6 +24,7 @@ import pluggy
 from pluggy._hooks import varnames
 
 from . import builtin_plugins, hookspecs
+from .config import suggest
 from .errors import UserError, describe_error
 
 ENTRY_POINT_GROUP = "slimcore"
@@ -53,12 +54,6 @@ class PluginFailure(UserError):
 class HookError(UserError):
     """A plugin implements a hook that does not exist, or takes an argument it is not
     given."""
-
-
-def suggest(word: str, options) -> str:
-    from .config import suggest as closest
-
-    return closest(word, options)
 
 
 class SlimcorePluginManager(pluggy.PluginManager):
