@@ -102,10 +102,12 @@ def choose_token(logits: torch.Tensor, settings: SamplingSettings,
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 
 
-def continuation_text(tokenizer, prompt_ids: list[int], new_ids: list[int]) -> str:
+def continuation_text(tokenizer, prompt_ids: list[int], new_ids: list[int],
+                      head: str | None = None) -> str:
     """The text `new_ids` add after the prompt, with the space that joins them: decoding
-    the new ids alone would drop a leading space (SentencePiece strips it at a start)."""
-    head = tokenizer.decode(prompt_ids)
+    the new ids alone would drop a leading space (SentencePiece strips it at a start).
+    `head`: the prompt's decoding, when the caller has it already."""
+    head = tokenizer.decode(prompt_ids) if head is None else head
     full = tokenizer.decode(prompt_ids + new_ids)
     return full[len(head):] if full.startswith(head) else tokenizer.decode(new_ids)
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, apply_override, declared_sections, parse_config
+from .config import ConfigError, apply_override, declared_sections
 from .errors import UserError
 from .generation import SamplingSettings, continuation_text, generate
 from .run import Run, resolve_device
-from .trained import TrainedModel, load_trained
+from .trained import TrainedModel, load_trained, saved_config
 
 EXPORT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                  "float16": torch.float16}
@@ -133,9 +133,18 @@ def command_generate(args) -> int:
             print(json.dumps({
                 "prompt": prompt, "text": text, "prompt_tokens": len(prompt_ids),
                 "new_tokens": len(new_ids), "ids": new_ids,
-                "stopped": "eos" if len(new_ids) < settings.max_new_tokens else "max_new_tokens",
+                "stopped": stop_reason(new_ids, settings),
                 "seconds": round(seconds, 4)}), flush=True)
     return 0
+
+
+def stop_reason(new_ids: list[int], settings: SamplingSettings) -> str:
+    """Why generation ended: every token asked for came; or EOS came (or, rarely, a diverged
+    model's logits stopped being finite: generate() ends on both alike); or, with EOS
+    ignored, only the latter."""
+    if len(new_ids) == settings.max_new_tokens:
+        return "max_new_tokens"
+    return "eos" if settings.stop_id is not None else "non_finite_logits"
 
 
 def read_prompts(args) -> list[str]:
@@ -165,12 +174,13 @@ class TextStream:
 
     def __init__(self, tokenizer, prompt_ids: list[int]):
         self.tokenizer, self.prompt_ids = tokenizer, prompt_ids
+        self.head = tokenizer.decode(prompt_ids)  # once, not at every token
         self.ids: list[int] = []
         self.printed = ""
 
     def add(self, token_id: int) -> None:
         self.ids.append(token_id)
-        text = continuation_text(self.tokenizer, self.prompt_ids, self.ids)
+        text = continuation_text(self.tokenizer, self.prompt_ids, self.ids, self.head)
         if not text.endswith("\ufffd"):
             self._show(text)
 
@@ -260,15 +270,14 @@ def evaluation_run(trained: TrainedModel, args, device: torch.device) -> Run:
     source = f"{trained.checkpoint.path} (its config)" + (" with --set" if args.assignments
                                                           else "")
     try:
-        config = parse_config(raw, sections, source,
-                              ignorable={name for name in raw if name not in sections})
+        config = saved_config(raw, pm, source)
     except ConfigError as e:
         for origin, key, _ in overrides:
             if e.key == key:
                 raise ConfigError(e.key, e.detail, origin) from None
         raise
-    return Run(config=config, output_dir=Path(trained.checkpoint.path).parent.parent,
-               device=device, plugins=pm, tokenizer=trained.tokenizer, model=trained.model,
+    return Run(config=config, output_dir=trained.folder, device=device, plugins=pm,
+               tokenizer=trained.tokenizer, model=trained.model,
                run_id=trained.checkpoint.run_id)
 
 

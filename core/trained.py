@@ -20,7 +20,7 @@ import yaml
 
 from .cache import cache_dir, read_checked
 from .checkpoint import Checkpoint
-from .config import CheckpointSection, ConfigError, RunConfig, declared_sections, parse_config
+from .config import CheckpointSection, RunConfig, declared_sections, parse_config
 from .errors import UserError
 from .model import GPT
 from .ops import select_ops
@@ -34,6 +34,7 @@ DEFAULT_CHECKPOINTER = CheckpointSection().checkpointer
 @dataclass
 class TrainedModel:
     checkpoint: Checkpoint  # the record as saved (checkpoint.path: where it was read)
+    folder: Path  # the run folder it belongs to
     config: RunConfig  # the config the run trained with
     tokenizer: Tokenizer
     model: GPT  # in eval mode, on the device asked for
@@ -49,24 +50,28 @@ def load_trained(source: str, pm, device: torch.device, checkpointer: str | None
                  key: str = "SOURCE") -> TrainedModel:
     """The model of checkpoint or run folder `source`; UserError (naming `key`) when it is
     missing, damaged, or holds no checkpoint."""
-    checkpoint = read_source(source, pm, checkpointer, key)
-    config = saved_config(checkpoint, pm)
-    tokenizer = saved_tokenizer(checkpoint, config, key)
-    model = build_model(checkpoint, config, tokenizer, device)
-    return TrainedModel(checkpoint=checkpoint, config=config, tokenizer=tokenizer, model=model)
-
-
-def read_source(source: str, pm, checkpointer: str | None, key: str) -> Checkpoint:
     path = Path(source)
     if not path.exists():
         raise UserError(f"{key}: {source} does not exist; give a checkpoint "
                         "(checkpoints/checkpoint_step_N.bin) or a run folder (runs/NAME)")
     folder = path if path.is_dir() else path.parent.parent
+    checkpoint = read_source(path, folder, pm, checkpointer, key)
+    config = saved_config(checkpoint.config, pm, f"{checkpoint.path} (its config)")
+    tokenizer = saved_tokenizer(checkpoint, folder, config, key)
+    model = build_model(checkpoint, config, tokenizer, device)
+    return TrainedModel(checkpoint=checkpoint, folder=folder, config=config,
+                        tokenizer=tokenizer, model=model)
+
+
+def read_source(path: Path, folder: Path, pm, checkpointer: str | None,
+                key: str) -> Checkpoint:
+    """The checkpoint `path` names (a run folder: its newest intact one), verified by its
+    checkpointer."""
     paths = RunPaths(folder)
     name = checkpointer or folder_checkpointer(paths) or DEFAULT_CHECKPOINTER
     pm.check_selectable(name, "checkpointer", "--checkpointer")
     if path.is_dir() and not paths.checkpoints.is_dir():
-        raise UserError(f"{key}: {source} is a folder without checkpoints/; give a run folder "
+        raise UserError(f"{key}: {path} is a folder without checkpoints/; give a run folder "
                         "(runs/NAME) or a checkpoint file")
     run = Run(config=parse_config({}, declared_sections(pm), "<defaults>"), output_dir=folder,
               device=torch.device("cpu"), plugins=pm, run_id=folder_run_id(paths))
@@ -94,25 +99,23 @@ def folder_run_id(paths: RunPaths) -> str | None:
         return None
 
 
-def saved_config(checkpoint: Checkpoint, pm) -> RunConfig:
-    """The run's config as the checkpoint recorded it. Sections of plugins not installed
-    here are left out (a command that needs one says so when it asks)."""
-    try:
-        return parse_config(checkpoint.config, declared_sections(pm),
-                            f"{checkpoint.path} (its config)", ignorable=set(checkpoint.config))
-    except ConfigError as e:
-        raise UserError(f"{checkpoint.path}: its recorded config does not parse here ({e}); "
-                        "is it from a newer slimcore?") from None
+def saved_config(raw: dict, pm, source: str) -> RunConfig:
+    """A config as a checkpoint recorded it (`source` names it in errors). Sections of
+    plugins not installed here are left out (a command that needs one says so when it
+    asks)."""
+    sections = declared_sections(pm)
+    return parse_config(raw, sections, source,
+                        ignorable={name for name in raw if name not in sections})
 
 
-def saved_tokenizer(checkpoint: Checkpoint, config: RunConfig, key: str) -> Tokenizer:
+def saved_tokenizer(checkpoint: Checkpoint, folder: Path, config: RunConfig,
+                    key: str) -> Tokenizer:
     """The checkpoint's own tokenizer; for a record from before checkpoints carried it, the
     run folder's or the cache's copy with its fingerprint."""
     if checkpoint.tokenizer_model is not None:
         return Tokenizer(checkpoint.tokenizer_model, checkpoint.tokenizer_fingerprint)
     fingerprint = checkpoint.tokenizer_fingerprint or ""
-    base = Path(checkpoint.path or ".")
-    candidates = [RunPaths(base.parent.parent).tokenizer]
+    candidates = [RunPaths(folder).tokenizer]
     if config.tokenizer.path:
         candidates.append(Path(config.tokenizer.path))
     for candidate in candidates:
