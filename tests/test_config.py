@@ -201,7 +201,9 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
     from slimcore_checkpointers.three_file import ThreeFileConfig
     from slimcore_datasources.chunk import ChunkConfig
     from slimcore_visualizers.dashboard import DashboardConfig
+    from slimcore_visualizers.mlflow_export import MlflowConfig
     from slimcore_visualizers.tensorboard_export import TensorBoardConfig
+    from slimcore_visualizers.wandb_export import WandbConfig
 
     documented = {}
     for line in (REPO / "docs" / "configuration.md").read_text().splitlines():
@@ -212,7 +214,7 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
 
     sections = {**CORE_SECTIONS, "corpus": CorpusConfig, "chunk": ChunkConfig,
                 "three_file": ThreeFileConfig, "dashboard": DashboardConfig,
-                "tensorboard": TensorBoardConfig}
+                "tensorboard": TensorBoardConfig, "wandb": WandbConfig, "mlflow": MlflowConfig}
     expected = {key: rest for name, cls in sections.items()
                 for key, *rest in field_reference(cls, name)}
     assert sorted(documented) == sorted(expected)

@@ -14,8 +14,6 @@ once), and the files are flushed before every checkpoint (none is missing).
 
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -23,8 +21,9 @@ from typing import Annotated
 import yaml
 from slimcore import NonEmpty, hookimpl
 
+from .tracker_thread import TrackerExporter, flat_config, scalars
+
 NAME = "tensorboard"
-NOT_SCALARS = {"step", "timestamp", "memory_kind"}
 
 
 @dataclass
@@ -33,17 +32,18 @@ class TensorBoardConfig:
     dir: Annotated[str, NonEmpty()] | None = None
 
 
-class TensorBoardExporter:
+class TensorBoardExporter(TrackerExporter):
+    name = NAME
+
     def __init__(self):
-        self.records: queue.Queue | None = None
-        self.thread: threading.Thread | None = None
+        super().__init__()
+        self.writer = None
 
     @hookimpl
     def declare_config(self):
         return {NAME: TensorBoardConfig}
 
-    @hookimpl
-    def on_run_start(self, run):
+    def open(self, run) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         settings: TensorBoardConfig = run.config.section(NAME)
@@ -52,66 +52,27 @@ class TensorBoardExporter:
         # This run logs steps N + 1 on (N: the step it resumed at, or 0): TensorBoard
         # discards what earlier files of the folder hold from there (a process killed after
         # its checkpoint, or before its first one).
-        writer = SummaryWriter(str(folder), purge_step=run.start_step + 1)
+        self.writer = SummaryWriter(str(folder), purge_step=run.start_step + 1)
         if not earlier:
             config = run.config.to_dict()
-            writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "```")
-            write_hparams(writer, config)
-        self.records = queue.Queue()
-        self.thread = threading.Thread(target=self._write, args=(writer,), daemon=True,
-                                       name="tensorboard_export")
-        self.thread.start()
+            self.writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False)
+                                 + "```")
+            write_hparams(self.writer, config)
 
-    @hookimpl
-    def on_metrics(self, metrics, run):
-        if self.records is not None:
-            self.records.put(("metrics", metrics.to_dict()))
+    def write_metrics(self, record: dict) -> None:
+        for tag, number in scalars(record).items():
+            self.writer.add_scalar(tag, number, record["step"], walltime=record.get("timestamp"))
 
-    @hookimpl
-    def on_text_samples(self, step, samples, run):
-        if self.records is not None:
-            self.records.put(("samples", (step, [s.to_dict() for s in samples])))
+    def write_samples(self, step: int, records: list[dict]) -> None:
+        for sample in records:
+            self.writer.add_text(f"samples/{sample['prompt']}", sample["text"], step)
 
-    @hookimpl
-    def on_checkpoint(self, step, run):
-        self._drain("flush")  # on disk before the checkpoint commits
+    def flush(self) -> None:
+        self.writer.flush()
 
-    @hookimpl
-    def on_run_end(self, run, status, error):
-        if self.thread is not None:
-            self._drain("close")
-            self.thread = self.records = None
-
-    def _drain(self, command: str) -> None:
-        """Have the writer thread do everything queued so far, then `command`; wait for it."""
-        if self.records is None:
-            return
-        done = threading.Event()
-        self.records.put((command, done))
-        done.wait(60)
-
-    def _write(self, writer) -> None:
-        while True:
-            kind, value = self.records.get()
-            if kind == "metrics":
-                step = value["step"]
-                for key, number in value.items():
-                    if key in NOT_SCALARS or not isinstance(number, (int, float)) \
-                            or isinstance(number, bool):
-                        continue
-                    tag = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
-                    writer.add_scalar(tag, number, step, walltime=value.get("timestamp"))
-            elif kind == "samples":
-                step, samples = value
-                for sample in samples:
-                    writer.add_text(f"samples/{sample['prompt']}", sample["text"], step)
-            else:
-                writer.flush()
-                if kind == "close":
-                    writer.close()
-                value.set()
-                if kind == "close":
-                    return
+    def close(self, status: str) -> None:
+        self.writer.close()
+        self.writer = None
 
 
 def write_hparams(writer, config: dict) -> None:
@@ -120,10 +81,5 @@ def write_hparams(writer, config: dict) -> None:
     own)."""
     from torch.utils.tensorboard.summary import hparams
 
-    flat = {}
-    for section, values in config.items():
-        for key, value in (values or {}).items():
-            flat[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) \
-                and value is not None else str(value)
-    for summary in hparams(flat, {"train/loss": float("nan")}):
+    for summary in hparams(flat_config(config), {"train/loss": float("nan")}):
         writer.file_writer.add_summary(summary)

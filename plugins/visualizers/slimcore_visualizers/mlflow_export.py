@@ -1,0 +1,123 @@
+"""Plugin `mlflow`: the run in MLflow (optional: `pip install
+'slimcore-visualizers[mlflow]'`; off until the run sets `mlflow.enabled: true`).
+
+Every step's metrics (`train/loss`, ..., `eval/loss`) at the run's own step numbers, the
+resolved config as parameters (`model.width`, ...) and as the artifact `config.yaml`, the
+text samples as artifacts `samples/step_NNNNNNN.json`. The MLflow run carries the tag
+`slimcore.run_id`: a resumed run finds it and continues it, sending only the steps past what
+the MLflow run already has, so each step is there once (after a kill past a checkpoint the
+resumed run trains those steps again to the same values: a resume is bitwise; a run resumed
+from an older checkpoint on purpose, with another config, keeps the first values of the
+steps MLflow had). Writes happen on a thread of the plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from slimcore import NonEmpty, UserError, hookimpl
+
+from .tracker_thread import TrackerExporter, flat_config, scalars
+
+NAME = "mlflow"
+INSTALL = "pip install 'slimcore-visualizers[mlflow]'"
+RUN_ID_TAG = "slimcore.run_id"
+# MLflow takes at most this many metrics (and 100 parameters) in one batch.
+METRICS_PER_BATCH = 1000
+PARAMS_PER_BATCH = 100
+
+
+@dataclass
+class MlflowConfig:
+    # Off unless asked: a run is sent to a tracking server only when its config says so.
+    enabled: bool = False
+    # null: MLflow's own (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working
+    # folder); e.g. sqlite:///runs/mlflow.db, http://127.0.0.1:5000
+    tracking_uri: Annotated[str, NonEmpty()] | None = None
+    experiment: Annotated[str, NonEmpty()] = "slimcore"
+    run_name: Annotated[str, NonEmpty()] | None = None  # null: run.name
+
+
+class MlflowExporter(TrackerExporter):
+    name = NAME
+
+    def __init__(self):
+        super().__init__()
+        self.client = None
+        self.run_id: str | None = None
+        self.logged_through = 0  # the last step the MLflow run already had at the start
+
+    @hookimpl
+    def declare_config(self):
+        return {NAME: MlflowConfig}
+
+    def wanted(self, run) -> bool:
+        return run.is_main_process and run.config.section(NAME).enabled
+
+    def open(self, run) -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise UserError(f"mlflow.enabled is true but the mlflow package is not installed: "
+                            f"{INSTALL}, or set mlflow.enabled: false") from None
+        settings: MlflowConfig = run.config.section(NAME)
+        try:
+            self.client = MlflowClient(tracking_uri=settings.tracking_uri)
+            self._start(run, settings)
+        except Exception as error:  # a store MLflow cannot open, in MLflow's words
+            raise UserError(f"mlflow: could not start the MLflow run at "
+                            f"{settings.tracking_uri or 'the default tracking URI'} "
+                            f"({type(error).__name__}: {error}); check mlflow.tracking_uri"
+                            ) from None
+
+    def _start(self, run, settings: MlflowConfig) -> None:
+        experiment = self.client.get_experiment_by_name(settings.experiment)
+        experiment_id = experiment.experiment_id if experiment else \
+            self.client.create_experiment(settings.experiment)
+        earlier = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` = '{run.run_id}'",
+            max_results=1) if run.run_id else []
+        if earlier:
+            self.run_id = earlier[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            history = self.client.get_metric_history(self.run_id, "train/loss")
+            self.logged_through = max((m.step for m in history), default=0)
+            return
+        created = self.client.create_run(experiment_id, run_name=settings.run_name or run.name,
+                                         tags={RUN_ID_TAG: run.run_id or ""})
+        self.run_id = created.info.run_id
+        from mlflow.entities import Param
+
+        config = run.config.to_dict()
+        params = [Param(key, str(value)) for key, value in flat_config(config).items()]
+        for start in range(0, len(params), PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=params[start:start + PARAMS_PER_BATCH])
+        import yaml
+
+        self.client.log_text(self.run_id, yaml.safe_dump(config, sort_keys=False),
+                             "config.yaml")
+
+    def write_metrics(self, record: dict) -> None:
+        step = record["step"]
+        if step <= self.logged_through:
+            return  # the MLflow run has it from the process before (the same values)
+        from mlflow.entities import Metric
+
+        millis = int(1000 * (record.get("timestamp") or time.time()))
+        metrics = [Metric(key, float(value), millis, step)
+                   for key, value in scalars(record).items()]
+        for start in range(0, len(metrics), METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start:start + METRICS_PER_BATCH])
+
+    def write_samples(self, step: int, records: list[dict]) -> None:
+        self.client.log_text(self.run_id, json.dumps(records, indent=1, ensure_ascii=False),
+                             f"samples/step_{step:07d}.json")
+
+    def close(self, status: str) -> None:
+        # A stopped run is resumable: KILLED, which the resumed process sets back to RUNNING.
+        self.client.set_terminated(self.run_id, status={"completed": "FINISHED",
+                                                        "stopped": "KILLED"}.get(status, "FAILED"))
+        self.client = None

@@ -1,0 +1,143 @@
+"""What the experiment-tracker exporters (tensorboard, wandb, mlflow) share: their writes
+happen on a thread of the exporter, so the training thread only queues a record.
+
+A subclass implements `open(run)` (on the training thread, at the run's start), then
+`write_metrics(record)`, `write_samples(step, records)`, `flush()` and `close(status)`, all
+called on the exporter's thread in the order the run produced them. The queue is drained
+and flushed before every checkpoint commits (what a checkpoint covers is in the tracker) and
+at the end of the run. A tracker that raises is reported once, in one line, and sent nothing
+more: a tracker never stops training.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+
+from slimcore import describe_error, hookimpl
+
+# How long the end of a run and a checkpoint wait for a tracker to take what was queued.
+DRAIN_TIMEOUT_S = 120
+
+
+class TrackerExporter:
+    name = "tracker"  # the plugin's name: the thread's name and the warning's
+
+    def __init__(self):
+        self.records: queue.Queue | None = None
+        self.thread: threading.Thread | None = None
+        self.failed = False
+
+    # --- for subclasses ---------------------------------------------------------------------
+
+    def wanted(self, run) -> bool:
+        """Whether this run exports at all (its section may turn it off)."""
+        return run.is_main_process
+
+    def open(self, run) -> None:
+        raise NotImplementedError
+
+    def write_metrics(self, record: dict) -> None:
+        raise NotImplementedError
+
+    def write_samples(self, step: int, records: list[dict]) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, status: str) -> None:
+        pass
+
+    # --- the hooks --------------------------------------------------------------------------
+
+    @hookimpl
+    def on_run_start(self, run):
+        if not self.wanted(run):
+            return
+        self.failed = False
+        self.open(run)
+        self.records = queue.Queue()
+        self.thread = threading.Thread(target=self._work, daemon=True,
+                                       name=f"{self.name}_export")
+        self.thread.start()
+
+    @hookimpl
+    def on_metrics(self, metrics, run):
+        if self.records is not None:
+            self.records.put(("metrics", metrics.to_dict()))
+
+    @hookimpl
+    def on_text_samples(self, step, samples, run):
+        if self.records is not None:
+            self.records.put(("samples", (step, [s.to_dict() for s in samples])))
+
+    @hookimpl
+    def on_checkpoint(self, step, run):
+        self._drain(("flush", None))
+
+    @hookimpl
+    def on_run_end(self, run, status, error):
+        if self.thread is not None:
+            self._drain(("close", status))
+            self.thread = self.records = None
+
+    # --- the thread -------------------------------------------------------------------------
+
+    def _drain(self, command: tuple) -> None:
+        """Have the thread do everything queued so far, then `command`; wait for it."""
+        if self.records is None:
+            return
+        done = threading.Event()
+        self.records.put((*command, done))
+        done.wait(DRAIN_TIMEOUT_S)
+
+    def _work(self) -> None:
+        while True:
+            kind, value, *done = self.records.get()
+            try:
+                if self.failed:
+                    pass
+                elif kind == "metrics":
+                    self.write_metrics(value)
+                elif kind == "samples":
+                    self.write_samples(*value)
+                elif kind == "flush":
+                    self.flush()
+                else:
+                    self.close(value)
+            except Exception as error:  # noqa: BLE001 - reported, and training goes on
+                self.failed = True
+                print(f"slimcore: warning: plugin '{self.name}' failed writing to its "
+                      f"tracker: {describe_error(error)}; it gets nothing more this run",
+                      file=sys.stderr, flush=True)
+            if done:
+                done[0].set()
+            if kind == "close":
+                return
+
+
+def flat_config(config: dict) -> dict:
+    """The resolved config as one level of `section.key` values (lists and nulls as text):
+    what trackers take as hyperparameters / parameters."""
+    flat = {}
+    for section, values in config.items():
+        for key, value in (values or {}).items():
+            flat[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) \
+                and value is not None else str(value)
+    return flat
+
+
+def scalars(record: dict) -> dict[str, float]:
+    """A TrainingMetrics record's numbers under tracker names: `train/loss`, `eval/loss`."""
+    out = {}
+    for key, number in record.items():
+        if key in NOT_SCALARS or not isinstance(number, (int, float)) \
+                or isinstance(number, bool):
+            continue
+        out[f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"] = number
+    return out
+
+
+NOT_SCALARS = {"step", "timestamp", "memory_kind"}
