@@ -4,6 +4,10 @@
 #   make quickstart   train examples/quickstart.yaml (about 4 minutes on 2 CPU cores)
 #   make test         run the whole suite (about 9 minutes on 2 CPU cores)
 #
+# Also: `make quickstart ARGS=--test` (a 10-step smoke run), `make setup` (only the set-up,
+# about 3 minutes the first time), `make test-setup` (the test that clones this repository
+# and runs the first command's set-up there from nothing; CI runs it after the suite).
+#
 # Needs python3 (3.10 or newer), make and a C compiler. PyTorch: the CPU build where
 # nvidia-smi finds no GPU (a CUDA build is several GB), the default build where it does.
 
@@ -14,13 +18,17 @@ BIN := $(VENV)/bin
 INPUTS := requirements.txt pyproject.toml $(wildcard plugins/*/pyproject.toml)
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test setup clean-venv
+.PHONY: quickstart test test-setup setup clean-venv
 
 quickstart: $(STAMP)
-	$(BIN)/slimcore run examples/quickstart.yaml
+	$(BIN)/slimcore run examples/quickstart.yaml $(ARGS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# Minutes of set-up in a fresh clone, so not part of the suite's run: CI runs it after it.
+test-setup: $(STAMP)
+	SLIMCORE_SETUP_TEST=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n0 tests/test_setup.py
 
 setup: $(STAMP)
 

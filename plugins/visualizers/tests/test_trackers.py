@@ -159,3 +159,35 @@ def test_mlflow_with_a_store_it_cannot_open_is_one_line(tmp_path):
                                          r"nosuchscheme://x .*check mlflow.tracking_uri"):
         tiny_run(tmp_path / "out", steps=1,
                  config={"mlflow": {"enabled": True, "tracking_uri": "nosuchscheme://x"}})
+
+
+def test_a_tracker_that_fails_while_writing_is_reported_once_and_training_goes_on(
+        tmp_path, capfd):
+    from slimcore_visualizers.tracker_thread import TrackerExporter
+
+    class Unreachable(TrackerExporter):
+        name = "unreachable"
+
+        def __init__(self):
+            super().__init__()
+            self.steps = []
+
+        def open(self, run):
+            pass
+
+        def write_metrics(self, record):
+            if record["step"] == 2:
+                raise ConnectionError("tracking server went away")
+            self.steps.append(record["step"])
+
+        def write_samples(self, step, records):
+            pass
+
+    tracker = Unreachable()
+    result = tiny_run(tmp_path / "out", plugins={"unreachable": tracker}, steps=5)
+    assert result.status == "completed" and len(result.metrics) == 5
+    assert tracker.steps == [1]  # nothing more after the failure
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "unreachable" in line]
+    assert warnings == ["slimcore: warning: plugin 'unreachable' failed writing to its tracker: "
+                        "ConnectionError: tracking server went away; it gets nothing more this "
+                        "run"]
