@@ -12,6 +12,10 @@ FLOPs per token, against the card's dense bf16 peak; none on the CPU), peak memo
 GPU config: the issue's (width 1536, 16 layers, 12 heads, MLP 4096, sequence 1024, batch 16,
 vocabulary 32,000). CPU config: width 256, 4 layers, 4 heads, MLP 1024, sequence 256,
 batch 8, vocabulary 4,096.
+
+The strongest peer, where `liger_kernel` imports (CUDA only; carry its wheel to a lent GPU):
+the same model with Liger's Triton kernels (RMSNorm, SwiGLU, rotary, fused linear
+cross-entropy), eager and under torch.compile: what a user who wants fast kernels picks.
 """
 
 from __future__ import annotations
@@ -81,6 +85,59 @@ class Peer(nn.Module):
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
 
+class LigerPeer(Peer):
+    """The peer with Liger's kernels in place of the memory-bound PyTorch ops (same
+    parameter names, so the same weights load)."""
+
+    def __init__(self, cfg, vocab):
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss, LigerRMSNorm
+
+        super().__init__(cfg, vocab)
+        for block in self.blocks:
+            block.attn_norm = LigerRMSNorm(cfg.width, eps=cfg.norm_eps, in_place=False)
+            block.mlp_norm = LigerRMSNorm(cfg.width, eps=cfg.norm_eps, in_place=False)
+            block.forward = liger_block_forward.__get__(block)
+        self.norm = LigerRMSNorm(cfg.width, eps=cfg.norm_eps, in_place=False)
+        self.loss = LigerFusedLinearCrossEntropyLoss()
+        # Liger's rotary takes Hugging Face's tables: (1, T, D), the half repeated.
+        self.register_buffer("cos_full", torch.cat((self.cos, self.cos), -1)[None],
+                             persistent=False)
+        self.register_buffer("sin_full", torch.cat((self.sin, self.sin), -1)[None],
+                             persistent=False)
+
+    def forward(self, inputs, targets):
+        x = self.embed(inputs)
+        for block in self.blocks:
+            x = block(x, self.cos_full, self.sin_full)
+        hidden = self.norm(x).flatten(0, 1)
+        return self.loss(self.head.weight, hidden, targets.flatten())
+
+
+def liger_block_forward(self, x, cos, sin):
+    from liger_kernel.ops.swiglu import LigerSiLUMulFunction
+    from liger_kernel.transformers.rope import liger_rotary_pos_emb
+
+    B, T, C = x.shape
+    q, k, v = self.attn.qkv(self.attn_norm(x)).split(C, dim=-1)
+    q, k, v = (t.view(B, T, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+    q, k = liger_rotary_pos_emb(q, k, cos.to(q.dtype), sin.to(q.dtype))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    x = x + self.attn.out(y.transpose(1, 2).reshape(B, T, C))
+    gate, up = self.mlp.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
+    return x + self.mlp.down(LigerSiLUMulFunction.apply(gate.contiguous(), up.contiguous()))
+
+
+def liger_available(device) -> bool:
+    if device.type != "cuda":
+        return False
+    try:
+        import liger_kernel.transformers  # noqa: F401
+    except ImportError as error:
+        print(f"no Liger peer: {error} (pip install liger-kernel)")
+        return False
+    return True
+
+
 def train_rate(model, loss_of, batches, device, steps, warmup=3):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
@@ -145,8 +202,8 @@ def main() -> None:
           f"vocabulary {vocab}")
 
     def build(kind):
-        if kind == "peer":
-            model = Peer(cfg, vocab)
+        if kind in ("peer", "liger"):
+            model = (Peer if kind == "peer" else LigerPeer)(cfg, vocab)
             model.load_state_dict(state, strict=False)  # rotary tables are buffers of its own
         else:
             model = GPT(cfg, vocab, NativeOps if kind == "native" else TorchOps)
@@ -157,11 +214,15 @@ def main() -> None:
                 ("slimcore native eager", "native", False)]
     if not args.no_compile:
         variants += [("peer compile", "peer", True), ("slimcore native compile", "native", True)]
+    if liger_available(device):
+        variants += [("liger eager", "liger", False)]
+        if not args.no_compile:
+            variants += [("liger compile", "liger", True)]
     results = {}
     for label, kind, compiled in variants:
         model = build(kind)
         runner = torch.compile(model) if compiled else model
-        rate, memory, first_loss = train_rate(runner, peer_loss if kind == "peer"
+        rate, memory, first_loss = train_rate(runner, peer_loss if kind in ("peer", "liger")
                                               else slimcore_loss, batches, device, args.steps)
         results[label] = rate
         mfu = f"{rate * flops / peak:.1%}" if peak else "n/a"
@@ -173,7 +234,7 @@ def main() -> None:
             torch.cuda.empty_cache()
     for label in results:
         ratios = [f"{results[label] / results[peer]:.2f}x {peer}" for peer in
-                  ("peer eager", "peer compile") if peer in results]
+                  ("peer eager", "peer compile", "liger compile") if peer in results]
         print(f"{label:<26} " + ", ".join(ratios))
 
 

@@ -224,6 +224,40 @@ def test_one_training_step_native_matches_torch(device):
                                    msg=lambda m, n=name: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_native_model_compiles_whole_without_a_graph_break(device):
+    """`model.backend: native` + `model.compile: true`: what torch.compile sees of a training
+    step (the model's forward, from which AOT autograd derives the backward) is one graph with
+    no break, and that graph (fullgraph=True, forward and backward through AOT autograd)
+    gives the eager model's loss and gradients within 1e-5."""
+    from slimcore.config import ModelSection
+    from slimcore.model import GPT
+
+    cfg = ModelSection(width=32, layers=2, heads=2, mlp_hidden=48, seq_len=16)
+    torch.manual_seed(0)
+    eager = GPT(cfg, 301, NativeOps).to(device)
+    inputs = torch.randint(0, 301, (3, 16)).to(device)
+    targets = torch.randint(0, 301, (3, 16)).to(device)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(eager)(inputs, targets)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), \
+        [str(b.reason) for b in explained.break_reasons]
+
+    compiled_model = GPT(cfg, 301, NativeOps).to(device)
+    compiled_model.load_state_dict(eager.state_dict())
+    compiled = torch.compile(compiled_model, backend="aot_eager", fullgraph=True)
+    results = []
+    for model, runner in ((eager, eager), (compiled_model, compiled)):
+        loss_sum, correct, count = runner(inputs, targets)
+        (loss_sum / count).backward()
+        results.append((loss_sum, {n: p.grad for n, p in model.named_parameters()}))
+    torch._dynamo.reset()
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-6,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_one_bf16_autocast_step_native_matches_torch_on_cuda():
     """The GPU training path: bf16 autocast. Both sides round to bf16 in different places,

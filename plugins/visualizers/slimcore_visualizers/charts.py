@@ -122,8 +122,11 @@ class RecentPerformanceChart(Chart):
                                    color="tab:orange", linewidth=2, linestyle="--",
                                    label=f"accuracy, {window}-step average")
         twin.set_ylabel("accuracy (%)", color="tab:orange")
-        ax.legend(handles=[loss_line, accuracy_line], loc="best", fontsize=8)
-        ax.set_title(f"{self.title} (last {len(steps)})")
+        # Above the plot, under the title: inside it, one of the two lines always ran
+        # behind the legend (a legend sees only its own axis's lines, not the twin's).
+        ax.legend(handles=[loss_line, accuracy_line], loc="lower center", ncol=2, fontsize=8,
+                  bbox_to_anchor=(0.5, 1.0), frameon=False, borderaxespad=0.1)
+        ax.set_title(f"{self.title} (last {len(steps)})", pad=18)
 
 
 class TextSamplesTable(Chart):
