@@ -1,12 +1,18 @@
 """Each native kernel (forward and backward) against its PyTorch equivalent, one process.
 
-    python bench/kernels.py [--device cpu|cuda] [--repeats 5]
+    python bench/kernels.py [--device cpu|cuda] [--repeats 5] [--compile]
 
 Prints per kernel: median time of native and PyTorch, the ratio, the bytes each moves
 divided by the native time (GB/s: the kernel's minimum traffic, inputs read once and outputs
 written once), and the largest difference from PyTorch. Shapes: the issue's GPU model
 (batch 16 x sequence 1024 rows, width 1536, MLP 4096, vocabulary 32,000) on CUDA; an eighth
 of the rows on the CPU.
+
+`--compile`: the PyTorch side is what inductor generates for it (torch.compile of the
+TorchOps function, forward and backward), the question `model.compile` asks per op: the
+native kernel or inductor's (core/ops.py NATIVE_UNDER_COMPILE holds the answer per device).
+The output loss row is the whole projection + cross-entropy (native: ChunkedOutputLoss;
+PyTorch: full logits and F.cross_entropy), at width 256 on the CPU.
 """
 
 from __future__ import annotations
@@ -53,7 +59,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", action="store_true",
+                        help="PyTorch side under torch.compile (inductor)")
     args = parser.parse_args()
+    reference = compiled_ops() if args.compile else TorchOps
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     dtype = torch.bfloat16 if gpu else torch.float32
@@ -61,7 +70,7 @@ def main() -> None:
     width, hidden, vocab, heads, head_dim = 1536, 4096, 32000, 12, 128
     name = torch.cuda.get_device_name(device) if gpu else platform.processor() or "cpu"
     print(f"device {name}, {dtype}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, {rows} rows")
+          f"threads, {rows} rows; PyTorch side {'inductor' if args.compile else 'eager'}")
     g = torch.Generator(device=device).manual_seed(0)
     size = torch.tensor([], dtype=dtype).element_size()
 
@@ -99,7 +108,7 @@ def main() -> None:
     upstream = torch.randn(rows, width, device=device, generator=g)
     report("rms_norm fwd+bwd",
            forward_backward(NativeOps.rms_norm, [x, weight, 1e-5], upstream, (0, 1)),
-           forward_backward(TorchOps.rms_norm, [x, weight, 1e-5], upstream, (0, 1)),
+           forward_backward(reference.rms_norm, [x, weight, 1e-5], upstream, (0, 1)),
            rows * width * 4 * 5, device, args.repeats)
 
     batch = rows // 1024
@@ -107,21 +116,49 @@ def main() -> None:
     cos, sin = (t.to(device) for t in rotary_tables(1024, head_dim, 10000.0))
     up_q = torch.randn_like(q)
     report("rotary fwd+bwd", forward_backward(NativeOps.rotary, [q, cos, sin], up_q),
-           forward_backward(TorchOps.rotary, [q, cos, sin], up_q),
+           forward_backward(reference.rotary, [q, cos, sin], up_q),
            q.numel() * size * 4, device, args.repeats)
 
     gate_up = torch.randn(rows, 2 * hidden, device=device, dtype=dtype, generator=g)
     up_s = torch.randn(rows, hidden, device=device, dtype=dtype, generator=g)
     report("swiglu fwd+bwd", forward_backward(NativeOps.swiglu, [gate_up], up_s),
-           forward_backward(TorchOps.swiglu, [gate_up], up_s),
+           forward_backward(reference.swiglu, [gate_up], up_s),
            rows * hidden * size * 7, device, args.repeats)
 
+    # The output projection and its loss together (what NativeOps.output_loss replaces).
+    loss_width = width if gpu else 256
+    hidden_states = torch.randn(rows, loss_width, device=device, dtype=dtype, generator=g)
+    out_weight = torch.randn(vocab, loss_width, device=device, dtype=dtype, generator=g) * 0.02
 
-def report(label, native_fn, torch_fn, bytes_moved, device, repeats, compare=None):
+    def loss_only(op):
+        return lambda h, w: op(h, w, targets)[0]
+    one = torch.tensor(1.0, device=device)
+    report("output loss fwd+bwd",
+           forward_backward(loss_only(NativeOps.output_loss), [hidden_states, out_weight], one,
+                            (0, 1)),
+           forward_backward(loss_only(reference.output_loss), [hidden_states, out_weight], one,
+                            (0, 1)),
+           (rows + vocab) * loss_width * size * 3, device, args.repeats,
+           relative=True)
+
+
+def compiled_ops():
+    """TorchOps' functions as inductor compiles them."""
+    class Compiled:
+        pass
+    for op in ("rms_norm", "rotary", "swiglu", "output_loss"):
+        setattr(Compiled, op, staticmethod(torch.compile(getattr(TorchOps, op), dynamic=False)))
+    return Compiled
+
+
+def report(label, native_fn, torch_fn, bytes_moved, device, repeats, compare=None,
+           relative=False):
     native_s, torch_s = clock(native_fn, device, repeats), clock(torch_fn, device, repeats)
     a, b = native_fn(), torch_fn()
     if compare is None:
+        # relative: each tensor's largest difference over its largest magnitude
         error = max((x.float() - y.float()).abs().max().item()
+                    / (y.float().abs().max().item() if relative else 1)
                     for x, y in zip([a[0], *a[1]], [b[0], *b[1]]))
     else:
         error = compare(a, b)

@@ -31,7 +31,7 @@ from slimcore.config import ModelSection
 from slimcore.metrics import device_peak_flops, flops_per_token
 from slimcore.model import GPT, rotary_tables
 from slimcore.native_ops import NativeOps
-from slimcore.ops import TorchOps
+from slimcore.ops import TorchOps, under_compile
 
 
 class PeerBlock(nn.Module):
@@ -201,26 +201,31 @@ def main() -> None:
           f"{cfg.width}, {cfg.layers} layers, sequence {cfg.seq_len}, batch {batch}, "
           f"vocabulary {vocab}")
 
-    def build(kind):
+    def build(kind, compiled):
         if kind in ("peer", "liger"):
             model = (Peer if kind == "peer" else LigerPeer)(cfg, vocab)
             model.load_state_dict(state, strict=False)  # rotary tables are buffers of its own
         else:
-            model = GPT(cfg, vocab, NativeOps if kind == "native" else TorchOps)
+            # Compiled, the native backend keeps the kernels NATIVE_UNDER_COMPILE names, as
+            # a run with model.compile does.
+            ops = (under_compile(NativeOps, device.type) if compiled else NativeOps) \
+                if kind == "native" else TorchOps
+            model = GPT(cfg, vocab, ops)
             model.load_state_dict(state)
         return model.to(device)
 
     variants = [("peer eager", "peer", False), ("slimcore torch eager", "torch", False),
                 ("slimcore native eager", "native", False)]
     if not args.no_compile:
-        variants += [("peer compile", "peer", True), ("slimcore native compile", "native", True)]
+        variants += [("peer compile", "peer", True), ("slimcore torch compile", "torch", True),
+                     ("slimcore native compile", "native", True)]
     if liger_available(device):
         variants += [("liger eager", "liger", False)]
         if not args.no_compile:
             variants += [("liger compile", "liger", True)]
     results = {}
     for label, kind, compiled in variants:
-        model = build(kind)
+        model = build(kind, compiled)
         runner = torch.compile(model) if compiled else model
         rate, memory, first_loss = train_rate(runner, peer_loss if kind in ("peer", "liger")
                                               else slimcore_loss, batches, device, args.steps)

@@ -120,7 +120,7 @@ class ModelSection:
     # Which implementation runs the memory-bound ops (norm, rotary, SwiGLU, cross-entropy).
     # auto: the native kernels on a GPU, PyTorch's on the CPU (see docs/native.md).
     backend: Literal["auto", "native", "torch"] = "auto"
-    compile: bool = False  # run the model under torch.compile (the native ops inside it)
+    compile: bool = False  # run the model under torch.compile (native ops: per ops.NATIVE_UNDER_COMPILE)
     # Recompute each block's activations in the backward pass instead of keeping them:
     # about a third more compute for activations that no longer grow with depth.
     activation_checkpointing: bool = False

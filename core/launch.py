@@ -195,7 +195,8 @@ def _train(run: Run, folder: RunFolder | None, fresh_id: str, resume: str | None
     if run.is_main_process:
         write_atomically(run.paths.tokenizer, run.tokenizer.model_proto)
     check_model_fits(run)
-    model = GPT(config.model, run.tokenizer.vocab_size, select_ops(config.model.backend, device))
+    model = GPT(config.model, run.tokenizer.vocab_size, select_ops(config.model.backend, device,
+                                                                  config.model.compile))
     run.model = model.to(device)
     wrapped = ranks.wrap(model, device)  # FSDP shards in place: before the optimizer
     if config.model.compile:

@@ -21,10 +21,10 @@ class TorchOps:
 
     @staticmethod
     def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        # Statistics in float32: bf16's 8-bit mantissa loses the mean of squares.
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-        return (normed * weight.float()).type_as(x)
+        # Statistics in float32: bf16's 8-bit mantissa loses the mean of squares. PyTorch's
+        # own rms_norm (one fused kernel where it has one) instead of the formula in five
+        # operators, each a pass over the activations and a tensor autograd keeps.
+        return F.rms_norm(x.float(), (x.shape[-1],), weight.float(), eps).type_as(x)
 
     @staticmethod
     def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -60,12 +60,25 @@ class TorchOps:
 
 
 BACKENDS = ("torch", "native")
+OPS = ("rms_norm", "rotary", "swiglu", "output_loss")
+
+# Under `model.compile`, the ops that keep their native kernel; the others are left to
+# inductor, which generates code for them and fuses it with its neighbours. Chosen per op
+# and device from `bench/kernels.py --compile` and checked on whole steps with
+# bench/throughput.py (docs/native.md has the figures). CUDA: every op native until that
+# measurement is made on a GPU (the whole-step figure so far: 0.97x the compiled peer).
+NATIVE_UNDER_COMPILE = {
+    "cpu": frozenset({"rms_norm"}),
+    "cuda": frozenset(OPS),
+}
 
 
-def select_ops(backend: str, device: torch.device):
+def select_ops(backend: str, device: torch.device, compiled: bool = False):
     """The ops for `model.backend`. `auto`: the native kernels on a GPU; PyTorch's on the
     CPU, where bench/throughput.py measured the C build at parity on whole training steps
-    (matrix products dominate), not worth requiring a C compiler (docs/native.md)."""
+    (matrix products dominate), not worth requiring a C compiler (docs/native.md).
+    `compiled` (model.compile): the native backend keeps only the kernels of
+    NATIVE_UNDER_COMPILE for the device and leaves the other ops to inductor."""
     if backend == "torch" or (backend == "auto" and device.type != "cuda"):
         return TorchOps
     from . import native
@@ -80,4 +93,16 @@ def select_ops(backend: str, device: torch.device):
         print(f"slimcore: warning: {e}; model.backend auto falls back to torch",
               file=sys.stderr)
         return TorchOps
-    return NativeOps
+    return under_compile(NativeOps, device.type) if compiled else NativeOps
+
+
+def under_compile(native_ops, device_type: str):
+    """native_ops with the ops inductor does better on this device taken from TorchOps."""
+    keep = NATIVE_UNDER_COMPILE.get(device_type, frozenset(OPS))
+    if keep == frozenset(OPS):
+        return native_ops
+    inductor = {op: staticmethod(getattr(TorchOps, op)) for op in OPS if op not in keep}
+    return type("CompiledNativeOps", (native_ops,),
+                {"name": "native", **inductor,
+                 "__doc__": f"native {', '.join(sorted(keep)) or 'nothing'}; inductor "
+                            f"{', '.join(sorted(inductor))}"})

@@ -258,6 +258,19 @@ def test_the_native_model_compiles_whole_without_a_graph_break(device):
                                    msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_under_compile_the_native_backend_keeps_the_kernels_its_table_names():
+    from slimcore.ops import NATIVE_UNDER_COMPILE, OPS, select_ops
+
+    cpu = torch.device("cpu")
+    assert select_ops("native", cpu) is NativeOps  # eager: every kernel native
+    compiled = select_ops("native", cpu, compiled=True)
+    assert compiled.name == "native"
+    for op in OPS:
+        want = NativeOps if op in NATIVE_UNDER_COMPILE["cpu"] else TorchOps
+        assert getattr(compiled, op) is getattr(want, op), op
+    assert select_ops("auto", cpu, compiled=True) is TorchOps  # auto on the CPU: all inductor
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_one_bf16_autocast_step_native_matches_torch_on_cuda():
     """The GPU training path: bf16 autocast. Both sides round to bf16 in different places,

@@ -1,6 +1,8 @@
 """Where a training step's time goes: one step under torch.profiler, by category and by kernel.
+(Not named profile.py: that is the standard library's `profile`, which torch.compile imports
+through cProfile, and every script of this folder would import this file in its place.)
 
-    python bench/profile.py [--device cuda|cpu] [--variants peer-compile,native-eager,...]
+    python bench/profile_step.py [--device cuda|cpu] [--variants peer-compile,native-eager,...]
                             [--steps 2] [--top 12]
 
 Variants (bench/throughput.py's models, same weights and batches): `peer-eager`,
@@ -19,28 +21,20 @@ the rest of the wall time. Printed as Markdown tables, ready for bench/RESULTS.m
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file's name is the standard library's `profile` (which cProfile, and so torch.compile,
-# imports): its folder goes to the end of the path, after the standard library.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
-
-import argparse  # noqa: E402
-import re  # noqa: E402
-import time  # noqa: E402
+import argparse
+import re
+import time
 from collections import defaultdict
 
-import torch  # noqa: E402
-from throughput import LigerPeer, Peer, liger_available, peer_loss, slimcore_loss  # noqa: E402
-from torch.autograd import DeviceType  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
+import torch
+from throughput import LigerPeer, Peer, liger_available, peer_loss, slimcore_loss
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
-from slimcore.config import ModelSection  # noqa: E402
-from slimcore.model import GPT  # noqa: E402
-from slimcore.native_ops import NativeOps  # noqa: E402
-from slimcore.ops import TorchOps  # noqa: E402
+from slimcore.config import ModelSection
+from slimcore.model import GPT
+from slimcore.native_ops import NativeOps
+from slimcore.ops import TorchOps
 
 # First match wins: fused kernels carry several names (inductor's
 # `triton_red_fused_add_mean_mul_pow_rsqrt` is a norm; a fused CE kernel contains `log`).
