@@ -5,10 +5,9 @@ autograd, so the ops compose with `torch.compile`, autocast and FSDP. Before eve
 tensors' device, dtype, contiguity and alignment are checked, the CUDA stream is the current
 one, and every status code is checked (native.check).
 
-The output projection and cross-entropy run chunk by chunk over rows (ChunkedOutputLoss):
-each chunk's logits are made, turned into their gradient in place by the fused kernel, and
-consumed into the input and weight gradients at once, so the full (rows x vocabulary) logits
-never exist together and nothing of them is kept for the backward pass.
+The output projection and cross-entropy run chunk by chunk over rows (ChunkedOutputLoss,
+core/chunked_loss.py) with the fused kernel turning each chunk's logits into their gradient
+in place.
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ import torch
 
 from . import native
 from .batch import IGNORE_INDEX
+from .chunked_loss import chunked_output_loss
 
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}
-# Logit elements per chunk: 2**27 is 256 MiB of bf16 (4,194 rows of a 32,000 vocabulary).
-CHUNK_ELEMENTS = 2**27
 
 
 def _kind(t: torch.Tensor) -> str:
@@ -89,42 +87,12 @@ def _(logits, targets, ignore_index, write_grad):
             logits.new_empty((), dtype=torch.int64))
 
 
-class ChunkedOutputLoss(torch.autograd.Function):
-    """(loss summed over counted targets, correct count, counted targets) of hidden @ W^T.
+def _native_score(logits, targets, write_grad):
+    return cross_entropy_(logits, targets, IGNORE_INDEX, write_grad)
 
-    The gradients are computed in the forward pass (the loss is a sum, so backward only
-    scales them by the incoming gradient)."""
 
-    @staticmethod
-    def forward(ctx, hidden, weight, targets):
-        rows, vocab = hidden.shape[0], weight.shape[0]
-        step = max(1, CHUNK_ELEMENTS // vocab)
-        wants_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        correct = torch.zeros((), dtype=torch.int64, device=hidden.device)
-        grad_hidden = torch.empty_like(hidden) if wants_grad else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if wants_grad else None
-        for start in range(0, rows, step):
-            chunk = hidden[start:start + step]
-            logits = (chunk @ weight.t()).contiguous()  # autocast: bf16 on the GPU
-            loss, hits = cross_entropy_(logits, targets[start:start + step].contiguous(),
-                                        IGNORE_INDEX, wants_grad)
-            loss_sum += loss.sum()
-            correct += hits
-            if wants_grad:  # `logits` now holds d(loss)/d(logits)
-                grad_hidden[start:start + step] = logits @ weight.to(logits.dtype)
-                grad_weight += (logits.t() @ chunk.to(logits.dtype)).float()
-        ctx.save_for_backward(grad_hidden, grad_weight)
-        ctx.weight_dtype = weight.dtype
-        count = (targets != IGNORE_INDEX).sum()
-        ctx.mark_non_differentiable(correct, count)
-        return loss_sum, correct, count
-
-    @staticmethod
-    def backward(ctx, grad_loss, _correct, _count):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        return (grad_hidden * grad_loss.to(grad_hidden.dtype),
-                (grad_weight * grad_loss).to(ctx.weight_dtype), None)
+# The projection and the fused kernel chunk by chunk (core/chunked_loss.py).
+ChunkedOutputLoss = chunked_output_loss(_native_score)
 
 
 # -- RMSNorm ------------------------------------------------------------------------------------

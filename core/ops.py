@@ -14,6 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from .batch import IGNORE_INDEX
+from .chunked_loss import CHUNK_ELEMENTS, chunked_output_loss, torch_score
+
+# The projection and loss in PyTorch operators, chunk by chunk (core/chunked_loss.py).
+TorchChunkedOutputLoss = chunked_output_loss(torch_score)
 
 
 class TorchOps:
@@ -49,7 +53,19 @@ class TorchOps:
         count of targets that are the argmax of their logits, and the count of targets.
         Summing (not averaging) lets the trainer normalise over a whole accumulated batch.
         Accuracy comes from the same logits as the loss, at no extra pass.
+
+        Logits of more than CHUNK_ELEMENTS are made and scored chunk by chunk, their
+        gradient made at once (TorchChunkedOutputLoss): a (16k x 32,000) float32 copy of
+        the logits, and what autograd keeps of it, never exist. Smaller ones take the plain
+        formula below, the reference every other implementation is tested against.
         """
+        if hidden.shape[0] * weight.shape[0] > CHUNK_ELEMENTS:
+            return TorchChunkedOutputLoss.apply(hidden, weight, targets)
+        return TorchOps.plain_output_loss(hidden, weight, targets)
+
+    @staticmethod
+    def plain_output_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = hidden @ weight.t()  # (N, V)
         loss_sum = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
                                    reduction="sum")
