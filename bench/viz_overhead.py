@@ -6,6 +6,8 @@ one process; then the time of one dashboard render. Target: steps/s with them at
     python bench/viz_overhead.py                    # quickstart model, CPU
     python bench/viz_overhead.py --smoke            # the --test model: steps of milliseconds
     python bench/viz_overhead.py --only tensorboard # the TensorBoard exporter alone, on vs off
+    python bench/viz_overhead.py --only wandb       # W&B (offline) alone; also --only mlflow
+                                                    # (a sqlite store in the run's folder)
 
 Record the figures in bench/RESULTS.md.
 """
@@ -24,6 +26,10 @@ from slimcore.config import SMOKE_OVERRIDES
 
 SMOKE_MODEL = tuple(o for o in SMOKE_OVERRIDES if o.startswith(("model.", "data.")))
 OBSERVERS = ("dashboard", "json_export", "tensorboard")
+# The optional trackers are off unless their section turns them on: with --only, turned on
+# with these (the run's folder as {out}); no network.
+TRACKERS = {"wandb": ("wandb.enabled=true", "wandb.mode=offline"),
+            "mlflow": ("mlflow.enabled=true", "mlflow.tracking_uri=sqlite:///{out}/mlflow.db")}
 
 
 def time_one_render(steps: int, samples: int) -> float:
@@ -56,7 +62,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--smoke", action="store_true", help="the tiny --test model")
-    parser.add_argument("--only", choices=OBSERVERS,
+    parser.add_argument("--only", choices=(*OBSERVERS, *TRACKERS),
                         help="compare this observer alone (the others off) on against off")
     args = parser.parse_args()
     model = SMOKE_MODEL if args.smoke else ()
@@ -73,8 +79,10 @@ def main() -> None:
             others = tuple(o for o in OBSERVERS if args.only and o != args.only)
             with tempfile.TemporaryDirectory() as out:
                 if which == "charts":
+                    enable = tuple(o.format(out=out) for o in TRACKERS.get(args.only, ()))
                     rates[which] = time_run(args, batches, tokenizer, Path(out),
-                                            (*model, "intervals.viz=10"), disabled=others)
+                                            (*model, "intervals.viz=10", *enable),
+                                            disabled=others)
                 else:
                     rates[which] = time_run(args, batches, tokenizer, Path(out), model,
                                             disabled=OBSERVERS)
