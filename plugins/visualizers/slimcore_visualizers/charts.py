@@ -72,7 +72,10 @@ class ThroughputChart(Chart):
     def draw(self, ax, data):
         draw_curve(ax, data, "tokens_per_second", "tokens/s")
         ax.set_ylim(bottom=0)  # from zero: a 2% dip must not look like a collapse
-        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
+        # 12,500, not 1.25 under a "1e4" at the axis's top (matplotlib's offset past 10^4)
+        from matplotlib.ticker import StrMethodFormatter
+
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
 
 
 class LearningRateChart(Chart):

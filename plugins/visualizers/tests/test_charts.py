@@ -135,6 +135,21 @@ def test_the_throughput_axis_starts_at_zero():
         plt.close(figure)
 
 
+def test_throughput_past_ten_thousand_reads_as_whole_numbers():
+    """12,500 tokens/s is labelled 12,500, not 1.25 under a `1e4` at the axis's top."""
+    data = ChartData(metrics=[metric(s, tokens_per_second=12500.0 + 300 * (s % 3))
+                              for s in range(1, 10)])
+    figure, ax = plt.subplots()
+    try:
+        charts()["throughput"].draw(ax, data)
+        figure.canvas.draw()
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert ax.yaxis.get_offset_text().get_text() == ""
+        assert "10,000" in labels, labels
+    finally:
+        plt.close(figure)
+
+
 def test_the_samples_table_wraps_at_its_columns_width():
     """In a dashboard-wide row (18 in) the generated text runs across the column: more
     characters a line than a narrow figure's, none past the column."""
