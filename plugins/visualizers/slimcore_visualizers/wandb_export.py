@@ -24,6 +24,7 @@ from .tracker_thread import TrackerExporter, scalars
 
 NAME = "wandb"
 INSTALL = "pip install 'slimcore-visualizers[wandb]'"
+SAMPLE_COLUMNS = ["step", "prompt", "text"]
 
 
 @dataclass
@@ -74,7 +75,6 @@ class WandbExporter(TrackerExporter):
             raise UserError(f"wandb: could not start the W&B run ({type(error).__name__}: "
                             f"{error}); check wandb.project / wandb.entity, run `wandb login`, "
                             "or set wandb.mode: offline") from None
-        self.table_columns = ["step", "prompt", "text"]
 
     def write_metrics(self, record: dict) -> None:
         self.wandb_run.log(scalars(record), step=record["step"])
@@ -82,7 +82,7 @@ class WandbExporter(TrackerExporter):
     def write_samples(self, step: int, records: list[dict]) -> None:
         import wandb
 
-        table = wandb.Table(columns=self.table_columns,
+        table = wandb.Table(columns=SAMPLE_COLUMNS,
                             data=[[step, r["prompt"], r["text"]] for r in records])
         self.wandb_run.log({"samples": table}, step=step)
 
