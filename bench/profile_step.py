@@ -27,13 +27,11 @@ import time
 from collections import defaultdict
 
 import torch
-from throughput import LigerPeer, Peer, liger_available, peer_loss, slimcore_loss
+from throughput import build, issue_shape, liger_available, peer_loss, slimcore_loss
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from slimcore.config import ModelSection
 from slimcore.model import GPT
-from slimcore.native_ops import NativeOps
 from slimcore.ops import TorchOps
 
 # First match wins: fused kernels carry several names (inductor's
@@ -60,19 +58,9 @@ def category(kernel: str) -> str:
     return next(name for name, pattern in COMPILED if pattern.search(kernel))
 
 
-def build(kind: str, cfg, vocab, state, device):
-    if kind in ("peer", "liger"):
-        model = (Peer if kind == "peer" else LigerPeer)(cfg, vocab)
-        model.load_state_dict(state, strict=False)
-    else:
-        model = GPT(cfg, vocab, NativeOps if kind == "native" else TorchOps)
-        model.load_state_dict(state)
-    return model.to(device)
-
-
 def one_variant(name: str, cfg, vocab, state, batches, device, steps: int):
     kind, mode = name.split("-")
-    model = build(kind, cfg, vocab, state, device)
+    model = build(kind, mode == "compile", cfg, vocab, state, device)
     runner = torch.compile(model) if mode == "compile" else model
     loss_of = peer_loss if kind in ("peer", "liger") else slimcore_loss
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -145,12 +133,7 @@ def main() -> None:
                         help="the CPU model on any device (a quick dry run)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    if device.type == "cuda" and not args.small:
-        cfg, vocab, batch = ModelSection(width=1536, layers=16, heads=12, mlp_hidden=4096,
-                                         seq_len=1024), 32000, 16
-    else:
-        cfg, vocab, batch = ModelSection(width=256, layers=4, heads=4, mlp_hidden=1024,
-                                         seq_len=256), 4096, 8
+    cfg, vocab, batch = issue_shape(device, args.small)
     torch.manual_seed(0)
     state = GPT(cfg, vocab, TorchOps).state_dict()
     g = torch.Generator().manual_seed(1)

@@ -165,6 +165,30 @@ def train_rate(model, loss_of, batches, device, steps, warmup=3):
     return tokens / elapsed, memory, float(losses[warmup])
 
 
+def issue_shape(device: torch.device, small: bool = False):
+    """(model section, vocabulary, batch): the issue's GPU model on CUDA, a small one on the
+    CPU (or anywhere with `small`)."""
+    if device.type == "cuda" and not small:
+        return ModelSection(width=1536, layers=16, heads=12, mlp_hidden=4096, seq_len=1024), \
+            32000, 16
+    return ModelSection(width=256, layers=4, heads=4, mlp_hidden=1024, seq_len=256), 4096, 8
+
+
+def build(kind: str, compiled: bool, cfg, vocab: int, state: dict, device):
+    """A variant's model with the reference weights: `peer`, `liger`, or slimcore's `torch`
+    or `native` backend (compiled, the native backend keeps the kernels NATIVE_UNDER_COMPILE
+    names, as a run with model.compile does)."""
+    if kind in ("peer", "liger"):
+        model = (Peer if kind == "peer" else LigerPeer)(cfg, vocab)
+        model.load_state_dict(state, strict=False)  # rotary tables are buffers of its own
+    else:
+        ops = (under_compile(NativeOps, device.type) if compiled else NativeOps) \
+            if kind == "native" else TorchOps
+        model = GPT(cfg, vocab, ops)
+        model.load_state_dict(state)
+    return model.to(device)
+
+
 def slimcore_loss(model, inputs, targets):
     loss_sum, _, count = model(inputs, targets)
     return loss_sum / count
@@ -181,12 +205,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
-    if device.type == "cuda":
-        cfg, vocab, batch = ModelSection(width=1536, layers=16, heads=12, mlp_hidden=4096,
-                                         seq_len=1024), 32000, 16
-    else:
-        cfg, vocab, batch = ModelSection(width=256, layers=4, heads=4, mlp_hidden=1024,
-                                         seq_len=256), 4096, 8
+    cfg, vocab, batch = issue_shape(device)
     torch.manual_seed(0)
     reference = GPT(cfg, vocab, TorchOps)
     state = reference.state_dict()
@@ -201,19 +220,6 @@ def main() -> None:
           f"{cfg.width}, {cfg.layers} layers, sequence {cfg.seq_len}, batch {batch}, "
           f"vocabulary {vocab}")
 
-    def build(kind, compiled):
-        if kind in ("peer", "liger"):
-            model = (Peer if kind == "peer" else LigerPeer)(cfg, vocab)
-            model.load_state_dict(state, strict=False)  # rotary tables are buffers of its own
-        else:
-            # Compiled, the native backend keeps the kernels NATIVE_UNDER_COMPILE names, as
-            # a run with model.compile does.
-            ops = (under_compile(NativeOps, device.type) if compiled else NativeOps) \
-                if kind == "native" else TorchOps
-            model = GPT(cfg, vocab, ops)
-            model.load_state_dict(state)
-        return model.to(device)
-
     variants = [("peer eager", "peer", False), ("slimcore torch eager", "torch", False),
                 ("slimcore native eager", "native", False)]
     if not args.no_compile:
@@ -225,7 +231,7 @@ def main() -> None:
             variants += [("liger compile", "liger", True)]
     results = {}
     for label, kind, compiled in variants:
-        model = build(kind, compiled)
+        model = build(kind, compiled, cfg, vocab, state, device)
         runner = torch.compile(model) if compiled else model
         rate, memory, first_loss = train_rate(runner, peer_loss if kind in ("peer", "liger")
                                               else slimcore_loss, batches, device, args.steps)

@@ -233,7 +233,7 @@ def test_the_native_model_compiles_whole_without_a_graph_break(device):
     from slimcore.config import ModelSection
     from slimcore.model import GPT
 
-    cfg = ModelSection(width=32, layers=2, heads=2, mlp_hidden=48, seq_len=16)
+    cfg = ModelSection(width=32, layers=1, heads=2, mlp_hidden=48, seq_len=16)
     torch.manual_seed(0)
     eager = GPT(cfg, 301, NativeOps).to(device)
     inputs = torch.randint(0, 301, (3, 16)).to(device)
