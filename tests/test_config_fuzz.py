@@ -15,7 +15,7 @@ import yaml
 from conftest import REPO
 from slimcore.cli import main
 
-MUTATIONS = 300
+MUTATIONS = 200
 SEED = 20261201
 VALUES = [None, "", "  ", "text", "../..", True, False, 0, -1, 1, 2**63, -(2**63) - 1, 10**30,
           0.0, -0.5, 0.5, 1e300, math.nan, math.inf, -math.inf, [], [1, "a"], {}, {"k": 1},

@@ -166,8 +166,10 @@ def test_third_party_chart_installed_with_pip(cli, write_config, tmp_path, tmp_p
     assert "grad_norm" not in charts_in(png)
     # The example's own tests pass against the installed package.
     tests = REPO / "examples" / "slimcore-viz-example" / "tests"
+    # Without the suite's own options (two xdist workers, each importing torch, for 2 tests).
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(tests)], capture_output=True, text=True,
+                             "-p", "no:xdist", "-o", "addopts=", str(tests)],
+                            capture_output=True, text=True,
                             env={**__import__("os").environ, **env}, cwd=tmp_path)
     assert result.returncode == 0, result.stdout
 
