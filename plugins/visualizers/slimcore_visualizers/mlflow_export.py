@@ -19,12 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from slimcore import NonEmpty, UserError, hookimpl
+from slimcore import NonEmpty, UserError
 
 from .tracker_thread import TrackerExporter, flat_config, scalars
 
 NAME = "mlflow"
-INSTALL = "pip install 'slimcore-visualizers[mlflow]'"
 RUN_ID_TAG = "slimcore.run_id"
 # MLflow takes at most this many metrics (and 100 parameters) in one batch.
 METRICS_PER_BATCH = 1000
@@ -48,6 +47,7 @@ class MlflowConfig:
 
 class MlflowExporter(TrackerExporter):
     name = NAME
+    config_class = MlflowConfig
 
     def __init__(self):
         super().__init__()
@@ -57,19 +57,8 @@ class MlflowExporter(TrackerExporter):
         self.pending: list = []  # metrics not yet sent
         self.sent_at = 0.0
 
-    @hookimpl
-    def declare_config(self):
-        return {NAME: MlflowConfig}
-
-    def wanted(self, run) -> bool:
-        return run.is_main_process and run.config.section(NAME).enabled
-
     def open(self, run) -> None:
-        try:
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise UserError(f"mlflow.enabled is true but the mlflow package is not installed: "
-                            f"{INSTALL}, or set mlflow.enabled: false") from None
+        MlflowClient = self.require("mlflow.tracking").MlflowClient
         settings: MlflowConfig = run.config.section(NAME)
         try:
             self.client = MlflowClient(tracking_uri=settings.tracking_uri)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from slimcore import NonEmpty, hookimpl
+from slimcore import NonEmpty
 
 from .tracker_thread import TrackerExporter, flat_config, scalars
 
@@ -34,14 +34,11 @@ class TensorBoardConfig:
 
 class TensorBoardExporter(TrackerExporter):
     name = NAME
+    config_class = TensorBoardConfig
 
     def __init__(self):
         super().__init__()
         self.writer = None
-
-    @hookimpl
-    def declare_config(self):
-        return {NAME: TensorBoardConfig}
 
     def open(self, run) -> None:
         from torch.utils.tensorboard import SummaryWriter

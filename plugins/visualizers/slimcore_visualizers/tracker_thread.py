@@ -1,7 +1,8 @@
 """What the experiment-tracker exporters (tensorboard, wandb, mlflow) share: their writes
 happen on a thread of the exporter, so the training thread only queues a record.
 
-A subclass implements `open(run)` (on the training thread, at the run's start), then
+A subclass names its section's dataclass (`config_class`; a field `enabled` there turns
+the tracker on and off), implements `open(run)` (on the training thread, at the run's start), then
 `write_metrics(record)`, `write_samples(step, records)`, `flush()` and `close(status)`, all
 called on the exporter's thread in the order the run produced them. The queue is drained
 and flushed before every checkpoint commits (what a checkpoint covers is in the tracker) and
@@ -11,18 +12,20 @@ more: a tracker never stops training.
 
 from __future__ import annotations
 
+import importlib
 import queue
 import sys
 import threading
 
-from slimcore import describe_error, hookimpl
+from slimcore import UserError, describe_error, hookimpl
 
 # How long the end of a run and a checkpoint wait for a tracker to take what was queued.
 DRAIN_TIMEOUT_S = 120
 
 
 class TrackerExporter:
-    name = "tracker"  # the plugin's name: the thread's name and the warning's
+    name = "tracker"  # the plugin's name: its section's, the thread's and the warning's
+    config_class: type | None = None  # the section's dataclass
 
     def __init__(self):
         self.records: queue.Queue | None = None
@@ -32,8 +35,21 @@ class TrackerExporter:
     # --- for subclasses ---------------------------------------------------------------------
 
     def wanted(self, run) -> bool:
-        """Whether this run exports at all (its section may turn it off)."""
-        return run.is_main_process
+        """Whether this run exports at all: rank 0, and the section's `enabled` if it has
+        one."""
+        if not run.is_main_process:
+            return False
+        return self.config_class is None or \
+            getattr(run.config.section(self.name), "enabled", True)
+
+    def require(self, module: str):
+        """`module` imported, or the one line that says how to install it."""
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            raise UserError(f"{self.name}.enabled is true but the {self.name} package is not "
+                            f"installed: pip install 'slimcore-visualizers[{self.name}]', or "
+                            f"set {self.name}.enabled: false") from None
 
     def open(self, run) -> None:
         raise NotImplementedError
@@ -51,6 +67,10 @@ class TrackerExporter:
         pass
 
     # --- the hooks --------------------------------------------------------------------------
+
+    @hookimpl
+    def declare_config(self):
+        return {self.name: self.config_class} if self.config_class else {}
 
     @hookimpl
     def on_run_start(self, run):

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from slimcore import NonEmpty, UserError, hookimpl
+from slimcore import NonEmpty, UserError
 
 from .tracker_thread import TrackerExporter, scalars
 
 NAME = "wandb"
-INSTALL = "pip install 'slimcore-visualizers[wandb]'"
 SAMPLE_COLUMNS = ["step", "prompt", "text"]
 
 
@@ -42,24 +41,14 @@ class WandbConfig:
 
 class WandbExporter(TrackerExporter):
     name = NAME
+    config_class = WandbConfig
 
     def __init__(self):
         super().__init__()
         self.wandb_run = None
 
-    @hookimpl
-    def declare_config(self):
-        return {NAME: WandbConfig}
-
-    def wanted(self, run) -> bool:
-        return run.is_main_process and run.config.section(NAME).enabled
-
     def open(self, run) -> None:
-        try:
-            import wandb
-        except ImportError:
-            raise UserError(f"wandb.enabled is true but the wandb package is not installed: "
-                            f"{INSTALL}, or set wandb.enabled: false") from None
+        wandb = self.require("wandb")
         settings: WandbConfig = run.config.section(NAME)
         folder = Path(settings.dir or run.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
