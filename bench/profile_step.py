@@ -27,7 +27,8 @@ import time
 from collections import defaultdict
 
 import torch
-from throughput import build, issue_shape, liger_available, peer_loss, slimcore_loss
+from throughput import (build, issue_shape, liger_available, peer_loss, slimcore_loss,
+                        training_step)
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
@@ -63,17 +64,10 @@ def one_variant(name: str, cfg, vocab, state, batches, device, steps: int):
     model = build(kind, mode == "compile", cfg, vocab, state, device)
     runner = torch.compile(model) if mode == "compile" else model
     loss_of = peer_loss if kind in ("peer", "liger") else slimcore_loss
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
-        else torch.autocast("cpu", enabled=False)
+    step_once = training_step(runner, loss_of, device)
 
     def step(index):
-        inputs, targets = batches[index % len(batches)]
-        with autocast:
-            loss = loss_of(runner, inputs, targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_once(*batches[index % len(batches)])
 
     def synchronize():
         if device.type == "cuda":

@@ -138,10 +138,25 @@ def liger_available(device) -> bool:
     return True
 
 
-def train_rate(model, loss_of, batches, device, steps, warmup=3):
+def training_step(model, loss_of, device):
+    """step(inputs, targets) -> loss: one step of the benchmark's training (AdamW, fused on
+    CUDA; bf16 autocast on CUDA), the same for every variant and for bench/profile_step.py."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
         else torch.autocast("cpu", enabled=False)
+
+    def step(inputs, targets):
+        with autocast:
+            loss = loss_of(model, inputs, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+    return step
+
+
+def train_rate(model, loss_of, batches, device, steps, warmup=3):
+    step_once = training_step(model, loss_of, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     losses = []
@@ -150,13 +165,7 @@ def train_rate(model, loss_of, batches, device, steps, warmup=3):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             started = time.perf_counter()
-        inputs, targets = batches[step % len(batches)]
-        with autocast:
-            loss = loss_of(model, inputs, targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.detach())
+        losses.append(step_once(*batches[step % len(batches)]))
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
