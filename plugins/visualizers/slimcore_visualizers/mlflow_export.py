@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from slimcore import NonEmpty, UserError
@@ -43,6 +44,17 @@ class MlflowConfig:
     tracking_uri: Annotated[str, NonEmpty()] | None = None
     experiment: Annotated[str, NonEmpty()] = "slimcore"
     run_name: Annotated[str, NonEmpty()] | None = None  # null: run.name
+
+
+def artifact_location(settings: MlflowConfig) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a sqlite store's file
+    (`<its folder>/mlartifacts`), not in whatever folder the run was started from (MLflow's
+    own default for a database store is `./mlruns` of the working folder); a server's or
+    another store's own choice otherwise."""
+    uri = settings.tracking_uri or ""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
 
 
 class MlflowExporter(TrackerExporter):
@@ -72,7 +84,8 @@ class MlflowExporter(TrackerExporter):
     def _start(self, run, settings: MlflowConfig) -> None:
         experiment = self.client.get_experiment_by_name(settings.experiment)
         experiment_id = experiment.experiment_id if experiment else \
-            self.client.create_experiment(settings.experiment)
+            self.client.create_experiment(settings.experiment,
+                                          artifact_location=artifact_location(settings))
         earlier = self.client.search_runs(
             [experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` = '{run.run_id}'",
             max_results=1) if run.run_id else []

@@ -135,6 +135,9 @@ def test_mlflow_has_every_step_once_through_a_resume_the_config_and_samples(tmp_
 
     assert losses() == [(s, pytest.approx(v, rel=1e-6)) for s, v in history_losses(out).items()]
     assert [m.step for m in client.get_metric_history(found.info.run_id, "eval/loss")] == [3, 6]
+    # Artifacts beside the sqlite store, not in the folder the test (or a user) started in.
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    assert (tmp_path / "mlartifacts").is_dir()
     names = [a.path for a in client.list_artifacts(found.info.run_id, "samples")]
     samples = json.loads((out / "training_viz" / "text_samples.json").read_text())
     assert names == [f"samples/step_{s['step']:07d}.json" for s in samples]
