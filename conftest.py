@@ -190,7 +190,7 @@ QUIET = {"dashboard", "tensorboard"}
 def trained_run(tmp_path_factory):
     """A run folder of the quickstart as `--test` trains it: 20 steps, evaluated and saved
     at the last. Shared: copy it before changing it."""
-    from slimcore.config import SMOKE_OVERRIDES
+    from slimcore.config.schema import SMOKE_OVERRIDES
 
     folder = tmp_path_factory.mktemp("quickstart") / "run"
     status, _ = run_in_process(QUICKSTART, overrides=[

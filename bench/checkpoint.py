@@ -29,12 +29,12 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from slimcore import Checkpoint  # noqa: E402
-from slimcore.checkpoint import capture_rng  # noqa: E402
-from slimcore.checkpoint_writer import CheckpointWriter  # noqa: E402
-from slimcore.config import ModelSection, OptimizerSection, ScheduleSection, parse_config  # noqa: E402
-from slimcore.model import GPT  # noqa: E402
-from slimcore.ops import TorchOps  # noqa: E402
-from slimcore.trainer import build_optimizer, build_scheduler  # noqa: E402
+from slimcore.contracts.checkpoint import capture_rng  # noqa: E402
+from slimcore.train.writer import CheckpointWriter  # noqa: E402
+from slimcore.config.schema import ModelSection, OptimizerSection, ScheduleSection, parse_config  # noqa: E402
+from slimcore.model.gpt import GPT  # noqa: E402
+from slimcore.model.ops import TorchOps  # noqa: E402
+from slimcore.train.loop import build_optimizer, build_scheduler  # noqa: E402
 from slimcore_checkpointers.three_file import ThreeFileConfig, read_checkpoint, write_checkpoint  # noqa: E402
 
 MODELS = {

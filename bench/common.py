@@ -11,10 +11,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
 from slimcore import hookimpl  # noqa: E402
-from slimcore.config import resolve_config  # noqa: E402
-from slimcore.launch import execute_run, prepare_tokenizer  # noqa: E402
-from slimcore.plugins import SlimcorePluginManager  # noqa: E402
-from slimcore.run import Run  # noqa: E402
+from slimcore.config.schema import resolve_config  # noqa: E402
+from slimcore.launch.training import execute_run, prepare_tokenizer  # noqa: E402
+from slimcore.host.manager import SlimcorePluginManager  # noqa: E402
+from slimcore.contracts.run import Run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -34,11 +34,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
 import torch  # noqa: E402
 import zstandard  # noqa: E402
 
-from slimcore.config import parse_config  # noqa: E402
-from slimcore.plugins import SlimcorePluginManager  # noqa: E402
-from slimcore.run import Run  # noqa: E402
-from slimcore.cache import default_cache_dir  # noqa: E402
-from slimcore.tokenizer import load_tokenizer, train_or_reuse  # noqa: E402
+from slimcore.config.schema import parse_config  # noqa: E402
+from slimcore.host.manager import SlimcorePluginManager  # noqa: E402
+from slimcore.contracts.run import Run  # noqa: E402
+from slimcore.storage.cache import default_cache_dir  # noqa: E402
+from slimcore.text.tokenizer import load_tokenizer, train_or_reuse  # noqa: E402
 from slimcore_datasources.bundled import bundled_shards  # noqa: E402
 from slimcore_datasources.chunk import ENCODE_GROUP, ChunkConfig, chunk_batches  # noqa: E402
 from slimcore_datasources.corpus import (CorpusConfig, DocumentStream,  # noqa: E402

@@ -24,12 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, build_config  # noqa: E402
 from slimcore import Checkpoint  # noqa: E402
-from slimcore.config import ModelSection  # noqa: E402
-from slimcore.generation import SamplingSettings, generate  # noqa: E402
-from slimcore.launch import prepare_tokenizer  # noqa: E402
-from slimcore.model import GPT  # noqa: E402
-from slimcore.ops import select_ops  # noqa: E402
-from slimcore.run import Run  # noqa: E402
+from slimcore.config.schema import ModelSection  # noqa: E402
+from slimcore.model.generation import SamplingSettings, generate  # noqa: E402
+from slimcore.launch.training import prepare_tokenizer  # noqa: E402
+from slimcore.model.gpt import GPT  # noqa: E402
+from slimcore.model.ops import select_ops  # noqa: E402
+from slimcore.contracts.run import Run  # noqa: E402
 
 
 def main() -> None:

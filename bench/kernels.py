@@ -25,9 +25,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from slimcore.model import rotary_tables
-from slimcore.native_ops import NativeOps, cross_entropy_
-from slimcore.ops import TorchOps
+from slimcore.model.gpt import rotary_tables
+from slimcore.model.native_ops import NativeOps, cross_entropy_
+from slimcore.model.ops import TorchOps
 
 
 def clock(fn, device, repeats):

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from common import build_config, fixed_batches, time_run
-from slimcore.launch import seed_everything
-from slimcore.model import GPT
-from slimcore.ops import TorchOps
-from slimcore.trainer import autocast_context, build_optimizer, build_scheduler
+from slimcore.launch.training import seed_everything
+from slimcore.model.gpt import GPT
+from slimcore.model.ops import TorchOps
+from slimcore.train.loop import autocast_context, build_optimizer, build_scheduler
 
 
 def time_slimcore(args, batches, tokenizer) -> float:

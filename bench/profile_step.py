@@ -32,8 +32,8 @@ from throughput import (build, issue_shape, liger_available, peer_loss, slimcore
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from slimcore.model import GPT
-from slimcore.ops import TorchOps
+from slimcore.model.gpt import GPT
+from slimcore.model.ops import TorchOps
 
 # First match wins: fused kernels carry several names (inductor's
 # `triton_red_fused_add_mean_mul_pow_rsqrt` is a norm; a fused CE kernel contains `log`).

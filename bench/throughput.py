@@ -27,11 +27,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from slimcore.config import ModelSection
-from slimcore.metrics import device_peak_flops, flops_per_token
-from slimcore.model import GPT, rotary_tables
-from slimcore.native_ops import NativeOps
-from slimcore.ops import TorchOps, under_compile
+from slimcore.config.schema import ModelSection
+from slimcore.contracts.metrics import device_peak_flops, flops_per_token
+from slimcore.model.gpt import GPT, rotary_tables
+from slimcore.model.native_ops import NativeOps
+from slimcore.model.ops import TorchOps, under_compile
 
 
 class PeerBlock(nn.Module):

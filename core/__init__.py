@@ -8,13 +8,17 @@ the dashboard's render process, does not pay for importing torch.
 import importlib
 
 _EXPORTS = {
-    "IGNORE_INDEX": "batch", "Batch": "batch", "Chart": "charts", "ChartData": "charts", "installed_charts": "charts",
-    "cache_dir": "cache",
-    "RunConfig": "config", "RunPaths": "outputs", "Range": "config", "NonEmpty": "config", "ConfigError": "errors", "TrainingHalted": "errors", "UserError": "errors",
-    "describe_error": "errors",
-    "hookimpl": "hookspecs", "TrainingMetrics": "metrics", "Run": "run",
-    "TextSample": "sampling", "Tokenizer": "tokenizer", "Checkpoint": "checkpoint",
-    "DataSource": "source",
+    "IGNORE_INDEX": "contracts.batch", "Batch": "contracts.batch",
+    "Chart": "contracts.charts", "ChartData": "contracts.charts",
+    "installed_charts": "contracts.charts",
+    "Checkpoint": "contracts.checkpoint",
+    "ConfigError": "contracts.errors", "TrainingHalted": "contracts.errors",
+    "UserError": "contracts.errors", "describe_error": "contracts.errors",
+    "TrainingMetrics": "contracts.metrics", "RunPaths": "contracts.paths", "Run": "contracts.run",
+    "DataSource": "contracts.source",
+    "RunConfig": "config.schema", "Range": "config.schema", "NonEmpty": "config.schema",
+    "hookimpl": "host.hookspecs",
+    "TextSample": "model.sampling", "Tokenizer": "text.tokenizer", "cache_dir": "storage.cache",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -26,11 +26,11 @@ from typing import Any
 
 import yaml
 
-from .charts import Chart, ChartData
-from .hookspecs import hookimpl
-from .metrics import TrainingMetrics
-from .run import Run
-from .sampling import TextSample
+from .contracts.charts import Chart, ChartData
+from .host.hookspecs import hookimpl
+from .contracts.metrics import TrainingMetrics
+from .contracts.run import Run
+from .model.sampling import TextSample
 
 TINY_CONFIG: dict[str, dict[str, Any]] = {
     "run": {"steps": 6, "device": "cpu", "seed": 7},
@@ -125,10 +125,10 @@ def run_config_file(config_path: str | Path, plugins: dict[str, Any] | None = No
     The YAML's `plugins.disable` and `disabled` are turned off before discovery, as the
     CLI does; each object of `plugins` ({name: plugin}) is registered beside the installed
     plugins, in the place of an installed one of its name."""
-    from .cli import read_early_args
-    from .config import resolve_config
-    from .launch import execute_run
-    from .plugins import SlimcorePluginManager
+    from .commands.cli import read_early_args
+    from .config.schema import resolve_config
+    from .launch.training import execute_run
+    from .host.manager import SlimcorePluginManager
 
     plugins = dict(plugins or {})
     early = read_early_args(["run", str(config_path)])

@@ -15,7 +15,7 @@ import torch
 
 from conftest import REPO, run_in_process
 from slimcore import UserError, hookimpl
-from slimcore.checkpoint_writer import CheckpointWriter
+from slimcore.train.writer import CheckpointWriter
 from test_resume_and_guards import history, start_run, wait_for_line
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import run_in_process
 
-from slimcore import native
-from slimcore.config import TokenizerSection
-from slimcore.tokenizer import train_or_reuse
+from slimcore.native import loader as native
+from slimcore.config.schema import TokenizerSection
+from slimcore.text.tokenizer import train_or_reuse
 
 TEXTS = [f"Sentence {i} about the state of the union and the people in it." for i in range(200)]
 
@@ -52,7 +52,7 @@ def test_a_truncated_native_library_is_built_again(monkeypatch, tmp_path, capsys
     assert "fails its sha256 check" in capsys.readouterr().err
     assert len(path.read_bytes()) == len(whole)
     # And it loads and answers in a fresh process (a truncated one dies there of SIGBUS).
-    probe = ("from cffi import FFI; from slimcore import native; ffi = FFI(); "
+    probe = ("from cffi import FFI; from slimcore.native import loader as native; ffi = FFI(); "
              "ffi.cdef(native.cdef_text()); print(ffi.dlopen(%r).slimcore_abi_version())"
              % str(path))
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

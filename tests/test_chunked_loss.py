@@ -7,12 +7,12 @@ gradients (sums over the vocabulary); bf16 within 2e-2."""
 import pytest
 import torch
 
-from slimcore.chunked_loss import chunked_output_loss, torch_score
-from slimcore.ops import TorchOps
+from slimcore.model.chunked_loss import chunked_output_loss, torch_score
+from slimcore.model.ops import TorchOps
 
 
 def scorers():
-    from slimcore.native_ops import _native_score
+    from slimcore.model.native_ops import _native_score
 
     return {"torch": torch_score, "native": _native_score}
 
@@ -47,7 +47,7 @@ def test_chunked_loss_matches_the_plain_formula(scorer, dtype, rows, chunk_rows)
 def test_the_torch_backend_chunks_logits_past_the_limit(monkeypatch):
     """TorchOps.output_loss: the plain formula up to CHUNK_ELEMENTS logits, chunked past it,
     with the same results."""
-    from slimcore import chunked_loss, ops
+    from slimcore.model import chunked_loss, ops
 
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(40, 16, generator=generator, requires_grad=True)

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from slimcore.config import ConfigError, RunConfig, apply_override, load_yaml, parse_config
-from slimcore.errors import UserError
+from slimcore.config.schema import ConfigError, RunConfig, apply_override, load_yaml, parse_config
+from slimcore.contracts.errors import UserError
 
 
 @dataclasses.dataclass
@@ -197,7 +197,7 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
     and of the shipped plugins' sections, with the type, default and valid values the schema
     really has."""
     from conftest import REPO
-    from slimcore.config import CORE_SECTIONS, field_reference
+    from slimcore.config.schema import CORE_SECTIONS, field_reference
     from slimcore_checkpointers.three_file import ThreeFileConfig
     from slimcore_datasources.chunk import ChunkConfig
     from slimcore_visualizers.dashboard import DashboardConfig
@@ -247,8 +247,8 @@ def test_a_sections_own_error_names_section_dot_key_whatever_form_it_raised(rais
     from dataclasses import dataclass
 
     from slimcore import ConfigError, hookimpl
-    from slimcore.config import resolve_config
-    from slimcore.plugins import SlimcorePluginManager
+    from slimcore.config.schema import resolve_config
+    from slimcore.host.manager import SlimcorePluginManager
 
     @dataclass
     class CsvConfig:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from slimcore.cli import main
+from slimcore.commands.cli import main
 
 MUTATIONS = 200
 SEED = 20261201

@@ -9,9 +9,9 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from slimcore import encoder
-from slimcore.encoder import NativeWordCacheEncoder, WordCacheEncoder, model_spec
-from slimcore.tokenizer import TRAINER_SETTINGS, Tokenizer
+from slimcore.text import word_cache as encoder
+from slimcore.text.word_cache import NativeWordCacheEncoder, WordCacheEncoder, model_spec
+from slimcore.text.tokenizer import TRAINER_SETTINGS, Tokenizer
 
 EDGES = ["", " ", "  ", "   ", "a", " a", "a ", "a  ", "  a  b   c ", "\n", " \n ", "\t x\t",
          "x\n\n  y", "数字 123456 ąę   ", "a" * 500 + " b", " " * 40 + "z", "\u2581x \u2581 y",
@@ -34,7 +34,7 @@ def encoder_of(tokenizer: Tokenizer, kind: str):
 @pytest.fixture(scope="module")
 def corpus():
     from slimcore_datasources.bundled import bundled_shards
-    from slimcore.cache import default_cache_dir
+    from slimcore.storage.cache import default_cache_dir
     import json
     import zstandard
 
@@ -157,7 +157,7 @@ def test_long_texts_encoded_in_pieces_equal_the_unbroken_encoding(corpus, tmp_pa
                                                                   monkeypatch):
     """With pieces of a few dozen characters every kind of cut is met many times: runs of
     spaces, ▁ in the text, newlines, tabs, words longer than a piece, trailing spaces."""
-    from slimcore import tokenizer as tokenizer_module
+    from slimcore.text import tokenizer as tokenizer_module
 
     tokenizer = encoder_of(trained(tmp_path, corpus[:40], vocab_size=1000,
                                    allow_whitespace_only_pieces=whitespace_only_pieces), kind)

@@ -4,10 +4,10 @@ and the sampling rules (temperature, top-k, top-p) against their definitions."""
 import pytest
 import torch
 
-from slimcore.config import ModelSection
-from slimcore.generation import SamplingSettings, choose_token, generate
-from slimcore.model import GPT
-from slimcore.ops import TorchOps
+from slimcore.config.schema import ModelSection
+from slimcore.model.generation import SamplingSettings, choose_token, generate
+from slimcore.model.gpt import GPT
+from slimcore.model.ops import TorchOps
 
 # A wide init spreads the logits, so the greedy choice is never a near tie that float
 # rounding could flip.

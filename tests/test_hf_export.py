@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import run_cli
-from slimcore.cli import main
-from slimcore.plugins import SlimcorePluginManager
-from slimcore.trained import load_trained
+from slimcore.commands.cli import main
+from slimcore.host.manager import SlimcorePluginManager
+from slimcore.commands.trained import load_trained
 
 transformers = pytest.importorskip("transformers")
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_in_process, source_plugin
-from slimcore import Chart, TextSample, TrainingMetrics, UserError, hookimpl, hookspecs
-from slimcore.plugins import SlimcorePluginManager
+from slimcore import Chart, TextSample, TrainingMetrics, UserError, hookimpl
+from slimcore.host import hookspecs
+from slimcore.host.manager import SlimcorePluginManager
 
 HOOK_NAMES = sorted(name for name, fn in vars(hookspecs).items()
                     if callable(fn) and hasattr(fn, "slimcore_spec"))
@@ -98,7 +99,7 @@ def test_hook_register_charts():
 
 
 def test_hook_corpus_text(write_config):
-    from slimcore.tokenizer import Tokenizer
+    from slimcore.text.tokenizer import Tokenizer
 
     class Source:
         @hookimpl
@@ -310,7 +311,7 @@ def test_hook_declare_flags(write_config, capsys):
     original scripts' --max-chunks and --tokens-per-chunk."""
     import yaml
 
-    from slimcore.cli import main
+    from slimcore.commands.cli import main
 
     config = str(write_config())
     assert main(["config", config, "--max-chunks", "3", "--tokens-per-chunk", "2048"]) == 0
@@ -335,7 +336,7 @@ def test_hook_export_model(trained_run, tmp_path, capsys):
     import torch
     from safetensors.torch import load_file
 
-    from slimcore.cli import build_parser
+    from slimcore.commands.cli import build_parser
     from test_contracts import docs_plugin
 
     class Failing:
@@ -379,7 +380,7 @@ def test_the_plugin_reference_names_every_public_name_and_field():
 
     import slimcore
     from slimcore import Run, TrainingMetrics
-    from slimcore.tokenizer import Tokenizer
+    from slimcore.text.tokenizer import Tokenizer
 
     docs = (REPO / "docs" / "plugins.md").read_text()
     missing = [name for name in slimcore.__all__ if f"`{name}" not in docs

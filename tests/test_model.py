@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from slimcore import IGNORE_INDEX
-from slimcore.config import ModelSection, OptimizerSection, ScheduleSection
-from slimcore.model import GPT
-from slimcore.ops import TorchOps
-from slimcore.trainer import build_optimizer, build_scheduler
+from slimcore.config.schema import ModelSection, OptimizerSection, ScheduleSection
+from slimcore.model.gpt import GPT
+from slimcore.model.ops import TorchOps
+from slimcore.train.loop import build_optimizer, build_scheduler
 
 CFG = ModelSection(width=32, layers=2, heads=4, mlp_hidden=48, seq_len=16)
 
@@ -41,7 +41,7 @@ def test_rms_norm_matches_the_formula():
 
 
 def test_rotary_preserves_norms_and_encodes_relative_position():
-    from slimcore.model import rotary_tables
+    from slimcore.model.gpt import rotary_tables
 
     cos, sin = rotary_tables(8, 4, 10000.0)
     q = torch.randn(1, 1, 1, 4).expand(1, 1, 8, 4)

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import QUICKSTART, QUIET, run_cli, run_in_process
-from slimcore.cli import main
-from slimcore.config import SMOKE_OVERRIDES
-from slimcore.generation import SamplingSettings, generate
-from slimcore.plugins import SlimcorePluginManager
-from slimcore.trained import load_trained
+from slimcore.commands.cli import main
+from slimcore.config.schema import SMOKE_OVERRIDES
+from slimcore.model.generation import SamplingSettings, generate
+from slimcore.host.manager import SlimcorePluginManager
+from slimcore.commands.trained import load_trained
 
 def loaded(source):
     pm = SlimcorePluginManager()

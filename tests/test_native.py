@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from conftest import run_in_process
-from slimcore import UserError, native
-from slimcore.model import rotary_tables
-from slimcore.native_ops import NativeOps, cross_entropy_
-from slimcore.ops import TorchOps
+from slimcore import UserError
+from slimcore.native import loader as native
+from slimcore.model.gpt import rotary_tables
+from slimcore.model.native_ops import NativeOps, cross_entropy_
+from slimcore.model.ops import TorchOps
 
 TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
 DTYPES = [torch.float32, torch.bfloat16]
@@ -200,8 +201,8 @@ def test_checks_refuse_bad_tensors_and_statuses_are_never_ignored():
 @pytest.mark.parametrize("device", DEVICES)
 def test_one_training_step_native_matches_torch(device):
     """Loss and the gradient of every parameter after one step: native against torch."""
-    from slimcore.config import ModelSection
-    from slimcore.model import GPT
+    from slimcore.config.schema import ModelSection
+    from slimcore.model.gpt import GPT
 
     cfg = ModelSection(width=32, layers=2, heads=2, mlp_hidden=48, seq_len=16)
     torch.manual_seed(0)
@@ -230,8 +231,8 @@ def test_the_native_model_compiles_whole_without_a_graph_break(device):
     step (the model's forward, from which AOT autograd derives the backward) is one graph with
     no break, and that graph (fullgraph=True, forward and backward through AOT autograd)
     gives the eager model's loss and gradients within 1e-5."""
-    from slimcore.config import ModelSection
-    from slimcore.model import GPT
+    from slimcore.config.schema import ModelSection
+    from slimcore.model.gpt import GPT
 
     cfg = ModelSection(width=32, layers=1, heads=2, mlp_hidden=48, seq_len=16)
     torch.manual_seed(0)
@@ -259,7 +260,7 @@ def test_the_native_model_compiles_whole_without_a_graph_break(device):
 
 
 def test_under_compile_the_native_backend_keeps_the_kernels_its_table_names():
-    from slimcore.ops import NATIVE_UNDER_COMPILE, OPS, select_ops
+    from slimcore.model.ops import NATIVE_UNDER_COMPILE, OPS, select_ops
 
     cpu = torch.device("cpu")
     assert select_ops("native", cpu) is NativeOps  # eager: every kernel native
@@ -276,8 +277,8 @@ def test_one_bf16_autocast_step_native_matches_torch_on_cuda():
     """The GPU training path: bf16 autocast. Both sides round to bf16 in different places,
     so the loss agrees within 1e-2 relative and each gradient points the same way (cosine
     similarity >= 0.99) with a norm within 5%."""
-    from slimcore.config import ModelSection
-    from slimcore.model import GPT
+    from slimcore.config.schema import ModelSection
+    from slimcore.model.gpt import GPT
 
     cfg = ModelSection(width=128, layers=2, heads=2, mlp_hidden=256, seq_len=64)
     torch.manual_seed(0)

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from slimcore import hookimpl
-from slimcore.errors import UserError
-from slimcore.plugins import FAILURES_BEFORE_SWITCH_OFF, SlimcorePluginManager
+from slimcore.contracts.errors import UserError
+from slimcore.host.manager import FAILURES_BEFORE_SWITCH_OFF, SlimcorePluginManager
 
 
 def listing(cli, *args, env=None):

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, run_in_process
 from slimcore import UserError, hookimpl
-from slimcore.errors import TrainingHalted
+from slimcore.contracts.errors import TrainingHalted
 
 
 def history(out):

@@ -199,7 +199,7 @@ def test_plugins_disable_from_set_is_obeyed(write_config, tmp_path, cli, capsys)
     statuses = {p["name"]: p["status"] for p in json.loads(
         (tmp_path / "out" / "plugins.json").read_text())}
     assert statuses["json_export"] == "blocked"
-    from slimcore.cli import main
+    from slimcore.commands.cli import main
 
     assert main(["config", str(config), "--set", "plugins.disable=json_export"]) == 2
     assert capsys.readouterr().err.strip() == ("slimcore: error: --set: plugins.disable: "

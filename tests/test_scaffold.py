@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from conftest import run_cli
-from slimcore.cli import main
-from slimcore.scaffold import KINDS, new_plugin
+from slimcore.commands.cli import main
+from slimcore.commands.new_plugin import KINDS, new_plugin
 
 # What each generated distribution's tests number: a change to a template that drops a test
 # shows here.

@@ -2,9 +2,9 @@
 
 import pytest
 
-from slimcore.config import TokenizerSection
-from slimcore.errors import UserError
-from slimcore.tokenizer import load_tokenizer, train_or_reuse
+from slimcore.config.schema import TokenizerSection
+from slimcore.contracts.errors import UserError
+from slimcore.text.tokenizer import load_tokenizer, train_or_reuse
 
 TEXTS = [f"Document {i}: the quick brown fox jumps over {i * 7} lazy dogs.\nAnd again."
          for i in range(200)]

@@ -4,9 +4,9 @@ transformers is tests/test_hf_export.py)."""
 import pytest
 import torch
 from slimcore import UserError
-from slimcore.config import ModelSection
-from slimcore.model import GPT
-from slimcore.ops import TorchOps
+from slimcore.config.schema import ModelSection
+from slimcore.model.gpt import GPT
+from slimcore.model.ops import TorchOps
 from slimcore_checkpointers.hf_export import llama_weights
 
 CFG = ModelSection(width=16, layers=2, heads=2, mlp_hidden=24, seq_len=8)

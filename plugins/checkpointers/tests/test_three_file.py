@@ -217,7 +217,7 @@ def test_files_that_are_not_checkpoints_are_ignored(trained, capsys):
 def test_long_texts_of_a_data_position_go_into_tensors(tmp_path):
     """A source that keeps documents in its position (a third party's) does not bloat the
     header past safetensors' cap: long strings travel as uint8 tensors."""
-    from slimcore.checkpoint import join_tensors, split_tensors
+    from slimcore.contracts.checkpoint import join_tensors, split_tensors
 
     book = "chapter one. " * 400_000  # 5.2 MB
     state = {"buffer": [book, "short"], "carry": torch.arange(5), "name": "ß" * 300}

@@ -10,9 +10,9 @@ import torch
 import zstandard
 
 from slimcore import UserError
-from slimcore.config import parse_config
-from slimcore.plugins import SlimcorePluginManager
-from slimcore.run import Run
+from slimcore.config.schema import parse_config
+from slimcore.host.manager import SlimcorePluginManager
+from slimcore.contracts.run import Run
 from slimcore_datasources.bundled import bundled_shards
 from slimcore_datasources.chunk import ChunkConfig
 from slimcore_datasources.corpus import CorpusConfig, DocumentStream, first_documents

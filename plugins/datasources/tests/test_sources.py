@@ -10,17 +10,17 @@ import torch
 import zstandard
 
 from slimcore import IGNORE_INDEX, UserError
-from slimcore.config import TokenizerSection, parse_config
-from slimcore.plugins import SlimcorePluginManager
-from slimcore.run import Run
-from slimcore.tokenizer import train_or_reuse
+from slimcore.config.schema import TokenizerSection, parse_config
+from slimcore.host.manager import SlimcorePluginManager
+from slimcore.contracts.run import Run
+from slimcore.text.tokenizer import train_or_reuse
 from slimcore_datasources.bundled import SET_NAME, bundled_shards, speech_files
 from slimcore_datasources.background import BackgroundBatches
 from slimcore_datasources.chunk import ChunkConfig, chunk_batches
 from slimcore_datasources.corpus import (CorpusConfig, DocumentStream, first_documents, heldout_documents,
                                          training_documents)
 from slimcore_datasources.sample import sample_batches
-from slimcore.checkpoint import join_tensors, split_tensors
+from slimcore.contracts.checkpoint import join_tensors, split_tensors
 
 DOCS = [f"Document number {i}. " + "word " * (i % 17 + 1) for i in range(60)]
 

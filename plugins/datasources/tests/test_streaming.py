@@ -14,9 +14,9 @@ import zstandard
 from conftest import run_cli
 
 from slimcore import UserError
-from slimcore.config import parse_config
-from slimcore.plugins import SlimcorePluginManager
-from slimcore.run import Run
+from slimcore.config.schema import parse_config
+from slimcore.host.manager import SlimcorePluginManager
+from slimcore.contracts.run import Run
 from slimcore_datasources.chunk import ChunkConfig
 from slimcore_datasources.corpus import CorpusConfig, DocumentStream, first_documents
 

@@ -1,0 +1,1 @@
+"""The `slimcore` command line: run, config, plugins, generate, eval, export, new-plugin."""

@@ -1,0 +1,66 @@
+"""The chart contract: what a plugin returns from `register_charts`.
+
+The dashboard (plugins/visualizers) lays the enabled charts out in one figure and calls
+`draw` for each from a snapshot of the run, off the training thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ChartData:
+    metrics: list[dict[str, Any]]  # TrainingMetrics.to_dict() of every step so far
+    samples: list[dict[str, Any]] = field(default_factory=list)  # TextSample dicts
+    moving_average: int = 50  # window for smoothed curves, in steps
+    recent_window: int = 200  # steps shown by the recent-performance view
+
+    def series(self, key: str):
+        """(steps, values) of one metric as float arrays; missing values (a step without an
+        evaluation, a NaN loss) are NaN. A name that is no metric is an error (KeyError),
+        so a chart that asks for a renamed metric fails in its author's test, not blank."""
+        import numpy as np
+
+        from ..contracts.metrics import metric_names
+
+        known = set(metric_names()).union(*(m.keys() for m in self.metrics))
+        if key not in known:
+            raise KeyError(f"ChartData.series: no metric named {key!r} (metrics: "
+                           f"{', '.join(metric_names())})")
+
+        steps = np.array([m["step"] for m in self.metrics], dtype=float)
+        values = np.array([np.nan if m.get(key) is None else m[key] for m in self.metrics],
+                          dtype=float)
+        return steps, values
+
+
+def installed_charts(plugins: set[str]) -> list["Chart"]:
+    """The charts that the named installed plugins register, in dashboard order. Only those
+    plugins are loaded: the dashboard's render process imports no torch, no data source."""
+    from ..host.manager import SlimcorePluginManager
+
+    manager = SlimcorePluginManager()
+    manager.discover(only=plugins)
+    return manager.charts()
+
+
+class Chart:
+    """Subclass and set `name` (unique; how YAML enables it) and `title`; draw into `ax`.
+
+    `draw` runs in the dashboard's render process from plain data, so it must not touch the
+    model or the run. `wide` charts take a whole row of the dashboard. A chart that draws
+    only text samples sets `uses_samples`: the dashboard leaves it out of a run that draws
+    none (`samples.prompts` empty or `samples.max_new_tokens` 0) rather than show an empty
+    panel.
+    """
+
+    name: str = ""
+    title: str = ""
+    wide: bool = False
+    uses_samples: bool = False
+    order: int = 100  # place in the dashboard, lowest first; ties by name
+
+    def draw(self, ax: Any, data: ChartData) -> None:  # ax: a matplotlib Axes
+        raise NotImplementedError

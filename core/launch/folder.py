@@ -1,0 +1,129 @@
+"""A run's output folder has one owner at a time, and holds one run.
+
+    folder = RunFolder.claim(path)   lock it (or UserError naming the run that holds it)
+    folder.run_id                    the run whose outputs it holds (run.json), or None
+    folder.holds_outputs()           checkpoints or training history are there
+    folder.move_aside()              --overwrite: the old run goes to <path>.replaced-<time>
+
+The lock is `fcntl.flock` on `<path>/.slimcore.lock`, held for the whole run: the kernel
+drops it when the process ends, however it ends (SIGKILL included), so a lock is never
+stale. The lock file names its holder (PID, host, start time), so a second run into the
+folder can say whose it is. `run.json` names the run (a random id given when it started);
+checkpoints carry the same id, so `--resume auto` and checkpoint pruning never take another
+run's checkpoints for this one's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+from ..contracts.errors import UserError
+from ..contracts.paths import RunPaths
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, the folder checks below still apply
+    fcntl = None
+
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class RunFolder:
+    def __init__(self, path: Path, lock_file):
+        self.path = path
+        self.lock_file = lock_file
+
+    @classmethod
+    def claim(cls, path: Path) -> "RunFolder":
+        """Create the folder if need be and lock it; UserError if another run holds it."""
+        if path.exists() and not path.is_dir():
+            raise UserError(f"output.dir: {path} is a file, not a folder; give a folder "
+                            "(--output-dir DIR)")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            lock_file = open(RunPaths(path).lock, "a+")
+        except OSError as e:
+            raise UserError(f"output.dir: cannot write to {path} ({e.strerror or e}); give a "
+                            "folder you can write to (--output-dir DIR)") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock_file.seek(0)
+                holder = lock_file.read().strip() or "another process"
+                lock_file.close()
+                raise UserError(f"output.dir: {path} is in use by another run ({holder}); wait "
+                                "for it to end, or give this run another --output-dir") from None
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write(f"PID {os.getpid()} on {socket.gethostname()}, since "
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock_file.flush()
+        return cls(path, lock_file)
+
+    def release(self) -> None:
+        if self.lock_file is not None:
+            self.lock_file.close()  # closing drops the flock
+            self.lock_file = None
+
+    # -- what the folder holds ----------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str | None:
+        try:
+            return json.loads(RunPaths(self.path).record.read_text())["run_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def record(self, run_id: str, name: str) -> None:
+        """Name the run whose outputs this folder holds."""
+        RunPaths(self.path).record.write_text(json.dumps(
+            {"run_id": run_id, "name": name, "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
+            indent=2) + "\n")
+
+    def holds_outputs(self) -> bool:
+        """Checkpoints, or a history of steps: a run trained here. A folder of a run that
+        failed before its first step (config and plugin records only) holds nothing."""
+        paths = RunPaths(self.path)
+        return any(folder.is_dir() and any(folder.iterdir())
+                   for folder in (paths.checkpoints, paths.viz, paths.history))
+
+    def describe(self) -> str:
+        run_id = self.run_id
+        return f"the outputs of run {run_id}" if run_id else "the outputs of an earlier run"
+
+    def refuse_to_mix(self, what: str) -> UserError:
+        return UserError(
+            f"output.dir: {self.path} holds {self.describe()}; {what} would mix the two. "
+            f"Continue that run with --resume auto, give this one another --output-dir, or "
+            f"start over with --overwrite (the old run is moved to "
+            f"{self.path.name}.replaced-<time>, not deleted)")
+
+    def move_aside(self) -> None:
+        """Move this folder to a sibling `<name>.replaced-<time>`; this claim then holds the
+        fresh, empty folder in its place."""
+        here = self.path.resolve()
+        if Path.cwd() == here or here in Path.cwd().parents:
+            raise UserError(f"--overwrite: {self.path} is the folder this command runs in (or "
+                            "holds it), which cannot be moved aside; run from elsewhere, or "
+                            "give another --output-dir")
+        target = here.with_name(f"{here.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        suffix = 1
+        while target.exists():
+            suffix += 1
+            target = target.with_name(f"{target.name.split('~')[0]}~{suffix}")
+        os.replace(here, target)  # the lock moves with its file, still held
+        try:
+            fresh = RunFolder.claim(self.path)
+        finally:
+            self.release()
+        self.lock_file, fresh.lock_file = fresh.lock_file, None
+        print(f"output: --overwrite: the earlier run in {self.path} was moved to {target}")

@@ -1,0 +1,130 @@
+"""Resuming a run: the checkpoint `--resume` names, the output folder it goes into, and the
+record put back in place (model, optimizer, schedule, counters, data position, RNG).
+
+    saved = load_resume_checkpoint(run, "auto")      verified by the checkpointer
+    settle_resumed_run(run, folder, saved, ...)      the run keeps the checkpoint's id
+    restore(run, state, saved)                       after the model and optimizer exist
+    position_source(source, state, config)           the data stream where it stopped
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..contracts.checkpoint import Checkpoint, restore_rng
+from ..config.schema import RunConfig
+from ..contracts.errors import UserError
+from ..contracts.run import Run
+from ..launch.folder import RunFolder
+from ..contracts.source import DataSource
+from ..train.state import TrainingState
+
+# Model settings that change how the model is computed, not what it is: free to differ on resume.
+HOW_NOT_WHAT = {"model.backend", "model.activation_checkpointing", "model.compile"}
+
+
+def load_resume_checkpoint(run: Run, where: str) -> Checkpoint | None:
+    """The checkpoint `--resume` names (`where`: a path or `auto`), read and verified by the
+    checkpointer; None when `auto` finds none of this run."""
+    name = run.config.checkpoint.checkpointer
+    if not name:
+        raise UserError("--resume: checkpoint.checkpointer is null, so there is nothing to "
+                        "resume from")
+    saved = run.plugins.hook.load_checkpoint(checkpointer=name, run=run, path=where)
+    if saved is None:
+        raise run.plugins.unknown_selection(name, "checkpointer", "checkpoint.checkpointer")
+    if not saved:
+        print(f"resume: no checkpoint of this run in {run.output_dir}; starting from step 0")
+        return None
+    if saved.step >= run.config.run.steps:
+        raise UserError(f"--resume: {saved.path} is at step {saved.step} and run.steps is "
+                        f"{run.config.run.steps}: nothing left to train; raise --steps to "
+                        "train on")
+    check_config_matches(saved.config, run.config.to_dict(), saved.path,
+                         warn=run.is_main_process)
+    return saved
+
+
+def settle_resumed_run(run: Run, folder: RunFolder | None, saved: Checkpoint | None,
+                       fresh_id: str, overwrite: bool) -> None:
+    """The resumed run is the checkpoint's: it keeps its id. Resuming a checkpoint of one
+    run into a folder holding another's outputs would mix them (unless `overwrite`)."""
+    checkpoint_run = (saved.run_id if saved else None) or run.run_id or fresh_id
+
+    def check():
+        if folder.holds_outputs() and folder.run_id not in (None, checkpoint_run):
+            if not overwrite:
+                raise folder.refuse_to_mix(f"resuming {saved.path} into it")
+            folder.move_aside()
+
+    if saved:
+        run.distributed.from_rank_zero(check, "checking the output folder")
+    run.run_id = checkpoint_run
+
+
+def restore(run: Run, state: TrainingState, saved: Checkpoint) -> None:
+    """Put all of the record in place: model, optimizer, schedule, counters, this rank's
+    data position and every random state."""
+    if saved.tokenizer_fingerprint != run.tokenizer.fingerprint:
+        raise UserError(f"--resume: {saved.path} was trained with another tokenizer "
+                        "(fingerprints differ); resume with the same tokenizer settings")
+    try:
+        run.distributed.load_full_state(state.model, state.optimizer, saved.model,
+                                        saved.optimizer)
+    except RuntimeError as e:
+        raise UserError(f"--resume: {saved.path} holds a model of another shape "
+                        f"({(str(e).splitlines()[1:] or [str(e)])[0].strip()[:300]})") from None
+    state.scheduler.load_state_dict(saved.scheduler)
+    state.step, state.tokens_seen = saved.step, saved.tokens_seen
+    state.skipped_steps = saved.skipped_steps
+    state.data_state = this_ranks_data_state(run, saved.data_state, saved.path)
+    restore_rng(saved.rng)
+    run.resumed_from = saved.path
+    print(f"resume: continuing from step {state.step} ({saved.path})")
+
+
+def this_ranks_data_state(run: Run, saved: dict | None, path: str) -> dict | None:
+    """This rank's data position from a checkpoint's {"world_size", "ranks"}; None when the
+    world size changed (each rank then skips, in its new share, the batches of the steps
+    done: no exact continuation exists for a different split)."""
+    if not saved:
+        return None
+    if saved["world_size"] != run.world_size:
+        if run.is_main_process:
+            print(f"slimcore: warning: {path} was saved by {saved['world_size']} ranks and "
+                  f"this job has {run.world_size}: the data position cannot carry over; each "
+                  "rank skips as many batches of its new share as were trained on",
+                  file=sys.stderr)
+        return None
+    return saved["ranks"][run.rank]
+
+
+def position_source(source: DataSource, state: TrainingState, config: RunConfig) -> None:
+    """Put the data source after the batches `state` has trained on: from its saved position
+    when it has one, else by replaying (sources are deterministic, so skipping the batches
+    already trained on continues the stream exactly, at the cost of re-reading them). The
+    source itself is what the run goes on with, so the next checkpoint stores its position
+    again whichever way it was found."""
+    if not state.step:
+        return
+    if state.data_state is not None and source.resumable:
+        source.load_state_dict(state.data_state)
+        return
+    print(f"resume: the data source has no saved position for this job; replaying "
+          f"{state.step} steps of data to find it", file=sys.stderr)
+    source.skip(state.step * config.optimizer.grad_accum_steps)
+
+
+def check_config_matches(saved: dict, current: dict, path: str, warn: bool = True) -> None:
+    """A different model shape cannot resume; any other difference is worth a warning."""
+    differences = sorted(
+        f"{section}.{key}" for section in set(saved) | set(current)
+        for key in set(saved.get(section) or {}) | set(current.get(section) or {})
+        if (saved.get(section) or {}).get(key) != (current.get(section) or {}).get(key))
+    shape = [d for d in differences if d.startswith("model.") and d not in HOW_NOT_WHAT]
+    if shape:
+        raise UserError(f"--resume: {path} holds another model shape ({', '.join(shape)} "
+                        "differ); resume with the model section it was saved with")
+    if differences and warn:
+        print(f"slimcore: warning: resuming with config differences from {path}: "
+              f"{', '.join(differences)}", file=sys.stderr)

@@ -1,0 +1,201 @@
+"""The GPT decoder: token embedding, blocks of (RMSNorm, rotary causal attention, RMSNorm,
+SwiGLU MLP) with residuals, a final RMSNorm and an untied output projection. No biases.
+
+Matrix products stay in PyTorch (cuBLAS) and attention in `scaled_dot_product_attention`
+(fused flash/memory-efficient kernels); the memory-bound work goes through `ops`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..config.schema import ModelSection
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, width: int, eps: float, ops):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+        self.ops = ops
+
+    def forward(self, x):
+        return self.ops.rms_norm(x, self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelSection, ops):
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.out = nn.Linear(cfg.width, cfg.width, bias=False)
+        self.ops = ops
+
+    def forward(self, x, cos, sin, cache: LayerCache | None = None, start: int = 0):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)
+        # (B, T, C) -> (B, H, T, D)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        q = self.ops.rotary(q, cos, sin)
+        k = self.ops.rotary(k, cos, sin)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        else:
+            k, v = cache.extend(k, v, start)  # every position so far: (B, H, start + T, D)
+            if T == 1:  # one new token sees every earlier one: no mask
+                y = single_query_attention(q, k, v)
+            elif start == 0:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # new token i sees the cache and new tokens up to i
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+
+def single_query_attention(q, k, v):
+    """Attention of one query position over every cached one: two small matrix products.
+    PyTorch's fused CPU kernel tiles for many queries and took ~2 ms here for what this
+    does in ~0.1 ms (bench/generate.py); on a GPU it is the same few kernels."""
+    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, H, 1, L)
+    return torch.softmax(scores.float(), dim=-1).type_as(v) @ v
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelSection, ops):
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.width, 2 * cfg.mlp_hidden, bias=False)
+        self.down = nn.Linear(cfg.mlp_hidden, cfg.width, bias=False)
+        self.ops = ops
+
+    def forward(self, x):
+        return self.down(self.ops.swiglu(self.gate_up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelSection, ops):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
+        self.attn = Attention(cfg, ops)
+        self.mlp_norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
+        self.mlp = MLP(cfg, ops)
+
+    def forward(self, x, cos, sin, cache: LayerCache | None = None, start: int = 0):
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelSection, vocab_size: int, ops):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.ops = ops
+        self.embed = nn.Embedding(vocab_size, cfg.width)
+        self.blocks = nn.ModuleList(Block(cfg, ops) for _ in range(cfg.layers))
+        self.norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
+        self.head = nn.Linear(cfg.width, vocab_size, bias=False)
+        cos, sin = rotary_tables(cfg.seq_len, cfg.width // cfg.heads, cfg.rope_theta)
+        # Not persistent: derived from the config, so checkpoints need not carry them.
+        self.register_buffer("rotary_cos", cos, persistent=False)
+        self.register_buffer("rotary_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        # Residual projections scaled down so the residual stream's variance does not grow
+        # with depth (GPT-2).
+        for block in self.blocks:
+            for proj in (block.attn.out, block.mlp.down):
+                nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.layers))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
+
+    def hidden_states(self, inputs: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T, C) final hidden states of (B, T) inputs. With a `cache`, the inputs follow
+        the `cache.length` positions it holds (their keys and values are not recomputed),
+        and theirs are added to it."""
+        T = inputs.shape[1]
+        start = cache.length if cache is not None else 0
+        if start + T > self.cfg.seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds model.seq_len="
+                             f"{self.cfg.seq_len}")
+        x = self.embed(inputs)  # (B, T, C)
+        cos, sin = self.rotary_cos[start:start + T], self.rotary_sin[start:start + T]
+        for i, block in enumerate(self.blocks):
+            if cache is not None:
+                x = block(x, cos, sin, cache.layers[i], start)
+            elif self.cfg.activation_checkpointing and self.training:
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin)
+        if cache is not None:
+            cache.length += T
+        return self.norm(x)
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor):
+        """(loss summed over counted targets, correct top-1 count, counted targets)."""
+        hidden = self.hidden_states(inputs)
+        return self.ops.output_loss(hidden.flatten(0, 1), self.head.weight, targets.flatten())
+
+    @torch.no_grad()
+    def next_token_logits(self, inputs: torch.Tensor, cache: KVCache | None = None
+                          ) -> torch.Tensor:
+        """(B, V) logits for the token after each row of (B, T) inputs (which follow the
+        positions `cache` holds, if given)."""
+        return self.head(self.hidden_states(inputs, cache)[:, -1])
+
+    def new_cache(self, batch: int = 1) -> KVCache:
+        """An empty KV cache for `batch` sequences of up to `model.seq_len` tokens, in the
+        dtype and on the device of the model's weights."""
+        weight = self.head.weight
+        return KVCache(len(self.blocks), batch, self.cfg.heads, self.cfg.seq_len,
+                       self.cfg.width // self.cfg.heads, weight.dtype, weight.device)
+
+    def matmul_parameters(self) -> int:
+        """Parameters of matrix products (every Linear, the output projection included);
+        the embedding is a lookup and does not count toward FLOPs."""
+        return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+
+
+class LayerCache:
+    """One attention layer's keys and values for every position seen, (B, H, seq_len, D)
+    allocated once: a new token writes its own and reads the rest in place."""
+
+    def __init__(self, batch: int, heads: int, seq_len: int, head_dim: int, dtype, device):
+        self.keys = torch.zeros(batch, heads, seq_len, head_dim, dtype=dtype, device=device)
+        self.values = torch.zeros_like(self.keys)
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor, start: int):
+        end = start + k.shape[2]
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+class KVCache:
+    """Keys and values of every layer for the positions generated so far (`length`), so that
+    each new token costs one position's compute instead of the whole context's."""
+
+    def __init__(self, layers: int, batch: int, heads: int, seq_len: int, head_dim: int,
+                 dtype, device):
+        self.layers = [LayerCache(batch, heads, seq_len, head_dim, dtype, device)
+                       for _ in range(layers)]
+        self.capacity = seq_len
+        self.length = 0
+
+
+def parameter_count(cfg: ModelSection, vocab_size: int) -> int:
+    """The model's parameters, computed from its config without building it."""
+    per_block = 4 * cfg.width * cfg.width + 3 * cfg.width * cfg.mlp_hidden + 2 * cfg.width
+    return 2 * vocab_size * cfg.width + cfg.layers * per_block + cfg.width
+
+
+def rotary_tables(seq_len: int, head_dim: int, theta: float):
+    """cos and sin of position * frequency, (seq_len, head_dim / 2), in float32."""
+    freqs = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), freqs)
+    return angles.cos().float(), angles.sin().float()

@@ -1,0 +1,177 @@
+"""Building and loading the native kernels through cffi. Their sources are native/ at the
+repository's root, which ships inside the `slimcore` distribution as the data-only package
+`slimcore._native` (an editable install maps it to native/, a wheel carries a copy).
+
+    library("cpu")   the C build (the system compiler, OpenMP), built on first use
+    library("cuda")  the CUDA build (nvcc, sm_80 and sm_90), built on first use
+    slimcore build-native [--cuda]   builds ahead of time
+
+Builds land in a cache folder keyed by the sha256 of the sources, the compiler command and
+the compiler's version, under a file lock, so concurrent processes (torchrun ranks) build
+once. Each build's sha256 is kept beside it and checked before the library is loaded: a
+library cut short in the cache (a full disk, a copy interrupted) would otherwise crash
+every run with SIGBUS; it is built again, with a warning. The cffi declarations are the
+block of slimcore_native.h between its cdef markers: the header is the one source of truth
+for the ABI.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ..storage.cache import MOVE_HINT, default_cache_dir, read_checked, vouch
+from ..contracts.errors import UserError
+
+@functools.cache
+def sources() -> Path:
+    """native/, wherever this install keeps it: the package data of `slimcore._native`."""
+    spec = importlib.util.find_spec("slimcore._native")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("native: this install of slimcore lacks its native sources "
+                        "(slimcore._native); reinstall slimcore, or set model.backend: torch")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+HEADER_NAME = "slimcore_native.h"
+ABI_VERSION = 1
+CUDA_ARCHS = ("80", "90")
+
+
+def cdef_text() -> str:
+    text = (sources() / HEADER_NAME).read_text()
+    return text.split("/* cdef-begin */", 1)[1].split("/* cdef-end */", 1)[0]
+
+
+def compile_command(kind: str, source: Path, output: Path) -> list[str]:
+    if kind == "cpu":
+        compiler = os.environ.get("CC", "cc")
+        # -march=native: the cache key includes this machine's CPU flags (see build_key).
+        return [compiler, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC",
+                "-std=c11", "-I", str(sources()), "-o", str(output), str(source), "-lm"]
+    gencode = [flag for arch in CUDA_ARCHS
+               for flag in ("-gencode", f"arch=compute_{arch},code=sm_{arch}")]
+    # The CUDA runtime is linked statically (nvcc's default): the library needs no toolkit.
+    return ["nvcc", "-O3", "-shared", "-Xcompiler", "-fPIC", *gencode, "-I", str(sources()),
+            "-o", str(output), str(source)]
+
+
+def source_for(kind: str) -> Path:
+    return sources() / ("slimcore_native.c" if kind == "cpu" else "slimcore_native.cu")
+
+
+def cache_root() -> Path:
+    return default_cache_dir() / "native"
+
+
+def build_key(kind: str, command: list[str]) -> str:
+    digest = hashlib.sha256()
+    for name in (HEADER_NAME, "slimcore_common.inc", "slimcore_words.inc", source_for(kind).name):
+        path = sources() / name
+        digest.update(path.read_bytes())
+    digest.update(" ".join(command).encode())
+    digest.update(compiler_version(command[0]).encode())
+    if kind == "cpu":
+        digest.update(cpu_flags().encode())
+    return digest.hexdigest()[:20]
+
+
+@functools.cache
+def compiler_version(compiler: str) -> str:
+    try:
+        return subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                              timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def build(kind: str, quiet: bool = True) -> Path:
+    """The path of the built library for `kind` ("cpu" or "cuda"), building it if needed."""
+    from filelock import FileLock
+
+    placeholder = Path("lib.so")
+    command = compile_command(kind, source_for(kind), placeholder)
+    compiler = command[0]
+    if shutil.which(compiler) is None:
+        what = "a C compiler (set CC, or install gcc)" if kind == "cpu" else \
+            "nvcc (the CUDA toolkit)"
+        raise UserError(f"model.backend: the native {kind} kernels need {what}, and "
+                        f"'{compiler}' is not on PATH; install it, or set model.backend: torch")
+    folder = cache_root() / f"{kind}-{build_key(kind, command)}"
+    library_path = folder / f"libslimcore_native_{kind}.so"
+    if read_checked(library_path) is not None:
+        return library_path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / "build.lock")):
+            if read_checked(library_path) is not None:  # built by another process meanwhile
+                return library_path
+            if library_path.exists():
+                print(f"slimcore: warning: native: {library_path} fails its sha256 check (or "
+                      "has none: built by slimcore 0.1); building it again", file=sys.stderr)
+            _compile(kind, command, library_path, quiet)
+    except OSError as e:
+        raise UserError(f"native: cannot write the {kind} build into the cache {folder} "
+                        f"({e.strerror or e}); make it writable, or {MOVE_HINT}") from None
+    return library_path
+
+
+def _compile(kind: str, command: list[str], library_path: Path, quiet: bool) -> None:
+    with tempfile.TemporaryDirectory(dir=library_path.parent) as tmp:
+        output = Path(tmp) / library_path.name
+        result = subprocess.run(compile_command(kind, source_for(kind), output),
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise UserError(f"model.backend: building the native {kind} kernels failed "
+                            f"({' '.join(command[:1])}): "
+                            f"{(result.stderr or result.stdout).strip()[:600]}")
+        os.replace(output, library_path)
+        vouch(library_path)  # the checksum last: a library without one is rebuilt
+    if not quiet:
+        print(f"native: built {library_path}")
+
+
+@functools.cache
+def library(kind: str):
+    """The loaded library (a cffi lib object) for "cpu" or "cuda"."""
+    from cffi import FFI
+
+    ffi = FFI()
+    ffi.cdef(cdef_text())
+    lib = ffi.dlopen(str(build(kind)))
+    if lib.slimcore_abi_version() != ABI_VERSION:
+        raise UserError(f"native: the {kind} library speaks ABI {lib.slimcore_abi_version()}, "
+                        f"this slimcore {ABI_VERSION}; delete {cache_root()} to rebuild")
+    return ffi, lib
+
+
+def check(status: int, kernel: str, kind: str) -> None:
+    """Every kernel call's status goes through here: a failure is never silent."""
+    if status != 0:
+        ffi, lib = library(kind)
+        raise RuntimeError(f"native kernel {kernel} ({kind}) failed: "
+                           f"{ffi.string(lib.slimcore_status_string(status)).decode()} "
+                           f"(status {status})")
+
+
+def command_build_native(args) -> int:
+    """`slimcore build-native [--cuda]`: build ahead of time, e.g. in a container image."""
+    for kind in ("cpu", "cuda") if args.cuda else ("cpu",):
+        path = build(kind, quiet=False)
+        print(f"native {kind}: {path}")
+    return 0

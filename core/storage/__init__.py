@@ -1,0 +1,1 @@
+"""Files: the cache folder and writing a file whole or not at all."""

@@ -1,0 +1,1 @@
+"""Text to token ids: the SentencePiece tokenizer and its word cache."""

@@ -1,0 +1,48 @@
+"""Evaluation on held-out data: the same batches every `eval.interval` steps, so that the
+numbers of one run compare across steps."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..contracts.batch import Batch
+from ..contracts.errors import UserError
+from ..contracts.run import Run
+
+
+def validation_batches(run: Run) -> list[Batch]:
+    cfg = run.config
+    batches = run.plugins.hook.validation_batches(source=cfg.data.source, run=run,
+                                                  count=cfg.eval.batches)
+    if batches is None:
+        raise UserError(f"eval.interval: data source '{cfg.data.source}' offers no held-out "
+                        "data; set eval.interval to 0 or pick a source that does")
+    if not batches:
+        raise UserError(f"eval: data source '{cfg.data.source}' has too little held-out data "
+                        "for one batch; give it more (its settings say where it comes from)")
+    return batches
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
+             autocast, on_batch: Callable[[], Any] | None = None) -> tuple[float, float]:
+    """Loss (nats per target token) and next-token accuracy over `batches`; `on_batch` is
+    called after each (a progress bar)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    count = 0
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast:
+            batch_loss, batch_correct, _ = model(batch.inputs, batch.targets)
+        loss_sum += batch_loss.float()
+        correct += batch_correct
+        count += batch.target_count
+        if on_batch is not None:
+            on_batch()
+    model.train(was_training)
+    return loss_sum.item() / count, correct.item() / count
