@@ -14,8 +14,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The environment is remade when what it was made from changes.
-INPUTS := requirements.txt pyproject.toml $(wildcard plugins/*/pyproject.toml)
+# The environment is remade when what it was made from changes: the requirements, the
+# pyproject files, and the folders of core/ and native/ (the core's strict editable install
+# links each file: a file added or removed there needs the links made again).
+INPUTS := requirements.txt pyproject.toml $(wildcard plugins/*/pyproject.toml) \
+	$(shell find core native -type d -not -name __pycache__)
 STAMP := $(VENV)/.installed
 
 .PHONY: quickstart test test-setup setup clean-venv
@@ -46,6 +49,7 @@ $(STAMP): $(INPUTS)
 			--index-url https://download.pytorch.org/whl/cpu; \
 	fi
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e . --config-settings editable_mode=strict
 	@touch $(STAMP)
 
 clean-venv:

@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parent
 
 # slimcore.testing's tiny run, which authors' tests use too. The dashboard's render process
 # costs seconds a run, TensorBoard's import one; their own tests turn them back on.
-TINY = {**TINY_CONFIG, "plugins": {"disable": ["dashboard", "tensorboard"]}}
+TINY = {**TINY_CONFIG, "corpus": {"path": "bundled", "shuffle_buffer": 8},
+        "chunk": {"tokens_per_chunk": 4096}, "dashboard": {"every": 3},
+        "json_export": {"every": 3}, "plugins": {"disable": ["dashboard", "tensorboard"]}}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -190,7 +192,7 @@ QUIET = {"dashboard", "tensorboard"}
 def trained_run(tmp_path_factory):
     """A run folder of the quickstart as `--test` trains it: 20 steps, evaluated and saved
     at the last. Shared: copy it before changing it."""
-    from slimcore.config.schema import SMOKE_OVERRIDES
+    from slimcore.config.resolve import SMOKE_OVERRIDES
 
     folder = tmp_path_factory.mktemp("quickstart") / "run"
     status, _ = run_in_process(QUICKSTART, overrides=[

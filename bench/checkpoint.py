@@ -31,10 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from slimcore import Checkpoint  # noqa: E402
 from slimcore.contracts.checkpoint import capture_rng  # noqa: E402
 from slimcore.train.writer import CheckpointWriter  # noqa: E402
-from slimcore.config.schema import ModelSection, OptimizerSection, ScheduleSection, parse_config  # noqa: E402
+from slimcore.config.schema import ModelSection, OptimizerSection, ScheduleSection  # noqa: E402
+from slimcore.config.parse import parse_config  # noqa: E402
 from slimcore.model.gpt import GPT  # noqa: E402
 from slimcore.model.ops import TorchOps  # noqa: E402
-from slimcore.train.loop import build_optimizer, build_scheduler  # noqa: E402
+from slimcore.train.optim import build_optimizer, build_scheduler  # noqa: E402
 from slimcore_checkpointers.three_file import ThreeFileConfig, read_checkpoint, write_checkpoint  # noqa: E402
 
 MODELS = {

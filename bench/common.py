@@ -11,7 +11,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
 from slimcore import hookimpl  # noqa: E402
-from slimcore.config.schema import resolve_config  # noqa: E402
+from slimcore.config.resolve import resolve_config  # noqa: E402
 from slimcore.launch.training import execute_run, prepare_tokenizer  # noqa: E402
 from slimcore.host.manager import SlimcorePluginManager  # noqa: E402
 from slimcore.contracts.run import Run  # noqa: E402

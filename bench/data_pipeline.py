@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
 import torch  # noqa: E402
 import zstandard  # noqa: E402
 
-from slimcore.config.schema import parse_config  # noqa: E402
+from slimcore.config.parse import parse_config  # noqa: E402
 from slimcore.host.manager import SlimcorePluginManager  # noqa: E402
 from slimcore.contracts.run import Run  # noqa: E402
 from slimcore.storage.cache import default_cache_dir  # noqa: E402

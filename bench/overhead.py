@@ -23,7 +23,8 @@ from common import build_config, fixed_batches, time_run
 from slimcore.launch.training import seed_everything
 from slimcore.model.gpt import GPT
 from slimcore.model.ops import TorchOps
-from slimcore.train.loop import autocast_context, build_optimizer, build_scheduler
+from slimcore.model.device import autocast_context
+from slimcore.train.optim import build_optimizer, build_scheduler
 
 
 def time_slimcore(args, batches, tokenizer) -> float:

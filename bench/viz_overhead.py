@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import build_config, fixed_batches, time_run
 from slimcore import ChartData
-from slimcore.config.schema import SMOKE_OVERRIDES
+from slimcore.config.resolve import SMOKE_OVERRIDES
 
 SMOKE_MODEL = tuple(o for o in SMOKE_OVERRIDES if o.startswith(("model.", "data.")))
 OBSERVERS = ("dashboard", "json_export", "tensorboard")

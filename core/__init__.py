@@ -10,15 +10,16 @@ import importlib
 _EXPORTS = {
     "IGNORE_INDEX": "contracts.batch", "Batch": "contracts.batch",
     "Chart": "contracts.charts", "ChartData": "contracts.charts",
-    "installed_charts": "contracts.charts",
     "Checkpoint": "contracts.checkpoint",
+    "Checkpointer": "contracts.checkpointer", "ExportFormat": "contracts.checkpointer",
     "ConfigError": "contracts.errors", "TrainingHalted": "contracts.errors",
     "UserError": "contracts.errors", "describe_error": "contracts.errors",
     "TrainingMetrics": "contracts.metrics", "RunPaths": "contracts.paths", "Run": "contracts.run",
-    "DataSource": "contracts.source",
-    "RunConfig": "config.schema", "Range": "config.schema", "NonEmpty": "config.schema",
-    "hookimpl": "host.hookspecs",
-    "TextSample": "model.sampling", "Tokenizer": "text.tokenizer", "cache_dir": "storage.cache",
+    "TextSample": "contracts.samples", "DataSource": "contracts.source",
+    "RunConfig": "config.schema", "Range": "config.values", "NonEmpty": "config.values",
+    "hookimpl": "host.hookspecs", "installed_charts": "host.manager",
+    "Tokenizer": "text.tokenizer", "cache_dir": "storage.cache",
+    "write_atomically": "storage.atomic",
 }
 
 __all__ = sorted(_EXPORTS)

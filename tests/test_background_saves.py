@@ -177,7 +177,7 @@ def test_killed_at_random_moments_and_resumed_the_history_is_the_straight_runs(
     """SIGKILL three times at random steps (often mid-save: a checkpoint every 2 steps, a
     viz interval of 3, so the two never line up), `--resume auto` each time, then to the
     end: metrics history and text samples equal an uninterrupted run's, step for step."""
-    settings = {"run": {"steps": 24}, "intervals": {"checkpoint": 2, "viz": 3},
+    settings = {"run": {"steps": 24}, "intervals": {"checkpoint": 2}, "json_export": {"every": 3},
                 "samples": {"prompts": ["We the"]}, "plugins": {"disable": ["dashboard"]}}
     run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "straight")}},
                                 name="straight"))

@@ -46,7 +46,7 @@ def test_config_prints_resolved_values_with_flags_applied(cli, write_config):
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert resolved["run"]["steps"] == 99
-    assert resolved["intervals"]["viz"] == 7
+    assert resolved["json_export"]["every"] == 7  # --viz-interval: each plugin's own key
     assert resolved["chunk"]["max_chunks"] == 3
     assert resolved["model"]["width"] == 48
     assert resolved["run"]["name"] == "tiny"

@@ -4,7 +4,13 @@ import dataclasses
 
 import pytest
 
-from slimcore.config.schema import ConfigError, RunConfig, apply_override, load_yaml, parse_config
+from slimcore.contracts.errors import ConfigError
+
+from slimcore.config.schema import RunConfig
+
+from slimcore.config.yaml_text import apply_override, load_yaml
+
+from slimcore.config.parse import parse_config
 from slimcore.contracts.errors import UserError
 
 
@@ -28,8 +34,7 @@ def parse(raw, sections=None, ignorable=frozenset()):
 def test_defaults_are_the_original_scripts():
     config = parse({})
     assert isinstance(config, RunConfig)
-    assert (config.intervals.viz, config.intervals.checkpoint, config.intervals.sample_every) \
-        == (50, 2000, 5)
+    assert (config.intervals.checkpoint, config.samples.every) == (2000, 250)  # 5 x 50 steps
     assert (config.tokenizer.vocab_size, config.model.width) == (32000, 1536)
 
 
@@ -197,10 +202,12 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
     and of the shipped plugins' sections, with the type, default and valid values the schema
     really has."""
     from conftest import REPO
-    from slimcore.config.schema import CORE_SECTIONS, field_reference
+    from slimcore.config.schema import CORE_SECTIONS
+    from slimcore.config.reference import field_reference
     from slimcore_checkpointers.three_file import ThreeFileConfig
     from slimcore_datasources.chunk import ChunkConfig
     from slimcore_visualizers.dashboard import DashboardConfig
+    from slimcore_visualizers.json_export import JsonExportConfig
     from slimcore_visualizers.mlflow_export import MlflowConfig
     from slimcore_visualizers.tensorboard_export import TensorBoardConfig
     from slimcore_visualizers.wandb_export import WandbConfig
@@ -214,6 +221,7 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
 
     sections = {**CORE_SECTIONS, "corpus": CorpusConfig, "chunk": ChunkConfig,
                 "three_file": ThreeFileConfig, "dashboard": DashboardConfig,
+                "json_export": JsonExportConfig,
                 "tensorboard": TensorBoardConfig, "wandb": WandbConfig, "mlflow": MlflowConfig}
     expected = {key: rest for name, cls in sections.items()
                 for key, *rest in field_reference(cls, name)}
@@ -247,7 +255,7 @@ def test_a_sections_own_error_names_section_dot_key_whatever_form_it_raised(rais
     from dataclasses import dataclass
 
     from slimcore import ConfigError, hookimpl
-    from slimcore.config.schema import resolve_config
+    from slimcore.config.resolve import resolve_config
     from slimcore.host.manager import SlimcorePluginManager
 
     @dataclass

@@ -42,7 +42,7 @@ def corpus(tmp_path):
 
 
 def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpus, capsys):
-    settings = {"run": {"steps": 4}, "intervals": {"checkpoint": 2, "viz": 2},
+    settings = {"run": {"steps": 4}, "intervals": {"checkpoint": 2}, "json_export": {"every": 2},
                 "data": {"source": "sample", "batch_size": 2},
                 "corpus": {"path": str(corpus), "shuffle_buffer": 0},
                 "tokenizer": {"vocab_size": 300, "train_documents": 100},

@@ -442,3 +442,68 @@ def test_the_docs_exporter_writes_its_csv_and_a_resume_keeps_each_step_once(tmp_
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [2, 4, 6]
     assert float(rows[0]["loss"]) == pytest.approx(first.metrics[1].loss)
+
+
+def test_hook_register_data_sources(write_config, tmp_path):
+    """The docs' Counting source, registered as a class: it trains, resumes from its
+    position bit for bit, and a name nobody registered is one line with a suggestion."""
+    from test_contracts import docs_plugin
+
+    plugin = docs_plugin("class Counting(DataSource)")
+    assert [s.name for s in plugin.register_data_sources()] == ["counting"]
+    settings = {"run": {"steps": 6}, "intervals": {"checkpoint": 3},
+                "data": {"source": "counting"}, "tokenizer": {"vocab_size": 300}}
+    straight, resumed = Recorder(), Recorder()
+    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "a")}}, "a"),
+                   {"counting": plugin, "rec": straight})
+    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "b")}}, "b"),
+                   {"counting": plugin, "rec": resumed},
+                   resume=str(tmp_path / "a" / "checkpoints" / "checkpoint_step_3.bin"))
+    assert [m.loss for m in resumed.metrics] == [m.loss for m in straight.metrics[3:]]
+    with pytest.raises(UserError, match="unknown data source 'countin' \\(did you mean "
+                                        "'counting'\\?\\)"):
+        run_in_process(write_config({**settings, "data": {"source": "countin"}}),
+                       {"counting": plugin})
+
+
+def test_hook_register_checkpointers(write_config, tmp_path):
+    """The docs' checkpointer object saves at every interval and the end, and a resume from
+    its files (and `--resume auto` in its folder) gives the same losses."""
+    from test_contracts import docs_plugin
+
+    plugin = docs_plugin("class Simple(Checkpointer)")
+    settings = {"run": {"steps": 6}, "intervals": {"checkpoint": 3},
+                "checkpoint": {"checkpointer": "simple"}, "corpus": {"shuffle_buffer": 8}}
+    straight, resumed = Recorder(), Recorder()
+    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "a")}}, "a"),
+                   {"simple": plugin, "rec": straight})
+    assert sorted(p.name for p in (tmp_path / "a" / "simple").iterdir()) == [
+        "step_3.json", "step_3.safetensors", "step_6.json", "step_6.safetensors"]
+    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "b")}}, "b"),
+                   {"simple": plugin, "rec": resumed},
+                   resume=str(tmp_path / "a" / "simple" / "step_3.json"))
+    assert [m.loss for m in resumed.metrics] == [m.loss for m in straight.metrics[3:]]
+    again = Recorder()
+    run_in_process(write_config({**settings, "output": {"dir": str(tmp_path / "a")}}, "a"),
+                   {"simple": plugin, "rec": again}, overrides=["run.steps=7"],
+                   resume="auto")
+    assert [m.step for m in again.metrics] == [7]
+
+
+def test_hook_register_export_formats(trained_run, tmp_path, capsys):
+    """`slimcore export --format NAME` hands the verified checkpoint to the format
+    registered under that name (the docs' object form)."""
+    from safetensors.torch import load_file
+
+    from slimcore.commands.cli import build_parser
+    from test_contracts import docs_plugin
+
+    pm = SlimcorePluginManager()
+    pm.discover()
+    pm.register_in_process(docs_plugin("class WeightsOnly(ExportFormat)"), "my_formats")
+    args = build_parser(pm).parse_args(["export", str(trained_run), "--format",
+                                        "weights_only", "--output", str(tmp_path / "w")])
+    args.plugin_manager = pm
+    assert args.handler(args) == 0
+    assert "format weights_only: 15 tensors" in capsys.readouterr().out
+    assert set(load_file(tmp_path / "w" / "weights.safetensors")) >= {"head.weight"}

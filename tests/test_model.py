@@ -10,7 +10,7 @@ from slimcore import IGNORE_INDEX
 from slimcore.config.schema import ModelSection, OptimizerSection, ScheduleSection
 from slimcore.model.gpt import GPT
 from slimcore.model.ops import TorchOps
-from slimcore.train.loop import build_optimizer, build_scheduler
+from slimcore.train.optim import build_optimizer, build_scheduler
 
 CFG = ModelSection(width=32, layers=2, heads=4, mlp_hidden=48, seq_len=16)
 

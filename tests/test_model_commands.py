@@ -12,7 +12,7 @@ import torch
 
 from conftest import QUICKSTART, QUIET, run_cli, run_in_process
 from slimcore.commands.cli import main
-from slimcore.config.schema import SMOKE_OVERRIDES
+from slimcore.config.resolve import SMOKE_OVERRIDES
 from slimcore.model.generation import SamplingSettings, generate
 from slimcore.host.manager import SlimcorePluginManager
 from slimcore.commands.trained import load_trained
@@ -129,7 +129,7 @@ def test_a_checkpoint_carries_its_tokenizer(trained_run, tmp_path, capsys):
     (["generate", "{run}", "--prompt-file", "{tmp}/nothing.txt"], "--prompt-file: cannot read"),
     (["generate", "{run}", "--prompt-file", "{tmp}/blank.txt"], "the prompts given are all empty"),
     (["generate", "{tmp}/nowhere", "--prompt", "x"], "SOURCE: {tmp}/nowhere does not exist"),
-    (["generate", "{tmp}", "--prompt", "x"], "is a folder without checkpoints/"),
+    (["generate", "{tmp}", "--prompt", "x"], "holds no intact checkpoint"),
     (["generate", "{run}/config.yaml", "--prompt", "x"], "damaged or not a slimcore checkpoint"),
     (["generate", "{run}", "--prompt", "x", "--checkpointer", "nope"],
      "--checkpointer: unknown checkpointer 'nope' (installed: three_file"),

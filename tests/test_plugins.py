@@ -23,7 +23,7 @@ def test_plugins_json_lists_sources_with_distribution_and_version(cli):
         assert plugins[name]["distribution"] == "slimcore-datasources"
         assert plugins[name]["version"] == "0.1.0"
         assert plugins[name]["status"] == "loaded"
-        assert "iterate_batches" in plugins[name]["hooks"]
+        assert "register_data_sources" in plugins[name]["hooks"]
     assert plugins["three_file"]["distribution"] == "slimcore-checkpointers"
 
 
@@ -133,7 +133,7 @@ def test_tracing_prints_hook_calls(cli, write_config):
     result = cli("run", str(write_config({"run": {"steps": 1}})),
                  env={"SLIMCORE_TRACE_PLUGINS": "1"})
     assert result.returncode == 0, result.stderr
-    assert "[slimcore trace] iterate_batches(source, run) -> ['chunk', 'sample']" in result.stderr
+    assert "[slimcore trace] register_data_sources() -> ['chunk', 'sample']" in result.stderr
     assert "[slimcore trace] on_metrics(run, metrics) -> json_export" in result.stderr
     assert "[slimcore trace]" not in cli("config", str(write_config())).stderr
 

@@ -1,44 +1,29 @@
-"""The `slimcore` command: run, config, plugins, generate, eval, export, and subcommands
-that plugins add.
+"""The `slimcore` command: run, config, plugins, generate, eval, export, new-plugin,
+build-native, and subcommands that plugins add.
 
 Plugins are turned off before they are imported, so the CLI reads its `-p no:NAME` flags
 and the YAML's `plugins.disable` before it discovers plugins, then builds the full parser
 (plugin subcommands included) and dispatches.
 
-Exit status: 0 done, 2 the user's mistake (one line on stderr, no traceback), 1 a bug
-(traceback), 130 interrupted.
+Exit status: 0 done, 2 the user's mistake (one line on stderr, no traceback), 3 training
+stopped itself, 128 + N after signal N, 1 a bug (traceback).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
 from dataclasses import dataclass, field
 
-import yaml
-
-from ..config.schema import (SMOKE_OVERRIDES, ConfigError, apply_override, load_yaml, resolve_config,
-                     suggest)
-from ..contracts.errors import TrainingHalted, UserError, traceback_wanted
-from ..launch.distributed import launched_by_torchrun
-from ..launch.training import execute_run
-from ..commands.model_commands import add_commands as add_model_commands
+from ..config.suggest import suggest
+from ..config.yaml_text import apply_override, load_yaml
+from ..contracts.errors import ConfigError, TrainingHalted, UserError, traceback_wanted
 from ..host.manager import SlimcorePluginManager
+from ..train.distributed import launched_by_torchrun
+from . import evaluate, export, generate, new_plugin, plugin_list, training
 
-# The original scripts' flags, each a shorthand for one --set of a core key (plugins add
-# theirs for their own keys through `declare_flags`).
-CORE_FLAGS = {
-    "--steps": ("run.steps", "optimizer steps (run.steps)"),
-    "--viz-interval": ("intervals.viz", "steps between dashboards (intervals.viz)"),
-    "--checkpoint-interval": ("intervals.checkpoint",
-                              "steps between checkpoints (intervals.checkpoint)"),
-    "--output-dir": ("output.dir", "where outputs go (output.dir; default runs/<name>)"),
-    "--device": ("run.device", "auto, cpu, cuda, cuda:N (run.device)"),
-    "--seed": ("run.seed", "seeds every generator and the data order (run.seed)"),
-}
 CONFIG_COMMANDS = ("run", "config")
 
 
@@ -156,39 +141,14 @@ def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
         description="Train GPT-style language models on streamed text.")
     parser.add_argument("--version", action="version", version=f"slimcore {installed_version()}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    flags = config_flags(pm)
-    run = sub.add_parser("run", parents=[common], help="train as a YAML config says")
-    add_config_arguments(run, flags)
-    run.set_defaults(handler=command_run, flags=flags)
-
-    config = sub.add_parser("config", parents=[common], help="print the resolved config")
-    add_config_arguments(config, flags)
-    config.set_defaults(handler=command_config, flags=flags)
-
-    plugins = sub.add_parser("plugins", parents=[common], help="list installed plugins")
-    plugins.add_argument("--json", action="store_true", help="machine-readable output")
-    plugins.add_argument("--check", action="store_true",
-                         help="exit 1 when a plugin failed to load (for a plugin's CI)")
-    plugins.set_defaults(handler=command_plugins)
-
-    add_model_commands(sub, common)
-
-    from ..commands.new_plugin import KINDS, command_new_plugin
-
-    new = sub.add_parser("new-plugin", help="write a new plugin distribution to start from",
-                         description="Write an installable plugin distribution of KIND, with "
-                                     "tests that pass as generated.")
-    new.add_argument("kind", metavar="KIND", help=f"one of: {', '.join(KINDS)}")
-    new.add_argument("name", metavar="NAME", help="the plugin's name (lower case, digits, _)")
-    new.add_argument("--output", metavar="DIR",
-                     help="where to write it (default ./slimcore-NAME)")
-    new.set_defaults(handler=command_new_plugin)
-
-    build = sub.add_parser("build-native", help="build the native kernels ahead of first use")
+    training.add_parsers(sub, common, pm.flags)
+    plugin_list.add_parser(sub, common)
+    for command in (generate, evaluate, export):
+        command.add_parser(sub, common)
+    new_plugin.add_parser(sub)
+    build = sub.add_parser("build-native", help="build the native libraries ahead of first use")
     build.add_argument("--cuda", action="store_true", help="the CUDA library too (needs nvcc)")
     build.set_defaults(handler=command_build_native)
-
     pm.hook.register_commands(subparsers=sub)
     return parser
 
@@ -206,108 +166,3 @@ def command_build_native(args) -> int:
     from ..native.loader import command_build_native as build
 
     return build(args)
-
-
-def config_flags(pm: SlimcorePluginManager) -> dict[str, tuple[str, str]]:
-    """{flag: (dotted key, help)}: the core's and every loaded plugin's (`declare_flags`)."""
-    flags, owners = dict(CORE_FLAGS), {flag: "slimcore" for flag in CORE_FLAGS}
-    for impl in pm.hook.declare_flags.get_hookimpls():
-        for flag, (key, text) in (impl.function() or {}).items():
-            if flag in flags or not flag.startswith("--"):
-                raise UserError(f"plugin '{impl.plugin_name}' declares the flag {flag!r}, "
-                                + (f"which '{owners[flag]}' already has" if flag in flags
-                                   else "which does not start with --")
-                                + "; disable one of them")
-            flags[flag], owners[flag] = (key, text), impl.plugin_name
-    return flags
-
-
-def add_config_arguments(parser: argparse.ArgumentParser,
-                         flags: dict[str, tuple[str, str]]) -> None:
-    parser.add_argument("config", help="the run's YAML file")
-    for flag, (key, text) in flags.items():
-        # The value is read as YAML and checked by its section, like --set's.
-        parser.add_argument(flag, dest=_dest(flag), metavar="VALUE", help=text)
-    parser.add_argument("--test", action="store_true", help="smoke run: tiny model, few steps")
-    parser.add_argument("--resume", metavar="auto|PATH",
-                        help="continue from a checkpoint; auto: the newest intact one, if any")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start over in an output folder that holds an earlier run (it is "
-                             "moved to <folder>.replaced-<time>, not deleted)")
-    parser.add_argument("--set", dest="assignments", action="append", default=[],
-                        metavar="KEY=VALUE", help="set any config key, e.g. model.width=256")
-
-
-def overrides_from(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
-    """The `dotted.key=value` overrides the flags make, in order (--test, the flags, --set),
-    and the flag each key came from, for error messages."""
-    overrides = list(SMOKE_OVERRIDES) if args.test else []
-    origins = {a.partition("=")[0]: "--test" for a in overrides}
-    for flag, (key, _) in args.flags.items():
-        value = getattr(args, _dest(flag))
-        if value is not None:
-            overrides.append(f"{key}={value}")
-            origins[key] = flag
-    for assignment in args.assignments:
-        origins[assignment.partition("=")[0].strip()] = "--set"
-    return overrides + args.assignments, origins
-
-
-def _dest(flag: str) -> str:
-    return "flag_" + flag.lstrip("-").replace("-", "_")
-
-
-def command_run(args: argparse.Namespace) -> int:
-    overrides, origins = overrides_from(args)
-    config = resolve_config(args.config, overrides, args.plugin_manager, raw=args.raw_config,
-                            origins=origins)
-    run = execute_run(config, args.plugin_manager, resume=args.resume, overwrite=args.overwrite)
-    if run.stop_signal is not None:
-        if config.checkpoint.checkpointer and run.is_main_process:
-            print(f"slimcore: stopped; go on with: {resume_command(args.argv)}",
-                  file=sys.stderr, flush=True)
-        return 128 + run.stop_signal  # 143 for SIGTERM, as schedulers expect
-    return 0
-
-
-def resume_command(argv: list[str]) -> str:
-    """The command line that continues this run: the same, with `--resume auto`."""
-    import shlex
-
-    kept, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-        elif token == "--resume":
-            skip = True
-        elif not token.startswith("--resume=") and token != "--overwrite":
-            kept.append(token)
-    return shlex.join(["slimcore", *kept, "--resume", "auto"])
-
-
-def command_config(args: argparse.Namespace) -> int:
-    overrides, origins = overrides_from(args)
-    config = resolve_config(args.config, overrides, args.plugin_manager, raw=args.raw_config,
-                            origins=origins)
-    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-    return 0
-
-
-def command_plugins(args: argparse.Namespace) -> int:
-    report = args.plugin_manager.report()
-    failed = [p["name"] for p in report if p["status"] == "failed"]
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        rows = [("NAME", "VERSION", "DISTRIBUTION", "STATUS", "HOOKS OR ERROR")]
-        rows += [(p["name"], p["version"], p["distribution"], p["status"],
-                  ", ".join(p["hooks"]) if p["status"] == "loaded" else (p["error"] or ""))
-                 for p in report]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        for row in rows:
-            print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4])
-    if args.check and failed:
-        print(f"slimcore: {len(failed)} plugin(s) failed to load: {', '.join(failed)} "
-              "(SLIMCORE_TRACEBACK=1 shows why in full)", file=sys.stderr)
-        return 1
-    return 0

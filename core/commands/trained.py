@@ -1,12 +1,13 @@
 """A trained model out of a checkpoint, for the commands that use one (generate, eval,
 export): the record, the config it was trained with, its tokenizer and the model.
 
-    trained = load_trained("runs/quickstart", pm, device)     a run folder: its newest
-    trained = load_trained("runs/q/checkpoints/checkpoint_step_300.bin", pm, device)
+    trained = load_trained("runs/quickstart", plugins, device)     a run folder: its newest
+    trained = load_trained("path/to/a/checkpoint", plugins, device)    a checkpoint file
     trained.model, trained.tokenizer, trained.config, trained.checkpoint
 
-The checkpointer that reads it is the one the run folder's config.yaml names (else
-`three_file`, or `--checkpointer`); it verifies the files as it does for a resume.
+The run folder of a checkpoint file is the nearest folder above it that holds a run record
+(run.json). The checkpointer that reads it is `--checkpointer`, else the one the run folder's
+config.yaml names, else the config's default; it verifies the files as it does for a resume.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..storage.cache import cache_dir, read_checked
+from ..config.parse import parse_config
+from ..config.schema import CheckpointSection, RunConfig
 from ..contracts.checkpoint import Checkpoint
-from ..config.schema import CheckpointSection, RunConfig, declared_sections, parse_config
 from ..contracts.errors import UserError
+from ..contracts.paths import RunPaths
 from ..model.gpt import GPT
 from ..model.ops import select_ops
-from ..contracts.paths import RunPaths
-from ..contracts.run import Run
 from ..text.tokenizer import Tokenizer
 
 DEFAULT_CHECKPOINTER = CheckpointSection().checkpointer
+SOURCE_HELP = "a checkpoint file or a run folder (its newest checkpoint)"
+CHECKPOINTER_HELP = ("the checkpointer plugin that reads it (default: the one the run folder's "
+                     "config names, else the config's default)")
 
 
 @dataclass
@@ -46,40 +49,47 @@ class TrainedModel:
                 f"{m.layers} layers, vocabulary {self.tokenizer.vocab_size}")
 
 
-def load_trained(source: str, pm, device: torch.device, checkpointer: str | None = None,
+def load_trained(source: str, plugins, device: torch.device, checkpointer: str | None = None,
                  key: str = "SOURCE") -> TrainedModel:
     """The model of checkpoint or run folder `source`; UserError (naming `key`) when it is
     missing, damaged, or holds no checkpoint."""
     path = Path(source)
     if not path.exists():
-        raise UserError(f"{key}: {source} does not exist; give a checkpoint "
-                        "(checkpoints/checkpoint_step_N.bin) or a run folder (runs/NAME)")
-    folder = path if path.is_dir() else path.parent.parent
-    checkpoint = read_source(path, folder, pm, checkpointer, key)
-    config = saved_config(checkpoint.config, pm, f"{checkpoint.path} (its config)")
-    tokenizer = saved_tokenizer(checkpoint, folder, config, key)
+        raise UserError(f"{key}: {source} does not exist; give a checkpoint file or a run "
+                        "folder (runs/NAME)")
+    folder = run_folder_of(path)
+    checkpoint = read_source(path, folder, plugins, checkpointer, key)
+    config = saved_config(checkpoint.config, plugins, f"{checkpoint.path} (its config)")
+    if checkpoint.tokenizer_model is None:
+        raise UserError(f"{key}: {checkpoint.path} carries no tokenizer; it cannot be used")
+    tokenizer = Tokenizer(checkpoint.tokenizer_model, checkpoint.tokenizer_fingerprint)
     model = build_model(checkpoint, config, tokenizer, device)
     return TrainedModel(checkpoint=checkpoint, folder=folder, config=config,
                         tokenizer=tokenizer, model=model)
 
 
-def read_source(path: Path, folder: Path, pm, checkpointer: str | None,
+def run_folder_of(path: Path) -> Path:
+    """A folder itself; for a file, the nearest folder above it with a run record."""
+    if path.is_dir():
+        return path
+    for folder in path.resolve().parents:
+        if RunPaths(folder).record.is_file():
+            return folder
+    return path.parent
+
+
+def read_source(path: Path, folder: Path, plugins, checkpointer: str | None,
                 key: str) -> Checkpoint:
-    """The checkpoint `path` names (a run folder: its newest intact one), verified by its
-    checkpointer."""
+    """The checkpoint `path` names (a run folder: its run's newest intact one), verified by
+    its checkpointer."""
     paths = RunPaths(folder)
     name = checkpointer or folder_checkpointer(paths) or DEFAULT_CHECKPOINTER
-    pm.check_selectable(name, "checkpointer", "--checkpointer")
-    if path.is_dir() and not paths.checkpoints.is_dir():
-        raise UserError(f"{key}: {path} is a folder without checkpoints/; give a run folder "
-                        "(runs/NAME) or a checkpoint file")
-    run = Run(config=parse_config({}, declared_sections(pm), "<defaults>"), output_dir=folder,
-              device=torch.device("cpu"), plugins=pm, run_id=folder_run_id(paths))
-    saved = pm.hook.load_checkpoint(checkpointer=name, run=run,
-                                    path="auto" if path.is_dir() else str(path))
+    reader = plugins.lookup("checkpointer", name, "--checkpointer")
+    saved = reader.newest(folder, folder_run_id(paths)) if path.is_dir() else \
+        reader.load(str(path))
     if not saved:
-        raise UserError(f"{key}: {paths.checkpoints} holds no intact checkpoint of this run "
-                        "(train with checkpoint.checkpointer set, or give a checkpoint file)")
+        raise UserError(f"{key}: {path} holds no intact checkpoint of its run (give a run "
+                        "folder of a run that saved one, or a checkpoint file)")
     return saved
 
 
@@ -99,35 +109,13 @@ def folder_run_id(paths: RunPaths) -> str | None:
         return None
 
 
-def saved_config(raw: dict, pm, source: str) -> RunConfig:
+def saved_config(raw: dict, plugins, source: str) -> RunConfig:
     """A config as a checkpoint recorded it (`source` names it in errors). Sections of
     plugins not installed here are left out (a command that needs one says so when it
     asks)."""
-    sections = declared_sections(pm)
-    return parse_config(raw, sections, source,
+    sections = plugins.sections
+    return parse_config(raw, sections, source, warn_moves=False,
                         ignorable={name for name in raw if name not in sections})
-
-
-def saved_tokenizer(checkpoint: Checkpoint, folder: Path, config: RunConfig,
-                    key: str) -> Tokenizer:
-    """The checkpoint's own tokenizer; for a record from before checkpoints carried it, the
-    run folder's or the cache's copy with its fingerprint."""
-    if checkpoint.tokenizer_model is not None:
-        return Tokenizer(checkpoint.tokenizer_model, checkpoint.tokenizer_fingerprint)
-    fingerprint = checkpoint.tokenizer_fingerprint or ""
-    candidates = [RunPaths(folder).tokenizer]
-    if config.tokenizer.path:
-        candidates.append(Path(config.tokenizer.path))
-    for candidate in candidates:
-        if candidate.is_file():
-            return Tokenizer(candidate.read_bytes(), fingerprint, candidate)
-    cached = cache_dir(config.tokenizer.cache_dir) / "tokenizers" / f"spm-{fingerprint[:20]}.model"
-    proto = read_checked(cached) if fingerprint else None
-    if proto is None:
-        raise UserError(f"{key}: {checkpoint.path} was saved before checkpoints carried their "
-                        f"tokenizer, and no copy of it ({cached.name}) is in the cache; resume "
-                        "it for one step with the same tokenizer settings to save one that does")
-    return Tokenizer(proto, fingerprint, cached)
 
 
 def build_model(checkpoint: Checkpoint, config: RunConfig, tokenizer: Tokenizer,

@@ -23,7 +23,7 @@ class ChartData:
         so a chart that asks for a renamed metric fails in its author's test, not blank."""
         import numpy as np
 
-        from ..contracts.metrics import metric_names
+        from .metrics import metric_names
 
         known = set(metric_names()).union(*(m.keys() for m in self.metrics))
         if key not in known:
@@ -34,16 +34,6 @@ class ChartData:
         values = np.array([np.nan if m.get(key) is None else m[key] for m in self.metrics],
                           dtype=float)
         return steps, values
-
-
-def installed_charts(plugins: set[str]) -> list["Chart"]:
-    """The charts that the named installed plugins register, in dashboard order. Only those
-    plugins are loaded: the dashboard's render process imports no torch, no data source."""
-    from ..host.manager import SlimcorePluginManager
-
-    manager = SlimcorePluginManager()
-    manager.discover(only=plugins)
-    return manager.charts()
 
 
 class Chart:
@@ -61,6 +51,7 @@ class Chart:
     wide: bool = False
     uses_samples: bool = False
     order: int = 100  # place in the dashboard, lowest first; ties by name
+    plugin: str = ""  # set by slimcore: the plugin that registered this chart
 
     def draw(self, ax: Any, data: ChartData) -> None:  # ax: a matplotlib Axes
         raise NotImplementedError

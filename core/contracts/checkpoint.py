@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-# 2: the record carries the tokenizer model (tokenizer_model).
 RECORD_VERSION = 2
 TEXT_IN_TENSOR_CHARS = 256  # longer strings (a source's state may hold text) go into tensors
 
@@ -43,8 +42,7 @@ class Checkpoint:
     # Every rank's data-source position: {"world_size": N, "ranks": [state, ...]}, or None.
     data_state: dict[str, Any] | None
     # The SentencePiece model file's bytes, so that a checkpoint generates, evaluates,
-    # exports and resumes on its own (no tokenizer cache, no corpus); None in a record saved
-    # before slimcore 0.6.
+    # exports and resumes on its own (no tokenizer cache, no corpus).
     tokenizer_model: bytes | None = None
     path: str | None = None  # where load_checkpoint read it from; not stored
 
@@ -83,10 +81,10 @@ class Checkpoint:
     @classmethod
     def join(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
              path: str | None = None) -> "Checkpoint":
-        """The record that `split()` gave `tensors` and `meta` for (after a JSON round trip).
-        A field an older record lacks takes its default."""
+        """The record that `split()` gave `tensors` and `meta` for (after a JSON round trip);
+        KeyError for a field `meta` lacks."""
         values = {f.name: join_tensors(meta[f.name], tensors) for f in dataclasses.fields(cls)
-                  if f.name != "path" and (f.name in meta or f.default is dataclasses.MISSING)}
+                  if f.name != "path"}
         return cls(**values, path=path)
 
 
@@ -132,45 +130,3 @@ def join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, list):
         return [join_tensors(v, tensors) for v in value]
     return value
-
-
-def capture_rng() -> dict[str, Any]:
-    """Every random state this process draws from, as a Checkpoint's `rng`."""
-    import random
-
-    import numpy as np
-
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": _listed(random.getstate()),
-    }
-
-
-def restore_rng(rng: dict[str, Any]) -> None:
-    """Put back what `capture_rng` took; states an old checkpoint lacks (None) are left."""
-    import random
-
-    import numpy as np
-
-    # clone(): a loaded state may be a view into a larger buffer (a checkpointer that reads
-    # a file into one buffer), and the generators read their state from the storage's start.
-    if rng.get("torch") is not None:
-        torch.set_rng_state(rng["torch"].clone())
-    if rng.get("cuda") and torch.cuda.is_available():
-        for device, state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(state.clone(), device)
-    if rng.get("numpy") is not None:
-        saved = rng["numpy"]
-        np.random.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32),
-                             saved["position"], saved["has_gauss"], saved["cached_gaussian"]))
-    if rng.get("python") is not None:
-        version, internal, gauss = rng["python"]
-        random.setstate((version, tuple(internal), gauss))
-
-
-def _listed(value: Any) -> Any:
-    return [_listed(v) for v in value] if isinstance(value, (tuple, list)) else value

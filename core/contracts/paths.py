@@ -1,8 +1,10 @@
-"""Where a run's outputs go: the one place that names the files of an output folder.
+"""Where the core's own files of a run go: the one place that names them.
 
     paths = RunPaths(output_dir)      (a Run has one: `run.paths`)
-    paths.metrics_history             training_viz/metrics_history.json
-    paths.dashboard(step)             training_viz/training_step_000050.png
+    paths.metrics_log                 history/metrics.jsonl, every step's metrics
+    paths.record                      run.json, the run's id
+
+A plugin names its own files, inside `run.output_dir`; the core never does.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ class RunPaths:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
-    # -- the run's own record (the core) -------------------------------------------------------
     @property
     def lock(self) -> Path:
+        """Held while a run uses the folder; names the holder."""
         return self.root / ".slimcore.lock"
 
     @property
@@ -30,6 +32,7 @@ class RunPaths:
 
     @property
     def config(self) -> Path:
+        """The resolved config, as in force."""
         return self.root / "config.yaml"
 
     @property
@@ -39,6 +42,7 @@ class RunPaths:
 
     @property
     def plugins(self) -> Path:
+        """Every plugin with its version and status, as the run saw them."""
         return self.root / "plugins.json"
 
     @property
@@ -55,26 +59,7 @@ class RunPaths:
     def samples_log(self) -> Path:
         return self.history / "text_samples.jsonl"
 
-    # -- what the shipped plugins write ---------------------------------------------------------
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+    def __getattr__(self, name: str):
+        from ..deprecated import old_run_path
 
-    @property
-    def viz(self) -> Path:
-        return self.root / "training_viz"
-
-    @property
-    def metrics_history(self) -> Path:
-        return self.viz / "metrics_history.json"
-
-    @property
-    def text_samples(self) -> Path:
-        return self.viz / "text_samples.json"
-
-    @property
-    def dashboard_latest(self) -> Path:
-        return self.viz / "training_latest.png"
-
-    def dashboard(self, step: int) -> Path:
-        return self.viz / f"training_step_{step:06d}.png"
+        return old_run_path(self.root, name)

@@ -5,16 +5,19 @@ them. A plugin is a module or object with functions marked `@slimcore.hookimpl`,
 through an entry point of group `slimcore` (the entry point's name is the plugin's name).
 
 Kinds of hook:
-- selection hooks (`firstresult`): the YAML or the command line selects a plugin by its
-  name (`data.source`, `checkpoint.checkpointer`, `slimcore export --format`), the core checks before any work that a loaded plugin of that
-  name implements the hook, and passes the name; an implementation answers only for its own
-  name and returns None otherwise.
+- registration hooks (`register_data_sources`, `register_checkpointers`,
+  `register_export_formats`, `register_charts`): every plugin offers named objects of a role's
+  contract type; the core keeps one registry (registry.py) and looks the YAML's choice up by
+  name (`data.source`, `checkpoint.checkpointer`, `slimcore export --format`, the charts).
 - observer hooks (`on_*`): every plugin is called in isolation; an exception is reported once
   with the plugin's name, and a plugin that keeps failing is switched off for the run.
   Training goes on. They run on the training thread: return quickly, hand heavy work
   (rendering, I/O) to a thread or process of your own.
-- collection hooks (`declare_config`, `register_charts`, `register_commands`): every plugin
+- collection hooks (`declare_config`, `declare_flags`, `register_commands`): every plugin
   contributes; results are merged.
+- the old selection hooks (`iterate_batches`, `corpus_text`, `validation_batches`,
+  `save_checkpoint`, `load_checkpoint`, `export_model`): `firstresult`, asked by name; they
+  keep working, with a deprecation warning, until slimcore 0.3 (legacy.py).
 
 docs/plugins.md lists every hook with its exact signature; tests/test_hooks.py holds a
 `test_hook_<name>` for each, and a meta-test fails when a hook lacks either.
@@ -62,8 +65,8 @@ def declare_config() -> dict[str, type]:
 @hookspec
 def declare_flags() -> dict[str, tuple[str, str]]:
     """Declare command-line shorthands for keys of your config sections, taken by
-    ``slimcore run`` and ``slimcore config``: ``{"--max-chunks": ("chunk.max_chunks", "help
-    text")}``. ``--max-chunks 3`` is then ``--set chunk.max_chunks=3`` (the value read as
+    ``slimcore run`` and ``slimcore config``: ``{"--log-every": ("csv_logger.every", "help
+    text")}``. ``--log-every 3`` is then ``--set csv_logger.every=3`` (the value read as
     YAML, checked by your section), and a bad value is blamed on the flag. Flags are unique
     across plugins and the core's own.
     """
@@ -85,9 +88,30 @@ def register_charts() -> list[Chart]:
     and off by name."""
 
 
+@hookspec
+def register_data_sources() -> list[type[DataSource]]:
+    """Return the data sources this plugin offers: subclasses of ``slimcore.DataSource``,
+    each with a ``name`` unique among data sources (``data.source`` selects one). The classes
+    themselves: each run makes a stream of its own, ``SourceClass(run)``."""
+
+
+@hookspec
+def register_checkpointers() -> list[Checkpointer]:
+    """Return the checkpointers this plugin offers: ``slimcore.Checkpointer`` instances, each
+    with a unique ``name`` (``checkpoint.checkpointer`` selects one)."""
+
+
+@hookspec
+def register_export_formats() -> list[ExportFormat]:
+    """Return the export formats this plugin offers: ``slimcore.ExportFormat`` instances, each
+    with a unique ``name`` (``slimcore export --format`` selects one)."""
+
+
 @hookspec(firstresult=True)
 def corpus_text(source: str, run: Run, max_documents: int) -> Iterable[str] | None:
-    """Texts to train the tokenizer on: at most ``max_documents`` documents of the corpus
+    """Deprecated: the old form, which goes in slimcore 0.3 (host/legacy.py).
+
+    Texts to train the tokenizer on: at most ``max_documents`` documents of the corpus
     that data source ``source`` would read for ``run``. Return None when ``source`` is not
     yours. The iterable must be finite and deterministic (the tokenizer cache is keyed by
     a fingerprint of this text). Raise ``slimcore.UserError`` if the corpus is unreachable.
@@ -96,7 +120,9 @@ def corpus_text(source: str, run: Run, max_documents: int) -> Iterable[str] | No
 
 @hookspec(firstresult=True)
 def iterate_batches(source: str, run: Run) -> Iterator[Batch] | None:
-    """Return the batch iterator of data source ``source`` (``data.source`` in the YAML),
+    """Deprecated: the old form, which goes in slimcore 0.3 (host/legacy.py).
+
+    Return the batch iterator of data source ``source`` (``data.source`` in the YAML),
     or None when ``source`` is not yours.
 
     Each item is a ``slimcore.Batch`` of ``run.config.data.batch_size`` sequences of
@@ -117,7 +143,9 @@ def iterate_batches(source: str, run: Run) -> Iterator[Batch] | None:
 
 @hookspec(firstresult=True)
 def validation_batches(source: str, run: Run, count: int) -> list[Batch] | None:
-    """Return up to ``count`` batches of held-out data for data source ``source``, the same
+    """Deprecated: the old form, which goes in slimcore 0.3 (host/legacy.py).
+
+    Return up to ``count`` batches of held-out data for data source ``source``, the same
     ones on every call and every rank, or None when ``source`` is not yours. The core
     evaluates on them every ``eval.interval`` steps. Raise ``slimcore.UserError`` when there
     is no held-out data to be had.
@@ -146,7 +174,7 @@ def on_metrics(metrics: TrainingMetrics, run: Run) -> None:
 @hookspec
 def on_text_samples(step: int, samples: list[TextSample], run: Run) -> None:
     """Observer: the model generated ``samples`` (prompt and continuation) at ``step``,
-    every ``intervals.sample_every`` viz intervals."""
+    every ``samples.every`` steps."""
 
 
 @hookspec
@@ -162,7 +190,9 @@ def on_checkpoint(step: int, run: Run) -> None:
 
 @hookspec(firstresult=True)
 def save_checkpoint(checkpointer: str, run: Run, checkpoint: Checkpoint) -> str | None:
-    """Store ``checkpoint`` with checkpointer ``checkpointer`` (``checkpoint.checkpointer``
+    """Deprecated: the old form, which goes in slimcore 0.3 (host/legacy.py).
+
+    Store ``checkpoint`` with checkpointer ``checkpointer`` (``checkpoint.checkpointer``
     in the YAML); return the path of the saved checkpoint, or None when the name is not
     yours.
 
@@ -181,7 +211,9 @@ def save_checkpoint(checkpointer: str, run: Run, checkpoint: Checkpoint) -> str 
 
 @hookspec(firstresult=True)
 def load_checkpoint(checkpointer: str, run: Run, path: str) -> Checkpoint | dict | None:
-    """Load the checkpoint at ``path`` with checkpointer ``checkpointer``; return None when
+    """Deprecated: the old form, which goes in slimcore 0.3 (host/legacy.py).
+
+    Load the checkpoint at ``path`` with checkpointer ``checkpointer``; return None when
     the name is not yours. ``path == "auto"`` means the newest intact checkpoint of this run
     (``run.run_id``, or one saved before run ids) in ``run.output_dir``, skipping damaged
     ones and other runs' with a warning, or ``{}`` when there is none. Called on every rank.
@@ -196,7 +228,9 @@ def load_checkpoint(checkpointer: str, run: Run, path: str) -> Checkpoint | dict
 @hookspec(firstresult=True)
 def export_model(format: str, checkpoint: Checkpoint, output: Path, dtype: torch.dtype
                  ) -> str | None:
-    """Write the trained model of ``checkpoint`` in export format ``format`` (``slimcore
+    """Deprecated: the old form, which goes in slimcore 0.3 (host/legacy.py).
+
+    Write the trained model of ``checkpoint`` in export format ``format`` (``slimcore
     export --format NAME``; the plugin's name is the format's) into the folder ``output``;
     return a one-line description of what was written, or None when ``format`` is not
     yours.

@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..contracts.checkpointer import Checkpointer, ExportFormat
 from ..contracts.errors import UserError
-from ..contracts.run import Run
 from ..contracts.source import DataSource
+
+if TYPE_CHECKING:  # torch stays out of the dashboard's render process, which asks the registry
+    from ..contracts.run import Run
 
 SOURCE_HOOKS = ("iterate_batches", "corpus_text", "validation_batches")
 CHECKPOINTER_HOOKS = ("save_checkpoint", "load_checkpoint")
@@ -35,26 +35,23 @@ REMOVED_IN = "0.3"
 
 
 def legacy_offers(pm) -> list:
-    """Registry offers for the plugins of the old selection hooks (a deprecation warning
-    each): a data source for `iterate_batches`, a checkpointer for `save_checkpoint`, an
-    export format for `export_model`, each under the plugin's name."""
+    """Registry offers for the plugins of the old selection hooks: a data source for
+    `iterate_batches`, a checkpointer for `save_checkpoint`, an export format for
+    `export_model`, each under the plugin's name (`legacy`: a deprecation warning when used)."""
     from .registry import CHECKPOINTER, DATA_SOURCE, EXPORT_FORMAT, Offer
 
     offers = []
     for plugin_name, hooks in sorted(old_hooks_by_plugin(pm).items()):
-        info = pm.infos.get(plugin_name)
-        distribution = f"{info.distribution} {info.version}" \
-            if info is not None and info.version != "-" else ""
-        warn_deprecated(plugin_name, distribution, hooks)
+        distribution = distribution_of(pm, plugin_name)
         if "iterate_batches" in hooks:
             offers.append(Offer(DATA_SOURCE, plugin_name, legacy_source(pm, plugin_name),
-                                plugin_name, distribution))
+                                plugin_name, distribution, legacy=True))
         if "save_checkpoint" in hooks:
             offers.append(Offer(CHECKPOINTER, plugin_name, LegacyCheckpointer(pm, plugin_name),
-                                plugin_name, distribution))
+                                plugin_name, distribution, legacy=True))
         if "export_model" in hooks:
             offers.append(Offer(EXPORT_FORMAT, plugin_name, LegacyExportFormat(pm, plugin_name),
-                                plugin_name, distribution))
+                                plugin_name, distribution, legacy=True))
     return offers
 
 
@@ -66,9 +63,19 @@ def old_hooks_by_plugin(pm) -> dict[str, list[str]]:
     return found
 
 
-def warn_deprecated(plugin: str, distribution: str, hooks: list[str]) -> None:
-    if os.environ.get("RANK", "0") != "0":
-        return  # once per job
+def distribution_of(pm, plugin_name: str) -> str:
+    info = pm.infos.get(plugin_name)
+    return f"{info.distribution} {info.version}" if info is not None and info.version != "-" \
+        else ""
+
+
+def warn_deprecated(pm, plugin: str) -> None:
+    """Once per plugin and job, when an old-form plugin is used."""
+    if plugin in pm.deprecations_told or os.environ.get("RANK", "0") != "0":
+        return
+    pm.deprecations_told.add(plugin)
+    hooks = old_hooks_by_plugin(pm).get(plugin, [])
+    distribution = distribution_of(pm, plugin)
     where = f" ({distribution})" if distribution else ""
     instead = "; ".join(f"{hook} -> {NEW_FORM[hook]}" for hook in hooks)
     print(f"slimcore: warning: plugin '{plugin}'{where} implements {', '.join(hooks)}, the "
@@ -77,22 +84,30 @@ def warn_deprecated(plugin: str, distribution: str, hooks: list[str]) -> None:
 
 
 def ask(pm, hook: str, **kwargs) -> Any:
-    """The old hook's first answer (None when no plugin implements it, or none answers).
-    A `run` of None is made from `config` and `tokenizer`: the old hooks took a Run."""
-    caller = getattr(pm.hook, hook)
-    if not caller.get_hookimpls():
+    """The old hook's first answer, as its firstresult call gives it (None when no plugin
+    implements it, or none answers); the plugin that answered is told it is deprecated. A
+    `run` of None is made from `config` and `tokenizer`: the old hooks took a Run."""
+    impls = getattr(pm.hook, hook).get_hookimpls()
+    if not impls:
         return None
-    if kwargs.get("run", "absent") is None:
-        kwargs["run"] = stand_in_run(kwargs.pop("config"), kwargs.pop("tokenizer", None))
-    kwargs.pop("config", None)
-    kwargs.pop("tokenizer", None)
-    return caller(**kwargs)
+    config, tokenizer = kwargs.pop("config", None), kwargs.pop("tokenizer", None)
+    if "run" in kwargs and kwargs["run"] is None:
+        kwargs["run"] = stand_in_run(config, tokenizer)
+    for impl in reversed(impls):  # pluggy's order: last registered first
+        answer = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+        if answer is not None:
+            warn_deprecated(pm, impl.plugin_name)
+            return answer
+    return None
 
 
 def stand_in_run(config, tokenizer=None, output_dir: Path | None = None,
                  run_id: str | None = None) -> Run:
     """The Run an old hook is handed outside training (its folder, id, config, tokenizer)."""
-    from ..config.schema import parse_config
+    import torch
+
+    from ..config.parse import parse_config
+    from ..contracts.run import Run
 
     if config is None:
         config = parse_config({}, {}, "<defaults>")

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from ..host.hookspecs import hookimpl
+from .hookspecs import hookimpl
 
 
 class ConsoleProgress:

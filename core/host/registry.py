@@ -49,7 +49,7 @@ DATA_SOURCE = Role("data source", "register_data_sources", DataSource, "data.sou
 CHECKPOINTER = Role("checkpointer", "register_checkpointers", Checkpointer,
                     "checkpoint.checkpointer")
 EXPORT_FORMAT = Role("export format", "register_export_formats", ExportFormat, "--format")
-CHART = Role("chart", "register_charts", Chart, "dashboard.disable")
+CHART = Role("chart", "register_charts", Chart, "charts")
 ROLES = (DATA_SOURCE, CHECKPOINTER, EXPORT_FORMAT, CHART)
 
 
@@ -60,6 +60,7 @@ class Offer:
     value: Any  # the registered object (a class, for a role of classes)
     plugin: str  # the plugin that offered it
     distribution: str  # that plugin's distribution and version, or "" in process
+    legacy: bool = False  # an adapter of the old selection hooks (host/legacy.py)
 
     def describe(self) -> str:
         return f"'{self.plugin}'" + (f" ({self.distribution})" if self.distribution else "")
@@ -71,17 +72,18 @@ class Registry:
         self.problems = problems  # what `plugins --check` reports beside collisions
 
     @classmethod
-    def collect(cls, pm) -> Registry:
+    def collect(cls, pm, more: list[Offer] = ()) -> Registry:
         """Ask every loaded plugin's collection hooks, role by role, last registered first
-        (pluggy's calling order); then the plugins of the old selection hooks (legacy.py)."""
-        from .legacy import legacy_offers
-
+        (pluggy's calling order); `more` are offers made otherwise (the old hook forms')."""
         offers, problems = [], []
         for role in ROLES:
-            for impl in reversed(getattr(pm.hook, role.hook).get_hookimpls()):
+            impls = getattr(pm.hook, role.hook).get_hookimpls()
+            if pm.tracing:
+                print(f"[slimcore trace] {role.hook}() -> {[i.plugin_name for i in impls]}",
+                      file=sys.stderr)
+            for impl in reversed(impls):
                 offers += _offers_of(pm, role, impl, problems)
-        offers += legacy_offers(pm)
-        return cls(offers, problems)
+        return cls(offers + list(more), problems)
 
     # -- questions ----------------------------------------------------------------------------
 

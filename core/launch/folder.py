@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..contracts.errors import UserError
 from ..contracts.paths import RunPaths
+from ..storage.atomic import write_atomically
 
 try:
     import fcntl
@@ -85,16 +86,17 @@ class RunFolder:
 
     def record(self, run_id: str, name: str) -> None:
         """Name the run whose outputs this folder holds."""
-        RunPaths(self.path).record.write_text(json.dumps(
+        write_atomically(RunPaths(self.path).record, json.dumps(
             {"run_id": run_id, "name": name, "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
             indent=2) + "\n")
 
     def holds_outputs(self) -> bool:
-        """Checkpoints, or a history of steps: a run trained here. A folder of a run that
-        failed before its first step (config and plugin records only) holds nothing."""
+        """A run trained here: the core's history of it has a step or a sample (a run logs
+        every step before its first checkpoint). A folder of a run that failed before its
+        first step (config and plugin records only) holds nothing."""
         paths = RunPaths(self.path)
-        return any(folder.is_dir() and any(folder.iterdir())
-                   for folder in (paths.checkpoints, paths.viz, paths.history))
+        return any(log.is_file() and log.stat().st_size > 0
+                   for log in (paths.metrics_log, paths.samples_log))
 
     def describe(self) -> str:
         run_id = self.run_id

@@ -1,38 +1,43 @@
 """Resuming a run: the checkpoint `--resume` names, the output folder it goes into, and the
 record put back in place (model, optimizer, schedule, counters, data position, RNG).
 
-    saved = load_resume_checkpoint(run, "auto")      verified by the checkpointer
-    settle_resumed_run(run, folder, saved, ...)      the run keeps the checkpoint's id
-    restore(run, state, saved)                       after the model and optimizer exist
+    saved = load_resume_checkpoint(run, checkpointer, "auto")   verified by the checkpointer
+    settle_resumed_run(run, ranks, folder, saved, ...)          the run keeps its id
+    restore(run, ranks, state, saved)                after the model and optimizer exist
     position_source(source, state, config)           the data stream where it stopped
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import sys
 
-from ..contracts.checkpoint import Checkpoint, restore_rng
-from ..config.schema import RunConfig
-from ..contracts.errors import UserError
+from ..config.moves import move_old_keys
+from ..config.schema import CORE_SECTIONS, RunConfig
+from ..contracts.checkpoint import Checkpoint
+from ..contracts.checkpointer import Checkpointer
+from ..contracts.errors import ConfigError, UserError
 from ..contracts.run import Run
-from ..launch.folder import RunFolder
 from ..contracts.source import DataSource
+from ..train.distributed import Distributed
+from ..train.rng import restore_rng
 from ..train.state import TrainingState
+from .folder import RunFolder
 
 # Model settings that change how the model is computed, not what it is: free to differ on resume.
 HOW_NOT_WHAT = {"model.backend", "model.activation_checkpointing", "model.compile"}
 
 
-def load_resume_checkpoint(run: Run, where: str) -> Checkpoint | None:
+def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None,
+                           where: str) -> Checkpoint | None:
     """The checkpoint `--resume` names (`where`: a path or `auto`), read and verified by the
     checkpointer; None when `auto` finds none of this run."""
-    name = run.config.checkpoint.checkpointer
-    if not name:
+    if checkpointer is None:
         raise UserError("--resume: checkpoint.checkpointer is null, so there is nothing to "
                         "resume from")
-    saved = run.plugins.hook.load_checkpoint(checkpointer=name, run=run, path=where)
-    if saved is None:
-        raise run.plugins.unknown_selection(name, "checkpointer", "checkpoint.checkpointer")
+    saved = checkpointer.newest(run.output_dir, run.run_id) if where == "auto" else \
+        checkpointer.load(where)
     if not saved:
         print(f"resume: no checkpoint of this run in {run.output_dir}; starting from step 0")
         return None
@@ -40,13 +45,13 @@ def load_resume_checkpoint(run: Run, where: str) -> Checkpoint | None:
         raise UserError(f"--resume: {saved.path} is at step {saved.step} and run.steps is "
                         f"{run.config.run.steps}: nothing left to train; raise --steps to "
                         "train on")
-    check_config_matches(saved.config, run.config.to_dict(), saved.path,
-                         warn=run.is_main_process)
+    check_config_matches(in_new_form(saved.config, run.config), run.config.to_dict(),
+                         saved.path, warn=run.is_main_process)
     return saved
 
 
-def settle_resumed_run(run: Run, folder: RunFolder | None, saved: Checkpoint | None,
-                       fresh_id: str, overwrite: bool) -> None:
+def settle_resumed_run(run: Run, ranks: Distributed, folder: RunFolder | None,
+                       saved: Checkpoint | None, fresh_id: str, overwrite: bool) -> None:
     """The resumed run is the checkpoint's: it keeps its id. Resuming a checkpoint of one
     run into a folder holding another's outputs would mix them (unless `overwrite`)."""
     checkpoint_run = (saved.run_id if saved else None) or run.run_id or fresh_id
@@ -58,18 +63,18 @@ def settle_resumed_run(run: Run, folder: RunFolder | None, saved: Checkpoint | N
             folder.move_aside()
 
     if saved:
-        run.distributed.from_rank_zero(check, "checking the output folder")
+        ranks.from_rank_zero(check, "checking the output folder")
     run.run_id = checkpoint_run
 
 
-def restore(run: Run, state: TrainingState, saved: Checkpoint) -> None:
+def restore(run: Run, ranks: Distributed, state: TrainingState, saved: Checkpoint) -> None:
     """Put all of the record in place: model, optimizer, schedule, counters, this rank's
     data position and every random state."""
     if saved.tokenizer_fingerprint != run.tokenizer.fingerprint:
         raise UserError(f"--resume: {saved.path} was trained with another tokenizer "
                         "(fingerprints differ); resume with the same tokenizer settings")
     try:
-        run.distributed.load_full_state(state.model, state.optimizer, saved.model,
+        ranks.load_full_state(state.model, state.optimizer, saved.model,
                                         saved.optimizer)
     except RuntimeError as e:
         raise UserError(f"--resume: {saved.path} holds a model of another shape "
@@ -113,6 +118,16 @@ def position_source(source: DataSource, state: TrainingState, config: RunConfig)
     print(f"resume: the data source has no saved position for this job; replaying "
           f"{state.step} steps of data to find it", file=sys.stderr)
     source.skip(state.step * config.optimizer.grad_accum_steps)
+
+
+def in_new_form(recorded: dict, config: RunConfig) -> dict:
+    """A checkpoint's recorded config with keys of an older layout in their new places."""
+    recorded = copy.deepcopy(recorded)
+    sections = {**CORE_SECTIONS, **{name: type(section) for name, section
+                                    in config.plugin_sections.items()}}
+    with contextlib.suppress(ConfigError):  # a key nothing took over: left for the diff
+        move_old_keys(recorded, sections, "", warn_user=False)
+    return recorded
 
 
 def check_config_matches(saved: dict, current: dict, path: str, warn: bool = True) -> None:

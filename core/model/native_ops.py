@@ -16,7 +16,7 @@ import torch
 
 from ..native import loader as native
 from ..contracts.batch import IGNORE_INDEX
-from ..model.chunked_loss import chunked_output_loss
+from .chunked_loss import chunked_output_loss
 
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..contracts.batch import IGNORE_INDEX
-from ..model.chunked_loss import CHUNK_ELEMENTS, chunked_output_loss, torch_score
+from .chunked_loss import CHUNK_ELEMENTS, chunked_output_loss, torch_score
 
 # The projection and loss in PyTorch operators, chunk by chunk (core/chunked_loss.py).
 TorchChunkedOutputLoss = chunked_output_loss(torch_score)
@@ -99,7 +99,7 @@ def select_ops(backend: str, device: torch.device, compiled: bool = False):
         return TorchOps
     from ..native import loader as native
     from ..contracts.errors import UserError
-    from ..model.native_ops import NativeOps
+    from .native_ops import NativeOps
 
     try:
         native.library(device.type)  # build (or fail with one line) before the run starts

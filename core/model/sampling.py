@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 
 from ..config.schema import SamplesSection
-from ..model.generation import SamplingSettings, continuation_text, generate
-
-
-@dataclass
-class TextSample:
-    step: int
-    prompt: str
-    text: str  # the generated continuation, without the prompt
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from ..contracts.samples import TextSample
+from .generation import SamplingSettings, continuation_text, generate
 
 
 def sample_texts(model, tokenizer, section: SamplesSection, step: int,

@@ -1,9 +1,11 @@
-"""Building and loading the native kernels through cffi. Their sources are native/ at the
+"""Building and loading the native libraries through cffi. Their sources are native/ at the
 repository's root, which ships inside the `slimcore` distribution as the data-only package
 `slimcore._native` (an editable install maps it to native/, a wheel carries a copy).
 
-    library("cpu")   the C build (the system compiler, OpenMP), built on first use
-    library("cuda")  the CUDA build (nvcc, sm_80 and sm_90), built on first use
+    library("cpu")    the kernels' C build (the system compiler, OpenMP), built on first use
+    library("cuda")   the kernels' CUDA build (nvcc, sm_80 and sm_90), built on first use
+    library("words")  the tokenizer's word table (a small C library of its own: a tokenizer
+                      never builds the kernels)
     slimcore build-native [--cuda]   builds ahead of time
 
 Builds land in a cache folder keyed by the sha256 of the sources, the compiler command and
@@ -11,8 +13,8 @@ the compiler's version, under a file lock, so concurrent processes (torchrun ran
 once. Each build's sha256 is kept beside it and checked before the library is loaded: a
 library cut short in the cache (a full disk, a copy interrupted) would otherwise crash
 every run with SIGBUS; it is built again, with a warning. The cffi declarations are the
-block of slimcore_native.h between its cdef markers: the header is the one source of truth
-for the ABI.
+block of each library's header between its cdef markers: the header is the one source of
+truth for its ABI.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..storage.cache import MOVE_HINT, default_cache_dir, read_checked, vouch
 from ..contracts.errors import UserError
+from ..storage.cache import MOVE_HINT, default_cache_dir, read_checked, vouch
+
 
 @functools.cache
 def sources() -> Path:
@@ -43,18 +46,27 @@ def sources() -> Path:
 HEADER_NAME = "slimcore_native.h"
 ABI_VERSION = 1
 CUDA_ARCHS = ("80", "90")
+# kind -> (its header, its source, every file its build reads, its ABI function)
+KINDS = {
+    "cpu": ("slimcore_native.h", "slimcore_native.c", ("slimcore_common.inc",),
+            "slimcore_abi_version"),
+    "cuda": ("slimcore_native.h", "slimcore_native.cu", ("slimcore_common.inc",),
+             "slimcore_abi_version"),
+    "words": ("slimcore_words.h", "slimcore_words.c", (), "slimcore_words_abi_version"),
+}
 
 
-def cdef_text() -> str:
-    text = (sources() / HEADER_NAME).read_text()
+def cdef_text(kind: str = "cpu") -> str:
+    text = (sources() / KINDS[kind][0]).read_text()
     return text.split("/* cdef-begin */", 1)[1].split("/* cdef-end */", 1)[0]
 
 
 def compile_command(kind: str, source: Path, output: Path) -> list[str]:
-    if kind == "cpu":
+    if kind in ("cpu", "words"):
         compiler = os.environ.get("CC", "cc")
         # -march=native: the cache key includes this machine's CPU flags (see build_key).
-        return [compiler, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC",
+        openmp = ["-fopenmp"] if kind == "cpu" else []
+        return [compiler, "-O3", "-march=native", *openmp, "-shared", "-fPIC",
                 "-std=c11", "-I", str(sources()), "-o", str(output), str(source), "-lm"]
     gencode = [flag for arch in CUDA_ARCHS
                for flag in ("-gencode", f"arch=compute_{arch},code=sm_{arch}")]
@@ -64,7 +76,7 @@ def compile_command(kind: str, source: Path, output: Path) -> list[str]:
 
 
 def source_for(kind: str) -> Path:
-    return sources() / ("slimcore_native.c" if kind == "cpu" else "slimcore_native.cu")
+    return sources() / KINDS[kind][1]
 
 
 def cache_root() -> Path:
@@ -73,12 +85,12 @@ def cache_root() -> Path:
 
 def build_key(kind: str, command: list[str]) -> str:
     digest = hashlib.sha256()
-    for name in (HEADER_NAME, "slimcore_common.inc", "slimcore_words.inc", source_for(kind).name):
-        path = sources() / name
-        digest.update(path.read_bytes())
+    header, source, included, _ = KINDS[kind]
+    for name in (header, *included, source):
+        digest.update((sources() / name).read_bytes())
     digest.update(" ".join(command).encode())
     digest.update(compiler_version(command[0]).encode())
-    if kind == "cpu":
+    if kind != "cuda":
         digest.update(cpu_flags().encode())
     return digest.hexdigest()[:20]
 
@@ -101,16 +113,16 @@ def cpu_flags() -> str:
 
 
 def build(kind: str, quiet: bool = True) -> Path:
-    """The path of the built library for `kind` ("cpu" or "cuda"), building it if needed."""
+    """The path of the built library for `kind` (KINDS), building it if needed."""
     from filelock import FileLock
 
     placeholder = Path("lib.so")
     command = compile_command(kind, source_for(kind), placeholder)
     compiler = command[0]
     if shutil.which(compiler) is None:
-        what = "a C compiler (set CC, or install gcc)" if kind == "cpu" else \
-            "nvcc (the CUDA toolkit)"
-        raise UserError(f"model.backend: the native {kind} kernels need {what}, and "
+        what = "nvcc (the CUDA toolkit)" if kind == "cuda" else \
+            "a C compiler (set CC, or install gcc)"
+        raise UserError(f"{_setting(kind)}: the native {_what(kind)} need {what}, and "
                         f"'{compiler}' is not on PATH; install it, or set model.backend: torch")
     folder = cache_root() / f"{kind}-{build_key(kind, command)}"
     library_path = folder / f"libslimcore_native_{kind}.so"
@@ -122,8 +134,8 @@ def build(kind: str, quiet: bool = True) -> Path:
             if read_checked(library_path) is not None:  # built by another process meanwhile
                 return library_path
             if library_path.exists():
-                print(f"slimcore: warning: native: {library_path} fails its sha256 check (or "
-                      "has none: built by slimcore 0.1); building it again", file=sys.stderr)
+                print(f"slimcore: warning: native: {library_path} fails its sha256 check; "
+                      "building it again", file=sys.stderr)
             _compile(kind, command, library_path, quiet)
     except OSError as e:
         raise UserError(f"native: cannot write the {kind} build into the cache {folder} "
@@ -137,7 +149,7 @@ def _compile(kind: str, command: list[str], library_path: Path, quiet: bool) -> 
         result = subprocess.run(compile_command(kind, source_for(kind), output),
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            raise UserError(f"model.backend: building the native {kind} kernels failed "
+            raise UserError(f"{_setting(kind)}: building the native {_what(kind)} failed "
                             f"({' '.join(command[:1])}): "
                             f"{(result.stderr or result.stdout).strip()[:600]}")
         os.replace(output, library_path)
@@ -148,16 +160,26 @@ def _compile(kind: str, command: list[str], library_path: Path, quiet: bool) -> 
 
 @functools.cache
 def library(kind: str):
-    """The loaded library (a cffi lib object) for "cpu" or "cuda"."""
+    """The loaded library: (its cffi FFI, its lib object) for a kind of KINDS."""
     from cffi import FFI
 
     ffi = FFI()
-    ffi.cdef(cdef_text())
+    ffi.cdef(cdef_text(kind))
     lib = ffi.dlopen(str(build(kind)))
-    if lib.slimcore_abi_version() != ABI_VERSION:
-        raise UserError(f"native: the {kind} library speaks ABI {lib.slimcore_abi_version()}, "
-                        f"this slimcore {ABI_VERSION}; delete {cache_root()} to rebuild")
+    version = getattr(lib, KINDS[kind][3])()
+    if version != ABI_VERSION:
+        raise UserError(f"native: the {kind} library speaks ABI {version}, this slimcore "
+                        f"{ABI_VERSION}; delete {cache_root()} to rebuild")
     return ffi, lib
+
+
+def _what(kind: str) -> str:
+    return "word table (the tokenizer's)" if kind == "words" else f"{kind} kernels"
+
+
+def _setting(kind: str) -> str:
+    """The setting a user changes when a library cannot be built."""
+    return "tokenizer" if kind == "words" else "model.backend"
 
 
 def check(status: int, kernel: str, kind: str) -> None:

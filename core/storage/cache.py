@@ -1,7 +1,10 @@
 """slimcore's cache folder: trained tokenizers, the bundled corpus's shards, native builds.
+One setting moves all of them: `tokenizer.cache_dir` (a run sets it for the whole process
+with `use`), else $SLIMCORE_CACHE_DIR, else ~/.cache/slimcore.
 
-    cache_dir(configured)        the folder, created and checked writable (or one UserError
-                                 that names it and the variable that moves it)
+    cache_dir()                  the folder, created and checked writable (or one UserError
+                                 that names it and how to move it)
+    use(folder)                  the run's tokenizer.cache_dir, for every cache of the process
     write_checked(path, data)    a file with its sha256 beside it (`<path>.sha256`)
     read_checked(path)           its bytes if they match that sha256, else None
 
@@ -18,16 +21,27 @@ import tempfile
 from pathlib import Path
 
 from ..contracts.errors import UserError
+from .atomic import write_atomically
 
-MOVE_HINT = "move it with SLIMCORE_CACHE_DIR (or tokenizer.cache_dir in the config)"
+MOVE_HINT = "move it with tokenizer.cache_dir in the config (or SLIMCORE_CACHE_DIR)"
+_run_setting: Path | None = None  # tokenizer.cache_dir of the run in this process
+
+
+def use(folder: str | Path | None) -> None:
+    """Every cache of this process goes to `folder` (a run's tokenizer.cache_dir; None: the
+    variable's or the home folder's)."""
+    global _run_setting
+    _run_setting = Path(folder) if folder else None
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SLIMCORE_CACHE_DIR") or Path.home() / ".cache" / "slimcore")
+    return _run_setting or Path(os.environ.get("SLIMCORE_CACHE_DIR")
+                                or Path.home() / ".cache" / "slimcore")
 
 
 def cache_dir(configured: str | Path | None = None) -> Path:
-    """`configured` (tokenizer.cache_dir), else $SLIMCORE_CACHE_DIR, else ~/.cache/slimcore."""
+    """`configured` if given, else the run's tokenizer.cache_dir, else $SLIMCORE_CACHE_DIR,
+    else ~/.cache/slimcore; created and checked writable."""
     return usable(Path(configured) if configured else default_cache_dir())
 
 
@@ -48,12 +62,10 @@ def _digest_path(path: Path) -> Path:
 
 
 def write_checked(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, its sha256 beside it."""
-    for target, content in ((path, data),
-                            (_digest_path(path), hashlib.sha256(data).hexdigest().encode())):
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, target)
+    """Write `data` to `path` atomically, its sha256 beside it (last: a file without its
+    digest is made again)."""
+    write_atomically(path, data)
+    write_atomically(_digest_path(path), hashlib.sha256(data).hexdigest())
 
 
 def read_checked(path: Path) -> bytes | None:
@@ -69,7 +81,4 @@ def read_checked(path: Path) -> bytes | None:
 
 def vouch(path: Path) -> None:
     """Record the sha256 of a file written by other means (a compiler's output)."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    tmp = _digest_path(path).with_name(_digest_path(path).name + ".tmp")
-    tmp.write_text(digest)
-    os.replace(tmp, _digest_path(path))
+    write_atomically(_digest_path(path), hashlib.sha256(path.read_bytes()).hexdigest())

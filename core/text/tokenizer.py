@@ -23,7 +23,7 @@ from filelock import FileLock
 
 from ..storage.cache import MOVE_HINT, cache_dir, read_checked, write_checked
 from ..config.schema import TokenizerSection
-from ..text.word_cache import (SPACE_MARK, NativeWordCacheEncoder, WordCacheEncoder, int32_bytes,
+from .word_cache import (SPACE_MARK, NativeWordCacheEncoder, WordCacheEncoder, int32_bytes,
                       int32_list, model_spec, word_cache_encoder)
 from ..contracts.errors import UserError
 
@@ -157,8 +157,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         raise UserError(f"tokenizer.path: {path} is not a SentencePiece model ({e})") from None
 
 
-def train_or_reuse(section: TokenizerSection, texts: Iterable[str],
-                   log=print) -> Tokenizer:
+def train_or_reuse(section: TokenizerSection, texts: Iterable[str], log=print) -> Tokenizer:
     """Train on `texts` (capped by `section.train_max_chars`), or reuse the cached model. A
     cached model that fails its sha256 (or no longer loads) is trained again."""
     lines = list(_training_lines(texts, section.train_max_chars))

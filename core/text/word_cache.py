@@ -19,7 +19,7 @@ other normalization, user-defined symbols (matched across spaces) or another mod
 
 The cache holds at most MAX_WORDS words: once full it takes no more, so memory stays bounded
 on an endless corpus; words seen first are the frequent ones. The table and the loop over a
-text's words run in C (native/slimcore_words.inc) where the native CPU library builds, else
+text's words run in C (native/slimcore_words.c) where that small library builds, else
 in Python (WordCacheEncoder).
 """
 
@@ -138,11 +138,11 @@ def _varint(data: bytes, i: int) -> tuple[int, int]:
 
 
 def word_cache_encoder(processor, whitespace_only_pieces: bool):
-    """The C word cache where the native CPU library builds (a C compiler is there), else
+    """The C word cache where its small native library builds (a C compiler is there), else
     the same in Python: about two thirds of the C rate while words are new, a quarter once
     they repeat (bench/RESULTS.md)."""
     try:
-        library = native.library("cpu")
+        library = native.library("words")
     except (UserError, OSError):
         return WordCacheEncoder(processor, whitespace_only_pieces)
     return NativeWordCacheEncoder(processor, whitespace_only_pieces, library)
@@ -221,7 +221,7 @@ class WordCacheEncoder:
 
 class NativeWordCacheEncoder:
     """WordCacheEncoder with the table and the loop over a text's keys in C
-    (native/slimcore_words.inc): Python handles only the words not yet kept."""
+    (native/slimcore_words.c): Python handles only the words not yet kept."""
 
     def __init__(self, processor, whitespace_only_pieces: bool, library):
         self.processor = processor

@@ -8,21 +8,6 @@ from typing import Any, Callable
 import torch
 
 from ..contracts.batch import Batch
-from ..contracts.errors import UserError
-from ..contracts.run import Run
-
-
-def validation_batches(run: Run) -> list[Batch]:
-    cfg = run.config
-    batches = run.plugins.hook.validation_batches(source=cfg.data.source, run=run,
-                                                  count=cfg.eval.batches)
-    if batches is None:
-        raise UserError(f"eval.interval: data source '{cfg.data.source}' offers no held-out "
-                        "data; set eval.interval to 0 or pick a source that does")
-    if not batches:
-        raise UserError(f"eval: data source '{cfg.data.source}' has too little held-out data "
-                        "for one batch; give it more (its settings say where it comes from)")
-    return batches
 
 
 @torch.no_grad()

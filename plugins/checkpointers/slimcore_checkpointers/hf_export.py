@@ -25,43 +25,50 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 from safetensors.torch import save_file
-from slimcore import Checkpoint, UserError, hookimpl
+from slimcore import Checkpoint, ExportFormat, UserError, hookimpl
 
 NAME = "hf"
 SPACE = "\u2581"  # SentencePiece's space sign
 
 
+class HuggingFace(ExportFormat):
+    """A Llama folder that transformers loads without custom code (module docstring)."""
+
+    name = NAME
+
+    def export(self, checkpoint: Checkpoint, output: Path, dtype: torch.dtype) -> str:
+        model = checkpoint.config.get("model") or {}
+        if checkpoint.tokenizer_model is None:
+            raise UserError(f"--format hf: {checkpoint.path} carries no tokenizer to export")
+        processor = spm.SentencePieceProcessor(model_proto=checkpoint.tokenizer_model)
+        weights = llama_weights(checkpoint.model, int(model["layers"]), int(model["mlp_hidden"]))
+        vocab_size = weights["model.embed_tokens.weight"].shape[0]
+        if vocab_size != processor.vocab_size():
+            raise UserError(f"--format hf: {checkpoint.path} has {vocab_size} embeddings and its "
+                            f"tokenizer {processor.vocab_size()} pieces; it cannot be exported")
+        save_file({name: t.to(dtype).contiguous() for name, t in weights.items()},
+                  str(output / "model.safetensors"), metadata={"format": "pt"})
+        write_json(output / "config.json", llama_config(model, processor, vocab_size, dtype))
+        write_json(output / "generation_config.json", {
+            "bos_token_id": processor.bos_id(), "eos_token_id": processor.eos_id()})
+        (output / "tokenizer.model").write_bytes(checkpoint.tokenizer_model)
+        write_json(output / "tokenizer.json", tokenizer_json(processor))
+        specials = special_tokens(processor)
+        write_json(output / "special_tokens_map.json", specials)
+        write_json(output / "tokenizer_config.json", {
+            # The generic class that takes tokenizer.json as it is (Llama's class would rebuild
+            # the pipeline its own way).
+            "tokenizer_class": "PreTrainedTokenizerFast", **specials,
+            "add_bos_token": True, "add_eos_token": False,
+            # "<s>" written in a text is text, as for SentencePiece, not the BOS token.
+            "split_special_tokens": True,
+            "clean_up_tokenization_spaces": False, "model_max_length": int(model["seq_len"])})
+        return f"LlamaForCausalLM, {vocab_size} pieces, {dtype}"
+
+
 @hookimpl
-def export_model(format: str, checkpoint: Checkpoint, output: Path, dtype: torch.dtype):
-    if format != NAME:
-        return None
-    model = checkpoint.config.get("model") or {}
-    if checkpoint.tokenizer_model is None:
-        raise UserError(f"--format hf: {checkpoint.path} carries no tokenizer to export")
-    processor = spm.SentencePieceProcessor(model_proto=checkpoint.tokenizer_model)
-    weights = llama_weights(checkpoint.model, int(model["layers"]), int(model["mlp_hidden"]))
-    vocab_size = weights["model.embed_tokens.weight"].shape[0]
-    if vocab_size != processor.vocab_size():
-        raise UserError(f"--format hf: {checkpoint.path} has {vocab_size} embeddings and its "
-                        f"tokenizer {processor.vocab_size()} pieces; it cannot be exported")
-    save_file({name: t.to(dtype).contiguous() for name, t in weights.items()},
-              str(output / "model.safetensors"), metadata={"format": "pt"})
-    write_json(output / "config.json", llama_config(model, processor, vocab_size, dtype))
-    write_json(output / "generation_config.json", {
-        "bos_token_id": processor.bos_id(), "eos_token_id": processor.eos_id()})
-    (output / "tokenizer.model").write_bytes(checkpoint.tokenizer_model)
-    write_json(output / "tokenizer.json", tokenizer_json(processor))
-    specials = special_tokens(processor)
-    write_json(output / "special_tokens_map.json", specials)
-    write_json(output / "tokenizer_config.json", {
-        # The generic class that takes tokenizer.json as it is (Llama's class would rebuild
-        # the pipeline its own way).
-        "tokenizer_class": "PreTrainedTokenizerFast", **specials,
-        "add_bos_token": True, "add_eos_token": False,
-        # "<s>" written in a text is text, as for SentencePiece, not the BOS token.
-        "split_special_tokens": True,
-        "clean_up_tokenization_spaces": False, "model_max_length": int(model["seq_len"])})
-    return f"LlamaForCausalLM, {vocab_size} pieces, {dtype}"
+def register_export_formats():
+    return [HuggingFace()]
 
 
 def llama_weights(state: dict[str, torch.Tensor], layers: int, hidden: int

@@ -16,8 +16,7 @@ its JSON metadata, so loading can never run code. Each file is written aside, fs
 renamed into place; `.bin` goes last and is the commit mark: a set without its `.bin` is
 incomplete and never read. Every byte that makes up the loaded state is verified before a
 tensor is returned: the manifest's sha256 covers the two weight files whole, and the
-`.bin`'s own digest covers its JSON state and each of its tensors' name, dtype, shape and
-bytes.
+`.bin`'s own digest covers all of its bytes.
 
 Every set names the run that wrote it (`run_id`): `--resume auto` and pruning take only this
 run's sets, and leave another run's alone (with a warning). Files in `checkpoints/` that are
@@ -26,7 +25,6 @@ not checkpoints are ignored, with a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,21 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import load as safetensors_load
-from slimcore import Checkpoint, Range, Run, UserError, hookimpl
+from slimcore import Checkpoint, Checkpointer, Range, UserError, hookimpl
 
 from . import tensor_files
 
 NAME = "three_file"
-# 2: the .bin's digest covers each tensor's dtype and shape too, and sets carry a run id.
-# 3: the .bin holds the core's Checkpoint record as split() gives it (every RNG state, the
-#    skipped-step count).
-# 4: written and read in one pass (tensor_files.py); the .bin's digest is the sha256 of all
-#    of its bytes, header included, and sits in the header's metadata under "sha256".
+# The .bin holds the core's Checkpoint record as split() gives it, written and read in one
+# pass (tensor_files.py); its digest is the sha256 of all of its bytes, header included, and
+# sits in the header's metadata under "sha256".
 FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+CHECKPOINTS = "checkpoints"  # the folder in a run's output folder
 DIGEST_KEY = "sha256"
 MODEL = "model."  # the record's model tensors; stored in the weight files without this
 EMBEDDING_PREFIX = "embed."
@@ -77,34 +70,41 @@ def declare_config():
     return {NAME: ThreeFileConfig}
 
 
-@hookimpl
-def save_checkpoint(checkpointer: str, run: Run, checkpoint: Checkpoint):
-    if checkpointer != NAME:
-        return None
-    folder = run.paths.checkpoints
-    base = folder / f"checkpoint_step_{checkpoint.step}.bin"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        keep_other_runs_set(base, checkpoint.run_id)
-        path = write_checkpoint(base, checkpoint)
-    except OSError as e:
-        for leftover in folder.glob(base.name + "*.tmp"):
-            leftover.unlink(missing_ok=True)
-        raise UserError(f"checkpoint: could not write {base} ({e.strerror or e}); the previous "
-                        "checkpoint is intact") from None
-    settings: ThreeFileConfig = run.config.section(NAME)
-    keep = {Path(run.resumed_from).name} if run.resumed_from else set()
-    prune(folder, checkpoint.run_id, settings.keep_last, settings.keep_every, keep)
-    return path
+class ThreeFile(Checkpointer):
+    name = NAME
+
+    def save(self, checkpoint: Checkpoint, run) -> str:
+        folder = checkpoints_of(run.output_dir)
+        base = folder / f"checkpoint_step_{checkpoint.step}.bin"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            keep_other_runs_set(base, checkpoint.run_id)
+            path = write_checkpoint(base, checkpoint)
+        except OSError as e:
+            for leftover in folder.glob(base.name + "*.tmp"):
+                leftover.unlink(missing_ok=True)
+            raise UserError(f"checkpoint: could not write {base} ({e.strerror or e}); the "
+                            "previous checkpoint is intact") from None
+        settings: ThreeFileConfig = run.config.section(NAME)
+        keep = {Path(run.resumed_from).name} if run.resumed_from else set()
+        prune(folder, checkpoint.run_id, settings.keep_last, settings.keep_every, keep)
+        return path
+
+    def load(self, path: str) -> Checkpoint:
+        return read_checkpoint(Path(path))
+
+    def newest(self, output_dir: Path, run_id: str | None) -> Checkpoint | None:
+        return newest_intact(checkpoints_of(output_dir), run_id) or None
 
 
 @hookimpl
-def load_checkpoint(checkpointer: str, run: Run, path: str):
-    if checkpointer != NAME:
-        return None
-    if path == "auto":
-        return newest_intact(run.paths.checkpoints, run.run_id)
-    return read_checkpoint(Path(path))
+def register_checkpointers():
+    return [ThreeFile()]
+
+
+def checkpoints_of(output_dir: Path) -> Path:
+    """Where a run's sets go: <output_dir>/checkpoints."""
+    return Path(output_dir) / CHECKPOINTS
 
 
 def keep_other_runs_set(base: Path, run_id: str | None) -> None:
@@ -122,7 +122,7 @@ def keep_other_runs_set(base: Path, run_id: str | None) -> None:
           "run's step there", file=sys.stderr)
 
 
-def newest_intact(folder: Path, run_id: str | None = None) -> dict[str, Any]:
+def newest_intact(folder: Path, run_id: str | None = None) -> Checkpoint | dict:
     """The newest set of run `run_id` (None: of any run) that verifies; a damaged one is
     skipped loudly, and so is another run's. {} when none."""
     for base in reversed(complete_sets(folder, warn=True)):
@@ -216,31 +216,6 @@ def tmp_of(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-def join_optimizer_state(tensors: dict[str, torch.Tensor], layout: dict) -> dict:
-    """An optimizer state dict from formats 1 and 2 (tensors under "index.key")."""
-    state = {}
-    for index, entry in layout["state"].items():
-        state[int(index)] = {key: tensors[f"{index}.{key}"] if value is None else value
-                             for key, value in entry.items()}
-    return {"state": state, "param_groups": layout["param_groups"]}
-
-
-def state_digest(run_state: dict, tensors: dict[str, torch.Tensor]) -> str:
-    """Formats 1 to 3: sha256 over the JSON state (without this digest) and every tensor's
-    name, dtype, shape and bytes. (Format 1 left dtype and shape out: a header edited to
-    another dtype read as verified.)"""
-    digest = hashlib.sha256(json.dumps({k: v for k, v in run_state.items()
-                                        if k != "self_sha256"}, sort_keys=True).encode())
-    covers_layout = run_state.get("format_version") != 1
-    for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
-        digest.update(name.encode())
-        if covers_layout:
-            digest.update(f"{tensor.dtype}{list(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 # -- reading --------------------------------------------------------------------------------
 
 
@@ -249,11 +224,9 @@ def read_checkpoint(base: Path) -> Checkpoint:
     if not base.is_file():
         raise UserError(f"checkpoint: {base} does not exist (or its set is incomplete)")
     version = format_of(base)
-    if version not in READABLE_VERSIONS:
+    if version != FORMAT_VERSION:
         raise UserError(f"checkpoint: {base} has format {version}, this slimcore reads "
-                        f"{', '.join(map(str, READABLE_VERSIONS))}")
-    if version < 4:
-        return read_older(base)
+                        f"{FORMAT_VERSION}")
     try:
         tensors, metadata = tensor_files.read(base, digest_key=DIGEST_KEY)
         run_state = json.loads(metadata["slimcore"])
@@ -300,62 +273,6 @@ def header_state(base: Path) -> dict:
     return json.loads(header["__metadata__"]["slimcore"])
 
 
-def read_older(base: Path) -> Checkpoint:
-    """A set of formats 1 to 3: safetensors read whole, the .bin's digest over its JSON state
-    and tensors (state_digest)."""
-    try:
-        with safe_open(str(base), framework="pt") as f:
-            run_state = json.loads((f.metadata() or {})["slimcore"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
-        raise UserError(f"checkpoint: {base} is damaged or not a slimcore checkpoint "
-                        f"({type(e).__name__}: {str(e)[:200]})") from None
-    if state_digest(run_state, tensors) != run_state.get("self_sha256"):
-        raise UserError(f"checkpoint: {base} fails its sha256 check (damaged)")
-    try:
-        weights = {}
-        for name, expected in weight_files(base, run_state["manifest"]).items():
-            # Parse the very bytes that were verified: no second read that could differ.
-            weights.update(sorted(safetensors_load(_read_verified(name, expected)).items()))
-        if run_state["format_version"] < 3:
-            return legacy_record(run_state, tensors, weights, str(base))
-        tensors.update({MODEL + name: tensor for name, tensor in weights.items()})
-        return Checkpoint.join(tensors, run_state["record"], path=str(base))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UserError(f"checkpoint: {base} is not a slimcore checkpoint ({type(e).__name__}: "
-                        f"{str(e)[:200]} in its state)") from None
-
-
-def legacy_record(run_state: dict, tensors: dict, weights: dict, path: str) -> Checkpoint:
-    """A set of formats 1 and 2 as a record: they kept NumPy's generator without its
-    position (so NumPy's state is not restored) and no count of skipped steps."""
-    optimizer = join_optimizer_state({k[len("optimizer."):]: v for k, v in tensors.items()
-                                      if k.startswith("optimizer.")}, run_state["optimizer"])
-    cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k[9:]))
-    return Checkpoint(
-        step=int(run_state["step"]), tokens_seen=int(run_state["tokens_seen"]),
-        skipped_steps=0, run_id=run_state.get("run_id"), config=run_state["config"],
-        tokenizer_fingerprint=run_state["tokenizer_fingerprint"], model=weights,
-        optimizer=optimizer, scheduler=run_state["scheduler"],
-        rng={"torch": tensors["rng.torch"], "cuda": [tensors[k] for k in cuda], "numpy": None,
-             "python": run_state["python_random"]},
-        data_state=_join_legacy(run_state.get("data_state"), tensors), path=path)
-
-
-def _join_legacy(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """A format 1 or 2 data position: JSON with {"__tensor__": name} (and, in 2,
-    {"__text__": name}) in place of its tensors."""
-    if isinstance(value, dict):
-        if set(value) == {"__tensor__"}:
-            return tensors[value["__tensor__"]]
-        if set(value) == {"__text__"}:
-            return bytes(tensors[value["__text__"]].numpy()).decode()
-        return {k: _join_legacy(v, tensors) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_join_legacy(v, tensors) for v in value]
-    return value
-
-
 def weight_files(base: Path, manifest: Any) -> dict[Path, dict]:
     """The manifest's files, which must be this set's own `.embeddings` and `.decoder`
     beside it: a manifest that names other paths (`../x`) is not followed."""
@@ -372,21 +289,11 @@ def weight_files(base: Path, manifest: Any) -> dict[Path, dict]:
     return {base.with_name(name): entry for name, entry in manifest.items()}
 
 
-def _read_verified(path: Path, expected: dict) -> bytes:
-    if not path.is_file():
-        raise UserError(f"checkpoint: {path} is missing from its set")
-    data = path.read_bytes()
-    if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
-        raise UserError(f"checkpoint: {path} fails its sha256 check (damaged)")
-    return data
-
-
 def run_id_of(base: Path) -> str | None:
-    """The run that wrote the set at `base` (its header only, not verified); None for a set
-    from before run ids, or one whose header does not parse."""
+    """The run that wrote the set at `base` (its header only, not verified); None for one
+    whose header does not parse."""
     try:
-        state = header_state(base)
-        return (state.get("record") or state).get("run_id")
+        return header_state(base)["record"].get("run_id")
     except Exception:  # noqa: BLE001 - unreadable: treated as nobody's
         return None
 

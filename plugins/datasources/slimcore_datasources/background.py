@@ -1,8 +1,8 @@
-"""A data source as the core sees it: an iterator of batches with `state_dict()` and
-`load_state_dict()`.
+"""The shipped sources' base: a `slimcore.DataSource` whose batches are made on a background
+thread (tokenization and packing overlap the training step).
 
-Batches are made on a background thread (tokenization and packing overlap the training
-step), each paired with the source's state just after it; `state_dict()` is the state that
+A subclass implements `produce(state)`: the batches from the position `state` on (None: from
+the start), each paired with the position just after it. `state_dict()` is the position that
 goes with the last batch handed to the trainer, so a checkpoint never counts batches that
 were made ahead but not trained on.
 """
@@ -11,25 +11,27 @@ from __future__ import annotations
 
 import atexit
 import weakref
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-from slimcore import Batch
+from slimcore import Batch, DataSource
 
 from .stream import END, PrefetchingReader
 
 BATCHES_AHEAD = 4
-_LIVE: "weakref.WeakSet[BackgroundBatches]" = weakref.WeakSet()
-
-Producer = Callable[[dict | None], Iterator[tuple[Batch, dict]]]
+_LIVE: "weakref.WeakSet[BackgroundSource]" = weakref.WeakSet()
 
 
-class BackgroundBatches:
-    def __init__(self, produce: Producer, name: str):
-        self.produce = produce
-        self.name = name
+class BackgroundSource(DataSource):
+    resumable = True
+
+    def __init__(self, run):
+        super().__init__(run)
         self.state: dict[str, Any] | None = None
         self.reader: PrefetchingReader | None = None
         self.exhausted = False
+
+    def produce(self, state: dict | None) -> Iterator[tuple[Batch, dict]]:
+        raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any] | None:
         """The state after the last batch taken; None before the first (and no restore)."""
@@ -39,9 +41,6 @@ class BackgroundBatches:
         if self.reader is not None:
             raise RuntimeError(f"{self.name}: load_state_dict() after batches were drawn")
         self.state = state
-
-    def __iter__(self) -> "BackgroundBatches":
-        return self
 
     def __next__(self) -> Batch:
         if self.exhausted:

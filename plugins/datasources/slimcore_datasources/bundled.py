@@ -57,7 +57,7 @@ def bundled_shards(cache_dir: Path) -> list[str]:
     except OSError as e:
         raise UserError(f"corpus.path: bundled: cannot write the corpus into the cache "
                         f"{cache_dir} ({e.strerror or e}); make it writable, or move the "
-                        "cache with SLIMCORE_CACHE_DIR (or tokenizer.cache_dir)") from None
+                        "cache with tokenizer.cache_dir (or SLIMCORE_CACHE_DIR)") from None
     return [str(root / name) for name in sorted(json.loads((root / "sha256.json").read_text()))]
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Annotated, Iterator
+from typing import Annotated, ClassVar, Iterator
 
 import torch
-from slimcore import Batch, ConfigError, Range, Run, hookimpl
+from slimcore import Batch, ConfigError, Range, hookimpl
 
-from .background import BackgroundBatches
-from .corpus import DocumentStream, first_documents, heldout_documents, training_documents
+from .background import BackgroundSource
+from .corpus import EVAL_DATA_KEY, Reading, first_documents, heldout_documents, training_documents
+from .documents import DocumentStream
 
 NAME = "chunk"
 # Documents encoded per call (SentencePiece batches them in C++), up to this many characters
@@ -33,10 +34,41 @@ class ChunkConfig:
     tokens_per_chunk: Annotated[int, Range(min=1, max=1 << 26)] = 1_048_576
     max_chunks: Annotated[int, Range(min=1)] | None = None  # null: stream until run.steps
 
+    tiny: ClassVar[dict] = {"tokens_per_chunk": 4096}  # a tiny run needs a few thousand
+
+
+class ChunkSource(BackgroundSource):
+    """Documents joined by EOS into chunks of chunk.tokens_per_chunk, cut into rows."""
+
+    name = NAME
+    eval_data_key = EVAL_DATA_KEY
+
+    def __init__(self, run):
+        check_chunk_size(run)
+        super().__init__(run)
+
+    def produce(self, state):
+        return chunk_batches(self.run, training_documents(self.run), state)
+
+    @classmethod
+    def corpus_text(cls, config, max_documents):
+        return first_documents(Reading(config), max_documents)
+
+    @classmethod
+    def validation_batches(cls, config, tokenizer, count):
+        reading = Reading(config, tokenizer)
+        return [batch for batch, _ in itertools.islice(
+            chunk_batches(reading, heldout_documents(reading), max_chunks=None), count)]
+
 
 @hookimpl
 def declare_config():
     return {NAME: ChunkConfig}
+
+
+@hookimpl
+def register_data_sources():
+    return [ChunkSource]
 
 
 @hookimpl
@@ -45,28 +77,7 @@ def declare_flags():
             "--tokens-per-chunk": (f"{NAME}.tokens_per_chunk", "chunk source: chunk size")}
 
 
-@hookimpl
-def corpus_text(source: str, run: Run, max_documents: int):
-    if source == NAME:
-        return first_documents(run, max_documents)
-
-
-@hookimpl
-def iterate_batches(source: str, run: Run):
-    if source == NAME:
-        check_chunk_size(run)
-        return BackgroundBatches(lambda state: chunk_batches(run, training_documents(run),
-                                                             state), NAME)
-
-
-@hookimpl
-def validation_batches(source: str, run: Run, count: int):
-    if source == NAME:
-        return [batch for batch, _ in itertools.islice(
-            chunk_batches(run, heldout_documents(run), max_chunks=None), count)]
-
-
-def check_chunk_size(run: Run) -> None:
+def check_chunk_size(run) -> None:
     tokens_per_chunk = run.config.section(NAME).tokens_per_chunk
     if tokens_per_chunk < run.config.model.seq_len + 1:
         raise ConfigError(f"{NAME}.tokens_per_chunk",
@@ -75,7 +86,7 @@ def check_chunk_size(run: Run) -> None:
                           run.config.source)
 
 
-def encoded_groups(run: Run, documents: Iterator[str]) -> Iterator[torch.Tensor]:
+def encoded_groups(run, documents: Iterator[str]) -> Iterator[torch.Tensor]:
     """The tokens of up to ENCODE_GROUP documents (and ENCODE_CHARS characters) at a time,
     BOS + tokens + EOS each, so that the document stream's position always matches the
     tokens handed on."""
@@ -90,7 +101,7 @@ def encoded_groups(run: Run, documents: Iterator[str]) -> Iterator[torch.Tensor]
         yield run.tokenizer.encode_documents(group)
 
 
-def chunk_batches(run: Run, documents: DocumentStream, state: dict | None = None,
+def chunk_batches(run, documents: DocumentStream, state: dict | None = None,
                   max_chunks: int | None | str = "config") -> Iterator[tuple[Batch, dict]]:
     """Packed batches, each with the source state after it. A finite document stream ends
     with a last, shorter chunk."""

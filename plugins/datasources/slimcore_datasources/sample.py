@@ -11,10 +11,11 @@ import itertools
 from typing import Iterator
 
 import torch
-from slimcore import IGNORE_INDEX, Batch, Run, hookimpl
+from slimcore import IGNORE_INDEX, Batch, hookimpl
 
-from .background import BackgroundBatches
-from .corpus import DocumentStream, first_documents, heldout_documents, training_documents
+from .background import BackgroundSource
+from .corpus import EVAL_DATA_KEY, Reading, first_documents, heldout_documents, training_documents
+from .documents import DocumentStream
 
 NAME = "sample"
 PAD_ID = 0  # any valid id: padded inputs only feed positions whose targets are ignored
@@ -22,27 +23,32 @@ PREFIX_CHARS_PER_TOKEN = 8  # a first guess at the characters a row's tokens spa
 PREFIX_MARGIN = 64  # tokens encoded past what a row keeps (see leading_tokens)
 
 
-@hookimpl
-def corpus_text(source: str, run: Run, max_documents: int):
-    if source == NAME:
-        return first_documents(run, max_documents)
+class SampleSource(BackgroundSource):
+    """One document per row, padded; padding masked out of the loss."""
 
+    name = NAME
+    eval_data_key = EVAL_DATA_KEY
 
-@hookimpl
-def iterate_batches(source: str, run: Run):
-    if source == NAME:
-        return BackgroundBatches(lambda state: sample_batches(run, training_documents(run),
-                                                              state), NAME)
+    def produce(self, state):
+        return sample_batches(self.run, training_documents(self.run), state)
 
+    @classmethod
+    def corpus_text(cls, config, max_documents):
+        return first_documents(Reading(config), max_documents)
 
-@hookimpl
-def validation_batches(source: str, run: Run, count: int):
-    if source == NAME:
+    @classmethod
+    def validation_batches(cls, config, tokenizer, count):
+        reading = Reading(config, tokenizer)
         return [batch for batch, _ in itertools.islice(
-            sample_batches(run, heldout_documents(run)), count)]
+            sample_batches(reading, heldout_documents(reading)), count)]
 
 
-def sample_batches(run: Run, documents: DocumentStream,
+@hookimpl
+def register_data_sources():
+    return [SampleSource]
+
+
+def sample_batches(run, documents: DocumentStream,
                    state: dict | None = None) -> Iterator[tuple[Batch, dict]]:
     """Batches of one document per row, each with the source state after it."""
     if state:

@@ -10,12 +10,9 @@ import torch
 import zstandard
 
 from slimcore import UserError
-from slimcore.config.schema import parse_config
-from slimcore.host.manager import SlimcorePluginManager
-from slimcore.contracts.run import Run
+from slimcore.testing import make_run as run_for
 from slimcore_datasources.bundled import bundled_shards
-from slimcore_datasources.chunk import ChunkConfig
-from slimcore_datasources.corpus import CorpusConfig, DocumentStream, first_documents
+from slimcore_datasources.corpus import DocumentStream, first_documents
 
 DOCS = [f"Document {i}: " + "lorem ipsum " * (i % 5 + 3) for i in range(300)]
 
@@ -23,9 +20,7 @@ DOCS = [f"Document {i}: " + "lorem ipsum " * (i % 5 + 3) for i in range(300)]
 def make_run(path, **data):
     raw = {"model": {"width": 16, "heads": 2, "seq_len": 16},
            "corpus": {"path": str(path), "shuffle_buffer": 0, **data}}
-    config = parse_config(raw, {"chunk": ChunkConfig, "corpus": CorpusConfig}, "test.yaml")
-    return Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
-               plugins=SlimcorePluginManager())
+    return run_for(raw)
 
 
 def jsonl(docs) -> bytes:
@@ -179,18 +174,6 @@ def test_a_buffered_document_is_stored_as_a_position_and_read_again(tmp_path):
     changed.load_state_dict(state)
     with pytest.raises(UserError, match="changed since the checkpoint"):
         list(changed)
-
-
-def test_a_checkpoint_of_slimcore_0_1_with_texts_in_its_buffer_still_resumes(tmp_path):
-    path = tmp_path / "docs.jsonl"
-    path.write_bytes(jsonl(DOCS))
-    run = make_run(path, shuffle_buffer=3)
-    state = {"positions": [[0, 0, 10]], "turn": 0, "buffer": ["x", "y", "z"],
-             "rng": list(__import__("random").Random(1).getstate())}
-    stream = DocumentStream(run, str(path), shuffle_buffer=3, epochs=1)
-    stream.load_state_dict(json.loads(json.dumps(state, default=list)))
-    docs = list(stream)
-    assert sorted(docs) == sorted(DOCS[10:] + ["x", "y", "z"])
 
 
 def test_a_shuffle_buffer_larger_than_the_corpus_shrinks_to_it(tmp_path, capsys):

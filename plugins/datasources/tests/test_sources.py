@@ -10,16 +10,14 @@ import torch
 import zstandard
 
 from slimcore import IGNORE_INDEX, UserError
-from slimcore.config.schema import TokenizerSection, parse_config
-from slimcore.host.manager import SlimcorePluginManager
-from slimcore.contracts.run import Run
+from slimcore.config.schema import TokenizerSection
+from slimcore.testing import make_run as run_for
 from slimcore.text.tokenizer import train_or_reuse
 from slimcore_datasources.bundled import SET_NAME, bundled_shards, speech_files
-from slimcore_datasources.background import BackgroundBatches
-from slimcore_datasources.chunk import ChunkConfig, chunk_batches
+from slimcore_datasources.chunk import ChunkSource, chunk_batches
 from slimcore_datasources.corpus import (CorpusConfig, DocumentStream, first_documents, heldout_documents,
                                          training_documents)
-from slimcore_datasources.sample import sample_batches
+from slimcore_datasources.sample import SampleSource, sample_batches
 from slimcore.contracts.checkpoint import join_tensors, split_tensors
 
 DOCS = [f"Document number {i}. " + "word " * (i % 17 + 1) for i in range(60)]
@@ -39,11 +37,7 @@ def make_run(tokenizer, path, seq_len=16, batch_size=3, chunk=None, text_field="
            "corpus": {"path": str(path), "text_field": text_field,
                       "shuffle_buffer": shuffle_buffer, "workers": workers, **data},
            "eval": {"interval": eval_interval}, "chunk": chunk or {}}
-    config = parse_config(raw, {"chunk": ChunkConfig, "corpus": CorpusConfig}, "test.yaml")
-    run = Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
-              plugins=SlimcorePluginManager(), rank=rank, world_size=world_size)
-    run.tokenizer = tokenizer
-    return run
+    return run_for(raw, tokenizer=tokenizer, rank=rank, world_size=world_size)
 
 
 def write_shard(path, docs):
@@ -158,15 +152,12 @@ def test_chunk_source_stops_after_max_chunks(tokenizer, jsonl_corpus):
                    chunk={"tokens_per_chunk": 64, "max_chunks": 3})
     batches = list(chunk_batches(run, training_documents(run)))
     assert len(batches) == 3 * 64 // 8 // 2  # 8 rows per chunk, 2 per batch
-    from slimcore_datasources.chunk import iterate_batches
     with pytest.raises(UserError, match="chunk.tokens_per_chunk: 4 is shorter than one row"):
-        iterate_batches("chunk", make_run(tokenizer, jsonl_corpus, seq_len=7,
-                                          chunk={"tokens_per_chunk": 4}))
+        ChunkSource(make_run(tokenizer, jsonl_corpus, seq_len=7, chunk={"tokens_per_chunk": 4}))
 
 
 def source_for(kind, run):
-    produce = {"chunk": chunk_batches, "sample": sample_batches}[kind]
-    return BackgroundBatches(lambda state: produce(run, training_documents(run), state), kind)
+    return {"chunk": ChunkSource, "sample": SampleSource}[kind](run)
 
 
 def through_checkpoint_format(state):
@@ -268,7 +259,7 @@ def test_loader_workers_split_a_ranks_shards_and_take_turns(tokenizer, sharded_c
 def test_dataset_repo_files_are_resolved_as_datasets_streams_them(tmp_path):
     """The Hub's listing goes through `datasets`; a folder laid out like SlimPajama's repo
     takes the same path offline: patterns, the default train split, and no match."""
-    from slimcore_datasources.corpus import resolved_files
+    from slimcore_datasources.files import resolved_files
 
     for split, stem in (("train", "example_train"), ("validation", "example_holdout")):
         (tmp_path / split / "chunk1").mkdir(parents=True)

@@ -14,11 +14,8 @@ import zstandard
 from conftest import run_cli
 
 from slimcore import UserError
-from slimcore.config.schema import parse_config
-from slimcore.host.manager import SlimcorePluginManager
-from slimcore.contracts.run import Run
-from slimcore_datasources.chunk import ChunkConfig
-from slimcore_datasources.corpus import CorpusConfig, DocumentStream, first_documents
+from slimcore.testing import make_run as run_for
+from slimcore_datasources.corpus import DocumentStream, first_documents
 
 SETS = ["RedPajamaBook", "RedPajamaArXiv", "RedPajamaC4"]
 
@@ -113,11 +110,7 @@ def make_run(srv, tokenizer=None, **data):
     raw = {"model": {"width": 16, "heads": 2, "seq_len": 16}, "data": {"batch_size": 2},
            "corpus": {"path": f"{base}/example_train_0.jsonl.zst,{base}/example_train_1.jsonl.zst",
                       **data}}
-    config = parse_config(raw, {"chunk": ChunkConfig, "corpus": CorpusConfig}, "test.yaml")
-    run = Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
-              plugins=SlimcorePluginManager())
-    run.tokenizer = tokenizer
-    return run
+    return run_for(raw, tokenizer=tokenizer)
 
 
 @pytest.mark.parametrize("server", ["normal"], indirect=True)

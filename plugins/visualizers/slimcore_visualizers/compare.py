@@ -1,7 +1,8 @@
 """Plugin `compare`: `slimcore compare RUN_DIR [RUN_DIR ...] [--output PNG]`.
 
-Overlays the runs' loss, accuracy and throughput (each with its moving average) from their
-`training_viz/metrics_history.json` in one PNG; the held-out evaluations are points in the
+Overlays the runs' loss, accuracy and throughput (each with its moving average) from the
+history every run writes (`history/metrics.jsonl`, whatever plugins were on; json_export's
+`training_viz/metrics_history.json` where a folder lacks it) in one PNG; the held-out evaluations are points in the
 run's color on the loss and accuracy panels. The PNG's metadata says what it drew (`Runs`,
 `Evaluations`: points per run).
 """
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from slimcore import ChartData, RunPaths, UserError, hookimpl
+
+from .files import metrics_history
 
 # (metric, axis label, scale, its evaluation metric)
 PANELS = (("loss", "cross-entropy (nats/token)", 1.0, "eval_loss"),
@@ -30,16 +33,34 @@ def register_commands(subparsers):
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    path = RunPaths(run_dir).metrics_history
-    if not path.is_file():
-        raise UserError(f"compare: {path} not found; give output folders of runs that had "
-                        "the json_export plugin on")
-    try:
-        history = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"compare: {path} is not valid JSON ({e})") from None
+    """Every step of the run in `run_dir`: the core's history, or where a folder lacks it
+    (one copied without it), json_export's file."""
+    log, exported = RunPaths(run_dir).metrics_log, metrics_history(run_dir)
+    if log.is_file():
+        history = read_log(log)
+    elif exported.is_file():
+        try:
+            history = json.loads(exported.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"compare: {exported} is not valid JSON ({e})") from None
+    else:
+        raise UserError(f"compare: {log} and {exported} not found; give output folders of "
+                        "runs")
     if not history:
-        raise UserError(f"compare: {path} holds no steps yet")
+        raise UserError(f"compare: {log if log.is_file() else exported} holds no steps yet")
+    return history
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a JSON-lines history; a last line cut short by a kill is dropped."""
+    history, lines = [], path.read_text(errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            history.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number < len(lines):
+                raise UserError(f"compare: {path}, line {number} is not valid JSON ({e})"
+                                ) from None
     return history
 
 

@@ -1,7 +1,7 @@
 """Plugin `dashboard`: the enabled charts in one PNG every viz interval.
 
-    <output_dir>/training_viz/training_step_NNNNNN.png
-    <output_dir>/training_viz/training_latest.png
+    <output_dir>/training_viz/training_step_NNNNNN.png   every dashboard.every steps
+    <output_dir>/training_viz/training_latest.png        (files.py names them)
 
 Rendering never runs on the training thread: a render process (render_worker.py, at the
 lowest CPU priority) keeps its own copy of the history, fed once per viz interval with the
@@ -20,8 +20,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Annotated
-
+from typing import Annotated, ClassVar
 
 from slimcore import Range, hookimpl
 
@@ -31,6 +30,7 @@ FINAL_RENDER_TIMEOUT_S = 300
 
 @dataclass
 class DashboardConfig:
+    every: Annotated[int, Range(min=1)] = 50  # steps between dashboards (--viz-interval)
     disable: list[str] = field(default_factory=list)  # chart names to leave out of this run
     moving_average: Annotated[int, Range(min=1)] = 50  # steps in the smoothed curves
     recent_window: Annotated[int, Range(min=1)] = 200  # steps in the recent-performance view
@@ -39,6 +39,9 @@ class DashboardConfig:
     # A render costs about 1.5 CPU-seconds; renders are spaced so the dashboard uses at most
     # this share of one core, and requests in between are coalesced into the next one.
     max_cpu_share: Annotated[float, Range(above=0, max=1)] = 0.05
+
+    moved_keys: ClassVar[dict] = {"intervals.viz": "every"}  # the core's key until 0.2
+    tiny: ClassVar[dict] = {"every": 3}
 
 
 class Dashboard:
@@ -57,7 +60,7 @@ class Dashboard:
     @hookimpl
     def on_run_start(self, run):
         settings: DashboardConfig = run.config.section("dashboard")
-        charts = [c.name for c in run.plugins.charts()]
+        charts = [c.name for c in run.charts]
         # A name no loaded plugin registers may be a chart of a plugin turned off or not
         # installed here (as a blocked plugin's own section is tolerated): said, not fatal.
         for name in sorted(set(settings.disable) - set(charts)):
@@ -67,20 +70,21 @@ class Dashboard:
                   + f"; ignored (charts: {', '.join(charts)})", file=sys.stderr)
         samples = run.config.samples
         no_samples = not samples.prompts or samples.max_new_tokens == 0
-        enabled = [c.name for c in run.plugins.charts() if c.name not in settings.disable
+        enabled = [c for c in run.charts if c.name not in settings.disable
                    and not (c.uses_samples and no_samples)]  # no empty panel
         if not enabled:
             return
-        owners = run.plugins.chart_owners()
         # The render process loads only the plugins that own the enabled charts.
-        chart_plugins = sorted({owners[name] for name in enabled})
+        chart_plugins = sorted({chart.plugin for chart in enabled})
+        self.every = settings.every
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "slimcore_visualizers.render_worker"],
             stdin=subprocess.PIPE, text=True)
         self.sender = threading.Thread(target=self._send_from_outbox, args=(self.worker,),
                                        daemon=True, name="dashboard_sender")
         self.sender.start()
-        self.send({"output_dir": str(run.output_dir), "charts": enabled, "plugins": chart_plugins,
+        self.send({"output_dir": str(run.output_dir), "charts": [c.name for c in enabled],
+                   "plugins": chart_plugins,
                    "moving_average": settings.moving_average,
                    "recent_window": settings.recent_window, "columns": settings.columns,
                    "dpi": settings.dpi, "run_name": run.name,
@@ -93,7 +97,7 @@ class Dashboard:
         if self.worker is None:
             return
         self.pending.append(metrics.to_dict())
-        if metrics.step % run.config.intervals.viz == 0:
+        if metrics.step % self.every == 0:
             self.send({"metrics": self.pending, "render": metrics.step})
             self.pending = []
 

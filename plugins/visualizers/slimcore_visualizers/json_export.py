@@ -3,7 +3,8 @@
     <output_dir>/training_viz/metrics_history.json   every step's TrainingMetrics
     <output_dir>/training_viz/text_samples.json      every generated sample (step, prompt, text)
 
-Written atomically (a temporary file renamed into place) every viz interval and when the
+Written atomically (a temporary file renamed into place) every `json_export.every` steps and
+when the
 run ends, so a reader never sees half a file; before every checkpoint (`on_checkpoint`) the
 files are written and fsynced, so a resume from any checkpoint finds every step up to it. NaN and Inf are written as null. The training
 thread only appends to a list; a writer thread serializes each record once (earlier records
@@ -14,11 +15,22 @@ grow with the run's length.
 from __future__ import annotations
 
 import json
-import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar
 
-from slimcore import hookimpl
+from slimcore import Range, hookimpl, write_atomically
+
+from .files import metrics_history, text_samples, viz_folder
+
+
+@dataclass
+class JsonExportConfig:
+    every: Annotated[int, Range(min=1)] = 50  # steps between writes of the two files
+
+    moved_keys: ClassVar[dict] = {"intervals.viz": "every"}  # the core's key until 0.2
+    tiny: ClassVar[dict] = {"every": 3}
 
 
 class JsonSeries:
@@ -35,19 +47,7 @@ class JsonSeries:
         count = len(self.records)  # records appended meanwhile wait for the next write
         self.serialized.extend(json.dumps(r, allow_nan=False)
                                for r in self.records[len(self.serialized):count])
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write("[\n" + ",\n".join(self.serialized) + "\n]\n")
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        if durable:
-            fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # the rename itself
-            finally:
-                os.close(fd)
+        write_atomically(self.path, "[\n" + ",\n".join(self.serialized) + "\n]\n", durable)
 
 
 class JsonExporter:
@@ -60,10 +60,15 @@ class JsonExporter:
         self.writer: threading.Thread | None = None
 
     @hookimpl
+    def declare_config(self):
+        return {"json_export": JsonExportConfig}
+
+    @hookimpl
     def on_run_start(self, run):
-        run.paths.viz.mkdir(parents=True, exist_ok=True)
-        self.metrics = JsonSeries(run.paths.metrics_history)
-        self.samples = JsonSeries(run.paths.text_samples)
+        viz_folder(run.output_dir).mkdir(parents=True, exist_ok=True)
+        self.every = run.config.section("json_export").every
+        self.metrics = JsonSeries(metrics_history(run.output_dir))
+        self.samples = JsonSeries(text_samples(run.output_dir))
         # A resumed run continues its history (the core hands over the steps before it).
         self.metrics.records = list(run.prior_metrics)
         self.samples.records = list(run.prior_samples)
@@ -76,7 +81,7 @@ class JsonExporter:
         if self.metrics is None:
             return
         self.metrics.records.append(metrics.to_dict())
-        if metrics.step % run.config.intervals.viz == 0:
+        if metrics.step % self.every == 0:
             self.wanted.set()
 
     @hookimpl

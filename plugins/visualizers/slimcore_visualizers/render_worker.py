@@ -20,6 +20,7 @@ import os
 # dashboards are sparse. The final render always completes before the run exits.
 os.nice(19)
 
+import io  # noqa: E402
 import json  # noqa: E402
 import select  # noqa: E402
 import sys  # noqa: E402
@@ -31,7 +32,9 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from slimcore import ChartData, RunPaths, describe_error, installed_charts  # noqa: E402
+from slimcore import ChartData, describe_error, installed_charts, write_atomically  # noqa: E402
+
+from slimcore_visualizers.files import dashboard_latest, dashboard_png, viz_folder  # noqa: E402
 
 CELL_WIDTH_IN, CELL_HEIGHT_IN, WIDE_HEIGHT_IN = 6.0, 4.0, 3.2
 
@@ -78,22 +81,19 @@ def render(charts, data: ChartData, step: int, settings: dict, failed: set) -> l
             print(f"slimcore: warning: chart '{chart.name}' failed and is switched off: "
                   f"{describe_error(e)}", file=sys.stderr)
     drawn = [c.name for c in narrow + wide if c.name not in failed]
-    paths = RunPaths(settings["output_dir"])
-    folder = paths.viz
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = paths.dashboard_latest.with_name(paths.dashboard_latest.name + ".tmp")
+    output_dir = settings["output_dir"]
+    viz_folder(output_dir).mkdir(parents=True, exist_ok=True)
+    png = io.BytesIO()
     # The chart list rides in the PNG's text metadata, so tools (and tests) can tell what a
     # dashboard shows without reading pixels.
-    figure.savefig(tmp, dpi=settings["dpi"], format="png",
+    figure.savefig(png, dpi=settings["dpi"], format="png",
                    metadata={"Description": "slimcore charts: " + ", ".join(drawn),
                              # the steps of history drawn, e.g. "1-300"
                              "Steps": f"{data.metrics[0]['step']}-{data.metrics[-1]['step']}"
                              if data.metrics else "none"})
     plt.close(figure)
-    step_file = paths.dashboard(step)
-    os.link(tmp, step_file.with_suffix(".png.tmp2"))  # both names from one render, no copy
-    os.replace(step_file.with_suffix(".png.tmp2"), step_file)
-    os.replace(tmp, paths.dashboard_latest)
+    write_atomically(dashboard_png(output_dir, step), png.getvalue())
+    write_atomically(dashboard_latest(output_dir), png.getvalue())
     return drawn
 
 

@@ -218,7 +218,8 @@ def test_a_resumed_dashboard_shows_the_earlier_steps_without_json_export(write_c
     from conftest import run_in_process
 
     config = write_config({"plugins": {"disable": ["json_export"]}, "run": {"steps": 4},
-                           "intervals": {"checkpoint": 2, "viz": 2}})
+                           "intervals": {"checkpoint": 2}, "dashboard": {"every": 2},
+                           "json_export": {"every": 2}})
     run_in_process(config)
     latest = tmp_path / "out" / "training_viz" / "training_latest.png"
     assert steps_in(latest) == "1-4"

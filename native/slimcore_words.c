@@ -1,11 +1,14 @@
-/* The tokenizer's word cache (core/encoder.py explains why encoding word by word gives
- * SentencePiece's ids): a hash table from a word's key (its UTF-8 bytes less its first
+/* The tokenizer's word cache (core/text/word_cache.py explains why encoding word by word
+ * gives SentencePiece's ids): a hash table from a word's key (its UTF-8 bytes less its first
  * space) to its token ids, and the loop that cuts a text into keys and copies their ids.
- * Host code, included by slimcore_common.inc into both builds; written in the common subset
- * of C11 and C++ because nvcc compiles it as C++. Not thread-safe: the caller serializes. */
+ * Built on its own (core/native/loader.py, kind "words"). Not thread-safe: the caller
+ * serializes. */
+#include "slimcore_words.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+int slimcore_words_abi_version(void) { return 1; /* core/native/loader.py ABI_VERSION */ }
 
 /* Layout for few cache misses per lookup: a slot holds the key's hash beside its entry's
  * number, and an entry holds a short key itself (most words), so a lookup touches a slot, an

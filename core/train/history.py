@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contracts.paths import RunPaths
+from ..storage.atomic import write_atomically
 
 
 class RunHistory:
@@ -39,12 +40,8 @@ class RunHistory:
         step `resumed_at` (what was logged up to that step)."""
         if not resumed_at:
             return cls(paths, [], [])
-        metrics = _read(paths.metrics_log, resumed_at)
-        samples = _read(paths.samples_log, resumed_at)
-        if metrics is None:  # a folder of slimcore 0.1: its JSON exports are the record
-            metrics = _read_json(paths.metrics_history, resumed_at)
-            samples = _read_json(paths.text_samples, resumed_at)
-        return cls(paths, metrics, samples or [])
+        return cls(paths, _read(paths.metrics_log, resumed_at),
+                   _read(paths.samples_log, resumed_at))
 
     def metrics(self, record: dict[str, Any]) -> None:
         self.metrics_file.write(_line(record))
@@ -73,18 +70,15 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def _rewrite(path: Path, records: list[dict]):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.writelines(_line(r) for r in records)
-    os.replace(tmp, path)
+    write_atomically(path, "".join(_line(r) for r in records))
     return open(path, "a")
 
 
-def _read(path: Path, upto_step: int) -> list[dict] | None:
-    """The records up to `upto_step`; None when there is no log. A line cut short by a
+def _read(path: Path, upto_step: int) -> list[dict]:
+    """The records up to `upto_step` (none when there is no log). A line cut short by a
     kill is the log's last: it and anything after it are dropped."""
     if not path.is_file():
-        return None
+        return []
     records = []
     with open(path) as f:
         for line in f:
@@ -97,11 +91,3 @@ def _read(path: Path, upto_step: int) -> list[dict] | None:
             if record.get("step", 0) <= upto_step:
                 records.append(record)
     return records
-
-
-def _read_json(path: Path, upto_step: int) -> list[dict]:
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    return [r for r in records if isinstance(r, dict) and r.get("step", 0) <= upto_step]

@@ -1,0 +1,105 @@
+"""`slimcore eval SOURCE`: loss, perplexity and next-token accuracy of a trained model on the
+held-out data of its run's source, or on other data (`--data`, which the source declares).
+
+    slimcore eval runs/quickstart --data more_text.jsonl --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from ..config.yaml_text import apply_override
+from ..contracts.errors import ConfigError, UserError
+from ..host.roles import validation_batches
+from ..model.device import autocast_context, resolve_device
+from ..train.evaluation import evaluate
+from .generate import quiet_stdout
+from .trained import CHECKPOINTER_HELP, SOURCE_HELP, TrainedModel, load_trained, saved_config
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    ev = sub.add_parser("eval", parents=[common], help="score a checkpoint on held-out text",
+                        description="Loss, perplexity and next-token accuracy of the model of "
+                                    "SOURCE on the held-out data of its run, or on --data.")
+    ev.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    ev.add_argument("--data", metavar="PATH",
+                    help="score on this data instead (it sets the key the run's data source "
+                         "declares for other held-out data)")
+    ev.add_argument("--batches", type=int, metavar="N",
+                    help="micro-batches to score (default: the run's eval.batches)")
+    ev.add_argument("--set", dest="assignments", action="append", default=[],
+                    metavar="KEY=VALUE", help="change a key of the run's config for the "
+                                              "evaluation, e.g. data.batch_size=8")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    ev.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ev.add_argument("--checkpointer", metavar="NAME", help=CHECKPOINTER_HELP)
+    ev.set_defaults(handler=command_eval)
+
+
+def command_eval(args) -> int:
+    if args.batches is not None and args.batches < 1:
+        raise UserError(f"--batches: must be at least 1, got {args.batches}")
+    device = resolve_device(args.device)
+    plugins = args.plugin_manager
+    with quiet_stdout(args.json):
+        trained = load_trained(args.source, plugins, device, args.checkpointer)
+        config = evaluation_config(trained, args)
+        batches = validation_batches(plugins, config, trained.tokenizer, config.eval.batches,
+                                     "eval")
+    bar = progress_bar(len(batches))
+    loss, accuracy = evaluate(trained.model, batches, device, autocast_context(device),
+                              on_batch=bar.update)
+    bar.close()
+    tokens = sum(batch.target_count for batch in batches)
+    result = {"checkpoint": trained.checkpoint.path, "step": trained.checkpoint.step,
+              "data": args.data or "held-out", "source": config.data.source,
+              "batches": len(batches), "tokens": tokens, "loss": loss,
+              "perplexity": math.exp(min(loss, 700.0)), "accuracy": accuracy}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"eval: {result['checkpoint']} (step {result['step']}) on {len(batches)} batches "
+              f"({tokens:,} tokens) of {args.data or 'the held-out data'}: loss {loss:.4f}, "
+              f"perplexity {result['perplexity']:,.2f}, accuracy {accuracy:.4f}")
+    return 0
+
+
+def evaluation_config(trained: TrainedModel, args):
+    """The config the checkpoint recorded, pointed at the data to score: `--data` sets the
+    key the data source declares for other held-out data (`eval_data_key`)."""
+    plugins = args.plugin_manager
+    raw = json.loads(json.dumps(trained.checkpoint.config))  # a copy to change
+    overrides = []
+    if args.data:
+        name = (raw.get("data") or {}).get("source") or trained.config.data.source
+        key = plugins.lookup("data source", name).eval_data_key
+        if key is None:
+            raise UserError(f"--data: data source '{name}' takes no other held-out data (it "
+                            "declares no eval_data_key); point it elsewhere with --set")
+        overrides.append(("--data", key, args.data))
+    if args.batches is not None:
+        overrides.append(("--batches", "eval.batches", args.batches))
+    for _, key, value in overrides:
+        section, _, name = key.partition(".")
+        raw.setdefault(section, {})[name] = value
+    for assignment in args.assignments:
+        apply_override(raw, assignment)
+    source = f"{trained.checkpoint.path} (its config)" + (" with --set" if args.assignments
+                                                          else "")
+    try:
+        return saved_config(raw, plugins, source)
+    except ConfigError as e:
+        for origin, key, _ in overrides:
+            if e.key == key:
+                raise ConfigError(e.key, e.detail, origin) from None
+        raise
+
+
+def progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="batch", desc="eval", file=sys.stderr,
+                disable=not sys.stderr.isatty(), leave=False)

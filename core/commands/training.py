@@ -1,0 +1,100 @@
+"""`slimcore run CONFIG` and `slimcore config CONFIG`: the YAML, `--test`, the flags (the core's
+and the plugins' `declare_flags`) and `--set`, resolved into one config; `run` trains it.
+
+    slimcore run examples/quickstart.yaml --steps 600 --resume auto
+    slimcore config examples/slimpajama.yaml --test
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from ..config.resolve import resolve_config, smoke_overrides
+from ..launch.training import run_training
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
+                flags: dict[str, tuple[str, str]]) -> None:
+    run = sub.add_parser("run", parents=[common], help="train as a YAML config says")
+    add_config_arguments(run, flags)
+    run.set_defaults(handler=command_run, flags=flags)
+    config = sub.add_parser("config", parents=[common], help="print the resolved config")
+    add_config_arguments(config, flags)
+    config.set_defaults(handler=command_config, flags=flags)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser,
+                         flags: dict[str, tuple[str, str]]) -> None:
+    parser.add_argument("config", help="the run's YAML file")
+    for flag, (key, text) in flags.items():
+        # The value is read as YAML and checked by its section, like --set's.
+        parser.add_argument(flag, dest=_dest(flag), metavar="VALUE", help=text)
+    parser.add_argument("--test", action="store_true", help="smoke run: tiny model, few steps")
+    parser.add_argument("--resume", metavar="auto|PATH",
+                        help="continue from a checkpoint; auto: the newest intact one, if any")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an output folder that holds an earlier run (it is "
+                             "moved to <folder>.replaced-<time>, not deleted)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[],
+                        metavar="KEY=VALUE", help="set any config key, e.g. model.width=256")
+
+
+def overrides_from(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The `dotted.key=value` overrides the flags make, in order (--test, the flags, --set),
+    and the flag each key came from, for error messages."""
+    overrides = smoke_overrides(args.plugin_manager.sections) if args.test else []
+    origins = {a.partition("=")[0]: "--test" for a in overrides}
+    for flag, (key, _) in args.flags.items():
+        value = getattr(args, _dest(flag))
+        if value is not None:
+            overrides.append(f"{key}={value}")
+            origins[key] = flag
+    for assignment in args.assignments:
+        origins[assignment.partition("=")[0].strip()] = "--set"
+    return overrides + args.assignments, origins
+
+
+def _dest(flag: str) -> str:
+    return "flag_" + flag.lstrip("-").replace("-", "_")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    overrides, origins = overrides_from(args)
+    config = resolve_config(args.config, overrides, args.plugin_manager, raw=args.raw_config,
+                            origins=origins)
+    trained = run_training(config, args.plugin_manager, resume=args.resume,
+                           overwrite=args.overwrite)
+    if trained.stop_signal is not None:
+        if config.checkpoint.checkpointer and trained.run.is_main_process:
+            print(f"slimcore: stopped; go on with: {resume_command(args.argv)}",
+                  file=sys.stderr, flush=True)
+        return 128 + trained.stop_signal  # 143 for SIGTERM, as schedulers expect
+    return 0
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this run: the same, with `--resume auto`."""
+    import shlex
+
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--resume":
+            skip = True
+        elif not token.startswith("--resume=") and token != "--overwrite":
+            kept.append(token)
+    return shlex.join(["slimcore", *kept, "--resume", "auto"])
+
+
+def command_config(args: argparse.Namespace) -> int:
+    overrides, origins = overrides_from(args)
+    config = resolve_config(args.config, overrides, args.plugin_manager, raw=args.raw_config,
+                            origins=origins)
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    return 0
+
+
