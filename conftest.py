@@ -143,20 +143,25 @@ def register_charts():
 def installed_plugins(tmp_path_factory) -> dict[str, str]:
     """pip-install the test plugin distributions into a private folder; returns the env
     (PYTHONPATH) under which a subprocess sees them as installed."""
-    root = tmp_path_factory.mktemp("plugin-src")
-    target = tmp_path_factory.mktemp("plugin-site")
+    return pip_install(PLUGIN_PACKAGES, tmp_path_factory.mktemp("plugin-src"),
+                       tmp_path_factory.mktemp("plugin-site"), version="0.0.7")
+
+
+def pip_install(packages: dict, root: Path, target: Path, version: str) -> dict[str, str]:
+    """One-module plugin distributions ({distribution: (folder, entry point, module,
+    code)}), written under `root` and pip-installed into `target`; the env that sees them."""
     sources = []
-    for dist, (folder, ep_name, module, code) in PLUGIN_PACKAGES.items():
+    for dist, (folder, ep_name, module, code) in packages.items():
         src = root / folder
         (src / module).mkdir(parents=True)
-        (src / module / "__init__.py").write_text(code)
+        (src / module / "__init__.py").write_text(textwrap.dedent(code))
         (src / "pyproject.toml").write_text(textwrap.dedent(f"""
             [build-system]
             requires = ["setuptools>=64"]
             build-backend = "setuptools.build_meta"
             [project]
             name = "{dist}"
-            version = "0.0.7"
+            version = "{version}"
             [project.entry-points.slimcore]
             {ep_name} = "{module}"
             """))

@@ -5,7 +5,7 @@ save takes in all, its bytes, and load with full verification.
     BENCH_DIR=/work python bench/checkpoint.py               # both models
     python bench/checkpoint.py --models quickstart
 
-In the same process, beside slimcore's background save (core/checkpoint_writer.py handing a
+In the same process, beside slimcore's background save (core/train/writer.py handing a
 snapshot to three_file): a plain copy of the same state into host memory (the least any
 background save must block for), `torch.save` + `os.sync` and `torch.load(weights_only=True)`
 (the PyTorch peer), and torch.distributed.checkpoint's `async_save` (blocked until its
@@ -29,7 +29,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from slimcore import Checkpoint  # noqa: E402
-from slimcore.contracts.checkpoint import capture_rng  # noqa: E402
+from slimcore.train.rng import capture_rng  # noqa: E402
 from slimcore.train.writer import CheckpointWriter  # noqa: E402
 from slimcore.config.schema import ModelSection, OptimizerSection, ScheduleSection  # noqa: E402
 from slimcore.config.parse import parse_config  # noqa: E402

@@ -7,14 +7,14 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
-from slimcore import hookimpl  # noqa: E402
+from slimcore import DataSource, hookimpl  # noqa: E402
 from slimcore.config.resolve import resolve_config  # noqa: E402
-from slimcore.launch.training import execute_run, prepare_tokenizer  # noqa: E402
 from slimcore.host.manager import SlimcorePluginManager  # noqa: E402
-from slimcore.contracts.run import Run  # noqa: E402
+from slimcore.host.roles import open_source  # noqa: E402
+from slimcore.launch.preparation import prepare_tokenizer  # noqa: E402
+from slimcore.launch.training import run_training  # noqa: E402
+from slimcore.testing import make_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,22 +31,34 @@ def build_config(args, output_dir: Path, extra: tuple[str, ...] = (), disabled=(
 
 def fixed_batches(config, pm, count: int):
     """The batches both loops train on, made once by the real chunk source."""
-    run = Run(config=config, output_dir=Path(config.output.dir), device=torch.device("cpu"),
-              plugins=pm)
-    run.tokenizer = prepare_tokenizer(run)
-    source = pm.hook.iterate_batches(source=config.data.source, run=run)
-    return run.tokenizer, [b for b, _ in zip(source, range(count))]
+    run = make_run(config.to_dict(), output_dir=config.output.dir)
+    run.tokenizer = prepare_tokenizer(run, pm)
+    source = open_source(pm, run)
+    batches = [b for b, _ in zip(source, range(count))]
+    source.close()
+    return run.tokenizer, batches
 
 
 class Replay:
-    """An in-process data source that hands out the fixed batches."""
+    """An in-process plugin whose data source `replay` hands out the fixed batches."""
 
     def __init__(self, batches, tokenizer):
         self.batches, self.tokenizer = batches, tokenizer
 
     @hookimpl
-    def iterate_batches(self, source, run):
-        return iter(self.batches) if source == "replay" else None
+    def register_data_sources(self):
+        batches = self.batches
+
+        class ReplaySource(DataSource):
+            name = "replay"
+
+            def __init__(self, run):
+                self.batches = iter(batches)
+
+            def __next__(self):
+                return next(self.batches)
+
+        return [ReplaySource]
 
 
 class StepClock:
@@ -70,5 +82,5 @@ def time_run(args, batches, tokenizer, output_dir: Path, extra=(), disabled=()) 
     pm.register_in_process(Replay(batches, tokenizer), "replay")
     clock = StepClock(args.warmup)
     pm.register_in_process(clock, "clock")
-    execute_run(config, pm)
+    run_training(config, pm)
     return (args.steps - args.warmup) / (clock.end - clock.start)

@@ -10,7 +10,7 @@ per core). Rates count the tokens the source hands out (B x (T + 1) per batch fo
 real, unpadded tokens for `sample`) per second of wall time from the source's creation.
 The bare rate encodes the same documents, already in memory, with SentencePiece itself
 (`processor.encode`) and the same batching (64 documents per call). slimcore's tokenizer
-encodes through a cache of words (core/encoder.py): every measurement starts with an empty
+encodes through a cache of words (core/text/word_cache.py): every measurement starts with an empty
 cache, and the default token count stays under one pass over the training share, so every
 word's first encoding is paid inside the measurement, as on a corpus read once. Each rate
 is the median of `--repeats` measurements.
@@ -34,14 +34,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before `datasets` is imported
 import torch  # noqa: E402
 import zstandard  # noqa: E402
 
-from slimcore.config.parse import parse_config  # noqa: E402
-from slimcore.host.manager import SlimcorePluginManager  # noqa: E402
 from slimcore.contracts.run import Run  # noqa: E402
+from slimcore.testing import make_run as run_for  # noqa: E402
 from slimcore.storage.cache import default_cache_dir  # noqa: E402
 from slimcore.text.tokenizer import load_tokenizer, train_or_reuse  # noqa: E402
 from slimcore_datasources.bundled import bundled_shards  # noqa: E402
-from slimcore_datasources.chunk import ENCODE_GROUP, ChunkConfig, chunk_batches  # noqa: E402
-from slimcore_datasources.corpus import (CorpusConfig, DocumentStream,  # noqa: E402
+from slimcore_datasources.chunk import ENCODE_GROUP, chunk_batches  # noqa: E402
+from slimcore_datasources.corpus import (DocumentStream,  # noqa: E402
                                          training_documents)
 from slimcore_datasources.sample import sample_batches  # noqa: E402
 
@@ -49,9 +48,7 @@ from slimcore_datasources.sample import sample_batches  # noqa: E402
 def make_run(path: str, seq_len: int = 1024, batch_size: int = 16) -> Run:
     raw = {"model": {"seq_len": seq_len}, "data": {"batch_size": batch_size},
            "corpus": {"path": path}, "tokenizer": {"vocab_size": 32000}}
-    config = parse_config(raw, {"chunk": ChunkConfig, "corpus": CorpusConfig}, "bench")
-    return Run(config=config, output_dir=Path("."), device=torch.device("cpu"),
-               plugins=SlimcorePluginManager())
+    return run_for(raw)
 
 
 def bundled_texts(run: Run) -> list[str]:

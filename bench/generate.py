@@ -26,10 +26,10 @@ from common import REPO, build_config  # noqa: E402
 from slimcore import Checkpoint  # noqa: E402
 from slimcore.config.schema import ModelSection  # noqa: E402
 from slimcore.model.generation import SamplingSettings, generate  # noqa: E402
-from slimcore.launch.training import prepare_tokenizer  # noqa: E402
+from slimcore.launch.preparation import prepare_tokenizer  # noqa: E402
 from slimcore.model.gpt import GPT  # noqa: E402
 from slimcore.model.ops import select_ops  # noqa: E402
-from slimcore.contracts.run import Run  # noqa: E402
+from slimcore.testing import make_run  # noqa: E402
 
 
 def main() -> None:
@@ -48,8 +48,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         args.steps = 1
         config, pm = build_config(args, Path(tmp) / "run")
-        run = Run(config=config, output_dir=Path(tmp), device=torch.device("cpu"), plugins=pm)
-        tokenizer = prepare_tokenizer(run)
+        run = make_run(config.to_dict(), output_dir=tmp)
+        tokenizer = prepare_tokenizer(run, pm)
         shape = ModelSection(width=args.width, layers=args.layers, heads=args.heads,
                              mlp_hidden=args.mlp, seq_len=args.prompt + args.new)
         torch.manual_seed(0)
@@ -106,7 +106,7 @@ def export_and_load(model, shape, tokenizer, config, folder: Path, device):
     import dataclasses
 
     import transformers
-    from slimcore_checkpointers.hf_export import export_model
+    from slimcore_checkpointers.hf_export import HuggingFace
 
     recorded = config.to_dict()
     recorded["model"] = {**recorded["model"], **dataclasses.asdict(shape)}
@@ -116,7 +116,7 @@ def export_and_load(model, shape, tokenizer, config, folder: Path, device):
                         optimizer={"state": {}, "param_groups": []}, scheduler={}, rng={},
                         data_state=None, tokenizer_model=tokenizer.model_proto)
     folder.mkdir()
-    export_model(format="hf", checkpoint=record, output=folder, dtype=torch.float32)
+    HuggingFace().export(record, folder, torch.float32)
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     return hf.to(device).eval()
 

@@ -10,7 +10,7 @@ of the rows on the CPU.
 
 `--compile`: the PyTorch side is what inductor generates for it (torch.compile of the
 TorchOps function, forward and backward), the question `model.compile` asks per op: the
-native kernel or inductor's (core/ops.py NATIVE_UNDER_COMPILE holds the answer per device).
+native kernel or inductor's (core/model/ops.py NATIVE_UNDER_COMPILE holds the answer per device).
 The output loss row is the whole projection + cross-entropy (native: ChunkedOutputLoss;
 PyTorch: full logits and F.cross_entropy), at width 256 on the CPU.
 """

@@ -80,9 +80,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as out:
                 if which == "charts":
                     enable = tuple(o.format(out=out) for o in TRACKERS.get(args.only, ()))
+                    every = tuple(f"{o}.every=10" for o in ("dashboard", "json_export")
+                                  if o not in others)  # their cadence: every 10 steps
                     rates[which] = time_run(args, batches, tokenizer, Path(out),
-                                            (*model, "intervals.viz=10", *enable),
-                                            disabled=others)
+                                            (*model, *every, *enable), disabled=others)
                 else:
                     rates[which] = time_run(args, batches, tokenizer, Path(out), model,
                                             disabled=OBSERVERS)

@@ -19,7 +19,7 @@ _EXPORTS = {
     "RunConfig": "config.schema", "Range": "config.values", "NonEmpty": "config.values",
     "hookimpl": "host.hookspecs", "installed_charts": "host.manager",
     "Tokenizer": "text.tokenizer", "cache_dir": "storage.cache",
-    "write_atomically": "storage.atomic",
+    "write_atomically": "storage.atomic", "make_durable": "storage.atomic",
 }
 
 __all__ = sorted(_EXPORTS)

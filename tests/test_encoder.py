@@ -1,4 +1,4 @@
-"""The word cache (core/encoder.py) gives SentencePiece's ids exactly: on the bundled corpus,
+"""The word cache (core/text/word_cache.py) gives SentencePiece's ids exactly: on the bundled corpus,
 on text built to catch the edges of the cutting rule, in both of SentencePiece's whitespace
 modes, when the cache is full, from two threads; models it cannot serve are left to
 SentencePiece."""

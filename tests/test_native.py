@@ -1,4 +1,4 @@
-"""The native kernels against the PyTorch reference (core/ops.py TorchOps): the C build on
+"""The native kernels against the PyTorch reference (core/model/ops.py TorchOps): the C build on
 CPU tensors everywhere; the CUDA build on CUDA tensors where a GPU is present (the `cuda`
 cases, skipped otherwise); the CUDA sources compiled with nvcc wherever nvcc is present.
 

@@ -3,17 +3,13 @@ wrote three plugins from docs/ alone, held by a test. Plugins are real distribut
 pip-installed into a folder of the test's own where the finding is about installing them."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, run_in_process
+from conftest import pip_install, run_cli, run_in_process
 from slimcore import Batch, Chart, DataSource, UserError, hookimpl
 from slimcore.host.manager import HookError, SlimcorePluginManager
 
@@ -21,24 +17,13 @@ from slimcore.host.manager import HookError, SlimcorePluginManager
 def install(tmp_path, distribution: str, entry_point: str, code: str) -> dict:
     """pip-install a one-module plugin distribution into tmp_path/site; the env that sees it."""
     module = distribution.replace("-", "_")
-    src = tmp_path / "src" / distribution
-    (src / module).mkdir(parents=True)
-    (src / module / "__init__.py").write_text(textwrap.dedent(code))
-    (src / "pyproject.toml").write_text(textwrap.dedent(f"""
-        [build-system]
-        requires = ["setuptools>=64"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "{distribution}"
-        version = "0.0.1"
-        [project.entry-points.slimcore]
-        {entry_point} = "{module}"
-        """))
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--disable-pip-version-check", "--target",
-                    str(site), str(src)], check=True, capture_output=True)
-    return {"PYTHONPATH": str(site)}
+    return pip_install({distribution: (distribution, entry_point, module, code)},
+                       tmp_path / "src", tmp_path / "site", version="0.0.1")
+
+
+def offering(hook: str, *objects):
+    """An in-process plugin whose hook `hook` returns `objects`."""
+    return type("Offering", (), {hook: hookimpl(lambda self: list(objects))})()
 
 
 ANOTHER_CHUNK = """
@@ -75,17 +60,10 @@ def test_a_plugin_named_like_a_shipped_one_is_ambiguous_not_a_silent_swap(tmp_pa
 
 
 def test_a_chart_named_like_another_plugins_chart_fails_the_check_naming_both():
-    class Loss(Chart):
-        name, title = "loss", "Mine"
-
-    class MyCharts:
-        @hookimpl
-        def register_charts(self):
-            return [Loss()]
-
+    mine = type("Loss", (Chart,), {"name": "loss", "title": "Mine"})()
     pm = SlimcorePluginManager()
     pm.discover()
-    pm.register_in_process(MyCharts(), "my_charts")
+    pm.register_in_process(offering("register_charts", mine), "my_charts")
     assert pm.registry.collisions() == [
         "chart 'loss' is registered by both 'my_charts' and 'loss' (slimcore-visualizers "
         "0.1.0); give one of them another Chart name, or turn one plugin off "
@@ -95,22 +73,15 @@ def test_a_chart_named_like_another_plugins_chart_fails_the_check_naming_both():
 
 
 def test_a_raising_register_charts_loses_only_its_own_charts_named(capsys):
-    class Fine(Chart):
-        name, title = "fine", "Fine"
-
     class Broken:
         @hookimpl
         def register_charts(self):
             raise RuntimeError("no charts today")
 
-    class Good:
-        @hookimpl
-        def register_charts(self):
-            return [Fine()]
-
+    fine = type("Fine", (Chart,), {"name": "fine", "title": "Fine"})()
     pm = SlimcorePluginManager()
     pm.register_in_process(Broken(), "broken_charts")
-    pm.register_in_process(Good(), "good_charts")
+    pm.register_in_process(offering("register_charts", fine), "good_charts")
     assert [c.name for c in pm.charts()] == ["fine"]
     err = capsys.readouterr().err
     assert ("plugin 'broken_charts' failed in register_charts: RuntimeError: no charts "
@@ -130,26 +101,18 @@ class NoDefault:
     ({"model": NoDefault}, "section 'model' is a core section"),
 ])
 def test_a_section_the_core_cannot_use_is_a_plugin_failure_at_once(declared, says):
-    class Plugin:
-        @hookimpl
-        def declare_config(self):
-            return declared
-
+    plugin = type("Plugin", (), {"declare_config": hookimpl(lambda self: declared)})()
     pm = SlimcorePluginManager()
     pm.discover()
     with pytest.raises(HookError, match=says.replace("(", r"\(").replace(")", r"\)")):
-        pm.register_in_process(Plugin(), "notes")
+        pm.register_in_process(plugin, "notes")
     assert pm.get_plugin("notes") is None
 
 
 def test_a_section_without_defaults_is_a_check_problem():
-    class Plugin:
-        @hookimpl
-        def declare_config(self):
-            return {"notes": NoDefault}
-
+    plugin = type("Plugin", (), {"declare_config": hookimpl(lambda self: {"notes": NoDefault})})
     pm = SlimcorePluginManager()
-    pm.register_in_process(Plugin(), "notes")
+    pm.register_in_process(plugin(), "notes")
     assert pm.section_problems() == [
         "plugin 'notes': config section 'notes' cannot be made from its defaults (TypeError: "
         "NoDefault.__init__() missing 1 required positional argument: 'every'); give every "

@@ -9,57 +9,44 @@ A plugin names its own files, inside `run.output_dir`; the core never does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+# The core's own files of a run, each under the run's folder.
+LAYOUT = {
+    "lock": ".slimcore.lock",          # held while a run uses the folder; names the holder
+    "record": "run.json",              # the run's id and name
+    "config": "config.yaml",           # the resolved config, as in force
+    "tokenizer": "tokenizer.model",    # the run's SentencePiece model (checkpoints carry it)
+    "plugins": "plugins.json",         # every plugin with its version and status
+    "history": "history",              # the core's log: one JSON record a line, what
+    "metrics_log": "history/metrics.jsonl",       # observers are handed on resume: every
+    "samples_log": "history/text_samples.jsonl",  # step's metrics, every text sample
+}
 
 
 @dataclass(frozen=True)
 class RunPaths:
     root: Path
+    lock: Path = field(init=False)
+    record: Path = field(init=False)
+    config: Path = field(init=False)
+    tokenizer: Path = field(init=False)
+    plugins: Path = field(init=False)
+    history: Path = field(init=False)
+    metrics_log: Path = field(init=False)
+    samples_log: Path = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
-
-    @property
-    def lock(self) -> Path:
-        """Held while a run uses the folder; names the holder."""
-        return self.root / ".slimcore.lock"
-
-    @property
-    def record(self) -> Path:
-        """The run's id and name."""
-        return self.root / "run.json"
-
-    @property
-    def config(self) -> Path:
-        """The resolved config, as in force."""
-        return self.root / "config.yaml"
-
-    @property
-    def tokenizer(self) -> Path:
-        """The run's SentencePiece model (checkpoints carry it too)."""
-        return self.root / "tokenizer.model"
-
-    @property
-    def plugins(self) -> Path:
-        """Every plugin with its version and status, as the run saw them."""
-        return self.root / "plugins.json"
-
-    @property
-    def history(self) -> Path:
-        """The core's log of every step's metrics and every text sample, one JSON record a
-        line; what observers are handed on resume."""
-        return self.root / "history"
-
-    @property
-    def metrics_log(self) -> Path:
-        return self.history / "metrics.jsonl"
-
-    @property
-    def samples_log(self) -> Path:
-        return self.history / "text_samples.jsonl"
+        root = Path(self.root)
+        object.__setattr__(self, "root", root)
+        for name, relative in LAYOUT.items():
+            object.__setattr__(self, name, root / relative)
 
     def __getattr__(self, name: str):
+        if name.startswith("_") or "root" not in vars(self):  # copying, pickling
+            raise AttributeError(name)
         from ..deprecated import old_run_path
 
         return old_run_path(self.root, name)

@@ -244,7 +244,7 @@ swiglu.register_autograd(_swiglu_grad, setup_context=_swiglu_setup)
 
 
 class NativeOps:
-    """The `ops` interface of core/ops.py on the native kernels."""
+    """The `ops` interface of core/model/ops.py on the native kernels."""
 
     name = "native"
 

@@ -26,10 +26,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from ..contracts.errors import UserError
+from ..storage.atomic import atomic_path
 from ..storage.cache import MOVE_HINT, default_cache_dir, read_checked, vouch
 
 
@@ -144,16 +144,14 @@ def build(kind: str, quiet: bool = True) -> Path:
 
 
 def _compile(kind: str, command: list[str], library_path: Path, quiet: bool) -> None:
-    with tempfile.TemporaryDirectory(dir=library_path.parent) as tmp:
-        output = Path(tmp) / library_path.name
+    with atomic_path(library_path) as output:  # the compiler writes aside: whole, or nothing
         result = subprocess.run(compile_command(kind, source_for(kind), output),
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise UserError(f"{_setting(kind)}: building the native {_what(kind)} failed "
                             f"({' '.join(command[:1])}): "
                             f"{(result.stderr or result.stdout).strip()[:600]}")
-        os.replace(output, library_path)
-        vouch(library_path)  # the checksum last: a library without one is rebuilt
+    vouch(library_path)  # the checksum last: a library without one is rebuilt
     if not quiet:
         print(f"native: built {library_path}")
 

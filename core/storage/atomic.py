@@ -3,6 +3,7 @@ Every file the core writes goes through here (plugins too: `slimcore.write_atomi
 
     write_atomically(path, data)              bytes or text; `durable` fsyncs file and rename
     with atomic_path(path) as aside: ...      for writers that want a path (savefig, a link)
+    make_durable(path)                        fsync a file, or a folder's entries
 
 An OS error (a full disk, a read-only folder, a folder in the way) is one UserError that
 names the path; nothing half-written is left behind.
@@ -44,7 +45,7 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
         yield aside
         os.replace(aside, path)
         if durable:
-            fsync_folder(path.parent)
+            make_durable(path.parent)
     except OSError as e:
         aside.unlink(missing_ok=True)
         raise cannot_write(path, e) from None
@@ -62,9 +63,9 @@ def umask() -> int:
         return 0o022
 
 
-def fsync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable."""
-    fd = os.open(folder, os.O_RDONLY)
+def make_durable(path: str | Path) -> None:
+    """fsync a file (its bytes on the disk), or a folder (its entries: the renames in it)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -65,7 +65,7 @@ class Tokenizer:
         self.model_proto = model_proto  # the .model file's bytes: checkpoints carry them
         self.fingerprint = fingerprint
         self.path = path
-        # The same ids as the processor, faster, where the model allows (encoder.py).
+        # The same ids as the processor, faster, where the model allows (word_cache.py).
         self.word_cache: WordCacheEncoder | NativeWordCacheEncoder | None = None
         try:
             spec = model_spec(model_proto)
@@ -178,8 +178,7 @@ def train_or_reuse(section: TokenizerSection, texts: Iterable[str], log=print) -
             proto = read_checked(path)
             if proto is None and path.exists():
                 print(f"slimcore: warning: tokenizer: the cached {path} fails its sha256 "
-                      "check (or has none: cached by slimcore 0.1); training it again",
-                      file=sys.stderr)
+                      "check; training it again", file=sys.stderr)
             if proto is None:
                 log(f"tokenizer: training {section.vocab_size}-piece BPE on {len(lines)} "
                     f"lines -> {path}")

@@ -91,15 +91,6 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     return digest.hexdigest()
 
 
-def fsync(path: Path) -> None:
-    """Make a file written with `durable=False` durable; of a folder, its entries (renames)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read(path: Path, expected_sha256: str | None = None, digest_key: str | None = None
          ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and metadata of `path`, after checking its sha256: against

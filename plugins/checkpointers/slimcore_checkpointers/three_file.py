@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from slimcore import Checkpoint, Checkpointer, Range, UserError, hookimpl
+from slimcore import Checkpoint, Checkpointer, Range, UserError, hookimpl, make_durable
 
 from . import tensor_files
 
@@ -188,7 +188,7 @@ def write_checkpoint(base: Path, checkpoint: Checkpoint) -> str:
     tensor_files.write(tmp_of(base), tensors, {"slimcore": json.dumps(run_state)},
                        digest_key=DIGEST_KEY, durable=False)
     for suffix in (".embeddings", ".decoder", ""):
-        tensor_files.fsync(tmp_of(base.with_name(base.name + suffix)))
+        make_durable(tmp_of(base.with_name(base.name + suffix)))
     fault_point("written", checkpoint.step)
     # Renames happen only now that every file is whole on disk; `.bin` last commits the set.
     for suffix in (".embeddings", ".decoder", ""):
@@ -196,7 +196,7 @@ def write_checkpoint(base: Path, checkpoint: Checkpoint) -> str:
         os.replace(target.with_name(target.name + ".tmp"), target)
         if suffix == ".decoder":
             fault_point("renamed", checkpoint.step)
-    tensor_files.fsync(base.parent)  # the renames themselves
+    make_durable(base.parent)  # the renames themselves
     return str(base)
 
 

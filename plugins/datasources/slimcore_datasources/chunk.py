@@ -9,15 +9,13 @@ batch: the document stream's, the tokens not yet in a chunk and the rows not yet
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Iterator
 
 import torch
 from slimcore import Batch, ConfigError, Range, hookimpl
 
-from .background import BackgroundSource
-from .corpus import EVAL_DATA_KEY, Reading, first_documents, heldout_documents, training_documents
+from .corpus import CorpusSource
 from .documents import DocumentStream
 
 NAME = "chunk"
@@ -37,28 +35,19 @@ class ChunkConfig:
     tiny: ClassVar[dict] = {"tokens_per_chunk": 4096}  # a tiny run needs a few thousand
 
 
-class ChunkSource(BackgroundSource):
+class ChunkSource(CorpusSource):
     """Documents joined by EOS into chunks of chunk.tokens_per_chunk, cut into rows."""
 
     name = NAME
-    eval_data_key = EVAL_DATA_KEY
 
     def __init__(self, run):
         check_chunk_size(run)
         super().__init__(run)
 
-    def produce(self, state):
-        return chunk_batches(self.run, training_documents(self.run), state)
-
-    @classmethod
-    def corpus_text(cls, config, max_documents):
-        return first_documents(Reading(config), max_documents)
-
-    @classmethod
-    def validation_batches(cls, config, tokenizer, count):
-        reading = Reading(config, tokenizer)
-        return [batch for batch, _ in itertools.islice(
-            chunk_batches(reading, heldout_documents(reading), max_chunks=None), count)]
+    @staticmethod
+    def batches(reading, documents, state=None, heldout=False):
+        # held-out data: every chunk the evaluation asks for, whatever chunk.max_chunks says
+        return chunk_batches(reading, documents, state, None if heldout else "config")
 
 
 @hookimpl

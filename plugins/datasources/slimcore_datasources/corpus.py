@@ -29,6 +29,7 @@ from typing import Any
 
 from slimcore import hookimpl
 
+from .background import BackgroundSource
 from .config import EVAL_DATA_KEY, NAME, CorpusConfig, settings  # noqa: F401 - the plugin's names
 from .documents import DocumentStream
 
@@ -90,3 +91,29 @@ def first_documents(run, max_documents: int) -> list[str]:
         if chars >= run.config.tokenizer.train_max_chars:
             break
     return texts
+
+
+class CorpusSource(BackgroundSource):
+    """A shipped source over the corpus: its stream, tokenizer text and held-out batches.
+    A subclass says how documents become batches (`batches`)."""
+
+    eval_data_key = EVAL_DATA_KEY
+
+    @staticmethod
+    def batches(reading, documents: DocumentStream, state: dict | None = None,
+                heldout: bool = False):
+        """(batch, the position after it) from `documents`; `heldout`: for evaluation."""
+        raise NotImplementedError
+
+    def produce(self, state):
+        return self.batches(self.run, training_documents(self.run), state)
+
+    @classmethod
+    def corpus_text(cls, config, max_documents):
+        return first_documents(Reading(config), max_documents)
+
+    @classmethod
+    def validation_batches(cls, config, tokenizer, count):
+        reading = Reading(config, tokenizer)
+        held_out = cls.batches(reading, heldout_documents(reading), heldout=True)
+        return [batch for batch, _ in itertools.islice(held_out, count)]

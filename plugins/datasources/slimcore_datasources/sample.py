@@ -7,14 +7,12 @@ nor accuracy. For debugging, small data and fine control over what a row holds.
 
 from __future__ import annotations
 
-import itertools
 from typing import Iterator
 
 import torch
 from slimcore import IGNORE_INDEX, Batch, hookimpl
 
-from .background import BackgroundSource
-from .corpus import EVAL_DATA_KEY, Reading, first_documents, heldout_documents, training_documents
+from .corpus import CorpusSource
 from .documents import DocumentStream
 
 NAME = "sample"
@@ -23,24 +21,14 @@ PREFIX_CHARS_PER_TOKEN = 8  # a first guess at the characters a row's tokens spa
 PREFIX_MARGIN = 64  # tokens encoded past what a row keeps (see leading_tokens)
 
 
-class SampleSource(BackgroundSource):
+class SampleSource(CorpusSource):
     """One document per row, padded; padding masked out of the loss."""
 
     name = NAME
-    eval_data_key = EVAL_DATA_KEY
 
-    def produce(self, state):
-        return sample_batches(self.run, training_documents(self.run), state)
-
-    @classmethod
-    def corpus_text(cls, config, max_documents):
-        return first_documents(Reading(config), max_documents)
-
-    @classmethod
-    def validation_batches(cls, config, tokenizer, count):
-        reading = Reading(config, tokenizer)
-        return [batch for batch, _ in itertools.islice(
-            sample_batches(reading, heldout_documents(reading)), count)]
+    @staticmethod
+    def batches(reading, documents, state=None, heldout=False):
+        return sample_batches(reading, documents, state)
 
 
 @hookimpl
