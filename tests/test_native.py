@@ -131,10 +131,12 @@ def test_rms_norm_matches_pytorch(shape, width, dtype, device):
     weight = leaf(width, seed=1, device=device)
     reference, got = TorchOps.rms_norm(x, weight, 1e-5), NativeOps.rms_norm(x, weight, 1e-5)
     torch.testing.assert_close(got, reference, **TOLERANCE[dtype])
-    upstream = torch.randn(reference.shape).to(device, dtype)
-    for g, r in zip(grads(got, (x, weight), upstream), grads(reference, (x, weight), upstream)):
-        # dweight sums over every row: bf16 rounding of dy accumulates, hence 5e-2.
-        torch.testing.assert_close(g, r, **(TOLERANCE[dtype] if dtype == torch.float32
+    upstream = leaf(*reference.shape, seed=2).detach().to(device, dtype)
+    dx, dweight = zip(grads(got, (x, weight), upstream), grads(reference, (x, weight), upstream))
+    torch.testing.assert_close(*dx, **TOLERANCE[dtype])
+    # dweight sums dy * x_hat over every row, in another order than PyTorch's: float32 terms
+    # of about 3 lose ~1e-6 each (1.1e-5 seen over 8 rows), bf16 rounding of dy accumulates.
+    torch.testing.assert_close(*dweight, **(dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32
                                             else dict(rtol=5e-2, atol=5e-2)))
 
 
