@@ -3,9 +3,13 @@ real subprocess, and real plugin distributions installed with pip into a private
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -14,6 +18,27 @@ import yaml
 
 # Set before anything imports `datasets`: it reads the flag at import time.
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+# The suite stays home. Every process it starts (and this one) has a HOME, caches and
+# configuration folders of its own under a temporary folder, and the network guard
+# (tests/guard/sitecustomize.py): a connection or a name lookup past loopback fails, and is
+# logged, and the test that made it fails (stays_on_the_machine below).
+SANDBOX = Path(tempfile.mkdtemp(prefix="slimcore-suite-"))
+atexit.register(shutil.rmtree, SANDBOX, ignore_errors=True)
+GUARD = Path(__file__).resolve().parent / "tests" / "guard"
+os.environ.update({
+    "HOME": str(SANDBOX / "home"), "XDG_CACHE_HOME": str(SANDBOX / "cache"),
+    "XDG_CONFIG_HOME": str(SANDBOX / "config"), "MPLCONFIGDIR": str(SANDBOX / "matplotlib"),
+    "TORCHINDUCTOR_CACHE_DIR": str(SANDBOX / "inductor"), "HF_HOME": str(SANDBOX / "hf"),
+    "TRITON_CACHE_DIR": str(SANDBOX / "triton"), "WANDB_CONFIG_DIR": str(SANDBOX / "wandb"),
+    "SLIMCORE_TEST_NETWORK_LOG": str(SANDBOX / "network.log"),
+    "WANDB_ERROR_REPORTING": "false",  # W&B posts its telemetry even offline
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(GUARD), os.environ.get("PYTHONPATH")])),
+})
+(SANDBOX / "home").mkdir()
+_guard = importlib.util.spec_from_file_location("slimcore_network_guard",
+                                                GUARD / "sitecustomize.py")
+_guard.loader.exec_module(importlib.util.module_from_spec(_guard))  # guards this process
 
 from slimcore.testing import TINY_CONFIG  # noqa: E402
 
@@ -24,6 +49,44 @@ REPO = Path(__file__).resolve().parent
 TINY = {**TINY_CONFIG, "corpus": {"path": "bundled", "shuffle_buffer": 8},
         "chunk": {"tokens_per_chunk": 4096}, "dashboard": {"every": 3},
         "json_export": {"every": 3}, "plugins": {"disable": ["dashboard", "tensorboard"]}}
+
+
+@pytest.fixture(autouse=True)
+def stays_on_the_machine():
+    """A test that reached past loopback fails, even where the code under test swallowed
+    the guard's OSError."""
+    log = Path(os.environ["SLIMCORE_TEST_NETWORK_LOG"])
+    before = log.read_text() if log.exists() else ""
+    yield
+    reached = (log.read_text() if log.exists() else "")[len(before):]
+    assert not reached, f"the test reached past 127.0.0.1: {reached.strip()}"
+
+
+def untracked_files() -> set[str]:
+    """Files in the checkout that git does not track, ignored ones included (runs/, say),
+    but the environment and caches a test run makes by design."""
+    listed = subprocess.run(["git", "status", "--porcelain", "--ignored",
+                             "--untracked-files=all"], cwd=REPO, capture_output=True,
+                            text=True).stdout.splitlines()
+    made_by_design = (".venv/", "build/", ".pytest_cache/", "__pycache__", ".egg-info/")
+    return {line[3:] for line in listed if line[:2] in ("??", "!!")
+            and not any(part in line for part in made_by_design)}
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput") and (REPO / ".git").exists():
+        session.config.untracked_at_start = untracked_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails if it left a file in the checkout."""
+    before = getattr(session.config, "untracked_at_start", None)
+    if before is None:
+        return
+    left = sorted(untracked_files() - before)
+    if left:
+        print(f"\nslimcore suite: the tests left files in the checkout: {', '.join(left)}")
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,10 +123,19 @@ def write_config(tmp_path):
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m slimcore ARGS` in a real subprocess."""
-    full_env = {**os.environ, **(env or {})}
+    """`python -m slimcore ARGS` in a real subprocess, in a folder of the sandbox (a run
+    with no output.dir writes there, never in the checkout)."""
     return subprocess.run([sys.executable, "-m", "slimcore", *args], capture_output=True,
-                          text=True, env=full_env, cwd=cwd or REPO, timeout=timeout)
+                          text=True, env=guarded(env), cwd=cwd or SANDBOX, timeout=timeout)
+
+
+def guarded(env: dict | None = None) -> dict:
+    """The environment for a subprocess: the suite's, with `env` over it; a PYTHONPATH in
+    `env` keeps the network guard in front."""
+    full = {**os.environ, **(env or {})}
+    if env and "PYTHONPATH" in env:
+        full["PYTHONPATH"] = os.pathsep.join([str(GUARD), env["PYTHONPATH"]])
+    return full
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from slimcore.commands.cli import main
 from slimcore.host.manager import SlimcorePluginManager
 from slimcore.commands.trained import load_trained
@@ -95,3 +95,22 @@ def test_greedy_32_tokens_of_slimcore_generate_equal_transformers_generate(train
     theirs_ids = out[0, inputs["input_ids"].shape[1]:].tolist()
     assert len(record["ids"]) == 32
     assert record["ids"] == theirs_ids
+
+
+def test_every_file_of_the_export_has_one_mode_a_shared_folder_can_read(exported):
+    """model.safetensors was 0600 (safetensors' own) where the other files were 0644: a
+    serving container reading the folder as another user could not load the weights."""
+    folder = exported[0]
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert len(set(modes.values())) == 1, modes
+    assert modes["model.safetensors"] & 0o044 == 0o044  # readable by group and others
+
+
+def test_the_docs_snippet_prints_the_text_without_its_bos(exported):
+    """docs/models.md's transformers example, on the export: the continuation as text."""
+    folder, ours, theirs, tokenizer = exported
+    inputs = tokenizer("The state of the Union is", return_tensors="pt")
+    ids = theirs.generate(**inputs, max_new_tokens=4, do_sample=False)[0]
+    text = tokenizer.decode(ids, skip_special_tokens=True)  # as docs/models.md writes it
+    assert text.startswith("The state of the Union is") and "<s>" not in text
+    assert "skip_special_tokens=True" in (REPO / "docs" / "models.md").read_text()

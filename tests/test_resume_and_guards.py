@@ -164,3 +164,35 @@ def test_resume_warns_about_other_differences(write_config, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "resuming with config differences" in err
     assert "optimizer.lr" in err and "run.steps" in err
+
+
+def test_a_run_extended_with_a_larger_steps_keeps_its_learning_rate_curve(tmp_path, capsys):
+    """300 steps planned, then `--resume auto --steps` more: the rate stays on the curve the
+    run was on (at its floor after step 300, here step 4), with a line that says so; setting
+    schedule.total_steps re-plans it, from the first resumed step on."""
+    from slimcore.testing import tiny_run
+
+    settings = {"schedule": {"warmup_steps": 1, "min_lr_ratio": 0.1},
+                "optimizer": {"lr": 1e-3}}
+    first = tiny_run(tmp_path / "run", config=settings, steps=4,
+                     overrides=["intervals.checkpoint=4"])
+    assert first.metrics[-1].learning_rate > 1e-4  # the cosine's last step, above its floor
+    capsys.readouterr()
+    extended = tiny_run(tmp_path / "run", config=settings, steps=7, resume="auto")
+    assert [m.learning_rate for m in extended.metrics] == pytest.approx([1e-4] * 3)
+    out = capsys.readouterr().out
+    assert ("run.steps is 7 and the checkpoint's run planned its learning rate to step 4: "
+            "the rate keeps that curve") in out and "set schedule.total_steps" in out
+    assert extended.run.config.schedule.total_steps == 4  # what is in force, in config.yaml
+    assert "total_steps: 4" in (tmp_path / "run" / "config.yaml").read_text()
+
+    replanned = tiny_run(tmp_path / "again", config=settings, steps=4,
+                         overrides=["intervals.checkpoint=4"])
+    again = tiny_run(tmp_path / "again", config={**settings, "schedule": {
+        **settings["schedule"], "total_steps": 7}}, steps=7, resume="auto")
+    straight = tiny_run(tmp_path / "straight", config={**settings, "schedule": {
+        **settings["schedule"], "total_steps": 7}}, steps=7)
+    assert replanned.metrics[-1].learning_rate != straight.metrics[3].learning_rate
+    # the first resumed step already follows the new plan (it used the old one's rate)
+    assert [m.learning_rate for m in again.metrics] == \
+        pytest.approx([m.learning_rate for m in straight.metrics[4:]])

@@ -60,17 +60,25 @@ def test_make_quickstart_sets_up_a_fresh_clone_and_trains(tmp_path):
     venv_python = clone / ".venv" / "bin" / "python"
     facts = json.loads(subprocess.run(
         [str(venv_python), "-c",
-         "import json, sys, torch, slimcore, slimcore_visualizers; print(json.dumps({"
+         "import json, sys, torch, slimcore, slimcore_visualizers\n"
+         "from importlib.util import find_spec\n"
+         "from importlib.metadata import distributions\n"
+         "print(json.dumps({"
          "'prefix': sys.prefix, 'cuda': torch.version.cuda, "
-         "'slimcore': slimcore.__file__, 'visualizers': slimcore_visualizers.__file__}))"],
+         "'slimcore': slimcore.__file__, 'visualizers': slimcore_visualizers.__file__, "
+         "'count': len({d.metadata['Name'] for d in distributions()}), "
+         "'extras': [m for m in ('pytest', 'transformers', 'wandb', 'mlflow') "
+         "if find_spec(m)]}))"],
         env=env, capture_output=True, text=True, check=True, timeout=300).stdout)
+    # Training's set-up: no test tools, trackers or transformers (make test adds them).
+    assert facts["extras"] == [] and facts["count"] < 80, facts
     # The environment is the clone's own, and its slimcore is the clone's source.
     assert Path(facts["prefix"]).resolve() == (clone / ".venv").resolve()
     assert Path(facts["slimcore"]).resolve().is_relative_to(clone.resolve())
     assert Path(facts["visualizers"]).resolve().is_relative_to(clone.resolve())
     if shutil.which("nvidia-smi") is None:
         assert facts["cuda"] is None  # the CPU build where no GPU is found
-    output = clone / "runs" / "quickstart"
+    output = clone / "runs" / "quickstart-test"  # the smoke run's own folder
     assert (output / "checkpoints" / "checkpoint_step_10.bin").exists()
     assert (output / "training_viz" / "metrics_history.json").exists()
 

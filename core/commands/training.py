@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -31,7 +32,8 @@ def add_config_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("config", help="the run's YAML file")
     for flag, (key, text) in flags.items():
         # The value is read as YAML and checked by its section, like --set's.
-        parser.add_argument(flag, dest=_dest(flag), metavar="VALUE", help=text)
+        metavar = key.rsplit(".", 1)[-1].upper()  # STEPS, DIR, MAX_CHUNKS, ...
+        parser.add_argument(flag, dest=_dest(flag), metavar=metavar, help=text)
     parser.add_argument("--test", action="store_true", help="smoke run: tiny model, few steps")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="continue from a checkpoint; auto: the newest intact one, if any")
@@ -61,10 +63,21 @@ def _dest(flag: str) -> str:
     return "flag_" + flag.lstrip("-").replace("-", "_")
 
 
-def command_run(args: argparse.Namespace) -> int:
+def resolved(args: argparse.Namespace):
+    """The config the arguments make. A `--test` smoke run goes to a folder of its own
+    (runs/<name>-test) unless an output folder is given: it neither mixes with nor is
+    refused by the real run's folder, and a smoke run there moves the last one aside."""
     overrides, origins = overrides_from(args)
     config = resolve_config(args.config, overrides, args.plugin_manager, raw=args.raw_config,
                             origins=origins)
+    if args.test and config.output.dir is None:
+        config.output.dir = str(Path("runs") / f"{config.run.name}-test")
+        args.overwrite = args.overwrite or not args.resume
+    return config
+
+
+def command_run(args: argparse.Namespace) -> int:
+    config = resolved(args)
     trained = run_training(config, args.plugin_manager, resume=args.resume,
                            overwrite=args.overwrite)
     if trained.stop_signal is not None:
@@ -91,9 +104,7 @@ def resume_command(argv: list[str]) -> str:
 
 
 def command_config(args: argparse.Namespace) -> int:
-    overrides, origins = overrides_from(args)
-    config = resolve_config(args.config, overrides, args.plugin_manager, raw=args.raw_config,
-                            origins=origins)
+    config = resolved(args)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     return 0
 

@@ -15,6 +15,8 @@ import time
 
 from .hookspecs import hookimpl
 
+SAMPLE_CHARS = 120  # of a text sample on the console
+
 
 class ConsoleProgress:
     def __init__(self):
@@ -42,7 +44,7 @@ class ConsoleProgress:
         self.last = metrics
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix_str(f"loss {metrics.loss:.3f} acc {metrics.accuracy:.3f} "
+            self.bar.set_postfix_str(f"loss {metrics.loss:.3f} acc {percent(metrics.accuracy)} "
                                      f"{metrics.tokens_per_second:,.0f} tok/s", refresh=False)
         elif (metrics.step % self.log_every == 0 or metrics.step == self.total
               or metrics.eval_loss is not None):
@@ -50,7 +52,7 @@ class ConsoleProgress:
             done = metrics.step - self.first_step
             eta = elapsed / done * (self.total - metrics.step)
             print(f"step {metrics.step}/{self.total} loss {metrics.loss:.4f} "
-                  f"acc {metrics.accuracy:.3f}{evaluation(metrics)} "
+                  f"acc {percent(metrics.accuracy)}{evaluation(metrics)} "
                   f"lr {metrics.learning_rate:.2e} {metrics.tokens_per_second:,.0f} tok/s "
                   f"eta {eta:.0f}s", flush=True)
         if self.bar is not None and metrics.eval_loss is not None:
@@ -59,7 +61,7 @@ class ConsoleProgress:
     @hookimpl(trylast=True)
     def on_text_samples(self, step, samples, run):
         for sample in samples:
-            line = f"sample @ {step}: {sample.prompt!r} -> {sample.text[:120]!r}"
+            line = f"sample @ {step}: {sample.prompt!r} -> {shortened(sample.text)!r}"
             if self.bar is not None:
                 self.bar.write(line)  # above the bar, which is drawn again below
             else:
@@ -72,7 +74,7 @@ class ConsoleProgress:
         if self.last is not None:
             elapsed = time.perf_counter() - self.started
             print(f"run {status} at step {self.last.step}: loss {self.last.loss:.4f}, "
-                  f"accuracy {self.last.accuracy:.3f}, {elapsed:.0f}s; outputs in "
+                  f"accuracy {percent(self.last.accuracy)}, {elapsed:.0f}s; outputs in "
                   f"{run.output_dir}", flush=True)
 
 
@@ -90,4 +92,17 @@ def terminal_width() -> int:
 def evaluation(metrics) -> str:
     if metrics.eval_loss is None:
         return ""
-    return f" eval_loss {metrics.eval_loss:.4f} eval_acc {metrics.eval_accuracy:.3f}"
+    return f" eval_loss {metrics.eval_loss:.4f} eval_acc {percent(metrics.eval_accuracy)}"
+
+
+def percent(fraction: float) -> str:
+    """Accuracy as the charts show it: a percentage."""
+    return f"{100 * fraction:.1f}%"
+
+
+def shortened(text: str, limit: int = SAMPLE_CHARS) -> str:
+    """At most `limit` characters, cut at a word's end, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[:cut if cut > limit // 2 else limit].rstrip() + "\u2026"

@@ -103,11 +103,13 @@ class RunFolder:
         return f"the outputs of run {run_id}" if run_id else "the outputs of an earlier run"
 
     def refuse_to_mix(self, what: str) -> UserError:
+        # Under make (`make quickstart`), the flags go through ARGS.
+        flag = (lambda f: f"ARGS='{f}'") if os.environ.get("MAKELEVEL") else (lambda f: f)
         return UserError(
             f"output.dir: {self.path} holds {self.describe()}; {what} would mix the two. "
-            f"Continue that run with --resume auto, give this one another --output-dir, or "
-            f"start over with --overwrite (the old run is moved to "
-            f"{self.path.name}.replaced-<time>, not deleted)")
+            f"Continue that run with {flag('--resume auto')}, give this one another "
+            f"{flag('--output-dir DIR')}, or start over with {flag('--overwrite')} (the old "
+            f"run is moved to {self.path.name}.replaced-<time>, not deleted)")
 
     def move_aside(self) -> None:
         """Move this folder to a sibling `<name>.replaced-<time>`; this claim then holds the

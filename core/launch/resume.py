@@ -45,9 +45,30 @@ def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None,
         raise UserError(f"--resume: {saved.path} is at step {saved.step} and run.steps is "
                         f"{run.config.run.steps}: nothing left to train; raise --steps to "
                         "train on")
-    check_config_matches(in_new_form(saved.config, run.config), run.config.to_dict(),
-                         saved.path, warn=run.is_main_process)
+    recorded = in_new_form(saved.config, run.config)
+    keep_the_schedule(run, recorded)
+    check_config_matches(recorded, run.config.to_dict(), saved.path, warn=run.is_main_process)
     return saved
+
+
+def keep_the_schedule(run: Run, recorded: dict) -> None:
+    """A resumed run with another run.steps keeps the learning-rate curve it was on (its decay
+    ends where the checkpoint's run planned it to) unless schedule.total_steps re-plans it;
+    the horizon in force goes into the config, so config.yaml and later checkpoints say it."""
+    schedule, steps = run.config.schedule, run.config.run.steps
+    planned = (recorded.get("schedule") or {}).get("total_steps") or \
+        (recorded.get("run") or {}).get("steps")
+    if schedule.total_steps is not None or not isinstance(planned, int) or planned == steps:
+        return
+    schedule.total_steps = planned
+    if run.is_main_process:
+        floor = run.config.optimizer.lr * schedule.min_lr_ratio
+        after = f"then stays at its floor ({floor:.1e})" if planned < steps else \
+            "and ends there"
+        print(f"resume: run.steps is {steps} and the checkpoint's run planned its learning "
+              f"rate to step {planned}: the rate keeps that curve (its {schedule.kind} decay "
+              f"ends at step {planned}, {after}); to re-plan it, set schedule.total_steps "
+              "(or schedule.kind: wsd with a later total_steps, to decay later)")
 
 
 def settle_resumed_run(run: Run, ranks: Distributed, folder: RunFolder | None,
@@ -80,12 +101,25 @@ def restore(run: Run, ranks: Distributed, state: TrainingState, saved: Checkpoin
         raise UserError(f"--resume: {saved.path} holds a model of another shape "
                         f"({(str(e).splitlines()[1:] or [str(e)])[0].strip()[:300]})") from None
     state.scheduler.load_state_dict(saved.scheduler)
+    follow_the_plan(state)
     state.step, state.tokens_seen = saved.step, saved.tokens_seen
     state.skipped_steps = saved.skipped_steps
     state.data_state = this_ranks_data_state(run, saved.data_state, saved.path)
     restore_rng(saved.rng)
     run.resumed_from = saved.path
     print(f"resume: continuing from step {state.step} ({saved.path})")
+
+
+def follow_the_plan(state: TrainingState) -> None:
+    """The optimizer's rate from this run's schedule at the restored step: the checkpoint
+    holds the rate its own plan gave, which a re-planned schedule (schedule.total_steps
+    changed) would otherwise use for one more step."""
+    scheduler = state.scheduler
+    rates = [base * factor(scheduler.last_epoch)
+             for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, rate in zip(state.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates  # what get_last_lr() reports: the rate of the next step
 
 
 def this_ranks_data_state(run: Run, saved: dict | None, path: str) -> dict | None:

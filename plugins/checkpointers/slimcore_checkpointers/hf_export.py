@@ -48,6 +48,7 @@ class HuggingFace(ExportFormat):
                             f"tokenizer {processor.vocab_size()} pieces; it cannot be exported")
         save_file({name: t.to(dtype).contiguous() for name, t in weights.items()},
                   str(output / "model.safetensors"), metadata={"format": "pt"})
+        mode_of_new_files(output / "model.safetensors")
         write_json(output / "config.json", llama_config(model, processor, vocab_size, dtype))
         write_json(output / "generation_config.json", {
             "bos_token_id": processor.bos_id(), "eos_token_id": processor.eos_id()})
@@ -69,6 +70,15 @@ class HuggingFace(ExportFormat):
 @hookimpl
 def register_export_formats():
     return [HuggingFace()]
+
+
+def mode_of_new_files(path: Path) -> None:
+    """safetensors makes its file 0600; the folder's other files have the mode the umask
+    gives a new file, which a serving container sharing the folder can read: so this one."""
+    probe = path.with_name(".mode-probe")
+    probe.touch()
+    path.chmod(probe.stat().st_mode & 0o777)
+    probe.unlink()
 
 
 def llama_weights(state: dict[str, torch.Tensor], layers: int, hidden: int

@@ -143,12 +143,19 @@ def newest_intact(folder: Path, run_id: str | None = None) -> Checkpoint | dict:
 @hookimpl
 def register_commands(subparsers):
     parser = subparsers.add_parser("inspect", help="describe and verify a checkpoint")
-    parser.add_argument("checkpoint", help="a checkpoint_step_N.bin file")
+    parser.add_argument("checkpoint", help="a checkpoint_step_N.bin file, or a run folder "
+                                           "(its newest intact checkpoint)")
     parser.set_defaults(handler=command_inspect)
 
 
 def command_inspect(args) -> int:
     base = Path(args.checkpoint)
+    if base.is_dir():  # a run folder, as every other model command takes
+        newest = newest_intact(checkpoints_of(base))
+        if not newest:
+            raise UserError(f"inspect: {base} holds no intact checkpoint; give a run folder "
+                            "that has one, or a checkpoint_step_N.bin file")
+        base = Path(newest.path)
     saved = read_checkpoint(base)  # raises UserError (exit 2) when damaged
     config = saved.config if isinstance(saved.config, dict) else {}
     model = config.get("model") or {}

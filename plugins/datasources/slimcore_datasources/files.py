@@ -90,9 +90,10 @@ def check_hub_reachable(repo: str, key: str = "corpus.path", timeout_s: float = 
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise UserError(f"{key}: '{repo}' is on the Hugging Face Hub but HF_HUB_OFFLINE "
                         f"is set; {OFFLINE_HINT}")
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname, endpoint.port or (80 if endpoint.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
+        socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as e:
         raise UserError(f"{key}: cannot reach the Hugging Face Hub ({host}: {e}) to "
                         f"stream '{repo}'; {OFFLINE_HINT}") from None

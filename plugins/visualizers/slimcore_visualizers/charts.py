@@ -30,14 +30,23 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
         return (sums - lagged_sums) / (counts - lagged_counts)
 
 
+def full_windows(averaged: np.ndarray, window: int) -> np.ndarray:
+    """A trailing average drawn only where its window is full: before, it is the mean of
+    every step so far, far above the loss while the first steps' high losses are in it."""
+    averaged = averaged.copy()
+    averaged[:window - 1] = np.nan
+    return averaged
+
+
 def draw_curve(ax, data: ChartData, key: str, ylabel: str, scale: float = 1.0,
-               eval_key: str | None = None) -> None:
+               eval_key: str | None = None, legend: str = "best") -> None:
     steps, values = data.series(key)
     values = values * scale
     ax.plot(steps, values, color="tab:blue", alpha=0.35, linewidth=1, label=key.replace("_", " "))
     if len(values) > 1:
-        ax.plot(steps, moving_average(values, data.moving_average), color="tab:blue",
-                linewidth=2, label=f"{data.moving_average}-step average")
+        window = data.moving_average
+        ax.plot(steps, full_windows(moving_average(values, window), window), color="tab:blue",
+                linewidth=2, label=f"{window}-step average")
     if eval_key:
         eval_steps, eval_values = data.series(eval_key)
         keep = np.isfinite(eval_values)
@@ -46,7 +55,7 @@ def draw_curve(ax, data: ChartData, key: str, ylabel: str, scale: float = 1.0,
                        s=18, label="evaluation")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc=legend, fontsize=8)
 
 
 class LossChart(Chart):
@@ -70,7 +79,8 @@ class ThroughputChart(Chart):
     order = 30
 
     def draw(self, ax, data):
-        draw_curve(ax, data, "tokens_per_second", "tokens/s")
+        # The legend low: from zero, the curve runs near the top and leaves the bottom free.
+        draw_curve(ax, data, "tokens_per_second", "tokens/s", legend="lower right")
         ax.set_ylim(bottom=0)  # from zero: a 2% dip must not look like a collapse
         # 12,500, not 1.25 under a "1e4" at the axis's top (matplotlib's offset past 10^4)
         from matplotlib.ticker import StrMethodFormatter
@@ -108,28 +118,27 @@ class RecentPerformanceChart(Chart):
     order = 60
 
     def draw(self, ax, data):
-        # Raw loss faint, both smoothed over 10 steps: two raw noisy lines on twin axes
-        # overlap and cannot be read.
+        # Loss above, accuracy below, on one step axis: on twin scales of one panel their
+        # lines crossed where the scales happened to put them, which meant nothing.
         recent = ChartData(metrics=data.metrics[-data.recent_window:])
         window = min(10, data.moving_average)
         steps, losses = recent.series("loss")
         _, accuracy = recent.series("accuracy")
-        ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1)
-        loss_line, = ax.plot(steps, moving_average(losses, window), color="tab:blue",
-                             linewidth=2, label=f"loss, {window}-step average")
-        ax.set_xlabel("step")
-        ax.set_ylabel("cross-entropy (nats/token)", color="tab:blue")
-        twin = ax.twinx()
-        twin.grid(False)  # one grid, the loss axis's
-        accuracy_line, = twin.plot(steps, moving_average(accuracy * 100, window),
-                                   color="tab:orange", linewidth=2, linestyle="--",
-                                   label=f"accuracy, {window}-step average")
-        twin.set_ylabel("accuracy (%)", color="tab:orange")
-        # Above the plot, under the title: inside it, one of the two lines always ran
-        # behind the legend (a legend sees only its own axis's lines, not the twin's).
-        ax.legend(handles=[loss_line, accuracy_line], loc="lower center", ncol=2, fontsize=8,
-                  bbox_to_anchor=(0.5, 1.0), frameon=False, borderaxespad=0.1)
-        ax.set_title(f"{self.title} (last {len(steps)})", pad=18)
+        ax.axis("off")
+        top = ax.inset_axes((0, 0.54, 1, 0.46))
+        bottom = ax.inset_axes((0, 0, 1, 0.46), sharex=top)
+        for panel, values, color, label in ((top, losses, "tab:blue", "loss"),
+                                            (bottom, accuracy * 100, "tab:orange",
+                                             "accuracy (%)")):
+            panel.plot(steps, values, color=color, alpha=0.3, linewidth=1)
+            panel.plot(steps, moving_average(values, window), color=color, linewidth=2)
+            panel.set_ylabel(label, color=color)
+        from matplotlib.ticker import MaxNLocator
+
+        top.tick_params(labelbottom=False)
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+        bottom.set_xlabel(f"step (bold: {window}-step averages)")
+        ax.set_title(f"{self.title} (last {len(steps)})")
 
 
 class TextSamplesTable(Chart):
@@ -158,7 +167,7 @@ class TextSamplesTable(Chart):
         table.set_fontsize(self.font_size)
         for (row, _), cell in table.get_celld().items():
             cell.set_height(0.12 if row == 0 else 0.2)
-            cell.PAD = 0.01  # matplotlib pads 10% of the width: too much for a wide column
+            cell.PAD = 0.02  # matplotlib pads 10% of the width: too much for a wide column
 
     def characters_across(self, ax, share: float) -> int:
         """How many characters of the table's font fit across `share` of the axes: the

@@ -12,6 +12,11 @@ renders.
 from __future__ import annotations
 
 import os
+import signal
+
+# Ctrl-C in a terminal reaches every process of the foreground group, this one too: the run
+# itself stops gracefully and asks for the last render, which must still happen.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 # The lowest CPU priority, set before the heavy imports (matplotlib), so the start-up's
 # CPU comes out of what training leaves. Measured (bench/RESULTS.md): at nice 10 a CPU run
@@ -47,7 +52,8 @@ def load_charts(names: list[str], plugins: list[str]):
 
 def render(charts, data: ChartData, step: int, settings: dict, failed: set) -> list[str]:
     """Draw the charts not yet failed into one PNG; returns the names drawn."""
-    charts = [c for c in charts if c.name not in failed]
+    # A chart of samples waits for the first one: no blank row of the page before it.
+    charts = [c for c in charts if c.name not in failed and (data.samples or not c.uses_samples)]
     if not charts:
         return []
     columns = settings["columns"]

@@ -14,6 +14,7 @@ and W&B keeps the first it got for a step. Writes happen on a thread of the plug
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -52,6 +53,10 @@ class WandbExporter(TrackerExporter):
         settings: WandbConfig = run.config.section(NAME)
         folder = Path(settings.dir or run.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
+        if settings.mode == "offline":
+            # Offline means nothing leaves the machine: W&B's own error reporting (posted to
+            # its servers from a thread, even offline) stays off unless the user turned it on.
+            os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         try:
             self.wandb_run = wandb.init(
                 project=settings.project, entity=settings.entity, name=settings.name or run.name,

@@ -228,3 +228,30 @@ def test_a_resumed_dashboard_shows_the_earlier_steps_without_json_export(write_c
     assert steps_in(latest) == "1-6"
     log = (tmp_path / "out" / "history" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log] == [1, 2, 3, 4, 5, 6]
+
+
+def test_ctrl_c_in_a_terminal_stops_the_run_and_the_last_dashboard_is_still_drawn(
+        write_config, tmp_path):
+    """A terminal's Ctrl-C is SIGINT to every process of the foreground group, the render
+    process too: the run saves and exits 130, and the render process, which ignores it, draws
+    the last step (it used to die in a KeyboardInterrupt traceback, drawing nothing)."""
+    import os
+    import signal
+
+    from conftest import guarded
+
+    config = write_config({**ON, "run": {"steps": 2000}, "dashboard": {"every": 1000}})
+    process = subprocess.Popen([sys.executable, "-m", "slimcore", "run", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=guarded(), cwd=tmp_path, start_new_session=True)
+    log = tmp_path / "out" / "history" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and len(log.read_text().splitlines()) >= 5):
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # the whole group, as a terminal does
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    steps = len(log.read_text().splitlines())
+    assert steps_in(tmp_path / "out" / "training_viz" / "training_latest.png") == f"1-{steps}"

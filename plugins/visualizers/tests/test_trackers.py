@@ -2,6 +2,7 @@
 offline run file (its protobuf records), MLflow's client on a local sqlite store."""
 
 import json
+import os
 import struct
 import sys
 
@@ -74,8 +75,11 @@ def test_wandb_offline_has_every_step_the_samples_and_the_config(tmp_path, monke
 
     out = tmp_path / "on"
     wandb = {"wandb": {"enabled": True, "mode": "offline"}}
+    monkeypatch.delenv("WANDB_ERROR_REPORTING")  # the suite's own setting, off
     first = tiny_run(out, steps=6, enable=["json_export"], config={**RUN, **wandb})
     assert first.status == "completed"
+    # Offline sends nothing: W&B's error reporting (it posted from a thread) is off too.
+    assert os.environ["WANDB_ERROR_REPORTING"] == "false"
     [(run_id, config, steps)] = wandb_runs(out)
     assert run_id == first.run.run_id
     assert config["model"]["width"] == 32 and config["run"]["steps"] == 6
