@@ -8,8 +8,9 @@
 # plugin distributions); `make test` adds the test tools, the trackers and transformers
 # (requirements-test.txt). Also: `make quickstart ARGS=--test` (a 10-step smoke run, in
 # runs/quickstart-test/), `make setup` and `make setup-test` (only the set-ups), `make
-# test-setup` (the test that clones this repository and runs the first command's set-up
-# there from nothing; CI runs it after the suite).
+# test-slow` (the slow tier, which CI runs after the suite: the test that clones this
+# repository and runs the first command's set-up there from nothing, and the tests that
+# time processes against each other; `make test-setup` is its old name).
 #
 # Needs python3 (3.10 or newer), make and a C compiler. PyTorch: the CPU build where
 # nvidia-smi finds no GPU (a CUDA build is several GB), the default build where it does.
@@ -26,7 +27,7 @@ INPUTS := requirements.txt pyproject.toml $(wildcard plugins/*/pyproject.toml) \
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: quickstart test test-setup setup setup-test clean-venv
+.PHONY: quickstart test test-slow test-setup setup setup-test clean-venv
 
 quickstart: $(STAMP)
 	$(BIN)/slimcore run examples/quickstart.yaml $(ARGS)
@@ -34,9 +35,12 @@ quickstart: $(STAMP)
 test: $(TEST_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-# Minutes of set-up in a fresh clone, so not part of the suite's run: CI runs it after it.
-test-setup: $(TEST_STAMP)
-	SLIMCORE_SETUP_TEST=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n0 tests/test_setup.py
+# Tests marked slow (set-up in a fresh clone, timing across processes): one at a time, so
+# none competes with another for the CPU. CI runs them after the suite.
+test-slow: $(TEST_STAMP)
+	SLIMCORE_SLOW_TESTS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n0 -m slow
+
+test-setup: test-slow  # its name until 0.2, when the slow tier was one test
 
 setup: $(STAMP)
 

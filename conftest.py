@@ -73,6 +73,17 @@ def untracked_files() -> set[str]:
             and not any(part in line for part in made_by_design)}
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow (minutes of set-up from nothing, timing across processes) run only
+    in the slow tier: `make test-slow`, which CI runs after the suite."""
+    if os.environ.get("SLIMCORE_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow tier: run with `make test-slow` (SLIMCORE_SLOW_TESTS=1)")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
+
+
 def pytest_sessionstart(session):
     if not hasattr(session.config, "workerinput") and (REPO / ".git").exists():
         session.config.untracked_at_start = untracked_files()
@@ -168,12 +179,14 @@ def iterate_batches(source, run):
     if source != "counting":
         return None
     stall_at = int(os.environ.get("COUNTING_STALL_AT", "0"))
+    pause_s = float(os.environ.get("COUNTING_PAUSE_S", "0"))  # a stream slower than the step
     # exit|hang:RANK:BATCH - that rank of a torchrun job dies or hangs at that batch
     fault, fault_rank, fault_at = (os.environ.get("COUNTING_FAULT", "none:-1:0").split(":"))
 
     def batches():
         row = run.config.model.seq_len + 1
         for start in range(10**9):
+            time.sleep(pause_s)
             if start + 1 == stall_at:
                 time.sleep(3600)  # a data stream that hangs
             if run.rank == int(fault_rank) and start + 1 == int(fault_at):

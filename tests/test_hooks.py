@@ -180,6 +180,36 @@ def test_hook_on_metrics(write_config):
         assert 0 <= m.accuracy <= 1 and m.grad_norm > 0 and m.mfu is None
 
 
+def test_a_plugin_whose_section_says_enabled_false_is_off_for_the_run(write_config, tmp_path,
+                                                                      capsys):
+    """`enabled: false` in a plugin's own section: none of its observer hooks called, and
+    the run's `plugins:` line and plugins.json say it is off; `enabled: true` turns it on."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class QuietConfig:
+        enabled: bool = False
+
+    class Quiet(Recorder):
+        @hookimpl
+        def declare_config(self):
+            return {"quiet": QuietConfig}
+
+    for enabled, steps in ((None, []), (True, [1, 2])):
+        quiet = Quiet()
+        config = write_config({"run": {"steps": 2}, "output": {"dir": str(tmp_path / "o")},
+                               **({"quiet": {"enabled": enabled}} if enabled else {})})
+        run_in_process(config, {"quiet": quiet}, overwrite=True)
+        listed = {p["name"]: p for p in json.loads((tmp_path / "o" / "plugins.json").read_text())}
+        header = capsys.readouterr().out.splitlines()[0]
+        assert [m.step for m in quiet.metrics] == steps and bool(quiet.calls) == bool(enabled)
+        if enabled:
+            assert listed["quiet"]["off"] is None and "off: quiet" not in header
+        else:
+            assert listed["quiet"]["off"] == "quiet.enabled is false"
+            assert "; off: mlflow, quiet, wandb;" in header, header
+
+
 def test_hook_on_text_samples(write_config):
     recorder = Recorder()
     run_in_process(write_config({"run": {"steps": 6}, "samples": {"prompts": ["We the"]}}),

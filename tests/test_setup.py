@@ -1,8 +1,7 @@
 """The README's first command on a fresh clone: `make quickstart` sets up `.venv/` from
 nothing (no environment, no installed slimcore) and trains with it.
 
-Minutes of pip installs, so the suite's run skips it; `make test-setup` (CI, after the
-suite) runs it with SLIMCORE_SETUP_TEST=1.
+Minutes of pip installs: the slow tier (`make test-slow`, which CI runs after the suite).
 """
 
 import json
@@ -16,9 +15,7 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("SLIMCORE_SETUP_TEST") != "1",
-    reason="minutes of set-up: run with `make test-setup` (SLIMCORE_SETUP_TEST=1)")
+pytestmark = pytest.mark.slow
 
 
 def base_python() -> str:

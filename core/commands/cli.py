@@ -21,16 +21,22 @@ from ..config.suggest import suggest
 from ..config.yaml_text import apply_override, load_yaml
 from ..contracts.errors import ConfigError, TrainingHalted, UserError, traceback_wanted
 from ..host.manager import SlimcorePluginManager
-from ..train.distributed import launched_by_torchrun
 from . import evaluate, export, generate, new_plugin, plugin_list, training
 
 CONFIG_COMMANDS = ("run", "config")
 
 
+def running_under_torchrun() -> bool:
+    # Imported here: the module imports torch, which `slimcore --help` should not wait for.
+    from ..train.distributed import launched_by_torchrun
+
+    return launched_by_torchrun()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     code = _exit_status(argv)
-    if argv[:1] == ["run"] and launched_by_torchrun():
+    if argv[:1] == ["run"] and running_under_torchrun():
         # Every output is flushed, fsynced and closed by now. A torchrun worker leaves
         # without the interpreter's teardown (and without destroying its process group,
         # see Distributed.stop): gloo's threads sometimes abort the process (exit -6) there,

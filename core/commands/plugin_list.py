@@ -1,5 +1,5 @@
 """`slimcore plugins [--json] [--check]`: every plugin with its version, distribution, status
-and hooks (or why it failed); `--check` exits 1 when anything about the installed plugins is
+and hooks (or why it failed, or is off until a run turns it on); `--check` exits 1 when anything about the installed plugins is
 broken, for a plugin's CI.
 
 What `--check` finds: a plugin that failed to load (an import error, a misspelled hook or
@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from ..host.in_run import switch_off_idle_by_default
+
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     plugins = sub.add_parser("plugins", parents=[common], help="list installed plugins")
@@ -27,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def command_plugins(args: argparse.Namespace) -> int:
     pm = args.plugin_manager
+    switch_off_idle_by_default(pm)  # a run that sets nothing: the trackers are off
     report = pm.report()
     print(json.dumps(report, indent=2) if args.json else table(report))
     if not args.check:
@@ -46,8 +49,9 @@ def command_plugins(args: argparse.Namespace) -> int:
 
 def table(report: list[dict]) -> str:
     rows = [("NAME", "VERSION", "DISTRIBUTION", "STATUS", "HOOKS OR ERROR")]
-    rows += [(p["name"], p["version"], p["distribution"], p["status"],
-              ", ".join(p["hooks"]) if p["status"] == "loaded" else (p["error"] or ""))
+    rows += [(p["name"], p["version"], p["distribution"], "off" if p["off"] else p["status"],
+              p["off"] if p["off"]
+              else ", ".join(p["hooks"]) if p["status"] == "loaded" else (p["error"] or ""))
              for p in report]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4]

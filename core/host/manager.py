@@ -53,6 +53,7 @@ class PluginInfo:
     status: str  # loaded, blocked, failed
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
+    off: str | None = None  # loaded but off for the run, and why ("wandb.enabled is false")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +81,7 @@ class SlimcorePluginManager(pluggy.PluginManager):
         self._observer_failures: dict[str, int] = {}
         self.observer_errors: list[tuple[str, str, BaseException]] = []  # first of each plugin
         self.deprecations_told: set[str] = set()  # plugins of the old hooks, warned once
-        self.switched_off: set[str] = set()
+        self.switched_off: set[str] = set()  # failed too often in observer hooks
         # Observer hooks run on rank 0 only: outputs (charts, JSON, the console) are written
         # once per job. The launch sets this to False on the other ranks.
         self.observing = True
@@ -276,22 +277,13 @@ class SlimcorePluginManager(pluggy.PluginManager):
                 raise UserError(f"dashboard: {self.ambiguous[offer.plugin]}")
         return self.registry.charts()
 
-    def header(self) -> str:
-        """The one-line plugin summary printed at the start of a run, by distribution:
-        `plugins: slimcore-datasources 0.1.0 (chunk, sample), ...; failed: broken`."""
-        groups: dict[tuple[str, str], list[str]] = {}
-        for info in self.infos.values():
-            if info.status == "loaded" and info.distribution != "slimcore":
-                groups.setdefault((info.distribution, info.version), []).append(info.name)
-        line = "plugins: " + (", ".join(f"{dist} {version} ({', '.join(sorted(names))})"
-                                        for (dist, version), names in groups.items()) or "none")
-        blocked = [i.name for i in self.infos.values() if i.status == "blocked"]
-        if blocked:
-            line += "; blocked: " + ", ".join(blocked)
-        failed = [f"{i.name} ({i.error})" for i in self.infos.values() if i.status == "failed"]
-        if failed:
-            line += "; failed: " + ", ".join(failed)
-        return line
+    def owner_of(self, section: str) -> str | None:
+        """The plugin that declared config section (or flag) `section`."""
+        return self._owners.get(section)
+
+    def _is_off(self, plugin: str) -> bool:
+        info = self.infos.get(plugin)
+        return info is not None and info.off is not None
 
     def report(self) -> list[dict]:
         return [i.to_dict() for i in self.infos.values()]
@@ -309,7 +301,7 @@ class SlimcorePluginManager(pluggy.PluginManager):
             return
         caller = getattr(self.hook, hook_name)
         for impl in reversed(caller.get_hookimpls()):  # pluggy's order: last registered first
-            if impl.plugin_name in self.switched_off:
+            if impl.plugin_name in self.switched_off or self._is_off(impl.plugin_name):
                 continue
             if self.tracing:
                 print(f"[slimcore trace] {hook_name}({', '.join(kwargs)}) -> "

@@ -19,6 +19,8 @@ from ..config.schema import RunConfig
 from ..contracts.errors import TrainingHalted
 from ..contracts.run import Run
 from ..host.roles import checkpointer as selected_checkpointer
+from ..host.in_run import run_header, switch_off_idle
+from ..host.registry import CHECKPOINTER, DATA_SOURCE
 from ..host.roles import open_source, validation_batches
 from ..model.device import resolve_device
 from ..model.gpt import GPT
@@ -47,6 +49,7 @@ def run_training(config: RunConfig, plugins, resume: str | None = None,
     device = resolve_device(config.run.device)
     plugins.lookup("data source", config.data.source)  # a bad choice costs seconds, not a run
     checkpointer = selected_checkpointer(plugins, config)
+    switch_off_idle(plugins, config.plugin_sections)  # `enabled: false`: no hooks called
     use_cache_dir(config.tokenizer.cache_dir)  # every cache of this process: native builds too
     ranks = Distributed.start(config.distributed, device)
     finished = False
@@ -105,7 +108,8 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
     """Everything up to the first step; `start` is (a new run's id, --resume, --overwrite)."""
     fresh_id, resume, overwrite = start
     if run.is_main_process:
-        print(plugins.header())
+        print(run_header(plugins, {DATA_SOURCE: run.config.data.source,
+                                   CHECKPOINTER: run.config.checkpoint.checkpointer}))
     saved = load_resume_checkpoint(run, checkpointer, resume) if resume else None
     settle_resumed_run(run, ranks, folder, saved, fresh_id, overwrite)
     if run.is_main_process:

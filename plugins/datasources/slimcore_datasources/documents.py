@@ -143,6 +143,14 @@ class DocumentStream:
         self.buffer_size = state.get("buffer_size", self.buffer_size)
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
+        if self.announce:
+            # Now, before the first step: the first document read may come much later (the
+            # restored stream can go on from what it held), under the progress bar.
+            self._prepare()
+            print(f"data: {self.shard_count} shards of {self.path} ({self.role}); resuming in "
+                  f"epoch {min(p.epoch for p in self.positions) + 1} where the checkpoint "
+                  "left it", flush=True)
+            self.announce = False
 
     # -- reading ---------------------------------------------------------------------------
 

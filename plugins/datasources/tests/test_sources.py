@@ -192,6 +192,31 @@ def test_restored_source_continues_exactly(tokenizer, sharded_corpus, kind, work
     straight.close()
 
 
+def test_a_resumed_stream_says_what_it_reads_before_the_first_step(tokenizer, sharded_corpus,
+                                                                    capsys):
+    """The `data:` line comes when the stream is restored, with the first batch (before the
+    progress bar starts), not with the first document it reads later, which could be many
+    steps on (the restored stream goes on from what it held), under the bar."""
+    run = make_run(tokenizer, sharded_corpus, seq_len=7, batch_size=2, eval_interval=10,
+                   chunk={"tokens_per_chunk": 400})
+    first = source_for("chunk", run)
+    for _ in range(3):
+        next(first)
+    state = through_checkpoint_format(first.state_dict())
+    first.close()
+    capsys.readouterr()
+    resumed = source_for("chunk", run)
+    resumed.load_state_dict(state)
+    next(resumed)  # the first step's batch: the stream restored, the line printed before it
+    epoch = min(position[0] for position in state["documents"]["positions"]) + 1
+    assert capsys.readouterr().out == (f"data: 3 shards of {sharded_corpus} (train); resuming "
+                                       f"in epoch {epoch} where the checkpoint left it\n")
+    for _ in range(60):  # on into new documents and a second epoch
+        next(resumed)
+    resumed.close()
+    assert "data:" not in capsys.readouterr().out
+
+
 def test_shuffling_is_seeded_and_new_every_epoch(tokenizer, sharded_corpus):
     run = make_run(tokenizer, sharded_corpus, shuffle_buffer=8)
     first, second = (list(DocumentStream(run, str(sharded_corpus), shuffle_buffer=8, epochs=2))

@@ -18,6 +18,10 @@ import numpy as np
 from slimcore import Chart, ChartData, hookimpl
 
 
+# Step axes tick at 1, 2 or 5 times a power of ten (0, 50, 100), not at 6s or 40s.
+STEP_TICKS = [1, 2, 5, 10]
+
+
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over up to `window` finite values (NaN steps are skipped, so one bad
     step does not blank the curve for a whole window)."""
@@ -43,8 +47,8 @@ def draw_curve(ax, data: ChartData, key: str, ylabel: str, scale: float = 1.0,
     steps, values = data.series(key)
     values = values * scale
     ax.plot(steps, values, color="tab:blue", alpha=0.35, linewidth=1, label=key.replace("_", " "))
-    if len(values) > 1:
-        window = data.moving_average
+    window = data.moving_average
+    if len(values) >= window:  # before its first full window, neither line nor legend entry
         ax.plot(steps, full_windows(moving_average(values, window), window), color="tab:blue",
                 linewidth=2, label=f"{window}-step average")
     if eval_key:
@@ -120,25 +124,29 @@ class RecentPerformanceChart(Chart):
     def draw(self, ax, data):
         # Loss above, accuracy below, on one step axis: on twin scales of one panel their
         # lines crossed where the scales happened to put them, which meant nothing.
-        recent = ChartData(metrics=data.metrics[-data.recent_window:])
         window = min(10, data.moving_average)
-        steps, losses = recent.series("loss")
-        _, accuracy = recent.series("accuracy")
+        recent = slice(-data.recent_window, None)
+        steps, losses = data.series("loss")
+        _, accuracy = data.series("accuracy")
         ax.axis("off")
         top = ax.inset_axes((0, 0.54, 1, 0.46))
         bottom = ax.inset_axes((0, 0, 1, 0.46), sharex=top)
         for panel, values, color, label in ((top, losses, "tab:blue", "loss"),
                                             (bottom, accuracy * 100, "tab:orange",
                                              "accuracy (%)")):
-            panel.plot(steps, values, color=color, alpha=0.3, linewidth=1)
-            panel.plot(steps, moving_average(values, window), color=color, linewidth=2)
+            # averaged over the whole run, then cut: the window's first steps average full
+            # windows too
+            averaged = full_windows(moving_average(values, window), window)
+            panel.plot(steps[recent], values[recent], color=color, alpha=0.3, linewidth=1)
+            panel.plot(steps[recent], averaged[recent], color=color, linewidth=2)
             panel.set_ylabel(label, color=color)
         from matplotlib.ticker import MaxNLocator
 
         top.tick_params(labelbottom=False)
-        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-        bottom.set_xlabel(f"step (bold: {window}-step averages)")
-        ax.set_title(f"{self.title} (last {len(steps)})")
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True, steps=STEP_TICKS))
+        bottom.set_xlabel(f"step (bold: {window}-step averages)" if len(steps) >= window
+                          else "step")
+        ax.set_title(f"{self.title} (last {len(steps[recent])})")
 
 
 class TextSamplesTable(Chart):

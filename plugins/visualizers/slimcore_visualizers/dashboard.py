@@ -36,8 +36,9 @@ class DashboardConfig:
     recent_window: Annotated[int, Range(min=1)] = 200  # steps in the recent-performance view
     columns: Annotated[int, Range(min=1, max=12)] = 3
     dpi: Annotated[int, Range(min=10, max=600)] = 100
-    # A render costs about 1.5 CPU-seconds; renders are spaced so the dashboard uses at most
-    # this share of one core, and requests in between are coalesced into the next one.
+    # Where training keeps every core busy, renders (about 1 CPU-second each) are spaced so
+    # the dashboard uses at most this share of one core, requests in between coalesced into
+    # the next one; where a core is free, every interval is drawn.
     max_cpu_share: Annotated[float, Range(above=0, max=1)] = 0.05
 
     moved_keys: ClassVar[dict] = {"intervals.viz": "every"}  # the core's key until 0.2

@@ -1,8 +1,9 @@
 """What the experiment-tracker exporters (tensorboard, wandb, mlflow) share: their writes
 happen on a thread of the exporter, so the training thread only queues a record.
 
-A subclass names its section's dataclass (`config_class`; a field `enabled` there turns
-the tracker on and off), implements `open(run)` (on the training thread, at the run's start), then
+A subclass names its section's dataclass (`config_class`; a field `enabled: bool` there turns
+the tracker on and off: the core calls no hook of a plugin whose section says `enabled:
+false`), implements `open(run)` (on the training thread, at the run's start), then
 `write_metrics(record)`, `write_samples(step, records)`, `flush()` and `close(status)`, all
 called on the exporter's thread in the order the run produced them. The queue is drained
 and flushed before every checkpoint commits (what a checkpoint covers is in the tracker) and
@@ -33,14 +34,6 @@ class TrackerExporter:
         self.failed = False
 
     # --- for subclasses ---------------------------------------------------------------------
-
-    def wanted(self, run) -> bool:
-        """Whether this run exports at all: rank 0, and the section's `enabled` if it has
-        one."""
-        if not run.is_main_process:
-            return False
-        return self.config_class is None or \
-            getattr(run.config.section(self.name), "enabled", True)
 
     def require(self, module: str):
         """`module` imported, or the one line that says how to install it."""
@@ -74,8 +67,6 @@ class TrackerExporter:
 
     @hookimpl
     def on_run_start(self, run):
-        if not self.wanted(run):
-            return
         self.failed = False
         self.open(run)
         self.records = queue.Queue()

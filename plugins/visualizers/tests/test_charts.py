@@ -66,11 +66,14 @@ def test_chart_draws(name, case, real_history):
     charts()[name].draw(ax, data)
     figure.canvas.draw()  # the drawing itself, not just the setup, must not raise
     if name != "text_samples":
-        assert ax.get_xlabel() and ax.get_ylabel(), "axes carry labels with units"
+        panels = ax.child_axes or [ax]  # a chart of stacked insets on one step axis
+        assert all(panel.get_ylabel() for panel in panels), "axes carry labels with units"
+        assert any(panel.get_xlabel() for panel in panels), "axes carry labels with units"
         # Something finite is drawn: a line of NaN (a metric the chart misnamed) is blank.
-        drawn = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
-        drawn += [np.asarray(c.get_offsets(), dtype=float)[:, 1] for c in ax.collections
-                  if len(c.get_offsets())]
+        drawn = [np.asarray(line.get_ydata(), dtype=float) for panel in panels
+                 for line in panel.get_lines()]
+        drawn += [np.asarray(c.get_offsets(), dtype=float)[:, 1] for panel in panels
+                  for c in panel.collections if len(c.get_offsets())]
         assert any(np.isfinite(values).any() for values in drawn)
     plt.close(figure)
 
@@ -96,9 +99,28 @@ def test_a_chart_that_asks_for_an_unknown_metric_fails_its_test():
 def test_curves_show_raw_series_average_and_eval_points():
     figure, ax = plt.subplots()
     charts()["loss"].draw(ax, EDGE_CASES["with eval"])
-    labels = [line.get_label() for line in ax.get_lines()]
-    assert labels == ["loss", "50-step average"]
+    # 5 steps: no 50-step window is full yet, so neither the average nor its legend entry
+    assert [line.get_label() for line in ax.get_lines()] == ["loss"]
     assert ax.collections[0].get_offsets().shape == (3, 2)  # eval points at steps 1, 3, 5
+    plt.close(figure)
+    figure, ax = plt.subplots()
+    charts()["loss"].draw(ax, EDGE_CASES["constant"])  # 59 steps
+    raw, average = ax.get_lines()
+    assert average.get_label() == "50-step average"
+    assert np.isfinite(average.get_ydata()).sum() == 10  # steps 50 to 59
+    plt.close(figure)
+
+
+def test_recent_steps_average_full_windows_of_the_whole_run():
+    """The recent view's first steps average the 10 steps before them (the whole run's
+    windows), not whatever part of a window falls inside the view."""
+    data = ChartData(metrics=[metric(s, loss=float(s)) for s in range(1, 31)], recent_window=5)
+    figure, ax = plt.subplots()
+    charts()["recent_performance"].draw(ax, data)
+    top = ax.child_axes[0]
+    raw, average = top.get_lines()
+    assert list(raw.get_xdata()) == [26, 27, 28, 29, 30]
+    assert list(average.get_ydata()) == [21.5, 22.5, 23.5, 24.5, 25.5]  # mean of s-9..s
     plt.close(figure)
 
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from PIL import Image
 
 from slimcore_visualizers.charts import LossChart
@@ -184,18 +186,42 @@ def test_loss_chart_is_importable_without_matplotlib_on_the_training_side():
     assert LossChart.name == "loss"
 
 
-def test_renders_are_spaced_to_the_cpu_share_and_the_last_one_always_happens(tmp_path):
+@pytest.mark.parametrize("cpu_s, wall_s, share, quiet_s", [
+    (1.0, 1.1, 0.05, 0.0),     # a core to itself: the next interval may render at once
+    (0.5, 0.5, 0.01, 0.0),
+    (1.0, 4.0, 0.05, 19.0),    # waited for the CPU: 1 s of render buys 19 s of quiet
+    (0.3, 3.0, 0.01, 29.7),
+    (1.0, 4.0, 1.0, 0.0),      # a share of a whole core: never spaced
+])
+def test_renders_are_spaced_only_where_training_leaves_no_core_free(cpu_s, wall_s, share,
+                                                                    quiet_s):
+    from slimcore_visualizers.render_worker import quiet_after
+
+    assert quiet_after(cpu_s, wall_s, share) == pytest.approx(quiet_s)
+
+
+def test_the_last_render_request_is_drawn_when_the_run_ends(tmp_path):
     process = worker()
     send(process, {**settings(tmp_path, ["loss"]), "max_cpu_share": 0.01})
-    viz = tmp_path / "training_viz"
-    send(process, {"metrics": metrics(range(1, 6)), "render": 5})
-    wait_for(viz / "training_step_000005.png")
-    send(process, {"metrics": metrics(range(6, 11)), "render": 10})
-    time.sleep(3)  # a render of ~0.3 s at a 1% share buys ~30 s of quiet
-    assert not (viz / "training_step_000010.png").exists()
-    process.stdin.close()  # the run ends: the pending request is rendered at once
+    send(process, {"metrics": metrics(range(1, 11)), "render": 10})
+    process.stdin.close()  # the run ends at once: the pending request is still rendered
     assert process.wait(timeout=60) == 0
-    assert (viz / "training_step_000010.png").exists()
+    assert (tmp_path / "training_viz" / "training_step_000010.png").exists()
+
+
+@pytest.mark.slow
+def test_every_interval_gets_its_png_where_a_core_is_free(write_config, installed_plugins,
+                                                          tmp_path):
+    """A run that leaves a core free (here: a data stream slower than the step) gets a
+    dashboard for every interval, not one every ~20 s of render time."""
+    from conftest import run_cli
+
+    config = write_config({"data": {"source": "counting"}, "run": {"steps": 8},
+                           "dashboard": {"every": 2}, "plugins": {"disable": ["json_export"]}})
+    result = run_cli("run", str(config), env={**installed_plugins, "COUNTING_PAUSE_S": "2"})
+    assert result.returncode == 0, result.stderr
+    drawn = sorted(p.name for p in (tmp_path / "out" / "training_viz").glob("*_0*.png"))
+    assert drawn == [f"training_step_{step:06d}.png" for step in (2, 4, 6, 8)]
 
 
 def test_render_process_loads_only_chart_plugins_and_no_torch():
