@@ -150,6 +150,31 @@ def test_stall_watchdog_dumps_stacks_and_exits(write_config, tmp_path, cli, inst
     assert (tmp_path / "out" / "checkpoints" / "checkpoint_step_2.bin").exists()
 
 
+def test_time_the_process_was_stopped_is_not_a_stall(write_config, tmp_path, installed_plugins):
+    """SIGSTOP (Ctrl-Z, a suspended job) for longer than run.stall_timeout_s, then SIGCONT:
+    the run goes on to the end; the watchdog counts only the time the process ran."""
+    from conftest import SANDBOX, guarded
+
+    config = write_config({"run": {"steps": 30, "stall_timeout_s": 3},
+                           "data": {"source": "counting"}})
+    process = subprocess.Popen([sys.executable, "-m", "slimcore", "run", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=SANDBOX, env=guarded({**installed_plugins,
+                                                         "COUNTING_PAUSE_S": "0.2"}))
+    log = tmp_path / "out" / "history" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGSTOP)
+    time.sleep(8)  # stopped for more than twice the stall timeout
+    process.send_signal(signal.SIGCONT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "no step completed" not in err
+    assert "run completed at step 30" in out
+
+
 def test_resume_refuses_another_model_shape(write_config, tmp_path):
     run_in_process(write_config({"run": {"steps": 2}}))
     with pytest.raises(UserError, match="another model shape \\(model.width differ"):

@@ -1,7 +1,9 @@
-"""The stall watchdog: if no step completes within `run.stall_timeout_s`, dump every
-thread's stack (so the hang can be diagnosed), let observers flush (`on_stall(message)`),
-and exit with status 3.
-A hung data stream or a deadlocked collective otherwise burns a reservation silently.
+"""The stall watchdog: if no step completes within `run.stall_timeout_s` of the time the
+process ran, dump every thread's stack (so the hang can be diagnosed), let observers flush
+(`on_stall(message)`), and exit with status 3.
+A hung data stream or a deadlocked collective otherwise burns a reservation silently. Time
+the process was stopped (Ctrl-Z, SIGSTOP, a suspended job or virtual machine) is not a stall:
+the watchdog sees it as one wake far later than it asked for, and does not count it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import os
 import sys
 import threading
 import time
+
+# A wake this much later than asked for means the process was not running in between.
+STOPPED_AFTER_S = 2.0
 
 
 class StallWatchdog:
@@ -35,8 +40,15 @@ class StallWatchdog:
         self.last_beat = time.monotonic()
 
     def _watch(self) -> None:
-        while not self.done.wait(min(1.0, self.timeout_s / 4)):
-            stalled = time.monotonic() - self.last_beat
+        tick = min(1.0, self.timeout_s / 4)
+        woke = time.monotonic()
+        while not self.done.wait(tick):
+            now = time.monotonic()
+            stopped = now - woke - tick
+            if stopped > STOPPED_AFTER_S:
+                self.last_beat += stopped  # the time it was stopped is no step's fault
+            woke = now
+            stalled = now - self.last_beat
             if stalled > self.timeout_s:
                 message = (f"no step completed in {stalled:.0f} s (run.stall_timeout_s = "
                            f"{self.timeout_s:g})")
