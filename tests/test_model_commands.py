@@ -6,6 +6,8 @@ import io
 import json
 import shutil
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,7 +168,7 @@ def test_damaged_or_missing_checkpoints_are_named(trained_run, tmp_path, capsys)
     code, _, err = command(capsys, "export", tmp_path / "fresh", "--format", "hf",
                            "--output", tmp_path / "out")
     assert code == 2 and "holds no intact checkpoint" in error_line(err)
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 
 def test_export_refuses_a_folder_that_holds_files_and_leaves_it_alone(trained_run, tmp_path,
@@ -190,6 +192,94 @@ def test_export_refuses_a_folder_that_holds_files_and_leaves_it_alone(trained_ru
     assert {t.dtype for t in weights.values()} == {torch.bfloat16}
     done = run_cli("export", str(trained_run), "--format", "hf", "--output", str(target))
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+# An export format that writes a megabyte, says where, then takes its time: a process to stop.
+SLOW_EXPORT = {"slimcore-slow-export": ("slow_export", "slow_export", "slimcore_slow_export", """
+import os
+import time
+from pathlib import Path
+
+from slimcore import ExportFormat, hookimpl
+
+
+class Slow(ExportFormat):
+    name = "slow"
+
+    def export(self, checkpoint, output, dtype):
+        (Path(output) / "weights.bin").write_bytes(os.urandom(1 << 20))
+        Path(os.environ["SLOW_EXPORT_MARK"]).write_text(str(output))
+        time.sleep(600)
+        return "never"
+
+
+@hookimpl
+def register_export_formats():
+    return [Slow()]
+""")}
+
+
+@pytest.fixture(scope="module")
+def slow_export(tmp_path_factory):
+    from conftest import pip_install
+
+    return pip_install(SLOW_EXPORT, tmp_path_factory.mktemp("slow-src"),
+                       tmp_path_factory.mktemp("slow-site"), version="0.0.1")
+
+
+def start_slow_export(trained_run, target, env):
+    import subprocess
+
+    from conftest import SANDBOX, guarded
+
+    mark = target.with_name("mark")
+    mark.unlink(missing_ok=True)
+    process = subprocess.Popen([sys.executable, "-m", "slimcore", "export", str(trained_run),
+                                "--format", "slow", "--output", str(target)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=SANDBOX, env=guarded({**env, "SLOW_EXPORT_MARK": str(mark)}))
+    deadline = time.monotonic() + 120
+    while not mark.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    return process, Path(mark.read_text())
+
+
+def test_export_never_touches_a_folder_of_the_users_beside_its_output(trained_run, tmp_path,
+                                                                       capsys):
+    """DIR.partial is the user's: an export to DIR leaves it byte for byte as it was."""
+    mine = tmp_path / "model.partial"
+    mine.mkdir()
+    (mine / "notes.txt").write_bytes(b"\x00weeks of notes\xff")
+    code, out, _ = command(capsys, "export", trained_run, "--format", "hf", "--output",
+                           tmp_path / "model")
+    assert code == 0 and "model.safetensors" in out
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert (mine / "notes.txt").read_bytes() == b"\x00weeks of notes\xff"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model.partial"]
+
+
+def test_a_stopped_export_leaves_nothing_behind(trained_run, tmp_path, slow_export):
+    """SIGTERM mid-export: exit 143, no output and no half-written folder. SIGKILL (no
+    handler runs): the next export to that folder removes what the killed one left."""
+    import signal
+
+    target = tmp_path / "model"
+    process, aside = start_slow_export(trained_run, target, slow_export)
+    assert aside.parent == tmp_path and (aside / "weights.bin").exists()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and err.strip().splitlines()[-1] == "slimcore: terminated"
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mark"]
+
+    process, aside = start_slow_export(trained_run, target, slow_export)
+    process.kill()
+    process.wait(timeout=60)
+    assert aside.exists()  # nothing runs on SIGKILL
+    done = run_cli("export", str(trained_run), "--format", "hf", "--output", str(target))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mark", "model"]
 
 
 def test_a_reader_that_goes_away_ends_generate_quietly(trained_run):

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 
@@ -33,9 +35,25 @@ def running_under_torchrun() -> bool:
     return launched_by_torchrun()
 
 
+class Terminated(BaseException):
+    """SIGTERM to a command other than `run` (which stops gracefully, saving): raised where
+    the command is, so what it wrote aside is removed (an export's folder); exit 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    code = _exit_status(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) \
+        if argv[:1] != ["run"] and on_main_thread else None
+    try:
+        code = _exit_status(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if argv[:1] == ["run"] and running_under_torchrun():
         # Every output is flushed, fsynced and closed by now. A torchrun worker leaves
         # without the interpreter's teardown (and without destroying its process group,
@@ -61,6 +79,9 @@ def _exit_status(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("slimcore: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("slimcore: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         # What reads stdout went away (`slimcore generate ... | head`): as for SIGPIPE,
         # 128 + 13, quietly; stdout points at /dev/null so the exit's flush cannot fail.

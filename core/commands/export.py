@@ -1,5 +1,6 @@
 """`slimcore export SOURCE --format NAME --output DIR`: the trained model in another framework's
-layout, written by the export format's plugin into DIR.partial and renamed when whole.
+layout, written by the export format's plugin into a new hidden folder beside DIR and renamed
+when whole (storage.atomic.atomic_folder): a failed or stopped export leaves nothing.
 
     slimcore export runs/quickstart --format hf --output quickstart-hf
 """
@@ -7,12 +8,12 @@ layout, written by the export format's plugin into DIR.partial and renamed when 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
 
 from ..contracts.errors import UserError
+from ..storage.atomic import atomic_folder
 from .trained import CHECKPOINTER_HELP, SOURCE_HELP, load_trained
 
 EXPORT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
@@ -44,22 +45,8 @@ def command_export(args) -> int:
     export_format = plugins.lookup("export format", args.format, "--format")
     checkpoint = load_trained(args.source, plugins, torch.device("cpu"),
                               args.checkpointer).checkpoint
-    # Written aside and renamed when whole: a failed export leaves no half folder behind.
-    partial = output.with_name(output.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        partial.mkdir(parents=True)
+    with atomic_folder(output) as partial:
         written = export_format.export(checkpoint, partial, EXPORT_DTYPES[args.dtype])
-        if output.exists():
-            output.rmdir()
-        partial.rename(output)
-    except OSError as e:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise UserError(f"--output: cannot write {output} ({e.strerror or e}); give a folder "
-                        "you can write to") from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     files = sorted(p.name for p in output.iterdir())
     print(f"export: {checkpoint.path} (step {checkpoint.step}) -> {output}, format "
           f"{args.format}: {written}; {', '.join(files)}")
