@@ -175,6 +175,44 @@ def test_time_the_process_was_stopped_is_not_a_stall(write_config, tmp_path, ins
     assert "run completed at step 30" in out
 
 
+@pytest.mark.parametrize("loss", ["damaged", "checkpoints is a file"])
+def test_resume_auto_with_no_intact_checkpoint_changes_nothing(write_config, tmp_path, cli,
+                                                              loss):
+    """Every set damaged (or the folder of sets replaced by a file): `--resume auto` says so
+    in one line naming the run and offering --overwrite, and every byte stays as it was; with
+    --overwrite the old run is moved aside, whole, and a new one starts."""
+    config = write_config({"run": {"steps": 4}, "intervals": {"checkpoint": 2}})
+    assert cli("run", str(config)).returncode == 0
+    out = tmp_path / "out"
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    if loss == "damaged":
+        for base in (out / "checkpoints").glob("*.bin"):
+            data = bytearray(base.read_bytes())
+            data[-1] ^= 0xFF
+            base.write_bytes(bytes(data))
+    else:
+        (out / "checkpoints").rename(tmp_path / "moved-away")
+        (out / "checkpoints").write_text("not a folder")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*")
+              if p.is_file() and p.name != ".slimcore.lock"}
+    refused = cli("run", str(config), "--set", "run.steps=6", "--resume", "auto")
+    assert refused.returncode == 2, refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"slimcore: error: --resume auto: {out} holds the outputs of run "
+                           f"{run_id} but no intact checkpoint of it")
+    assert "--overwrite" in line and "Traceback" not in refused.stderr
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*")
+             if p.is_file() and p.name != ".slimcore.lock"}
+    assert after == before
+    again = cli("run", str(config), "--set", "run.steps=6", "--resume", "auto", "--overwrite")
+    assert again.returncode == 0, again.stderr
+    [aside] = tmp_path.glob("out.replaced-*")
+    assert {p.relative_to(aside): p.read_bytes() for p in aside.rglob("*")
+            if p.is_file() and p.name != ".slimcore.lock"} == before
+    assert json.loads((out / "run.json").read_text())["run_id"] != run_id
+    assert sorted(history(out)) == [1, 2, 3, 4, 5, 6]
+
+
 def test_resume_refuses_another_model_shape(write_config, tmp_path):
     run_in_process(write_config({"run": {"steps": 2}}))
     with pytest.raises(UserError, match="another model shape \\(model.width differ"):

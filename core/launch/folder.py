@@ -103,13 +103,23 @@ class RunFolder:
         return f"the outputs of run {run_id}" if run_id else "the outputs of an earlier run"
 
     def refuse_to_mix(self, what: str) -> UserError:
-        # Under make (`make quickstart`), the flags go through ARGS.
-        flag = (lambda f: f"ARGS='{f}'") if os.environ.get("MAKELEVEL") else (lambda f: f)
+        flag = _as_typed()
         return UserError(
             f"output.dir: {self.path} holds {self.describe()}; {what} would mix the two. "
             f"Continue that run with {flag('--resume auto')}, give this one another "
             f"{flag('--output-dir DIR')}, or start over with {flag('--overwrite')} (the old "
             f"run is moved to {self.path.name}.replaced-<time>, not deleted)")
+
+    def refuse_to_restart(self) -> UserError:
+        """`--resume auto` found no intact checkpoint of the run here: starting from step 0
+        would replace its history and overwrite its sets (whose weight files may be whole)."""
+        flag = _as_typed()
+        return UserError(
+            f"--resume auto: {self.path} holds {self.describe()} but no intact checkpoint of "
+            "it (the warnings above name each set skipped); starting from step 0 here would "
+            f"replace them, so nothing was changed. Start over here with {flag('--overwrite')} "
+            f"(the old run is moved to {self.path.name}.replaced-<time>, not deleted), or "
+            f"give another {flag('--output-dir DIR')}")
 
     def move_aside(self) -> None:
         """Move this folder to a sibling `<name>.replaced-<time>`; this claim then holds the
@@ -131,3 +141,8 @@ class RunFolder:
             self.release()
         self.lock_file, fresh.lock_file = fresh.lock_file, None
         print(f"output: --overwrite: the earlier run in {self.path} was moved to {target}")
+
+
+def _as_typed():
+    """A flag as the user gives it: under make (`make quickstart`), through ARGS."""
+    return (lambda f: f"ARGS='{f}'") if os.environ.get("MAKELEVEL") else (lambda f: f)

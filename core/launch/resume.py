@@ -39,7 +39,6 @@ def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None,
     saved = checkpointer.newest(run.output_dir, run.run_id) if where == "auto" else \
         checkpointer.load(where)
     if not saved:
-        print(f"resume: no checkpoint of this run in {run.output_dir}; starting from step 0")
         return None
     if saved.step >= run.config.run.steps:
         raise UserError(f"--resume: {saved.path} is at step {saved.step} and run.steps is "
@@ -74,17 +73,27 @@ def keep_the_schedule(run: Run, recorded: dict) -> None:
 def settle_resumed_run(run: Run, ranks: Distributed, folder: RunFolder | None,
                        saved: Checkpoint | None, fresh_id: str, overwrite: bool) -> None:
     """The resumed run is the checkpoint's: it keeps its id. Resuming a checkpoint of one
-    run into a folder holding another's outputs would mix them (unless `overwrite`)."""
+    run into a folder holding another's outputs would mix them, and `--resume auto` finding
+    no intact checkpoint of the run here would start it again over its outputs: both are
+    refused unless `overwrite`, which moves the old outputs aside."""
     checkpoint_run = (saved.run_id if saved else None) or run.run_id or fresh_id
 
     def check():
-        if folder.holds_outputs() and folder.run_id not in (None, checkpoint_run):
+        if not folder.holds_outputs():
+            return
+        if saved is None or folder.run_id not in (None, checkpoint_run):
             if not overwrite:
-                raise folder.refuse_to_mix(f"resuming {saved.path} into it")
+                raise folder.refuse_to_restart() if saved is None else \
+                    folder.refuse_to_mix(f"resuming {saved.path} into it")
             folder.move_aside()
 
-    if saved:
-        ranks.from_rank_zero(check, "checking the output folder")
+    ranks.from_rank_zero(check, "checking the output folder")
+    if saved is None:
+        run.run_id = fresh_id if overwrite else run.run_id or fresh_id
+        if run.is_main_process:
+            print(f"resume: no checkpoint of this run in {run.output_dir}; starting from "
+                  "step 0")
+        return
     run.run_id = checkpoint_run
 
 

@@ -110,8 +110,10 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
     if run.is_main_process:
         print(run_header(plugins, {DATA_SOURCE: run.config.data.source,
                                    CHECKPOINTER: run.config.checkpoint.checkpointer}))
-    saved = load_resume_checkpoint(run, checkpointer, resume) if resume else None
-    settle_resumed_run(run, ranks, folder, saved, fresh_id, overwrite)
+    saved = None
+    if resume:
+        saved = load_resume_checkpoint(run, checkpointer, resume)
+        settle_resumed_run(run, ranks, folder, saved, fresh_id, overwrite)
     if run.is_main_process:
         write_run_record(run, plugins, folder)
     seed_everything(run.config.run.seed)
