@@ -177,6 +177,28 @@ def test_yaml_that_is_not_utf8_or_nested_too_deeply(tmp_path):
         load_yaml(path)
 
 
+def alias_bomb(levels: int = 10) -> str:
+    """A YAML value of a few hundred bytes that stands for 9**levels strings."""
+    parts = ['&a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    parts += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+@pytest.mark.parametrize("where", ["yaml", "--set"])
+def test_an_alias_bomb_as_a_value_is_one_line_at_once(tmp_path, cli, where):
+    """Billions of strings by reference: the error shows a few of them (it turned the whole
+    value into text first, for minutes and gigabytes)."""
+    bomb = alias_bomb()
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"model:\n  width: {bomb}\n" if where == "yaml" else "run:\n  steps: 2\n")
+    result = cli("config", str(path), *(["--set", f"model.width={bomb}"]
+                                        if where == "--set" else []), timeout=120)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "model.width: expected int, got list [['lol', 'lol', 'lol', 'lol', ...]" in line
+    assert len(line) < 400
+
+
 def test_yaml_never_builds_python_objects(tmp_path):
     path = tmp_path / "evil.yaml"
     path.write_text("run: !!python/object/apply:os.system ['echo pwned']\n")
