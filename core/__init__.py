@@ -17,6 +17,7 @@ _EXPORTS = {
     "TrainingMetrics": "contracts.metrics", "RunPaths": "contracts.paths", "Run": "contracts.run",
     "TextSample": "contracts.samples", "DataSource": "contracts.source",
     "RunConfig": "config.schema", "Range": "config.values", "NonEmpty": "config.values",
+    "setting_flag": "commands.arguments",
     "hookimpl": "host.hookspecs", "installed_charts": "host.manager",
     "Tokenizer": "text.tokenizer", "cache_dir": "storage.cache",
     "write_atomically": "storage.atomic", "make_durable": "storage.atomic",

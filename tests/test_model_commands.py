@@ -124,10 +124,17 @@ def test_a_checkpoint_carries_its_tokenizer(trained_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["generate", "{run}", "--prompt", "x", "--temperature", "-1"], "--temperature: must be 0"),
-    (["generate", "{run}", "--prompt", "x", "--top-p", "0"], "--top-p: must lie in (0, 1]"),
-    (["generate", "{run}", "--prompt", "x", "--top-k", "-3"], "--top-k: must be 0"),
+    (["generate", "{run}", "--prompt", "x", "--temperature", "-1"],
+     "--temperature: must be at least 0"),
+    (["generate", "{run}", "--prompt", "x", "--top-p", "0"], "--top-p: must be more than 0"),
+    (["generate", "{run}", "--prompt", "x", "--top-k", "-3"], "--top-k: must be at least 0"),
     (["generate", "{run}", "--prompt", "x", "--max-new-tokens", "0"], "--max-new-tokens: must"),
+    (["generate", "{run}", "--prompt", "x", "--max-new-tokens", "9" * 23],
+     "--max-new-tokens: does not fit in 64 bits"),
+    (["generate", "{run}", "--prompt", "x", "--max-new-tokens", "2000000"],
+     "--max-new-tokens: must be at most 1000000"),
+    (["generate", "{run}", "--prompt", "x", "--seed", "9" * 23], "--seed: does not fit in 64"),
+    (["generate", "{run}", "--prompt", "x", "--bogus"], "unrecognized arguments: --bogus"),
     (["generate", "{run}", "--prompt-file", "{tmp}/nothing.txt"], "--prompt-file: cannot read"),
     (["generate", "{run}", "--prompt-file", "{tmp}/blank.txt"], "the prompts given are all empty"),
     (["generate", "{tmp}/nowhere", "--prompt", "x"], "SOURCE: {tmp}/nowhere does not exist"),

@@ -24,6 +24,7 @@ from ..config.yaml_text import apply_override, load_yaml
 from ..contracts.errors import ConfigError, TrainingHalted, UserError, traceback_wanted
 from ..host.manager import SlimcorePluginManager
 from . import evaluate, export, generate, new_plugin, plugin_list, training
+from .arguments import OneLineParser
 
 CONFIG_COMMANDS = ("run", "config")
 
@@ -158,12 +159,12 @@ def _main(argv: list[str]) -> int:
 
 
 def build_parser(pm: SlimcorePluginManager) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("-p", dest="plugin_flags", action="append", default=[],
                         metavar="no:NAME", help="disable plugin NAME before it is imported")
     common.add_argument("--strict-plugins", action="store_true",
                         help="make every plugin load failure fatal")
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="slimcore", parents=[common],
         description="Train GPT-style language models on streamed text.")
     parser.add_argument("--version", action="version", version=f"slimcore {installed_version()}")

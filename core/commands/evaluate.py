@@ -12,7 +12,9 @@ import math
 import sys
 
 from ..config.yaml_text import apply_override
+from ..config.schema import EvalSection
 from ..contracts.errors import ConfigError, UserError
+from .arguments import setting_flag
 from ..host.roles import validation_batches
 from ..model.device import autocast_context, resolve_device
 from ..train.evaluation import evaluate
@@ -28,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     ev.add_argument("--data", metavar="PATH",
                     help="score on this data instead (it sets the key the run's data source "
                          "declares for other held-out data)")
-    ev.add_argument("--batches", type=int, metavar="N",
+    ev.add_argument("--batches", type=setting_flag(EvalSection, "batches"), metavar="N",
                     help="micro-batches to score (default: the run's eval.batches)")
     ev.add_argument("--set", dest="assignments", action="append", default=[],
                     metavar="KEY=VALUE", help="change a key of the run's config for the "
@@ -40,8 +42,6 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def command_eval(args) -> int:
-    if args.batches is not None and args.batches < 1:
-        raise UserError(f"--batches: must be at least 1, got {args.batches}")
     device = resolve_device(args.device)
     plugins = args.plugin_manager
     with quiet_stdout(args.json):

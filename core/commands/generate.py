@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
+from ..config.schema import RunSection
 from ..contracts.errors import UserError
+from .arguments import setting_flag
 from ..model.device import resolve_device
 from ..model.generation import SamplingSettings, continuation_text, generate
 from .trained import CHECKPOINTER_HELP, SOURCE_HELP, load_trained
@@ -31,16 +33,18 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                      help="a prompt (repeatable); without --prompt or --prompt-file, one "
                           "prompt per line of standard input")
     gen.add_argument("--prompt-file", metavar="FILE", help="one prompt per line")
-    gen.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+    gen.add_argument("--max-new-tokens", type=setting_flag(SamplingSettings, "max_new_tokens"),
+                     default=128, metavar="N",
                      help="tokens to generate per prompt (default 128)")
-    gen.add_argument("--temperature", type=float, default=0.8, metavar="T",
+    gen.add_argument("--temperature", type=setting_flag(SamplingSettings, "temperature"), default=0.8, metavar="T",
                      help="0: greedy; higher: more varied (default 0.8)")
-    gen.add_argument("--top-k", type=int, default=50, metavar="K",
+    gen.add_argument("--top-k", type=setting_flag(SamplingSettings, "top_k"), default=50, metavar="K",
                      help="sample among the K most likely tokens; 0: all (default 50)")
-    gen.add_argument("--top-p", type=float, default=1.0, metavar="P",
+    gen.add_argument("--top-p", type=setting_flag(SamplingSettings, "top_p"), default=1.0, metavar="P",
                      help="sample among the most likely tokens holding mass P; 1: all "
                           "(default 1)")
-    gen.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    gen.add_argument("--seed", type=setting_flag(RunSection, "seed"), default=0,
+                     help="seed of the sampling (default 0)")
     gen.add_argument("--ignore-eos", action="store_true",
                      help="go on past the end-of-document token instead of stopping there")
     gen.add_argument("--no-cache", action="store_true",
@@ -56,10 +60,6 @@ def command_generate(args) -> int:
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p)
-    problems = settings.problems()
-    if problems:
-        name, problem = problems[0]
-        raise UserError(f"--{name.replace('_', '-')}: {problem}")
     prompts = read_prompts(args)
     device = resolve_device(args.device)
     with quiet_stdout(args.json):

@@ -59,6 +59,13 @@ def _parse(raw: dict, known: dict[str, type], plugin_sections: dict[str, type], 
     return RunConfig(**core, plugin_sections=extra, source=source)
 
 
+def checked_value(cls: type, field: str, value: Any, key: str) -> Any:
+    """`value` as field `field` of the dataclass `cls` takes it: its type and valid values
+    checked as a config key's are (ConfigError naming `key` otherwise)."""
+    hint = typing.get_type_hints(cls, include_extras=True)[field]
+    return _coerce(hint, value, key, "")
+
+
 def parse_dataclass(cls: type, data: Any, prefix: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(prefix, f"expected a section (mapping), got {_describe(data)}", source)

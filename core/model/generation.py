@@ -10,30 +10,34 @@ with a KV cache so that each new token costs one position's compute, not the con
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 import torch
+
+from ..config.parse import checked_value
+from ..config.values import COUNT, Range
+from ..contracts.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    max_new_tokens: int = 48
-    temperature: float = 0.8  # 0: greedy (the most likely token every time)
-    top_k: int = 0  # sample among the k most likely tokens; 0: no cut
-    top_p: float = 1.0  # sample among the most likely tokens whose mass reaches p; 1: no cut
+    # Valid values as a config key's are (`slimcore generate`'s flags are checked by them):
+    # no request for 10**22 tokens reaches the loop.
+    max_new_tokens: Annotated[int, Range(min=1, max=1_000_000)] = 48
+    temperature: Annotated[float, COUNT] = 0.8  # 0: greedy (the most likely token every time)
+    top_k: Annotated[int, COUNT] = 0  # sample among the k most likely tokens; 0: no cut
+    # sample among the most likely tokens whose mass reaches p; 1: no cut
+    top_p: Annotated[float, Range(above=0, max=1)] = 1.0
     stop_id: int | None = None  # generation ends at this token (not returned), e.g. EOS
 
     def problems(self) -> list[tuple[str, str]]:
         """(setting, what is wrong) for every value out of range."""
         found = []
-        if self.max_new_tokens < 1:
-            found.append(("max_new_tokens", f"must be at least 1, got {self.max_new_tokens}"))
-        if not self.temperature >= 0 or self.temperature == float("inf"):
-            found.append(("temperature", f"must be 0 (greedy) or more, got {self.temperature}"))
-        if self.top_k < 0:
-            found.append(("top_k", f"must be 0 (no cut) or more, got {self.top_k}"))
-        if not 0 < self.top_p <= 1:
-            found.append(("top_p", f"must lie in (0, 1], got {self.top_p}"))
+        for name in ("max_new_tokens", "temperature", "top_k", "top_p"):
+            try:
+                checked_value(SamplingSettings, name, getattr(self, name), name)
+            except ConfigError as e:
+                found.append((name, e.detail))
         return found
 
 

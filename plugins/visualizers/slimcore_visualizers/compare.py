@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from slimcore import ChartData, RunPaths, UserError, hookimpl
+from slimcore import ChartData, RunPaths, UserError, hookimpl, setting_flag
 
+from .dashboard import DashboardConfig
 from .files import metrics_history
 
 # (metric, axis label, scale, its evaluation metric)
@@ -28,7 +29,8 @@ def register_commands(subparsers):
     parser = subparsers.add_parser("compare", help="overlay runs' loss, accuracy, throughput")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="output folders of runs")
     parser.add_argument("--output", default="comparison.png", help="the PNG to write")
-    parser.add_argument("--moving-average", type=int, default=50, metavar="STEPS")
+    parser.add_argument("--moving-average", type=setting_flag(DashboardConfig, "moving_average"),
+                        default=50, metavar="STEPS", help="steps in the smoothed curves")
     parser.set_defaults(handler=command_compare)
 
 
