@@ -24,7 +24,7 @@ from ..config.schema import CheckpointSection, RunConfig
 from ..contracts.checkpoint import Checkpoint
 from ..contracts.errors import UserError
 from ..contracts.paths import RunPaths
-from ..model.gpt import GPT
+from ..model.gpt import GPT, parameter_count
 from ..model.ops import select_ops
 from ..text.tokenizer import Tokenizer
 
@@ -120,6 +120,7 @@ def saved_config(raw: dict, plugins, source: str) -> RunConfig:
 
 def build_model(checkpoint: Checkpoint, config: RunConfig, tokenizer: Tokenizer,
                 device: torch.device) -> GPT:
+    check_config_fits_weights(checkpoint, config, tokenizer)
     model = GPT(config.model, tokenizer.vocab_size, select_ops("auto", device))
     try:
         model.load_state_dict(checkpoint.model)
@@ -128,3 +129,19 @@ def build_model(checkpoint: Checkpoint, config: RunConfig, tokenizer: Tokenizer,
         raise UserError(f"{checkpoint.path}: its weights do not fit the model its config "
                         f"describes ({first})") from None
     return model.to(device).eval()
+
+
+def check_config_fits_weights(checkpoint: Checkpoint, config: RunConfig,
+                              tokenizer: Tokenizer) -> None:
+    """The model the checkpoint's config describes holds as many parameters as its weights,
+    checked before anything is built: a config edited to 100,000 layers (its digest
+    recomputed) would otherwise be built, to the end of the machine's memory."""
+    described = parameter_count(config.model, tokenizer.vocab_size)
+    held = sum(tensor.numel() for tensor in checkpoint.model.values())
+    if described != held:
+        m = config.model
+        raise UserError(f"{checkpoint.path}: its config describes a model of {described:,} "
+                        f"parameters (width {m.width}, {m.layers} layers, mlp_hidden "
+                        f"{m.mlp_hidden}, vocabulary {tokenizer.vocab_size:,}) and its weights "
+                        f"hold {held:,}; config and weights do not belong together (edited?), "
+                        "so no model was built")

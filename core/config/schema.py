@@ -52,7 +52,8 @@ class ModelSection:
     layers: Annotated[int, POSITIVE_INT] = 16
     heads: Annotated[int, POSITIVE_INT] = 12
     mlp_hidden: Annotated[int, POSITIVE_INT] = 4096
-    seq_len: Annotated[int, POSITIVE_INT] = 1024
+    # at most 2**20: the rotary tables alone take seq_len x width bytes x 4
+    seq_len: Annotated[int, Range(min=1, max=2**20)] = 1024
     norm_eps: Annotated[float, POSITIVE] = 1e-5
     rope_theta: Annotated[float, POSITIVE] = 10000.0
     init_std: Annotated[float, POSITIVE] = 0.02

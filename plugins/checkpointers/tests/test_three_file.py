@@ -160,6 +160,29 @@ def rewrite_bin(path, edit_state=None, edit_header=None):
     path.write_bytes(data[:8] + encoded + data[8 + length:])
 
 
+@pytest.mark.parametrize("edit", [{"layers": 100_000}, {"width": 2**20, "heads": 2**10},
+                                  {"seq_len": 2**40}])
+def test_a_crafted_config_builds_no_model(trained, cli, edit):
+    """A checkpoint whose recorded config was edited (its digest recomputed): generate,
+    eval and export refuse in one line before any model is built (100,000 layers were built
+    to the end of memory)."""
+    _, folder, _ = trained
+    base = folder / "checkpoint_step_6.bin"
+
+    def enlarge(run_state):
+        run_state["record"]["config"]["model"].update(edit)
+
+    rewrite_bin(base, edit_state=enlarge)
+    for argv in (["generate", str(base), "--prompt", "x"], ["eval", str(base)],
+                 ["export", str(base), "--format", "hf", "--output", str(folder / "hf")]):
+        result = cli(*argv, timeout=120)
+        assert result.returncode == 2, (argv, result.stderr[-2000:])
+        [line] = result.stderr.strip().splitlines()[-1:]
+        assert "Traceback" not in result.stderr
+        assert ("config and weights do not belong together" in line
+                or "model.seq_len: must be at most 1048576" in line), line
+
+
 def test_a_dtype_changed_in_the_header_fails_the_digest(trained, cli):
     _, folder, _ = trained
     base = folder / "checkpoint_step_6.bin"
