@@ -289,6 +289,26 @@ def test_a_stopped_export_leaves_nothing_behind(trained_run, tmp_path, slow_expo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mark", "model"]
 
 
+def test_prompts_that_are_not_utf8_are_continued(trained_run):
+    """Bytes that are not UTF-8 on the command line or on stdin: each becomes U+FFFD, and the
+    prompt is continued (both were tracebacks)."""
+    import os
+    import subprocess
+
+    from conftest import SANDBOX, guarded
+
+    argv = [sys.executable, "-m", "slimcore", "generate", str(trained_run), "--max-new-tokens",
+            "4", "--temperature", "0"]
+    by_flag = subprocess.run(argv + ["--prompt", os.fsdecode(b"caf\xe9 and")], cwd=SANDBOX,
+                             capture_output=True, env=guarded(), timeout=120)
+    by_stdin = subprocess.run(argv, input=b"caf\xe9 and\n\xff\xfe\n", cwd=SANDBOX,
+                              capture_output=True, env=guarded(), timeout=120)
+    for done in (by_flag, by_stdin):
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert done.stdout.decode().startswith("caf\ufffd and")
+        assert b"Traceback" not in done.stderr
+
+
 def test_a_reader_that_goes_away_ends_generate_quietly(trained_run):
     """`slimcore generate ... | head`: no traceback, the SIGPIPE status."""
     import os

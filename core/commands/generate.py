@@ -20,6 +20,7 @@ from ..config.schema import RunSection
 from ..contracts.errors import UserError
 from .arguments import setting_flag
 from ..model.device import resolve_device
+from ..text.clean import clean_texts
 from ..model.generation import SamplingSettings, continuation_text, generate
 from .trained import CHECKPOINTER_HELP, SOURCE_HELP, load_trained
 
@@ -101,7 +102,9 @@ def stop_reason(new_ids: list[int], settings: SamplingSettings) -> str:
 
 
 def read_prompts(args) -> list[str]:
-    prompts = list(args.prompt)
+    # A command line's bytes that are not UTF-8 arrive as lone surrogates: cleaned here, so
+    # printing the prompt back cannot fail either.
+    prompts = clean_texts(list(args.prompt))
     if args.prompt_file:
         try:
             text = Path(args.prompt_file).read_text(encoding="utf-8")
@@ -114,7 +117,9 @@ def read_prompts(args) -> list[str]:
         if sys.stdin is None or sys.stdin.isatty():
             raise UserError("generate: no prompt; give --prompt TEXT, --prompt-file FILE, or "
                             "prompts on standard input (one per line)")
-        prompts = [line for line in sys.stdin.read().splitlines() if line.strip()]
+        # bytes, decoded here: what is not UTF-8 becomes U+FFFD (a strict read raised)
+        text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        prompts = [line for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UserError("generate: the prompts given are all empty; give at least one with "
                         "text (--prompt TEXT)")

@@ -23,6 +23,7 @@ from filelock import FileLock
 
 from ..storage.cache import MOVE_HINT, cache_dir, read_checked, write_checked
 from ..config.schema import TokenizerSection
+from .clean import clean_text, clean_texts
 from .word_cache import (SPACE_MARK, NativeWordCacheEncoder, WordCacheEncoder, int32_bytes,
                       int32_list, model_spec, word_cache_encoder)
 from ..contracts.errors import UserError
@@ -87,11 +88,13 @@ class Tokenizer:
         return self.processor.eos_id()
 
     def encode(self, text: str) -> list[int]:
+        text = clean_text(text)
         if self.word_cache is not None:
             return int32_list(self._encode_bytes([text])[0])
         return self.processor.encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        texts = clean_texts(texts)
         if self.word_cache is not None:
             return list(map(int32_list, self._encode_bytes(texts)))
         return self.processor.encode(texts)
@@ -107,6 +110,7 @@ class Tokenizer:
     def encode_documents(self, texts: list[str]) -> torch.Tensor:
         """BOS + ids + EOS of each text, one after another, as one int64 tensor: the chunk
         source's input, made without a Python int per token where the word cache serves."""
+        texts = clean_texts(texts)
         if self.word_cache is None:
             return torch.tensor([t for ids in self.processor.encode(texts)
                                  for t in (self.bos_id, *ids, self.eos_id)], dtype=torch.long)
@@ -195,7 +199,7 @@ def train_or_reuse(section: TokenizerSection, texts: Iterable[str], log=print) -
 def _training_lines(texts: Iterable[str], max_chars: int) -> Iterable[str]:
     total = 0
     for text in texts:
-        for line in text.split("\n"):
+        for line in clean_text(text).split("\n"):
             line = line.strip()
             if not line:
                 continue

@@ -219,3 +219,28 @@ def test_a_run_on_a_damaged_corpus_trains_and_names_the_damage(write_config, cli
     assert result.stderr.strip().splitlines()[-1].startswith("slimcore: error: corpus.path: ")
     assert "holds no documents" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("source", ["chunk", "sample"])
+def test_a_record_with_a_lone_surrogate_costs_a_character_not_the_run(write_config, cli,
+                                                                      tmp_path, source):
+    """`"\\ud800"` is valid JSON but no text: it trained the tokenizer, was tokenized, was
+    scored by eval --data and was resumed through, each without a traceback (they crashed,
+    and every resume crashed at the same record)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [json.dumps({"text": f"Paragraph {i}: the people of the union " * 8})
+             for i in range(120)]
+    lines[3] = '{"text": "a lone \\ud800 surrogate and \\udfff another, then the union"}'
+    (corpus / "a.jsonl").write_text("\n".join(lines) + "\n")
+    config = write_config({"run": {"steps": 4}, "corpus": {"path": str(corpus)},
+                           "data": {"source": source}, "tokenizer": {"vocab_size": 300},
+                           "intervals": {"checkpoint": 2}})
+    result = cli("run", str(config))
+    assert result.returncode == 0, result.stderr
+    resumed = cli("run", str(config), "--set", "run.steps=6", "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    scored = cli("eval", str(tmp_path / "out"), "--data", str(corpus / "a.jsonl"),
+                 "--batches", "2")
+    assert scored.returncode == 0, scored.stderr
+    assert "Traceback" not in result.stderr + resumed.stderr + scored.stderr
