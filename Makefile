@@ -25,6 +25,13 @@ PIP := $(BIN)/python -m pip install --progress-bar on --disable-pip-version-chec
 INPUTS := requirements.txt pyproject.toml $(wildcard plugins/*/pyproject.toml) \
 	$(shell find core native -type d -not -name __pycache__)
 STAMP := $(VENV)/.installed
+# The core again as a strict editable install (python -m slimcore from any folder): last in
+# each set-up, since the `-e .` of requirements.txt (which requirements-test.txt includes)
+# puts back the default editable finder.
+define STRICT_CORE
+@echo "setup: the core again as a strict editable install (python -m slimcore from any folder)"
+$(PIP) --quiet --no-deps -e . --config-settings editable_mode=strict
+endef
 TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: quickstart test test-slow test-setup setup setup-test clean-venv
@@ -61,13 +68,13 @@ $(STAMP): $(INPUTS)
 	fi
 	@echo "setup: slimcore and its three plugin distributions, with what they need (requirements.txt)"
 	$(PIP) -r requirements.txt
-	@echo "setup: the core again as a strict editable install (python -m slimcore from any folder)"
-	$(PIP) --quiet --no-deps -e . --config-settings editable_mode=strict
+	$(STRICT_CORE)
 	@touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP) requirements-test.txt
 	@echo "setup: the test tools, the trackers' extras and transformers (requirements-test.txt)"
 	$(PIP) -r requirements-test.txt
+	$(STRICT_CORE)
 	@touch $(TEST_STAMP)
 
 clean-venv:

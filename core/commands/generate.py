@@ -20,7 +20,7 @@ from ..config.schema import RunSection
 from ..contracts.errors import UserError
 from .arguments import setting_flag
 from ..model.device import resolve_device
-from ..text.clean import clean_texts
+from ..text.clean import clean_text, clean_texts
 from ..model.generation import SamplingSettings, continuation_text, generate
 from .trained import CHECKPOINTER_HELP, SOURCE_HELP, load_trained
 
@@ -117,13 +117,22 @@ def read_prompts(args) -> list[str]:
         if sys.stdin is None or sys.stdin.isatty():
             raise UserError("generate: no prompt; give --prompt TEXT, --prompt-file FILE, or "
                             "prompts on standard input (one per line)")
-        # bytes, decoded here: what is not UTF-8 becomes U+FFFD (a strict read raised)
-        text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        text = _read_stdin()
         prompts = [line for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UserError("generate: the prompts given are all empty; give at least one with "
                         "text (--prompt TEXT)")
     return prompts
+
+
+def _read_stdin() -> str:
+    """Standard input as text; what is not UTF-8 becomes U+FFFD (a strict read raised). The
+    bytes are decoded here when there are bytes (a text-only stand-in, as a caller embedding
+    `main` may set, is cleaned instead)."""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:
+        return clean_text(sys.stdin.read())
+    return raw.read().decode("utf-8", errors="replace")
 
 
 class TextStream:
