@@ -213,6 +213,27 @@ def test_resume_auto_with_no_intact_checkpoint_changes_nothing(write_config, tmp
     assert sorted(history(out)) == [1, 2, 3, 4, 5, 6]
 
 
+def test_resume_auto_after_a_kill_before_the_first_save_starts_again(write_config, tmp_path,
+                                                                      cli):
+    """A job script that always passes `--resume auto`, killed before the run's first save:
+    the run starts again from step 0 in its folder (nothing saved is lost), and its history
+    holds each step once. Once a save has finished, run.json says so."""
+    config = write_config({"run": {"steps": 6}, "intervals": {"checkpoint": 1000}})
+    process = start_run(config)
+    wait_for_line(process.stdout, "step 3/6")
+    process.kill()
+    process.wait(timeout=30)
+    out = tmp_path / "out"
+    assert json.loads((out / "run.json").read_text())["checkpoint_saved_at_step"] is None
+    again = cli("run", str(config), "--resume", "auto")
+    assert again.returncode == 0, again.stderr
+    assert "no checkpoint of this run" in again.stdout and "starting from step 0" in again.stdout
+    logged = [json.loads(line)["step"] for line in
+              (out / "history" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6]
+    assert json.loads((out / "run.json").read_text())["checkpoint_saved_at_step"] == 6
+
+
 def test_resume_refuses_another_model_shape(write_config, tmp_path):
     run_in_process(write_config({"run": {"steps": 2}}))
     with pytest.raises(UserError, match="another model shape \\(model.width differ"):

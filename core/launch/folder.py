@@ -3,6 +3,7 @@
     folder = RunFolder.claim(path)   lock it (or UserError naming the run that holds it)
     folder.run_id                    the run whose outputs it holds (run.json), or None
     folder.holds_outputs()           checkpoints or training history are there
+    folder.saved_a_checkpoint()      run.json says a save of its run finished
     folder.move_aside()              --overwrite: the old run goes to <path>.replaced-<time>
 
 The lock is `fcntl.flock` on `<path>/.slimcore.lock`, held for the whole run: the kernel
@@ -33,8 +34,30 @@ except ImportError:  # not POSIX: no lock, the folder checks below still apply
 
 
 
+# run.json's key for the step of the run's newest finished save: `--resume auto` that finds no
+# intact checkpoint starts again from step 0 only where none was ever saved.
+SAVED_STEP = "checkpoint_saved_at_step"
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+def read_run_record(root: Path) -> dict:
+    """run.json as a dict; {} when it is missing or damaged."""
+    try:
+        record = json.loads(RunPaths(root).record.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def note_checkpoint_saved(root: Path, step: int) -> None:
+    """Called once a checkpoint of `step` is whole (rank 0, on the checkpoint thread)."""
+    record = read_run_record(root)
+    if record:
+        record[SAVED_STEP] = step
+        write_atomically(RunPaths(root).record, json.dumps(record, indent=2) + "\n")
 
 
 class RunFolder:
@@ -79,16 +102,22 @@ class RunFolder:
 
     @property
     def run_id(self) -> str | None:
-        try:
-            return json.loads(RunPaths(self.path).record.read_text())["run_id"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return read_run_record(self.path).get("run_id")
 
     def record(self, run_id: str, name: str) -> None:
-        """Name the run whose outputs this folder holds."""
+        """Name the run whose outputs this folder holds. A resumed run keeps the step of
+        its newest save (see `note_checkpoint_saved`)."""
+        earlier = read_run_record(self.path)
+        saved = earlier.get(SAVED_STEP) if earlier.get("run_id") == run_id else None
         write_atomically(RunPaths(self.path).record, json.dumps(
-            {"run_id": run_id, "name": name, "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
-            indent=2) + "\n")
+            {"run_id": run_id, "name": name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+             SAVED_STEP: saved}, indent=2) + "\n")
+
+    def saved_a_checkpoint(self) -> bool:
+        """Whether this folder's run saved a checkpoint (True when run.json, written before
+        0.2 or damaged, cannot say: the careful answer)."""
+        record = read_run_record(self.path)
+        return SAVED_STEP not in record or record[SAVED_STEP] is not None
 
     def holds_outputs(self) -> bool:
         """A run trained here: the core's history of it has a step or a sample (a run logs

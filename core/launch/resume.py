@@ -74,13 +74,16 @@ def settle_resumed_run(run: Run, ranks: Distributed, folder: RunFolder | None,
                        saved: Checkpoint | None, fresh_id: str, overwrite: bool) -> None:
     """The resumed run is the checkpoint's: it keeps its id. Resuming a checkpoint of one
     run into a folder holding another's outputs would mix them, and `--resume auto` finding
-    no intact checkpoint of the run here would start it again over its outputs: both are
-    refused unless `overwrite`, which moves the old outputs aside."""
+    no intact checkpoint of a run here that saved one (all damaged) would start it again
+    over its outputs: both are refused unless `overwrite`, which moves the old outputs
+    aside. A run killed before its first save starts again from step 0."""
     checkpoint_run = (saved.run_id if saved else None) or run.run_id or fresh_id
 
     def check():
         if not folder.holds_outputs():
             return
+        if saved is None and not folder.saved_a_checkpoint():
+            return  # killed before its first save: step 0 again loses nothing
         if saved is None or folder.run_id not in (None, checkpoint_run):
             if not overwrite:
                 raise folder.refuse_to_restart() if saved is None else \

@@ -15,6 +15,7 @@ import sys
 from ..contracts.checkpoint import Checkpoint
 from ..contracts.checkpointer import Checkpointer
 from ..contracts.run import Run
+from ..launch.folder import note_checkpoint_saved
 from .rng import capture_rng
 from .state import Training
 from .writer import CheckpointWriter
@@ -24,7 +25,9 @@ def checkpoint_writer(run: Run, checkpointer: Checkpointer | None) -> Checkpoint
     """The run's writer: the checkpointer's `save`, in the background unless
     checkpoint.async is false (with no checkpointer, a writer that is never asked)."""
     def save(checkpoint: Checkpoint) -> str:
-        return checkpointer.save(checkpoint, run)
+        path = checkpointer.save(checkpoint, run)
+        note_checkpoint_saved(run.output_dir, checkpoint.step)
+        return path
 
     return CheckpointWriter(save, background=run.config.checkpoint.async_)
 
