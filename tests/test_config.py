@@ -199,6 +199,18 @@ def test_an_alias_bomb_as_a_value_is_one_line_at_once(tmp_path, cli, where):
     assert len(line) < 400
 
 
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    """`3e-4` is a float (YAML 1.2, and what every user writes); PyYAML's YAML 1.1 read it as
+    a string, so `optimizer.lr: 3e-4` was refused as "got str". A quoted one stays text."""
+    path = tmp_path / "lr.yaml"
+    path.write_text("optimizer:\n  lr: 3e-4\n  weight_decay: 1E-1\nrun:\n  name: '1e3'\n")
+    raw = load_yaml(path)
+    assert raw == {"optimizer": {"lr": 3e-4, "weight_decay": 0.1}, "run": {"name": "1e3"}}
+    assert parse_config(raw, {}, "lr.yaml").optimizer.lr == 3e-4
+    apply_override(raw, "optimizer.lr=-2e+3")
+    assert raw["optimizer"]["lr"] == -2000.0
+
+
 def test_yaml_never_builds_python_objects(tmp_path):
     path = tmp_path / "evil.yaml"
     path.write_text("run: !!python/object/apply:os.system ['echo pwned']\n")

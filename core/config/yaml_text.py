@@ -3,6 +3,7 @@ refused, and `--set dotted.key=value` overrides applied onto the raw mapping."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,13 @@ class _StrictLoader(yaml.SafeLoader):
                     None, None, f"duplicate key '{key}' (line {line})", key_node.start_mark)
             seen[key] = True
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML's) reads `3e-4` as a string: a float needs a dot there (`3.0e-4`). Every
+# user writes learning rates as `3e-4`, and YAML 1.2 reads it as a float; so does this.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -335,9 +335,10 @@ def prune(folder: Path, run_id: str | None, keep_last: int, keep_every: int | No
           keep: set[str] = frozenset()) -> None:
     """Delete this run's sets beyond its newest `keep_last`, except milestones (`keep_every`)
     and those named in `keep` (the set this run resumed from). Sets of other runs are never
-    deleted; sets from before run ids count as this run's."""
+    deleted, nor is a `.bin` whose header names no run (junk named like a set, or a set
+    from before run ids): it is nobody's, so it neither takes a slot nor is removed."""
     own = [base for base in complete_sets(folder, warn=True)
-           if run_id is None or run_id_of(base) in (None, run_id)]
+           if run_id is None or run_id_of(base) == run_id]
     for old in own[:-keep_last]:
         if old.name in keep or (keep_every and step_of(old) % keep_every == 0):
             continue

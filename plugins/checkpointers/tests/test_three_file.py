@@ -237,6 +237,22 @@ def test_files_that_are_not_checkpoints_are_ignored(trained, capsys):
     assert (folder / "checkpoint_step_10 (copy).bin").read_bytes() == b"a copy made by hand"
 
 
+def test_a_junk_set_takes_no_slot_of_the_runs_and_is_not_deleted(trained, capsys):
+    """A `checkpoint_step_99.bin` that is no checkpoint (its header does not parse): this
+    run still keeps its newest keep_last (2) sets and the set it resumed from (6), and the
+    junk stays as it was (it counted as this run's newest, so one real set fewer was kept)."""
+    config, folder, _ = trained
+    junk = folder / "checkpoint_step_99.bin"
+    junk.write_bytes(b"\xff" * 64)
+    for suffix in (".embeddings", ".decoder"):
+        (folder / f"checkpoint_step_99.bin{suffix}").write_bytes(b"junk")
+    run_in_process(config, overrides=["run.steps=10"], resume="auto")
+    assert [p.name for p in complete_sets(folder)] == [
+        "checkpoint_step_6.bin", "checkpoint_step_8.bin", "checkpoint_step_10.bin",
+        "checkpoint_step_99.bin"]
+    assert junk.read_bytes() == b"\xff" * 64
+
+
 def test_long_texts_of_a_data_position_go_into_tensors(tmp_path):
     """A source that keeps documents in its position (a third party's) does not bloat the
     header past safetensors' cap: long strings travel as uint8 tensors."""
