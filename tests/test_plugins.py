@@ -231,6 +231,11 @@ def test_unknown_plugin_and_source_names_get_a_suggestion(cli, write_config):
     result = cli("run", str(write_config({"data": {"source": "chunks"}})))
     assert result.returncode == 2
     assert "unknown data source 'chunks' (did you mean 'chunk'?)" in result.stderr
+    # The environment's list too (a typo there switched nothing off, silently).
+    result = cli("plugins", env={"SLIMCORE_DISABLE_PLUGINS": "sample,dashbord"})
+    assert result.returncode == 2 and result.stderr.startswith(
+        "slimcore: error: SLIMCORE_DISABLE_PLUGINS: no plugin named 'dashbord' is installed "
+        "(did you mean 'dashboard'?)")
 
 
 def test_a_plugin_failure_shows_its_traceback_with_slimcore_traceback(capsys, monkeypatch):

@@ -241,6 +241,22 @@ def test_resume_refuses_another_model_shape(write_config, tmp_path):
                        resume="auto")
 
 
+def test_resume_takes_a_run_folder_as_the_model_commands_do(write_config, tmp_path, capsys):
+    """`--resume runs/x` (a folder) continues from that run's newest intact checkpoint; it
+    said the folder "does not exist". A folder holding none is one line."""
+    run_in_process(write_config({"run": {"steps": 4}, "intervals": {"checkpoint": 2}}))
+    branch = write_config({"run": {"steps": 6}, "output": {"dir": str(tmp_path / "branch")}},
+                          name="branch")
+    run_in_process(branch, resume=str(tmp_path / "out"))
+    assert str(tmp_path / "out" / "checkpoints" / "checkpoint_step_4.bin") in \
+        capsys.readouterr().out
+    assert sorted(history(tmp_path / "branch")) == [5, 6]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=f"--resume: {tmp_path / 'empty'} is a folder holding "
+                                        "no intact checkpoint"):
+        run_in_process(branch, resume=str(tmp_path / "empty"))
+
+
 def test_resume_warns_about_other_differences(write_config, tmp_path, capsys):
     run_in_process(write_config({"run": {"steps": 2}}))
     run_in_process(write_config({"run": {"steps": 3}, "optimizer": {"lr": 0.001}}),

@@ -120,6 +120,24 @@ def test_overwrite_moves_the_old_run_aside(write_config, tmp_path, cli):
     assert steps == [1, 2]
 
 
+def test_overwrite_through_a_linked_output_folder_keeps_the_link(write_config, tmp_path, cli):
+    """output.dir a symbolic link (to a bigger disk, say): --overwrite moves the folder it
+    leads to aside and starts in a fresh one there; the link still leads to the run (it was
+    left dangling, and the run failed after moving the data)."""
+    real = tmp_path / "disk" / "run"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    config = write_config({"run": {"steps": 2}, "output": {"dir": str(tmp_path / "link")}})
+    assert cli("run", str(config)).returncode == 0
+    old = (real / "run.json").read_bytes()
+    result = cli("run", str(config), "--overwrite")
+    assert result.returncode == 0, result.stderr
+    [aside] = (tmp_path / "disk").glob("run.replaced-*")
+    assert (aside / "run.json").read_bytes() == old
+    assert (tmp_path / "link").resolve() == real and (real / "run.json").read_bytes() != old
+    assert (tmp_path / "link" / "checkpoints" / "checkpoint_step_2.bin").is_file()
+
+
 def test_resume_auto_and_pruning_never_take_another_runs_checkpoints(write_config, tmp_path,
                                                                      capsys):
     # Run A in folder a; run B in folder b, whose sets of steps 7 and 8 are copied into a.

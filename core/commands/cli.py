@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ..config.suggest import suggest
 from ..config.yaml_text import apply_override, load_yaml
 from ..contracts.errors import ConfigError, TrainingHalted, UserError, traceback_wanted
-from ..host.manager import SlimcorePluginManager
+from ..host.manager import DISABLE_VARIABLE, SlimcorePluginManager, env_list
 from . import evaluate, export, generate, new_plugin, plugin_list, training
 from .arguments import OneLineParser
 
@@ -138,15 +138,23 @@ def read_early_args(argv: list[str]) -> EarlyArgs:
     return early
 
 
+def check_disabled_names(disabled: set[str], installed: dict) -> None:
+    """A name switched off that no installed plugin has is a typo, not a no-op."""
+    from_env = env_list(DISABLE_VARIABLE)
+    unknown = sorted((disabled | from_env) - set(installed))
+    if not unknown:
+        return
+    name = unknown[0]
+    where = f"plugins.disable / -p no:{name}" if name in disabled else DISABLE_VARIABLE
+    raise UserError(f"{where}: no plugin named '{name}' is installed{suggest(name, installed)} "
+                    f"(installed: {', '.join(installed)}; see `slimcore plugins`)")
+
+
 def _main(argv: list[str]) -> int:
     early = read_early_args(argv)
     pm = SlimcorePluginManager()
     pm.discover(disabled=early.disabled, strict=early.strict)
-    unknown = sorted(early.disabled - set(pm.infos))
-    if unknown:
-        raise UserError(f"plugins.disable / -p no:{unknown[0]}: no plugin named '{unknown[0]}' "
-                        f"is installed{suggest(unknown[0], pm.infos)} (installed: "
-                        f"{', '.join(pm.infos)}; see `slimcore plugins`)")
+    check_disabled_names(early.disabled, pm.infos)
     parser = build_parser(pm)
     args = parser.parse_args(argv)
     args.plugin_manager = pm

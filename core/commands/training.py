@@ -36,7 +36,8 @@ def add_config_arguments(parser: argparse.ArgumentParser,
         parser.add_argument(flag, dest=_dest(flag), metavar=metavar, help=text)
     parser.add_argument("--test", action="store_true", help="smoke run: tiny model, few steps")
     parser.add_argument("--resume", metavar="auto|PATH",
-                        help="continue from a checkpoint; auto: the newest intact one, if any")
+                        help="continue from a checkpoint (a file, or a run folder: its newest "
+                             "intact one); auto: this run's newest intact one, if any")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an output folder that holds an earlier run (it is "
                              "moved to <folder>.replaced-<time>, not deleted)")

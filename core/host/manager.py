@@ -95,7 +95,7 @@ class SlimcorePluginManager(pluggy.PluginManager):
                  only: set[str] | None = None) -> None:
         """Register the built-ins, then every installed entry point not disabled (and, with
         `only`, named there: a helper process loads just the plugins it needs)."""
-        disabled = set(disabled) | env_list("SLIMCORE_DISABLE_PLUGINS")
+        disabled = set(disabled) | env_list(DISABLE_VARIABLE)
         allow = env_list("SLIMCORE_LOAD_PLUGINS") | set(only or ())
         for name, factory in BUILTINS:
             # The allowlist names installed plugins; built-ins answer to disabling only.
@@ -364,6 +364,9 @@ def default_problem(name: str, cls: type) -> str | None:
         return (f"config section '{name}' cannot be made from its defaults "
                 f"({type(e).__name__}: {e}); give every field a valid default")
     return None
+
+
+DISABLE_VARIABLE = "SLIMCORE_DISABLE_PLUGINS"  # names switched off in every command
 
 
 def env_list(variable: str) -> set[str]:

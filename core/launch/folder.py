@@ -151,8 +151,8 @@ class RunFolder:
             f"give another {flag('--output-dir DIR')}")
 
     def move_aside(self) -> None:
-        """Move this folder to a sibling `<name>.replaced-<time>`; this claim then holds the
-        fresh, empty folder in its place."""
+        """Move this folder (where a link to it leads) to a sibling `<name>.replaced-<time>`;
+        this claim then holds the fresh, empty folder in its place."""
         here = self.path.resolve()
         if Path.cwd() == here or here in Path.cwd().parents:
             raise UserError(f"--overwrite: {self.path} is the folder this command runs in (or "
@@ -165,7 +165,9 @@ class RunFolder:
             target = target.with_name(f"{target.name.split('~')[0]}~{suffix}")
         os.replace(here, target)  # the lock moves with its file, still held
         try:
-            fresh = RunFolder.claim(self.path)
+            # `here`, not the path given: a symbolic link to the folder then leads to the
+            # fresh one (the link itself is left as it is)
+            fresh = RunFolder.claim(here)
         finally:
             self.release()
         self.lock_file, fresh.lock_file = fresh.lock_file, None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import sys
+from pathlib import Path
 
 from ..config.moves import move_old_keys
 from ..config.schema import CORE_SECTIONS, RunConfig
@@ -31,13 +32,21 @@ HOW_NOT_WHAT = {"model.backend", "model.activation_checkpointing", "model.compil
 
 def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None,
                            where: str) -> Checkpoint | None:
-    """The checkpoint `--resume` names (`where`: a path or `auto`), read and verified by the
-    checkpointer; None when `auto` finds none of this run."""
+    """The checkpoint `--resume` names (`where`: a checkpoint, a run folder or `auto`), read
+    and verified by the checkpointer; None when `auto` finds none of this run."""
     if checkpointer is None:
         raise UserError("--resume: checkpoint.checkpointer is null, so there is nothing to "
                         "resume from")
-    saved = checkpointer.newest(run.output_dir, run.run_id) if where == "auto" else \
-        checkpointer.load(where)
+    if where == "auto":
+        saved = checkpointer.newest(run.output_dir, run.run_id)
+    elif Path(where).is_dir():  # a run folder, as the model commands take: its newest set
+        saved = checkpointer.newest(Path(where), None)
+        if not saved:
+            raise UserError(f"--resume: {where} is a folder holding no intact checkpoint of "
+                            f"checkpointer {checkpointer.name!r}; give a run folder that has "
+                            "one, a checkpoint file, or auto")
+    else:
+        saved = checkpointer.load(where)
     if not saved:
         return None
     if saved.step >= run.config.run.steps:

@@ -366,14 +366,16 @@ class DocumentStream:
         for worker, ref, text in self._items():
             if self.buffer_size <= 0:
                 yield text
-            elif len(self.buffer) < self.buffer_size:
+                continue
+            if self.epoch_passed and len(self.buffer) < self.buffer_size:
+                # `text` begins the next pass: the buffer holds the whole of one and is not
+                # full, so it never would be.
+                print(f"slimcore: warning: corpus.shuffle_buffer ({self.buffer_size}) is "
+                      f"more documents than a pass over {self.path} gives this reader; "
+                      f"shuffling over {len(self.buffer)}", file=sys.stderr)
+                self.buffer_size = len(self.buffer)
+            if len(self.buffer) < self.buffer_size:
                 self.buffer.append((ref, text))
-                if self.epoch_passed and len(self.buffer) < self.buffer_size:
-                    # The buffer holds a whole pass and is not full: it never would be.
-                    print(f"slimcore: warning: corpus.shuffle_buffer ({self.buffer_size}) is "
-                          f"more documents than a pass over {self.path} gives this reader; "
-                          f"shuffling over {len(self.buffer)}", file=sys.stderr)
-                    self.buffer_size = len(self.buffer)
             else:
                 slot = self.rng.randrange(self.buffer_size)
                 (_, text), self.buffer[slot] = self.buffer[slot], (ref, text)

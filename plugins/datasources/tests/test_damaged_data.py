@@ -184,7 +184,9 @@ def test_a_shuffle_buffer_larger_than_the_corpus_shrinks_to_it(tmp_path, capsys)
     it = iter(stream)
     first = [next(it) for _ in range(45)]  # would wait for 10,000 documents forever
     assert sorted(first[:30]) != first[:30] and set(first) <= set(DOCS[:30])
-    assert "corpus.shuffle_buffer (10000) is more documents than a pass" in capsys.readouterr().err
+    warning = capsys.readouterr().err
+    assert "corpus.shuffle_buffer (10000) is more documents than a pass" in warning
+    assert "shuffling over 30\n" in warning  # the pass's 30 documents (it said 31)
     state = json.loads(json.dumps(stream.state_dict()))
     it.close()
     again = DocumentStream(run, str(path), shuffle_buffer=10_000)
