@@ -155,7 +155,8 @@ def test_time_the_process_was_stopped_is_not_a_stall(write_config, tmp_path, ins
     the run goes on to the end; the watchdog counts only the time the process ran."""
     from conftest import SANDBOX, guarded
 
-    config = write_config({"run": {"steps": 30, "stall_timeout_s": 3},
+    # 5 s: a step on a machine loaded by the rest of the suite has taken 3 s
+    config = write_config({"run": {"steps": 30, "stall_timeout_s": 5},
                            "data": {"source": "counting"}})
     process = subprocess.Popen([sys.executable, "-m", "slimcore", "run", str(config)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -167,7 +168,7 @@ def test_time_the_process_was_stopped_is_not_a_stall(write_config, tmp_path, ins
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
         time.sleep(0.1)
     process.send_signal(signal.SIGSTOP)
-    time.sleep(8)  # stopped for more than twice the stall timeout
+    time.sleep(11)  # stopped for more than twice the stall timeout
     process.send_signal(signal.SIGCONT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from ..config.suggest import suggest
 from ..config.yaml_text import apply_override, load_yaml
-from ..contracts.errors import ConfigError, TrainingHalted, UserError, traceback_wanted
+from ..contracts.errors import (ConfigError, TrainingHalted, UserError, describe_error,
+                                traceback_wanted)
 from ..host.manager import DISABLE_VARIABLE, SlimcorePluginManager, env_list
 from . import evaluate, export, generate, new_plugin, plugin_list, training
 from .arguments import OneLineParser
@@ -45,14 +46,26 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+def _thread_error_in_one_line(args) -> None:
+    """A library's thread that dies (a tracker's writer on a full disk) is one line, as
+    every error the user can act on is; SLIMCORE_TRACEBACK=1 adds where."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    print(f"slimcore: warning: thread {name} stopped: {describe_error(args.exc_value)}",
+          file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) \
         if argv[:1] != ["run"] and on_main_thread else None
+    threads_hook, threading.excepthook = threading.excepthook, _thread_error_in_one_line
     try:
         code = _exit_status(argv)
     finally:
+        threading.excepthook = threads_hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if argv[:1] == ["run"] and running_under_torchrun():

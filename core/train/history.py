@@ -14,6 +14,7 @@ checkpoint is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,17 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from ..contracts.paths import RunPaths
-from ..storage.atomic import write_atomically
+from ..storage.atomic import cannot_write, write_atomically
 
 
 class RunHistory:
     def __init__(self, paths: RunPaths, prior_metrics: list[dict], prior_samples: list[dict]):
         self.paths = paths
         self.prior_metrics, self.prior_samples = prior_metrics, prior_samples
-        paths.history.mkdir(parents=True, exist_ok=True)
+        try:
+            paths.history.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file in the way, a full disk
+            raise cannot_write(paths.history, e) from None
         # What a resume keeps is written again: steps after the checkpoint are trained again.
-        self.metrics_file = _rewrite(paths.metrics_log, prior_metrics)
-        self.samples_file = _rewrite(paths.samples_log, prior_samples)
+        self.metrics_file = AppendLog(paths.metrics_log, prior_metrics)
+        self.samples_file = AppendLog(paths.samples_log, prior_samples)
 
     @classmethod
     def open(cls, paths: RunPaths, resumed_at: int) -> "RunHistory":
@@ -44,22 +48,58 @@ class RunHistory:
                    _read(paths.samples_log, resumed_at))
 
     def metrics(self, record: dict[str, Any]) -> None:
-        self.metrics_file.write(_line(record))
+        self.metrics_file.append([record])
 
     def samples(self, records: list[dict[str, Any]]) -> None:
-        self.samples_file.writelines(_line(r) for r in records)
+        self.samples_file.append(records)
 
     def flush(self, durable: bool = False) -> None:
-        """To the operating system; with `durable`, to the disk (before a checkpoint)."""
-        for file in (self.metrics_file, self.samples_file):
-            file.flush()
-            if durable:
-                os.fsync(file.fileno())
+        """Every record is with the operating system once appended; with `durable`, to the
+        disk (before a checkpoint)."""
+        if durable:
+            self.metrics_file.sync()
+            self.samples_file.sync()
 
     def close(self) -> None:
         self.flush(durable=True)
         self.metrics_file.close()
         self.samples_file.close()
+
+
+class AppendLog:
+    """A JSON-lines file that holds whole lines only: records are appended with one write
+    each (no buffer of ours to lose), and a write that fails part-way (a full disk) is cut
+    off again, so the error (a UserError naming the file) leaves every earlier line as it was
+    and no partial one."""
+
+    def __init__(self, path: Path, records: list[dict]):
+        self.path = path
+        write_atomically(path, "".join(_line(r) for r in records))
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except OSError as e:
+            raise cannot_write(path, e) from None
+        self.size = os.fstat(self.fd).st_size
+
+    def append(self, records: list[dict]) -> None:
+        data = memoryview("".join(_line(r) for r in records).encode())
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            raise cannot_write(self.path, e) from None
+        self.size = os.fstat(self.fd).st_size
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            raise cannot_write(self.path, e) from None
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _line(record: dict[str, Any]) -> str:
@@ -69,25 +109,24 @@ def _line(record: dict[str, Any]) -> str:
     return json.dumps(clean, allow_nan=False) + "\n"
 
 
-def _rewrite(path: Path, records: list[dict]):
-    write_atomically(path, "".join(_line(r) for r in records))
-    return open(path, "a")
-
-
 def _read(path: Path, upto_step: int) -> list[dict]:
     """The records up to `upto_step` (none when there is no log). A line cut short by a
     kill is the log's last: it and anything after it are dropped."""
     if not path.is_file():
         return []
     records = []
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
                 record = json.loads(line)
-            except ValueError:
-                print(f"slimcore: warning: {path} ends in a line cut short; the history goes "
-                      f"on from record {len(records)}", file=sys.stderr)
+                step = record.get("step", 0)
+                if not isinstance(step, int):
+                    raise ValueError(step)
+            except (ValueError, AttributeError, RecursionError):
+                print(f"slimcore: warning: {path} holds a line cut short or damaged after "
+                      f"record {len(records)}; the history goes on from there",
+                      file=sys.stderr)
                 break
-            if record.get("step", 0) <= upto_step:
+            if step <= upto_step:
                 records.append(record)
     return records

@@ -39,7 +39,8 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from slimcore import ChartData, describe_error, installed_charts, write_atomically  # noqa: E402
+from slimcore import (ChartData, UserError, describe_error, installed_charts,  # noqa: E402
+                      write_atomically)
 
 from slimcore_visualizers.charts import STEP_TICKS  # noqa: E402
 from slimcore_visualizers.files import dashboard_latest, dashboard_png, viz_folder  # noqa: E402
@@ -133,6 +134,7 @@ class Renderer:
         self.charts, self.settings = charts, settings
         self.failed: set[str] = set()
         self.page: Page | None = None
+        self.write_failed = False
 
     def render(self, data: ChartData, step: int) -> list[str]:
         """Write the dashboard of `step` and the latest one; returns the charts drawn."""
@@ -145,11 +147,25 @@ class Renderer:
                 plt.close(self.page.figure)
             self.page = Page(charts, self.settings)
         png = self.page.draw(data, step, self.failed)
-        output_dir = self.settings["output_dir"]
-        viz_folder(output_dir).mkdir(parents=True, exist_ok=True)
-        write_atomically(dashboard_png(output_dir, step), png)
-        write_atomically(dashboard_latest(output_dir), png)
+        self.write(step, png)
         return [c.name for c in charts if c.name not in self.failed]
+
+    def write(self, step: int, png: bytes) -> None:
+        """A dashboard that cannot be written (a full disk, a file in the way) is said once;
+        the next ones are tried as they come, so the dashboard goes on once there is room."""
+        output_dir = self.settings["output_dir"]
+        try:
+            try:
+                viz_folder(output_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot write {viz_folder(output_dir)} ({e.strerror or e})")
+            write_atomically(dashboard_png(output_dir, step), png)
+            write_atomically(dashboard_latest(output_dir), png)
+        except UserError as e:
+            if not self.write_failed:
+                print(f"slimcore: warning: dashboard: {e}; tried again at each dashboard",
+                      file=sys.stderr)
+            self.write_failed = True
 
 
 class Inbox:
