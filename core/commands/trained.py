@@ -62,7 +62,12 @@ def load_trained(source: str, plugins, device: torch.device, checkpointer: str |
     config = saved_config(checkpoint.config, plugins, f"{checkpoint.path} (its config)")
     if checkpoint.tokenizer_model is None:
         raise UserError(f"{key}: {checkpoint.path} carries no tokenizer; it cannot be used")
-    tokenizer = Tokenizer(checkpoint.tokenizer_model, checkpoint.tokenizer_fingerprint)
+    try:
+        tokenizer = Tokenizer(bytes(checkpoint.tokenizer_model),
+                              checkpoint.tokenizer_fingerprint)
+    except (RuntimeError, TypeError, ValueError) as e:  # SentencePiece's own parse failure
+        raise UserError(f"{key}: {checkpoint.path} carries a tokenizer SentencePiece cannot "
+                        f"read ({str(e).strip()[:200]}); the checkpoint is damaged") from None
     model = build_model(checkpoint, config, tokenizer, device)
     return TrainedModel(checkpoint=checkpoint, folder=folder, config=config,
                         tokenizer=tokenizer, model=model)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import reprlib
 import types
 import typing
 from typing import Annotated, Any, Literal
 
-from ..contracts.errors import ConfigError
+from ..contracts.errors import ConfigError, bounded_repr
 from .schema import CORE_SECTIONS, RunConfig, yaml_key
 from .moves import move_old_keys
 from .suggest import suggest
@@ -154,28 +153,12 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
                       source)
 
 
-class BoundedRepr(reprlib.Repr):
-    """A value's text in a bounded time and length, whatever the value: a YAML alias bomb
-    (a few lines) repr()s to gigabytes, and repr() of a huge int is refused."""
-
-    def __init__(self):
-        super().__init__()
-        self.maxlevel, self.maxlist, self.maxdict, self.maxstring = 3, 4, 4, 80
-        self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = self.maxarray = 4
-        self.maxother = 80
-
-    def repr_int(self, value, level):
-        if abs(value) > 10**30:
-            return f"<int of {len(hex(value)) * 4 - 8} bits>"
-        return repr(value)
-
-
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
         return f"int of {len(hex(value)) * 4 - 8} bits"
-    text = BoundedRepr().repr(value)
+    text = bounded_repr(value)
     return f"{type(value).__name__} {text[:80] + '...' if len(text) > 80 else text}"
 
 

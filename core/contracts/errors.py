@@ -10,6 +10,7 @@ that fails to load, an observer hook or a chart that fails, a `UserError`.
 """
 
 import os
+import reprlib
 import traceback
 
 TRACEBACK_VARIABLE = "SLIMCORE_TRACEBACK"
@@ -52,3 +53,26 @@ class TrainingHalted(Exception):
     What was trained is saved before this is raised, where it can be."""
 
     exit_status = 3
+
+
+class BoundedRepr(reprlib.Repr):
+    """A value's text in a bounded time and length, whatever the value: a YAML alias bomb
+    (a few lines) repr()s to gigabytes, and repr() of a huge int is refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxdict, self.maxstring = 3, 4, 4, 80
+        self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = self.maxarray = 4
+        self.maxother = 80
+
+    def repr_int(self, value, level):
+        if abs(value) > 10**30:
+            return f"<int of {len(hex(value)) * 4 - 8} bits>"
+        return repr(value)
+
+
+def bounded_repr(value) -> str:
+    """repr() for an error message about a value from a file or a user: at most a few hundred
+    characters, in bounded time, whatever the value (deep nesting, an alias bomb, a huge
+    int)."""
+    return BoundedRepr().repr(value)

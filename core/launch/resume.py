@@ -18,7 +18,7 @@ from ..config.moves import move_old_keys
 from ..config.schema import CORE_SECTIONS, RunConfig
 from ..contracts.checkpoint import Checkpoint
 from ..contracts.checkpointer import Checkpointer
-from ..contracts.errors import ConfigError, UserError
+from ..contracts.errors import ConfigError, UserError, bounded_repr
 from ..contracts.run import Run
 from ..contracts.source import DataSource
 from ..train.distributed import Distributed
@@ -53,6 +53,11 @@ def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None,
         raise UserError(f"--resume: {saved.path} is at step {saved.step} and run.steps is "
                         f"{run.config.run.steps}: nothing left to train; raise --steps to "
                         "train on")
+    odd = next((name for name, section in saved.config.items()
+                if not isinstance(section, dict | None)), None)
+    if odd is not None:
+        raise UserError(f"--resume: {saved.path} records a config whose {bounded_repr(odd)} "
+                        "is not a section (a mapping); the checkpoint is damaged, give another")
     recorded = in_new_form(saved.config, run.config)
     keep_the_schedule(run, recorded)
     check_config_matches(recorded, run.config.to_dict(), saved.path, warn=run.is_main_process)
@@ -121,14 +126,31 @@ def restore(run: Run, ranks: Distributed, state: TrainingState, saved: Checkpoin
     except RuntimeError as e:
         raise UserError(f"--resume: {saved.path} holds a model of another shape "
                         f"({(str(e).splitlines()[1:] or [str(e)])[0].strip()[:300]})") from None
-    state.scheduler.load_state_dict(saved.scheduler)
-    follow_the_plan(state)
-    state.step, state.tokens_seen = saved.step, saved.tokens_seen
-    state.skipped_steps = saved.skipped_steps
-    state.data_state = this_ranks_data_state(run, saved.data_state, saved.path)
-    restore_rng(saved.rng)
+    except UNRESTORABLE as e:
+        raise damaged_record(saved.path, e) from None
+    try:
+        state.scheduler.load_state_dict(saved.scheduler)
+        follow_the_plan(state)
+        state.step, state.tokens_seen = saved.step, saved.tokens_seen
+        state.skipped_steps = saved.skipped_steps
+        state.data_state = this_ranks_data_state(run, saved.data_state, saved.path)
+        restore_rng(saved.rng)
+    except UNRESTORABLE as e:
+        raise damaged_record(saved.path, e) from None
     run.resumed_from = saved.path
     print(f"resume: continuing from step {state.step} ({saved.path})")
+
+
+# What restoring a record that verified but holds values of the wrong kind raises (a crafted
+# checkpoint whose digests were recomputed, or one of a release that stored another form).
+UNRESTORABLE = (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError,
+                OverflowError)
+
+
+def damaged_record(path: str, error: BaseException) -> UserError:
+    return UserError(f"--resume: {path} holds a record that cannot be restored "
+                     f"({type(error).__name__}: {bounded_repr(str(error))}); give another "
+                     "checkpoint")
 
 
 def follow_the_plan(state: TrainingState) -> None:

@@ -106,11 +106,14 @@ def read(path: Path, expected_sha256: str | None = None, digest_key: str | None 
         encoded = f.read(length)
         try:
             header = json.loads(encoded)
-        except ValueError as e:
-            raise Damaged(f"a header that is not JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # RecursionError: nested past Python's depth
+            raise Damaged(f"a header that is not JSON ({str(e)[:200]})") from None
         if not isinstance(header, dict):
             raise Damaged("a header that is not a JSON object")
         metadata = header.pop("__metadata__", None) or {}
+        if not (isinstance(metadata, dict) and
+                all(isinstance(v, str) for v in metadata.values())):
+            raise Damaged("a __metadata__ that is not a mapping of strings")
         hashed = encoded
         if digest_key is not None:
             expected_sha256 = metadata.get(digest_key)
@@ -172,16 +175,18 @@ def _tensors(header: dict, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
         try:
             dtype = BY_CODE[entry["dtype"]]
             begin, end = entry["data_offsets"]
-            shape = [int(n) for n in entry["shape"]]
+            shape = entry["shape"]
+            if not all(type(n) is int and n >= 0 for n in [begin, end, *shape]):
+                raise ValueError("offsets and sizes are counts")
         except (KeyError, TypeError, ValueError):
-            raise Damaged(f"a header entry for {name!r} that is not a tensor's") from None
+            raise Damaged(f"a header entry for {name[:200]!r} that is not a tensor's") from None
         count = end - begin
         itemsize = torch.empty(0, dtype=dtype).element_size()
         numel = 1
         for n in shape:
             numel *= n
         if not 0 <= begin <= end <= len(buffer) or count != numel * itemsize:
-            raise Damaged(f"{name!r} does not fit its bytes")
+            raise Damaged(f"{name[:200]!r} does not fit its bytes")
         flat = buffer[begin:end]
         if begin % itemsize:  # another writer's layout: a copy, aligned
             flat = flat.clone()

@@ -25,6 +25,7 @@ not checkpoints are ignored, with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from slimcore import Checkpoint, Checkpointer, Range, UserError, hookimpl, make_durable
+from slimcore import (Checkpoint, Checkpointer, Range, UserError, bounded_repr, hookimpl,
+                      make_durable)
 
 from . import tensor_files
 
@@ -82,8 +84,11 @@ class ThreeFile(Checkpointer):
             path = write_checkpoint(base, checkpoint)
         except OSError as e:
             for leftover in folder.glob(base.name + "*.tmp"):
-                leftover.unlink(missing_ok=True)
-            raise UserError(f"checkpoint: could not write {base} ({e.strerror or e}); the "
+                if leftover.is_file():  # ours; a folder of that name is the user's
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+            where = e.filename or base
+            raise UserError(f"checkpoint: could not write {where} ({e.strerror or e}); the "
                             "previous checkpoint is intact") from None
         settings: ThreeFileConfig = run.config.section(NAME)
         keep = {Path(run.resumed_from).name} if run.resumed_from else set()
@@ -113,6 +118,7 @@ def keep_other_runs_set(base: Path, run_id: str | None) -> None:
     other = run_id_of(base) if base.is_file() else None
     if other is None or other == run_id:
         return
+    other = re.sub(r"\W", "_", str(other))[:64]  # a crafted id names no other folder
     for suffix in ("", *SUFFIXES):
         path = base.with_name(base.name + suffix)
         if path.exists():
@@ -241,8 +247,9 @@ def read_checkpoint(base: Path) -> Checkpoint:
         raise UserError(f"checkpoint: {base} fails its sha256 check (damaged)") from None
     except tensor_files.Damaged as e:
         raise UserError(f"checkpoint: {base} is damaged ({e})") from None
-    except (KeyError, ValueError) as e:
-        raise UserError(f"checkpoint: {base} is not a slimcore checkpoint ({e})") from None
+    except (KeyError, ValueError, TypeError, RecursionError) as e:  # nested past Python's depth
+        raise UserError(f"checkpoint: {base} is not a slimcore checkpoint "
+                        f"({type(e).__name__}: {str(e)[:200]})") from None
     # The digest matched, so the file is as written; what follows guards against a crafted
     # file whose digest was recomputed.
     try:
@@ -255,7 +262,7 @@ def read_checkpoint(base: Path) -> Checkpoint:
                 raise UserError(f"checkpoint: {name} fails its sha256 check (damaged)") from None
             tensors.update({MODEL + key: tensor for key, tensor in weights.items()})
         return Checkpoint.join(tensors, run_state["record"], path=str(base))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise UserError(f"checkpoint: {base} is not a slimcore checkpoint ({type(e).__name__}: "
                         f"{str(e)[:200]} in its state)") from None
 
@@ -286,7 +293,7 @@ def weight_files(base: Path, manifest: Any) -> dict[Path, dict]:
     if not isinstance(manifest, dict) or \
             sorted(manifest) != sorted(base.name + suffix for suffix in SUFFIXES):
         names = sorted(map(str, manifest)) if isinstance(manifest, dict) else manifest
-        raise UserError(f"checkpoint: {base}'s manifest names {names!r}, not its own "
+        raise UserError(f"checkpoint: {base}'s manifest names {bounded_repr(names)}, not its own "
                         f"{base.name}.embeddings and .decoder; not a checkpoint to load")
     for name, entry in manifest.items():
         if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)

@@ -17,6 +17,7 @@ from slimcore import Batch, ConfigError, Range, hookimpl
 
 from .corpus import CorpusSource
 from .documents import DocumentStream
+from .positions import counts, restoring
 
 NAME = "chunk"
 # Documents encoded per call (SentencePiece batches them in C++), up to this many characters
@@ -102,8 +103,13 @@ def chunk_batches(run, documents: DocumentStream, state: dict | None = None,
     rows = torch.empty(0, row_len, dtype=torch.long)  # rows not yet in a batch
     chunks = 0
     if state:
-        documents.load_state_dict(state["documents"])
-        carry, rows, chunks = state["buffer"].long(), state["rows"].long(), state["chunks"]
+        with restoring(NAME):
+            documents.load_state_dict(state["documents"])
+            carry, rows, chunks = state["buffer"].long(), state["rows"].long(), state["chunks"]
+            counts([chunks], "chunks")
+            if carry.dim() != 1 or rows.dim() != 2 or rows.shape[1] != row_len:
+                raise ValueError(f"rows of {list(rows.shape)} and carried tokens of "
+                                 f"{list(carry.shape)} for rows of {row_len}")
 
     groups = encoded_groups(run, iter(documents))
     while True:

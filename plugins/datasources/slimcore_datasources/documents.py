@@ -16,6 +16,7 @@ from slimcore import UserError
 
 from .config import MISSING, WARNINGS_IN_FULL, settings
 from .files import corpus_files
+from .positions import counts
 from .records import Damage, shard_records
 from .stream import resilient_records
 
@@ -136,11 +137,12 @@ class DocumentStream:
             raise UserError(f"--resume: the data position was saved with "
                             f"{len(state['positions'])} corpus.workers, this run has "
                             f"{len(self.positions)}; resume with the same corpus.workers")
-        self.positions = [Position(*p) for p in state["positions"]]
-        self.turn = state["turn"]
-        self.refetch = [Ref(*entry) for entry in state["buffer"]]
-        self.bad = state.get("bad", 0)
-        self.buffer_size = state.get("buffer_size", self.buffer_size)
+        self.positions = [Position(*counts(p, "a position")) for p in state["positions"]]
+        self.turn = state["turn"] % len(self.positions)
+        self.refetch = [Ref(*counts(entry, "the shuffle buffer")) for entry in state["buffer"]]
+        self.bad, self.buffer_size = counts([state.get("bad", 0),
+                                             state.get("buffer_size", self.buffer_size)],
+                                            "the counters")
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         if self.announce:

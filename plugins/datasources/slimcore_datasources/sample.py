@@ -14,6 +14,7 @@ from slimcore import IGNORE_INDEX, Batch, hookimpl
 
 from .corpus import CorpusSource
 from .documents import DocumentStream
+from .positions import restoring
 
 NAME = "sample"
 PAD_ID = 0  # any valid id: padded inputs only feed positions whose targets are ignored
@@ -40,7 +41,8 @@ def sample_batches(run, documents: DocumentStream,
                    state: dict | None = None) -> Iterator[tuple[Batch, dict]]:
     """Batches of one document per row, each with the source state after it."""
     if state:
-        documents.load_state_dict(state["documents"])
+        with restoring(NAME):
+            documents.load_state_dict(state["documents"])
     tokenizer = run.tokenizer
     row_len = run.config.model.seq_len + 1
     batch_size = run.config.data.batch_size
