@@ -370,3 +370,40 @@ def test_crafted_newest_sets_on_resume_fall_back_or_refuse(good_set, tmp_path, w
             outcomes.append("refused")
     print(f"checkpoint fuzz through --resume auto: {outcomes}")
     assert "resumed" in outcomes
+
+
+def test_a_set_whose_run_id_holds_a_slash_is_renamed_aside_safely(good_set, write_config,
+                                                                   tmp_path):
+    """A set of "another run" whose header's run id holds `/` where this run saves: renamed
+    aside under a name made safe (the save of that step failed: the id named a folder)."""
+    out = tmp_path / "out"
+    crafted = CraftedSet(_copy_set(good_set, out / "checkpoints", "checkpoint_step_2.bin"))
+    crafted.state["record"]["run_id"] = "../../elsewhere/x"
+    crafted.commit()
+    run_in_process(write_config({"run": {"steps": 2}, "intervals": {"checkpoint": 2}}))
+    folder = out / "checkpoints"
+    assert (folder / "checkpoint_step_2.bin.other-run-______elsewhere_x").is_file()
+    assert read_checkpoint(folder / "checkpoint_step_2.bin").step == 2
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_folder_in_the_way_of_a_sets_tmp_file_is_named_and_left(write_config, tmp_path):
+    in_the_way = tmp_path / "out" / "checkpoints" / "checkpoint_step_2.bin.tmp"
+    (in_the_way / "notes").mkdir(parents=True)
+    with pytest.raises(UserError, match=f"checkpoint: could not write {in_the_way} "):
+        run_in_process(write_config({"run": {"steps": 3}, "intervals": {"checkpoint": 2}}))
+    assert (in_the_way / "notes").is_dir()
+    assert not list(in_the_way.parent.glob("*.embeddings.tmp"))
+
+
+def _copy_set(good: Path, folder: Path, name: str) -> Path:
+    """The good set's three files in `folder` under the set name `name`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", ".embeddings", ".decoder"):
+        shutil.copyfile(good.with_name(good.name + suffix), folder / (name + suffix))
+    base = folder / name
+    crafted = CraftedSet(base)  # the manifest names the files under their new names
+    crafted.state["manifest"] = {name + suffix: entry for suffix, entry in zip(
+        (".embeddings", ".decoder"), crafted.state["manifest"].values())}
+    crafted.commit()
+    return base
