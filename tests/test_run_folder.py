@@ -228,3 +228,26 @@ def test_plugins_disable_from_set_is_obeyed(write_config, tmp_path, cli, capsys)
     assert main(["config", str(config), "--set", "plugins.disable=json_export"]) == 2
     assert capsys.readouterr().err.strip() == ("slimcore: error: --set: plugins.disable: "
                                                "expected a list of plugin names")
+
+
+@pytest.mark.parametrize("damage", ['{"run_id": ["a"]}', '{"run_id": "../x"}', "[1, 2]",
+                                    "[" * 100_000 + "]" * 100_000, "folder"])
+def test_a_damaged_run_json_is_read_as_unknown(write_config, tmp_path, damage):
+    """run.json of the wrong shape (a list, a run id that is no id, nested past Python's
+    depth, a folder): `--resume auto` goes on from the newest intact set and writes it
+    again; it was a traceback."""
+    config = write_config({"run": {"steps": 2}})
+    run_in_process(config)
+    record = tmp_path / "out" / "run.json"
+    run_id = json.loads(record.read_text())["run_id"]
+    record.unlink()
+    if damage == "folder":
+        record.mkdir()
+    else:
+        record.write_text(damage)
+    if damage == "folder":  # not a file to replace: one line naming it
+        with pytest.raises(UserError, match=f"cannot write {record} "):
+            run_in_process(config, overrides=["run.steps=3"], resume="auto")
+        return
+    run_in_process(config, overrides=["run.steps=3"], resume="auto")
+    assert json.loads(record.read_text())["run_id"] == run_id

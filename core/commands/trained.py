@@ -12,7 +12,6 @@ config.yaml names, else the config's default; it verifies the files as it does f
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from ..config.schema import CheckpointSection, RunConfig
 from ..contracts.checkpoint import Checkpoint
 from ..contracts.errors import UserError
 from ..contracts.paths import RunPaths
+from ..launch.folder import read_run_record
 from ..model.gpt import GPT, parameter_count
 from ..model.ops import select_ops
 from ..text.tokenizer import Tokenizer
@@ -108,10 +108,7 @@ def folder_checkpointer(paths: RunPaths) -> str | None:
 
 
 def folder_run_id(paths: RunPaths) -> str | None:
-    try:
-        return json.loads(paths.record.read_text()).get("run_id")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return read_run_record(paths.root).get("run_id")
 
 
 def saved_config(raw: dict, plugins, source: str) -> RunConfig:

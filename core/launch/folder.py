@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -44,12 +45,18 @@ def new_run_id() -> str:
 
 
 def read_run_record(root: Path) -> dict:
-    """run.json as a dict; {} when it is missing or damaged."""
+    """run.json as a dict; {} when it is missing or damaged (not JSON, nested past Python's
+    depth, not a mapping, a run id that is not a short string)."""
     try:
-        record = json.loads(RunPaths(root).record.read_text())
-    except (OSError, ValueError):
+        record = json.loads(RunPaths(root).record.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
-    return record if isinstance(record, dict) else {}
+    if not isinstance(record, dict):
+        return {}
+    run_id = record.get("run_id")
+    if run_id is not None and not (isinstance(run_id, str) and re.fullmatch(r"\w{1,64}", run_id)):
+        return {}
+    return record
 
 
 def note_checkpoint_saved(root: Path, step: int) -> None:
