@@ -74,3 +74,29 @@ def test_an_unusable_cache_folder_is_one_line_naming_it(write_config, cli, tmp_p
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(cache) in lines[0] and "SLIMCORE_CACHE_DIR" in lines[0]
+
+
+def test_a_cached_file_replaced_with_its_checksum_is_made_again(monkeypatch, tmp_path, capsys):
+    """A tokenizer model and a native library each replaced together with its `.sha256` (a
+    copy cut short, then vouched for): the model is trained again, the library built again
+    before it is loaded (loading it died of SIGBUS, or was a traceback, on every run)."""
+    monkeypatch.setenv("SLIMCORE_CACHE_DIR", str(tmp_path))
+    section = TokenizerSection(vocab_size=300, cache_dir=str(tmp_path))
+    model = train_or_reuse(section, TEXTS, log=print).path
+    good_model = model.read_bytes()
+    model.write_bytes(b"\xff not a model " * 20)
+    native.vouch(model)
+    assert train_or_reuse(section, TEXTS, log=print).path.read_bytes() == good_model
+    assert "is not a model SentencePiece loads; training it again" in capsys.readouterr().err
+    library = native.build("cpu")
+    whole = library.read_bytes()
+    library.write_bytes(whole[: len(whole) // 2])
+    native.vouch(library)
+    probe = ("from slimcore.native import loader as native; "
+             "print(native.library('cpu')[1].slimcore_abi_version())")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**os.environ, "SLIMCORE_CACHE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(native.ABI_VERSION)
+    assert "cut short; building it again" in result.stderr
+    assert library.read_bytes() == whole

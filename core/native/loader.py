@@ -24,6 +24,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -112,8 +113,9 @@ def cpu_flags() -> str:
         return ""
 
 
-def build(kind: str, quiet: bool = True) -> Path:
-    """The path of the built library for `kind` (KINDS), building it if needed."""
+def build(kind: str, quiet: bool = True, again: bool = False) -> Path:
+    """The path of the built library for `kind` (KINDS), building it if needed (`again`:
+    even when a library vouched for by its checksum is there: it did not load)."""
     from filelock import FileLock
 
     placeholder = Path("lib.so")
@@ -126,21 +128,43 @@ def build(kind: str, quiet: bool = True) -> Path:
                         f"'{compiler}' is not on PATH; install it, or set model.backend: torch")
     folder = cache_root() / f"{kind}-{build_key(kind, command)}"
     library_path = folder / f"libslimcore_native_{kind}.so"
-    if read_checked(library_path) is not None:
+    if not again and _whole(library_path):
         return library_path
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder / "build.lock")):
-            if read_checked(library_path) is not None:  # built by another process meanwhile
+            if not again and _whole(library_path):  # built by another process meanwhile
                 return library_path
-            if library_path.exists():
-                print(f"slimcore: warning: native: {library_path} fails its sha256 check; "
-                      "building it again", file=sys.stderr)
+            if library_path.exists() and not again:
+                print(f"slimcore: warning: native: {library_path} fails its sha256 check or is "
+                      "cut short; building it again", file=sys.stderr)
             _compile(kind, command, library_path, quiet)
     except OSError as e:
         raise UserError(f"native: cannot write the {kind} build into the cache {folder} "
                         f"({e.strerror or e}); make it writable, or {MOVE_HINT}") from None
     return library_path
+
+
+def _whole(library_path: Path) -> bool:
+    """Vouched for by its checksum, and an ELF file whose segments all lie inside it: one
+    cut short maps pages past its end, and the first touch of them is SIGBUS (a file and its
+    checksum both replaced, say by a copy cut short, pass the first check only)."""
+    data = read_checked(library_path)
+    if data is None:
+        return False
+    if data[:5] != b"\x7fELF\x02" or len(data) < 64:  # 64-bit ELF, its header whole
+        return False
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    if phoff + phentsize * phnum > len(data) or phentsize < 56:
+        return False
+    for index in range(phnum):
+        kind, = struct.unpack_from("<I", data, phoff + index * phentsize)
+        offset, = struct.unpack_from("<Q", data, phoff + index * phentsize + 8)
+        filesz, = struct.unpack_from("<Q", data, phoff + index * phentsize + 32)
+        if kind == 1 and offset + filesz > len(data):  # PT_LOAD past the end
+            return False
+    return True
 
 
 def _compile(kind: str, command: list[str], library_path: Path, quiet: bool) -> None:
@@ -163,7 +187,13 @@ def library(kind: str):
 
     ffi = FFI()
     ffi.cdef(cdef_text(kind))
-    lib = ffi.dlopen(str(build(kind)))
+    path = build(kind)
+    try:
+        lib = ffi.dlopen(str(path))
+    except OSError as e:  # whole, vouched for, and still not a library this loader takes
+        print(f"slimcore: warning: native: {path} does not load ({str(e)[:200]}); building "
+              "it again", file=sys.stderr)
+        lib = ffi.dlopen(str(build(kind, again=True)))
     version = getattr(lib, KINDS[kind][3])()
     if version != ABI_VERSION:
         raise UserError(f"native: the {kind} library speaks ABI {version}, this slimcore "

@@ -183,6 +183,10 @@ def train_or_reuse(section: TokenizerSection, texts: Iterable[str], log=print) -
             if proto is None and path.exists():
                 print(f"slimcore: warning: tokenizer: the cached {path} fails its sha256 "
                       "check; training it again", file=sys.stderr)
+            elif proto is not None and not _loads(proto):  # replaced with its digest too
+                print(f"slimcore: warning: tokenizer: the cached {path} is not a model "
+                      "SentencePiece loads; training it again", file=sys.stderr)
+                proto = None
             if proto is None:
                 log(f"tokenizer: training {section.vocab_size}-piece BPE on {len(lines)} "
                     f"lines -> {path}")
@@ -194,6 +198,14 @@ def train_or_reuse(section: TokenizerSection, texts: Iterable[str], log=print) -
         raise UserError(f"tokenizer: cannot write the tokenizer into the cache {folder} "
                         f"({e.strerror or e}); make it writable, or {MOVE_HINT}") from None
     return Tokenizer(proto, fingerprint, path)
+
+
+def _loads(proto: bytes) -> bool:
+    try:
+        spm.SentencePieceProcessor(model_proto=proto)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _training_lines(texts: Iterable[str], max_chars: int) -> Iterable[str]:
