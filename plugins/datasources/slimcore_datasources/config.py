@@ -11,7 +11,7 @@ from slimcore import NonEmpty, Range, UserError
 NAME = "corpus"
 EVAL_DATA_KEY = "corpus.eval_path"  # what `slimcore eval --data` sets for the bundled sources
 OFFLINE_HINT = ("without network, run examples/quickstart.yaml (the bundled corpus) or set "
-                "corpus.path to local .jsonl.zst, .jsonl, .txt or .parquet files")
+                "corpus.path to local .jsonl.zst, .jsonl, .jsonl.gz, .txt or .parquet files")
 WARNINGS_IN_FULL = 10  # bad records named one by one; after these, one line every 100
 MISSING = object()
 

@@ -4,7 +4,7 @@ resume from and damage counted and named, never hidden.
 
 `corpus.path` may be:
     bundled                          the State of the Union corpus (offline; see bundled.py)
-    a local file, folder or glob     .jsonl / .json / .jsonl.zst (SlimPajama records),
+    a local file, folder or glob     .jsonl / .json / .jsonl.zst / .jsonl.gz (SlimPajama records),
                                      .txt (one document per file), .parquet
     a Hub dataset id (owner/name)    `corpus.data_files` picks shards by pattern; the files are
                                      listed by Hugging Face `datasets` and streamed over hf://

@@ -24,7 +24,7 @@ def corpus_files(path: str, data_files: str | None, key: str = "corpus.path",
         return bundled_shards(cache_dir(cache))
     if path.startswith(("http://", "https://")):
         return checked_kinds([u.strip() for u in path.split(",") if u.strip()], key)
-    files = local_files(path)
+    files = local_files(path, key)
     if files:
         return checked_kinds(files, key)
     if looks_like_hub_id(path):
@@ -33,10 +33,15 @@ def corpus_files(path: str, data_files: str | None, key: str = "corpus.path",
                     "id (owner/name); give bundled, a file, a folder or a glob")
 
 
-def local_files(path: str) -> list[str]:
+def local_files(path: str, key: str = "corpus.path") -> list[str]:
     candidate = Path(path).expanduser()
     if candidate.is_dir():
-        return sorted(str(p) for p in candidate.rglob("*") if p.is_file() and kind_of(p.name))
+        present = sorted(p for p in candidate.rglob("*") if p.is_file())
+        files = [str(p) for p in present if kind_of(p.name)]
+        if present and not files:  # a folder of files none of which is read: say so
+            raise UserError(f"{key}: {path} holds {len(present)} files and none of a kind "
+                            f"slimcore reads (such as {present[0].name}); {KINDS_HINT}")
+        return files
     if candidate.is_file():
         return [str(candidate)]
     return sorted(p for p in glob.glob(str(candidate), recursive=True) if os.path.isfile(p))
@@ -45,9 +50,13 @@ def local_files(path: str) -> list[str]:
 def checked_kinds(files: list[str], key: str) -> list[str]:
     unknown = [f for f in files if kind_of(f) is None]
     if unknown:
-        raise UserError(f"{key}: {unknown[0]} is not a kind of file slimcore reads (its name "
-                        f"must end in {', '.join(sorted(KINDS))}, .jsonl.zst included)")
+        raise UserError(f"{key}: {unknown[0]} is not a kind of file slimcore reads; "
+                        f"{KINDS_HINT}")
     return files
+
+
+KINDS_HINT = ("a name must end in .jsonl, .json, .jsonl.zst (or .zst), .jsonl.gz (or .json.gz), "
+              ".txt or .parquet")
 
 
 def looks_like_hub_id(path: str) -> bool:

@@ -5,6 +5,7 @@
 A shard's kind comes from its name:
     .jsonl, .json        JSON lines, one record per line (SlimPajama's {"text", "meta"})
     .jsonl.zst, .zst     the same, zstd-compressed (every frame of a multi-frame file)
+    .jsonl.gz, .json.gz  the same, gzip-compressed (every member of a multi-member file)
     .txt                 one document: the whole file, as {"text": ...}
     .parquet             the rows of a parquet table
 A record's index is its line number from 0 (blank lines are numbered and skipped), its row
@@ -12,7 +13,8 @@ for parquet; `start` is the first index wanted, so a resumed stream skips what i
 
 Damage comes in two kinds: a bad record (a line that is not UTF-8 or not JSON, or not an
 object; a record over MAX_RECORD_BYTES, skipped unread) and a shard that cannot be read on
-(a zstd stream that ends early or does not decompress, a parquet file that does not open).
+(a zstd or gzip stream that ends early or does not decompress, a parquet file that does not
+open).
 Each is a `Damage` item in the stream, for the corpus reader's policy (`corpus.bad_records`)
 to count and name. A failure to read bytes (the network, the disk) is raised as OSError,
 for the stream's retries: it says nothing about the data.
@@ -21,6 +23,7 @@ for the stream's retries: it says nothing about the data.
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
@@ -45,8 +48,14 @@ class _Broken(Exception):
     """The shard's bytes cannot be decoded past this point."""
 
 
+GZIP_INNER = (".jsonl", ".json")  # what a .gz may hold: JSON lines only
+
+
 def kind_of(name: str) -> str | None:
-    return KINDS.get(Path(name).suffix)
+    path = Path(name)
+    if path.suffix == ".gz":
+        return "jsonl.gz" if path.with_suffix("").suffix in GZIP_INNER else None
+    return KINDS.get(path.suffix)
 
 
 def shard_records(url: str, start: int = 0) -> Iterator[tuple[int, dict] | Damage]:
@@ -60,6 +69,8 @@ def shard_records(url: str, start: int = 0) -> Iterator[tuple[int, dict] | Damag
             chunks = _chunks(raw)
             if kind == "jsonl.zst":
                 chunks = _zstd_chunks(chunks)
+            elif kind == "jsonl.gz":
+                chunks = _gzip_chunks(chunks)
             yield from _json_records(chunks, start)
 
 
@@ -112,6 +123,34 @@ def _zstd_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise _Broken("ends early: its last zstd frame is cut off (a truncated copy?)")
     if frames == 0:
         raise _Broken("is empty: not a single zstd frame")
+
+
+def _gzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Every member of a gzip file, decompressed at most READ_BYTES at a time (a small file
+    of zeros decompresses to gigabytes: never all at once)."""
+    member, fed, members = zlib.decompressobj(16 + zlib.MAX_WBITS), False, 0
+    for data in chunks:
+        while True:
+            fed = fed or bool(data)
+            try:
+                out = member.decompress(data, READ_BYTES)
+            except zlib.error as e:
+                raise _Broken(f"does not decompress as gzip ({e})") from None
+            if out:
+                yield out
+            if member.eof:
+                data, members = member.unused_data, members + 1
+                member, fed = zlib.decompressobj(16 + zlib.MAX_WBITS), False
+                if not data:
+                    break
+                continue
+            data = member.unconsumed_tail
+            if not data and not out:
+                break  # the member wants more of the file
+    if fed:
+        raise _Broken("ends early: its last gzip member is cut off (a truncated copy?)")
+    if members == 0:
+        raise _Broken("is empty: not a single gzip member")
 
 
 def _json_records(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, dict] | Damage]:

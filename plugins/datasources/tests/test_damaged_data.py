@@ -47,6 +47,42 @@ def test_a_truncated_zst_shard_keeps_what_came_before_and_says_so(tmp_path, caps
     assert docs[-1] == "last"  # the next shard is read as usual
 
 
+def test_gzip_shards_are_read_beside_plain_ones(tmp_path, capsys):
+    """A folder of .jsonl and .jsonl.gz (two gzip members, as `cat a.gz b.gz` makes) reads
+    them all; a .gz cut short keeps what came before and is named; a gzip bomb (64 MB from
+    64 KB) is decompressed a megabyte at a time (the .gz files were left out silently)."""
+    import gzip
+    import tracemalloc
+
+    (tmp_path / "a.jsonl").write_bytes(jsonl(DOCS[:100]))
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(jsonl(DOCS[100:150])) +
+                                          gzip.compress(jsonl(DOCS[150:200])))
+    cut = gzip.compress(jsonl(DOCS[200:]))
+    (tmp_path / "c.json.gz").write_bytes(cut[: len(cut) // 2])
+    padded = b'{"text": "bomb"' + b" " * (1 << 20) + b"}\n"  # 1 MB records from 1 KB
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(padded * 64))
+    tracemalloc.start()
+    docs = documents(tmp_path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert docs[-64:] == ["bomb"] * 64
+    docs = docs[:-64]
+    assert docs[:200] == DOCS[:200] and 200 < len(docs) < 300
+    assert docs[200:] == DOCS[200:len(docs)]
+    assert "c.json.gz, line" in capsys.readouterr().err
+    assert peak < 32 << 20, f"{peak:,} bytes at the peak"
+
+
+def test_a_folder_of_files_none_of_which_is_read_says_so(tmp_path):
+    import gzip
+
+    (tmp_path / "notes.txt.gz").write_bytes(gzip.compress(b"hello"))
+    with pytest.raises(UserError, match=r"corpus.path: .* holds 1 files and none of a kind "
+                                        r"slimcore reads \(such as notes.txt.gz\); a name must "
+                                        r"end in .jsonl, .json, .jsonl.zst"):
+        documents(tmp_path)
+
+
 @pytest.mark.parametrize("content, reason", [
     (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40, "does not decompress as zstd"),
     (b"", "is empty: not a single zstd frame"),
