@@ -15,6 +15,7 @@ few seconds and before every checkpoint (one transaction a step cost CPU-bound r
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ class MlflowExporter(TrackerExporter):
     def open(self, run) -> None:
         MlflowClient = self.require("mlflow.tracking").MlflowClient
         settings: MlflowConfig = run.config.section(NAME)
+        self.check_answers(settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""),
+                           "mlflow.tracking_uri (or MLFLOW_TRACKING_URI)")
         try:
             self.client = MlflowClient(tracking_uri=settings.tracking_uri)
             self._start(run, settings)

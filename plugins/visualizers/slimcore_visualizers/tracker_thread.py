@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import importlib
 import queue
+import socket
 import sys
 import threading
+from urllib.parse import urlparse
 
 from slimcore import UserError, describe_error, hookimpl
 
 # How long the end of a run and a checkpoint wait for a tracker to take what was queued.
 DRAIN_TIMEOUT_S = 120
+# How long a tracker's server gets to accept a connection before the run starts: the
+# libraries' own retries said nothing for minutes (MLflow 254 s, W&B 97 s) of a dead one.
+ANSWER_TIMEOUT_S = 5
 
 
 class TrackerExporter:
@@ -43,6 +48,22 @@ class TrackerExporter:
             raise UserError(f"{self.name}.enabled is true but the {self.name} package is not "
                             f"installed: pip install 'slimcore-visualizers[{self.name}]', or "
                             f"set {self.name}.enabled: false") from None
+
+    def check_answers(self, url: str, setting: str) -> None:
+        """The server at http(s) `url` accepts a connection within ANSWER_TIMEOUT_S, or the
+        one line naming `setting` (other URLs, a file store, are the library's to open)."""
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            return
+        try:
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            socket.create_connection((parsed.hostname, port), ANSWER_TIMEOUT_S).close()
+        except (OSError, ValueError) as e:
+            reason = "no answer" if isinstance(e, TimeoutError) else (
+                getattr(e, "strerror", None) or str(e))
+            raise UserError(f"{self.name}: nothing answers at {url} ({reason}, "
+                            f"{ANSWER_TIMEOUT_S} s); start the server, or check {setting}"
+                            ) from None
 
     def open(self, run) -> None:
         raise NotImplementedError

@@ -57,6 +57,11 @@ class WandbExporter(TrackerExporter):
             # Offline means nothing leaves the machine: W&B's own error reporting (posted to
             # its servers from a thread, even offline) stays off unless the user turned it on.
             os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+        wanted = os.environ.get("WANDB_MODE", "online") if settings.mode == "auto" else \
+            settings.mode
+        if wanted == "online":
+            self.check_answers(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"),
+                               "WANDB_BASE_URL (or set wandb.mode: offline)")
         try:
             self.wandb_run = wandb.init(
                 project=settings.project, entity=settings.entity, name=settings.name or run.name,

@@ -168,6 +168,31 @@ def test_mlflow_with_a_store_it_cannot_open_is_one_line(tmp_path):
                  config={"mlflow": {"enabled": True, "tracking_uri": "nosuchscheme://x"}})
 
 
+@pytest.mark.parametrize("tracker", ["mlflow", "wandb"])
+def test_a_tracker_pointed_at_a_dead_local_server_is_one_line_at_once(tmp_path, monkeypatch,
+                                                                      tracker):
+    """A port on 127.0.0.1 where nothing listens (MLflow's URI, W&B's WANDB_BASE_URL): the
+    run stops within seconds with one line naming the URL (the libraries' retries said
+    nothing for 254 s and 97 s)."""
+    import socket
+    import time
+
+    pytest.importorskip(tracker)
+    with socket.socket() as probe:  # a free port, closed again: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    if tracker == "mlflow":
+        config = {"mlflow": {"enabled": True, "tracking_uri": url}}
+    else:
+        monkeypatch.setenv("WANDB_BASE_URL", url)
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+        config = {"wandb": {"enabled": True, "mode": "online"}}
+    started = time.monotonic()
+    with pytest.raises(UserError, match=f"{tracker}: nothing answers at {url} "):
+        tiny_run(tmp_path / "out", steps=1, config=config)
+    assert time.monotonic() - started < 60
+
+
 def test_a_tracker_that_fails_while_writing_is_reported_once_and_training_goes_on(
         tmp_path, capfd):
     from slimcore_visualizers.tracker_thread import TrackerExporter
