@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from conftest import REPO, run_in_process
 from slimcore import UserError, hookimpl
@@ -258,13 +259,37 @@ def test_resume_takes_a_run_folder_as_the_model_commands_do(write_config, tmp_pa
         run_in_process(branch, resume=str(tmp_path / "empty"))
 
 
-def test_resume_warns_about_other_differences(write_config, tmp_path, capsys):
-    run_in_process(write_config({"run": {"steps": 2}}))
-    run_in_process(write_config({"run": {"steps": 3}, "optimizer": {"lr": 0.001}}),
-                   resume="auto")
+def test_resume_says_what_each_changed_key_does_and_records_what_is_in_force(
+        write_config, tmp_path, capsys):
+    """Each changed key has its fate: optimizer.lr applies from the first resumed step (it
+    was ignored while config.yaml recorded it), the tokenizer and the seed stay the
+    checkpoint's (config.yaml says so), chunk.tokens_per_chunk applies after the rows
+    already packed, and corpus.path is refused (the saved position indexes the old corpus;
+    it trained on the buffered old tokens)."""
+    steady = {"schedule": {"kind": "constant", "warmup_steps": 0}}
+    run_in_process(write_config({"run": {"steps": 2}, **steady}))
+    changed = {"run": {"steps": 4, "seed": 8}, **steady, "optimizer": {"lr": 1e-3},
+               "tokenizer": {"vocab_size": 700}, "chunk": {"tokens_per_chunk": 2048}}
+    capsys.readouterr()
+    run_in_process(write_config(changed), resume="auto")
     err = capsys.readouterr().err
-    assert "resuming with config differences" in err
-    assert "optimizer.lr" in err and "run.steps" in err
+    line = next(x for x in err.splitlines() if "resuming with config differences" in x)
+    assert "optimizer.lr (applies from this step)" in line
+    assert "tokenizer.vocab_size (kept at the checkpoint's 600)" in line
+    assert "run.seed (kept at the checkpoint's 7)" in line
+    assert "chunk.tokens_per_chunk (applies after the data the source's saved position " \
+           "holds)" in line
+    rates = {m["step"]: m["learning_rate"] for m in json.loads(
+        (tmp_path / "out" / "training_viz" / "metrics_history.json").read_text())}
+    assert rates[1] == pytest.approx(3e-4) and rates[3] == rates[4] == pytest.approx(1e-3)
+    in_force = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert in_force["optimizer"]["lr"] == 1e-3 and in_force["run"]["seed"] == 7
+    assert in_force["tokenizer"]["vocab_size"] == 600
+    with pytest.raises(UserError, match=r"--resume: corpus.path is 'elsewhere/\*.jsonl' here "
+                                        r"and 'bundled' in .* which cannot go on with it \(the "
+                                        r"data source's saved position depends on it\)"):
+        run_in_process(write_config({**changed, "run": {"steps": 6},
+                                     "corpus": {"path": "elsewhere/*.jsonl"}}), resume="auto")
 
 
 def test_a_run_extended_with_a_larger_steps_keeps_its_learning_rate_curve(tmp_path, capsys):

@@ -45,6 +45,11 @@ class DataSource:
     # The dotted config key that points `validation_batches` at other data, if there is one
     # (a key of the source's own section): `slimcore eval SOURCE --data PATH` sets it.
     eval_data_key: ClassVar[str | None] = None
+    # What `--resume` does when one of your keys differs from the checkpoint's ({dotted key:
+    # fate}): "refused" (your saved position depends on it: a corpus), "kept" (your position
+    # restores it; config.yaml then records the checkpoint's value), "buffered" (applies to
+    # what you read after the data your position holds); unlisted keys: "applies".
+    resume_changes: ClassVar[dict[str, str]] = {}
 
     def __init__(self, run: Run):
         self.run = run

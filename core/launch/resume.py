@@ -22,31 +22,19 @@ from ..contracts.errors import ConfigError, UserError, bounded_repr
 from ..contracts.run import Run
 from ..contracts.source import DataSource
 from ..train.distributed import Distributed
+from ..train.optim import DECAY_GROUP
 from ..train.rng import restore_rng
 from ..train.state import TrainingState
+from .changes import config_changes, keep_checkpoint_values, say_changes
 from .folder import RunFolder
 
-# Model settings that change how the model is computed, not what it is: free to differ on resume.
-HOW_NOT_WHAT = {"model.backend", "model.activation_checkpointing", "model.compile"}
-
-
-def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None,
-                           where: str) -> Checkpoint | None:
+def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None, where: str,
+                           source_class: type | None = None) -> Checkpoint | None:
     """The checkpoint `--resume` names (`where`: a checkpoint, a run folder or `auto`), read
-    and verified by the checkpointer; None when `auto` finds none of this run."""
-    if checkpointer is None:
-        raise UserError("--resume: checkpoint.checkpointer is null, so there is nothing to "
-                        "resume from")
-    if where == "auto":
-        saved = checkpointer.newest(run.output_dir, run.run_id)
-    elif Path(where).is_dir():  # a run folder, as the model commands take: its newest set
-        saved = checkpointer.newest(Path(where), None)
-        if not saved:
-            raise UserError(f"--resume: {where} is a folder holding no intact checkpoint of "
-                            f"checkpointer {checkpointer.name!r}; give a run folder that has "
-                            "one, a checkpoint file, or auto")
-    else:
-        saved = checkpointer.load(where)
+    and verified by the checkpointer; None when `auto` finds none of this run. Each config
+    key that differs gets its fate (changes.py), said in one warning; the kept ones take the
+    checkpoint's values in `run.config`."""
+    saved = find_checkpoint(run, checkpointer, where)
     if not saved:
         return None
     if saved.step >= run.config.run.steps:
@@ -60,8 +48,28 @@ def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None,
                         "is not a section (a mapping); the checkpoint is damaged, give another")
     recorded = in_new_form(saved.config, run.config)
     keep_the_schedule(run, recorded)
-    check_config_matches(recorded, run.config.to_dict(), saved.path, warn=run.is_main_process)
+    changes = config_changes(recorded, run.config, saved.path, source_class)
+    keep_checkpoint_values(run.config, changes)
+    if run.is_main_process:
+        say_changes(changes, saved.path)
     return saved
+
+
+def find_checkpoint(run: Run, checkpointer: Checkpointer | None,
+                    where: str) -> Checkpoint | None:
+    if checkpointer is None:
+        raise UserError("--resume: checkpoint.checkpointer is null, so there is nothing to "
+                        "resume from")
+    if where == "auto":
+        return checkpointer.newest(run.output_dir, run.run_id)
+    if Path(where).is_dir():  # a run folder, as the model commands take: its newest set
+        saved = checkpointer.newest(Path(where), None)
+        if not saved:
+            raise UserError(f"--resume: {where} is a folder holding no intact checkpoint of "
+                            f"checkpointer {checkpointer.name!r}; give a run folder that has "
+                            "one, a checkpoint file, or auto")
+        return saved
+    return checkpointer.load(where)
 
 
 def keep_the_schedule(run: Run, recorded: dict) -> None:
@@ -130,6 +138,7 @@ def restore(run: Run, ranks: Distributed, state: TrainingState, saved: Checkpoin
         raise damaged_record(saved.path, e) from None
     try:
         state.scheduler.load_state_dict(saved.scheduler)
+        apply_optimizer_settings(state, run.config)
         follow_the_plan(state)
         state.step, state.tokens_seen = saved.step, saved.tokens_seen
         state.skipped_steps = saved.skipped_steps
@@ -151,6 +160,19 @@ def damaged_record(path: str, error: BaseException) -> UserError:
     return UserError(f"--resume: {path} holds a record that cannot be restored "
                      f"({type(error).__name__}: {bounded_repr(str(error))}); give another "
                      "checkpoint")
+
+
+def apply_optimizer_settings(state: TrainingState, config: RunConfig) -> None:
+    """The optimizer section in force, not the checkpoint's: its restored state carries the
+    rate, betas, eps and weight decay it was saved with (a changed optimizer.lr was ignored
+    while config.yaml said otherwise)."""
+    settings = config.optimizer
+    state.scheduler.base_lrs = [settings.lr] * len(state.optimizer.param_groups)
+    for index, group in enumerate(state.optimizer.param_groups):
+        group["initial_lr"] = settings.lr
+        group["betas"], group["eps"] = (settings.beta1, settings.beta2), settings.eps
+        if index == DECAY_GROUP:  # the other (norm gains) has no decay
+            group["weight_decay"] = settings.weight_decay
 
 
 def follow_the_plan(state: TrainingState) -> None:
@@ -207,16 +229,3 @@ def in_new_form(recorded: dict, config: RunConfig) -> dict:
     return recorded
 
 
-def check_config_matches(saved: dict, current: dict, path: str, warn: bool = True) -> None:
-    """A different model shape cannot resume; any other difference is worth a warning."""
-    differences = sorted(
-        f"{section}.{key}" for section in set(saved) | set(current)
-        for key in set(saved.get(section) or {}) | set(current.get(section) or {})
-        if (saved.get(section) or {}).get(key) != (current.get(section) or {}).get(key))
-    shape = [d for d in differences if d.startswith("model.") and d not in HOW_NOT_WHAT]
-    if shape:
-        raise UserError(f"--resume: {path} holds another model shape ({', '.join(shape)} "
-                        "differ); resume with the model section it was saved with")
-    if differences and warn:
-        print(f"slimcore: warning: resuming with config differences from {path}: "
-              f"{', '.join(differences)}", file=sys.stderr)

@@ -112,7 +112,8 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
                                    CHECKPOINTER: run.config.checkpoint.checkpointer}))
     saved = None
     if resume:
-        saved = load_resume_checkpoint(run, checkpointer, resume)
+        saved = load_resume_checkpoint(run, checkpointer, resume,
+                                       plugins.lookup("data source", run.config.data.source))
         settle_resumed_run(run, ranks, folder, saved, fresh_id, overwrite)
     if run.is_main_process:
         write_run_record(run, plugins, folder)

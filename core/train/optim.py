@@ -14,6 +14,9 @@ import torch
 from ..config.schema import OptimizerSection, ScheduleSection
 
 
+DECAY_GROUP = 0  # the param group with weight decay (the other has none)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimizerSection, device: torch.device):
     # Weight decay on matrices only: decaying norm gains pulls them toward zero for nothing.
     params = [p for p in model.parameters() if p.requires_grad]

@@ -40,6 +40,8 @@ class ChunkSource(CorpusSource):
     """Documents joined by EOS into chunks of chunk.tokens_per_chunk, cut into rows."""
 
     name = NAME
+    # The rows packed before the checkpoint are trained on first.
+    resume_changes = {**CorpusSource.resume_changes, "chunk.tokens_per_chunk": "buffered"}
 
     def __init__(self, run):
         check_chunk_size(run)

@@ -98,6 +98,11 @@ class CorpusSource(BackgroundSource):
     A subclass says how documents become batches (`batches`)."""
 
     eval_data_key = EVAL_DATA_KEY
+    # A saved position indexes the corpus's shards, records and the documents cut from them,
+    # read by so many workers; it restores its shuffle buffer's size.
+    resume_changes = {**{f"corpus.{key}": "refused" for key in (
+        "path", "data_files", "set_names", "workers", "max_document_chars")},
+        "corpus.shuffle_buffer": "kept", "corpus.text_field": "buffered"}
 
     @staticmethod
     def batches(reading, documents: DocumentStream, state: dict | None = None,
