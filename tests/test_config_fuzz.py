@@ -7,6 +7,7 @@ through `slimcore run --test`."""
 import contextlib
 import io
 import math
+import os
 import random
 
 import pytest
@@ -120,3 +121,82 @@ def test_a_sample_of_the_accepted_mutations_trains(outcomes, cli, tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 0 or (result.returncode == 2 and len(lines) == 1), \
             f"{path.name}: exit {result.returncode}\n{path.read_text()[:2000]}\n{result.stderr}"
+
+
+# -- YAML's own features: anchors, aliases, tags, merge keys, huge scalars ---------------------
+
+YAML_FEATURES = [
+    "&a {width: 64}", "*nowhere", "!!str 64", "!!int '64'", "!!float 1e3", "!!binary aGVsbG8=",
+    "!!timestamp 2001-12-14", "!!set {a, b}", "!!omap [a: 1]", "!!python/object:os.system {}",
+    "!!python/name:os.system", "!custom 3", "!!null ''", "!!bool yes", "yes", "on", "0o17",
+    "0x1F", "1_000", "+.inf", "-.nan", ".NaN", "1e400", "9" * 400, "-" + "9" * 400,
+    "'" + "x" * 100_000 + "'", "[" * 200 + "]" * 200, "{" * 200 + "}" * 200,
+    "? [a, b]\n  : c", "|\n    block\n    text", ">-\n    folded", "~", "''", "\"\\x00\"",
+    "\"\\ud800\"", "2026-12-05", "12:30:45", "[*a, *a]",
+]
+
+
+def yaml_feature_text(original: str, rng: random.Random) -> str:
+    """quickstart.yaml with one of YAML's features put where a value, a section or the
+    document's frame goes."""
+    lines = original.splitlines()
+    choice = rng.randrange(6)
+    if choice == 0:  # a value replaced by a feature
+        slots = [i for i, line in enumerate(lines) if line.startswith("  ") and ":" in line]
+        at = rng.choice(slots)
+        key = lines[at].split(":")[0]
+        lines[at] = f"{key}: {rng.choice(YAML_FEATURES)}"
+    elif choice == 1:  # a merge key, from an anchor defined or not
+        anchor = rng.choice(["&base {width: 48, heads: 4}", "{width: 48}", "[1, 2]"])
+        lines = [f"base: {anchor}"] + lines + [rng.choice(
+            ["model: {<<: *base}", "model:\n  <<: [*base, *base]", "model: {<<: 3}"])]
+    elif choice == 2:  # an alias bomb at some depth
+        depth = rng.choice([3, 6, 9])
+        bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [
+            f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+            f"*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, depth + 1)]
+        lines = ["bomb:"] + ["  " + line for line in bomb] + lines + \
+            [f"extra: *a{depth}" if rng.random() < 0.5 else f"run: {{name: *a{depth}}}"]
+    elif choice == 3:  # the document's frame: directives, several documents, a duplicate key
+        lines = rng.choice([["%YAML 1.1", "---"] + lines, lines + ["---", "run: {steps: 1}"],
+                            lines + ["run: {steps: 2}"], ["%TAG ! tag:x,2000:", "---"] + lines,
+                            lines + ["...", "junk: ["]])
+    elif choice == 4:  # a whole section replaced by a feature
+        lines.append(f"model: {rng.choice(YAML_FEATURES)}")
+    else:  # a tag on a section
+        lines.append(rng.choice(["model: !!map {width: 64}", "model: !!seq [1]",
+                                 "model: !!python/object/apply:os.getcwd []"]))
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_features_are_read_or_refused_in_one_line_in_bounded_time_and_memory(tmp_path):
+    """Anchors, aliases (bombs too), tags (Python's among them), merge keys, directives,
+    several documents, huge scalars: `slimcore config` exits 0 or 2 with one line, within a
+    second or two each and 200 MB for all of them together; nothing runs code."""
+    import time
+    import tracemalloc
+
+    original = (REPO / "examples" / "quickstart.yaml").read_text()
+    rng = random.Random(SEED + 7)
+    count = 1200 if os.environ.get("SLIMCORE_SLOW_TESTS") else 150
+    codes = []
+    tracemalloc.start()
+    for index in range(count):
+        path = tmp_path / f"features_{index:03d}.yaml"
+        path.write_text(yaml_feature_text(original, rng))
+        started = time.monotonic()
+        code, out, err = run_config_in_process(path)
+        assert time.monotonic() - started < 10, path.read_text()[:500]
+        assert code in (0, 2), f"{path.name}: exit {code}\n{err}\n{path.read_text()[:500]}"
+        lines = err.strip().splitlines()
+        if code == 2:
+            assert len(lines) == 1 and lines[0].startswith("slimcore: error: ") and \
+                len(lines[0]) < 600, f"{path.name}:\n{err[:2000]}"
+        assert "Traceback" not in err
+        codes.append(code)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(f"YAML feature fuzz: {count} files, {codes.count(0)} read, {codes.count(2)} refused, "
+          f"peak {peak / 2**20:.0f} MB")
+    assert peak < 200 << 20
+    assert 0 < codes.count(0) and 0 < codes.count(2)

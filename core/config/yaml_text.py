@@ -4,12 +4,13 @@ refused, and `--set dotted.key=value` overrides applied onto the raw mapping."""
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..contracts.errors import ConfigError, UserError
+from ..contracts.errors import ConfigError, UserError, bounded_repr
 
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
@@ -18,10 +19,15 @@ class _StrictLoader(yaml.SafeLoader):
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                line = key_node.start_mark.line + 1
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}' (line {line})", key_node.start_mark)
+                    None, None, f"a {type(key).__name__} as a key (line {line}); keys are "
+                    "names", key_node.start_mark)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {bounded_repr(key)} (line {line})",
+                    key_node.start_mark)
             seen[key] = True
         return super().construct_mapping(node, deep=deep)
 
