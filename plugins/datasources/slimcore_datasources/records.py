@@ -209,10 +209,14 @@ def _lines(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, bytes | i
 def _text_record(raw, start: int) -> Iterator[tuple[int, dict] | Damage]:
     if start > 0:
         return
-    data = raw.read(MAX_RECORD_BYTES + 1)
-    if len(data) > MAX_RECORD_BYTES:
-        yield Damage(0, f"a text file of more than {MAX_RECORD_BYTES:,} bytes, skipped")
-        return
+    pieces, size = [], 0
+    for chunk in _chunks(raw):  # a megabyte at a time: read(limit) allocates all of it first
+        size += len(chunk)
+        if size > MAX_RECORD_BYTES:
+            yield Damage(0, f"a text file of more than {MAX_RECORD_BYTES:,} bytes, skipped")
+            return
+        pieces.append(chunk)
+    data = b"".join(pieces)
     try:
         yield 0, {"text": data.decode("utf-8")}
     except UnicodeDecodeError as e:

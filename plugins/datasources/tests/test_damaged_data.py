@@ -73,6 +73,19 @@ def test_gzip_shards_are_read_beside_plain_ones(tmp_path, capsys):
     assert peak < 32 << 20, f"{peak:,} bytes at the peak"
 
 
+def test_a_small_text_shard_takes_little_memory(tmp_path):
+    """A .txt shard is read a megabyte at a time: reading it whole with read(256 MiB)
+    allocated the whole limit first, for a file of 200 bytes."""
+    import tracemalloc
+
+    (tmp_path / "speech.txt").write_text("the people " * 20)
+    tracemalloc.start()
+    docs = documents(tmp_path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert docs == ["the people " * 20] and peak < 16 << 20, f"{peak:,} bytes"
+
+
 def test_a_folder_of_files_none_of_which_is_read_says_so(tmp_path):
     import gzip
 
