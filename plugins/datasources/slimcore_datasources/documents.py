@@ -71,20 +71,22 @@ class ShardPlan:
         return record_index % self.stride == self.offset
 
 
-def cut_into_documents(text: str, max_chars: int) -> list[str]:
-    """`text` as documents of at most `max_chars` characters, cut after a line break where
-    there is one in the second half of the window, else after a space, else at the limit."""
-    parts, start = [], 0
+def document_bounds(text: str, max_chars: int) -> list[tuple[int, int]]:
+    """Where `text` is cut into documents of at most `max_chars` characters: after a line
+    break where there is one in the second half of the window, else after a space, else at
+    the limit. Bounds, not the parts: each part is sliced as it is handed on, so a long
+    record is not held twice."""
+    bounds, start = [], 0
     while len(text) - start > max_chars:
         end = start + max_chars
         cut = text.rfind("\n", start + max_chars // 2, end)
         if cut < 0:
             cut = text.rfind(" ", start + max_chars // 2, end)
         cut = end if cut < 0 else cut + 1
-        parts.append(text[start:cut])
+        bounds.append((start, cut))
         start = cut
-    parts.append(text[start:])
-    return parts
+    bounds.append((start, len(text)))
+    return bounds
 
 
 # -- the stream ---------------------------------------------------------------------------------
@@ -218,15 +220,19 @@ class DocumentStream:
                            else None) not in wanted:
                 yield after, "skip", None
                 continue
-            parts = cut_into_documents(text, corpus.max_document_chars)
-            del text, record  # the parts hold the text now
+            bounds = document_bounds(text, corpus.max_document_chars)
+            del record  # the text alone is kept, until its last part is handed on
             first = start.part if index == start.record else 0
-            for part in range(first, len(parts)):
-                done = part + 1 == len(parts)
+            for part in range(first, len(bounds)):
+                done = part + 1 == len(bounds)
                 position = after if done else Position(epoch, cursor, index, part + 1)
-                yield position, "text", (parts[part], Ref(worker, epoch, cursor, index, part),
-                                         len(parts))
-                parts[part] = None  # handed on: not kept while the rest are read
+                begin, end = bounds[part]
+                document = text if len(bounds) == 1 else text[begin:end]
+                if done:
+                    del text
+                yield position, "text", (document, Ref(worker, epoch, cursor, index, part),
+                                         len(bounds))
+                del document
 
     def _read_from(self, start: Position, worker: int) -> Iterator[tuple[Position, str, Any]]:
         """Every item of this reader's shards from `start` on, epoch after epoch."""

@@ -160,13 +160,20 @@ def _json_records(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, di
             if isinstance(line, int):
                 yield Damage(index, f"a record of more than {line:,} bytes, skipped unread")
                 continue
-            if index < start or not line.strip():
+            if index < start:
                 continue
             try:
-                record = json.loads(line)
+                # The bytes go as they are decoded, so a long record is in memory at most
+                # twice (its text, then its parsed value), not four times.
+                text = line.pop().decode("utf-8")
+                if not text or text.isspace():
+                    continue
+                record = json.loads(text)
             except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
                 yield Damage(index, f"not a JSON line ({type(e).__name__}: {str(e)[:120]})")
                 continue
+            finally:
+                text = None
             if not isinstance(record, dict):
                 yield Damage(index, f"a JSON {type(record).__name__}, not an object")
                 continue
@@ -178,11 +185,13 @@ def _json_records(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, di
             yield Damage(index + 1, str(e), fatal=True)
 
 
-def _lines(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, bytes | int]]:
-    """(index, line) for every line; for a line over MAX_RECORD_BYTES, (index, that limit)
-    instead, its bytes dropped as they come. Lines before `start` come empty (their bytes
-    are never joined)."""
-    index, pending, size = 0, [], 0
+def _lines(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, list | int]]:
+    """(index, [line]) for every line, the line in a list the reader empties (so that this
+    generator holds no reference to it); for a line over MAX_RECORD_BYTES, (index, that
+    limit) instead, its bytes dropped as they come. Lines before `start` come empty (their
+    bytes are never joined). A line that spans chunks grows in one bytearray (joining a
+    list of its pieces held it twice)."""
+    index, pending, size = 0, bytearray(), 0
     for chunk in chunks:
         pieces = chunk.split(b"\n")
         for piece in pieces[:-1]:
@@ -190,20 +199,24 @@ def _lines(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, bytes | i
             if size > MAX_RECORD_BYTES:
                 yield index, MAX_RECORD_BYTES
             elif index < start:
-                yield index, b""
+                yield index, [b""]
             else:
-                yield index, b"".join(pending) + piece if pending else piece
-            index, pending, size = index + 1, [], 0
+                if pending:
+                    pending += piece
+                box, pending = [pending if pending else piece], bytearray()
+                yield index, box  # the box holds the line's only reference
+            index, pending, size = index + 1, bytearray(), 0
         tail = pieces[-1]
         size += len(tail)
         if size > MAX_RECORD_BYTES:
-            pending = []
+            pending = bytearray()
         elif tail and index >= start:
-            pending.append(tail)
+            pending += tail
     if size > MAX_RECORD_BYTES:
         yield index, MAX_RECORD_BYTES
     elif size:
-        yield index, b"".join(pending) if index >= start else b""
+        box, pending = [pending if index >= start else b""], None
+        yield index, box
 
 
 def _text_record(raw, start: int) -> Iterator[tuple[int, dict] | Damage]:

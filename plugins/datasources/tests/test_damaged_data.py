@@ -86,6 +86,22 @@ def test_a_small_text_shard_takes_little_memory(tmp_path):
     assert docs == ["the people " * 20] and peak < 16 << 20, f"{peak:,} bytes"
 
 
+def test_a_long_record_is_held_at_most_about_twice(tmp_path):
+    """A 20 MB record (its line spanning 20 reads) costs its text and its parsed value at
+    most, about twice its size: the line's pieces, their join, the decoded text, the parsed
+    value and the documents cut from it were alive together (4.4 times its size)."""
+    import tracemalloc
+
+    record = "word and people " * (20 << 16)  # 20 MiB
+    (tmp_path / "long.jsonl").write_bytes(jsonl([record, "short"]))
+    tracemalloc.start()
+    docs = documents(tmp_path, max_document_chars=1_000_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "".join(docs[:-1]) == record and docs[-1] == "short"
+    assert peak < 2.6 * len(record), f"{peak / len(record):.1f} times the record"
+
+
 def test_a_folder_of_files_none_of_which_is_read_says_so(tmp_path):
     import gzip
 
