@@ -35,10 +35,11 @@ def write_atomically(path: str | Path, data: bytes | str, durable: bool = False)
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
-    """A fresh path beside `path` to write; renamed onto `path` when the block ends well,
-    removed when it raises."""
+    """A fresh path beside `path` to write (its folder made if need be); renamed onto `path`
+    when the block ends well, removed when it raises."""
     path = Path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a file in the way: one line too
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600 would stay on the renamed file
         os.close(fd)

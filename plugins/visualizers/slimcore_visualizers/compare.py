@@ -9,11 +9,12 @@ run's color on the loss and accuracy panels. The PNG's metadata says what it dre
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
-from slimcore import ChartData, RunPaths, UserError, hookimpl, setting_flag
+from slimcore import ChartData, RunPaths, UserError, hookimpl, setting_flag, write_atomically
 
 from .dashboard import DashboardConfig
 from .files import metrics_history
@@ -105,9 +106,11 @@ def command_compare(args) -> int:
     count = f"{len(runs)} run" + ("s" if len(runs) > 1 else "")
     figure.suptitle(f"{count} ({args.moving_average}-step averages bold)")
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=100, metadata={"Runs": json.dumps(list(runs)),
-                                              "Evaluations": json.dumps(evaluations)})
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100,
+                   metadata={"Runs": json.dumps(list(runs)),
+                             "Evaluations": json.dumps(evaluations)})
     plt.close(figure)
+    write_atomically(output, png.getvalue())  # a place it cannot write is one line
     print(f"wrote {output}")
     return 0

@@ -26,6 +26,12 @@ def test_compare_two_runs_with_their_evaluations(cli, tmp_path):
         assert json.loads(image.info["Runs"]) == ["a", "b"]
         assert json.loads(image.info["Evaluations"]) == {"a": 2, "b": 0}
     assert f"wrote {output}" in result.stdout
+    # A place it cannot write (a file where its folder would be): one line naming it.
+    (tmp_path / "a-file").write_text("mine")
+    result = cli("compare", str(tmp_path / "a"), "--output", str(tmp_path / "a-file" / "x.png"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"slimcore: error: cannot write {tmp_path / 'a-file'}")
+    assert (tmp_path / "a-file").read_text() == "mine"
 
 
 def test_compare_bad_inputs(cli, tmp_path):
