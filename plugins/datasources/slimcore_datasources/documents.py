@@ -17,7 +17,7 @@ from slimcore import UserError
 from .config import MISSING, WARNINGS_IN_FULL, settings
 from .files import corpus_files
 from .positions import counts
-from .records import Damage, shard_records
+from .records import Blank, Damage, shard_records
 from .stream import resilient_records
 
 
@@ -191,13 +191,16 @@ class DocumentStream:
     def _shard_items(self, worker: int, start: Position) -> Iterator[tuple[Position, str, Any]]:
         """The items of one shard from `start` on: (position after, kind, payload) with kind
         "text" (payload: text, ref, parts of its record), "skip" (a record corpus.set_names
-        leaves out) or "damage" (payload: Damage, file). Runs on the reader's thread."""
+        leaves out, or a run of blank lines) or "damage" (payload: Damage, file). Runs on the reader's thread."""
         corpus = settings(self.run)
         wanted = set(corpus.set_names)
         plan = self.plans[worker]
         epoch, cursor = start.epoch, start.cursor
         url = self.files[plan.order(epoch)[cursor]]
         for item in shard_records(url, start.record):
+            if isinstance(item, Blank):  # progress through blank lines
+                yield Position(epoch, cursor, item.index + 1), "skip", None
+                continue
             if isinstance(item, Damage):
                 if plan.keeps(item.index) or item.fatal:
                     yield Position(epoch, cursor, item.index + 1), "damage", (item, url)

@@ -1,6 +1,6 @@
 """The records of one shard file, streamed, with damage reported in its place, never hidden.
 
-    shard_records(url, start) -> iterator of (index, record) and Damage items
+    shard_records(url, start) -> iterator of (index, record), Damage and Blank items
 
 A shard's kind comes from its name:
     .jsonl, .json        JSON lines, one record per line (SlimPajama's {"text", "meta"})
@@ -42,6 +42,16 @@ class Damage(NamedTuple):
     index: int
     reason: str
     fatal: bool = False
+
+
+class Blank(NamedTuple):
+    """Lines without a record up to line `index` (blank ones), said every BLANK_RUN of them:
+    a shard of millions of blank lines still shows the reader is moving (it stalled)."""
+
+    index: int
+
+
+BLANK_RUN = 10_000
 
 
 class _Broken(Exception):
@@ -153,10 +163,14 @@ def _gzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise _Broken("is empty: not a single gzip member")
 
 
-def _json_records(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, dict] | Damage]:
-    index = -1
+def _json_records(chunks: Iterable[bytes], start: int
+                  ) -> Iterator[tuple[int, dict] | Damage | Blank]:
+    index, blank = -1, 0
     try:
         for index, line in _lines(chunks, start):
+            if blank >= BLANK_RUN:
+                yield Blank(index - 1)
+                blank = 0
             if isinstance(line, int):
                 yield Damage(index, f"a record of more than {line:,} bytes, skipped unread")
                 continue
@@ -167,7 +181,9 @@ def _json_records(chunks: Iterable[bytes], start: int) -> Iterator[tuple[int, di
                 # twice (its text, then its parsed value), not four times.
                 text = line.pop().decode("utf-8")
                 if not text or text.isspace():
+                    blank += 1
                     continue
+                blank = 0
                 record = json.loads(text)
             except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
                 yield Damage(index, f"not a JSON line ({type(e).__name__}: {str(e)[:120]})")

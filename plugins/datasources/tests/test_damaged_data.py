@@ -102,6 +102,14 @@ def test_a_long_record_is_held_at_most_about_twice(tmp_path):
     assert peak < 2.6 * len(record), f"{peak / len(record):.1f} times the record"
 
 
+def test_millions_of_blank_lines_are_read_through_not_taken_for_a_stall(tmp_path):
+    """Six million blank lines before a shard's records take the reader seconds: it says it
+    is moving (every 10,000 lines), so corpus.timeout_s counts from the last of those (it
+    stopped the run: "no record within 1 s")."""
+    (tmp_path / "sparse.jsonl").write_bytes(b"\n" * 6_000_000 + jsonl(DOCS[:3]))
+    assert documents(tmp_path, timeout_s=1, max_retries=0) == DOCS[:3]
+
+
 def test_a_folder_of_files_none_of_which_is_read_says_so(tmp_path):
     import gzip
 
