@@ -14,7 +14,7 @@ _EXPORTS = {
     "Checkpointer": "contracts.checkpointer", "ExportFormat": "contracts.checkpointer",
     "ConfigError": "contracts.errors", "TrainingHalted": "contracts.errors",
     "UserError": "contracts.errors", "describe_error": "contracts.errors",
-    "bounded_repr": "contracts.errors",
+    "bounded_repr": "contracts.errors", "traceback_wanted": "contracts.errors",
     "TrainingMetrics": "contracts.metrics", "RunPaths": "contracts.paths", "Run": "contracts.run",
     "TextSample": "contracts.samples", "DataSource": "contracts.source",
     "RunConfig": "config.schema", "Range": "config.values", "NonEmpty": "config.values",

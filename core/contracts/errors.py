@@ -21,9 +21,12 @@ def traceback_wanted() -> bool:
 
 
 def describe_error(error: BaseException) -> str:
-    """`Type: message`, and with SLIMCORE_TRACEBACK=1 the traceback after it (on lines of
-    its own), for reporting a failure that is caught and survived."""
-    line = f"{type(error).__name__}: {error}"
+    """`Type: message` on one line (a library's message of several lines, as SQLAlchemy's,
+    gives its first, at most 300 characters), and with SLIMCORE_TRACEBACK=1 the traceback
+    after it (on lines of its own), for reporting a failure that is caught and survived."""
+    lines = str(error).strip().splitlines() or [""]
+    message = lines[0][:300] + (" ..." if len(lines) > 1 or len(lines[0]) > 300 else "")
+    line = f"{type(error).__name__}: {message}"
     if traceback_wanted():
         return line + "\n" + "".join(traceback.format_exception(error)).rstrip()
     return line

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from slimcore import NonEmpty, UserError
+from slimcore import NonEmpty, UserError, describe_error
 
 from .tracker_thread import TrackerExporter, flat_config, scalars
 
@@ -61,6 +61,7 @@ def artifact_location(settings: MlflowConfig) -> str | None:
 class MlflowExporter(TrackerExporter):
     name = NAME
     config_class = MlflowConfig
+    library_loggers = ("mlflow", "alembic", "sqlalchemy")
 
     def __init__(self):
         super().__init__()
@@ -81,7 +82,7 @@ class MlflowExporter(TrackerExporter):
         except Exception as error:  # a store MLflow cannot open, in MLflow's words
             raise UserError(f"mlflow: could not start the MLflow run at "
                             f"{settings.tracking_uri or 'the default tracking URI'} "
-                            f"({type(error).__name__}: {error}); check mlflow.tracking_uri"
+                            f"({describe_error(error)}); check mlflow.tracking_uri"
                             ) from None
 
     def _start(self, run, settings: MlflowConfig) -> None:

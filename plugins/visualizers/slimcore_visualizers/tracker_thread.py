@@ -14,13 +14,14 @@ more: a tracker never stops training.
 from __future__ import annotations
 
 import importlib
+import logging
 import queue
 import socket
 import sys
 import threading
 from urllib.parse import urlparse
 
-from slimcore import UserError, describe_error, hookimpl
+from slimcore import UserError, describe_error, hookimpl, traceback_wanted
 
 # How long the end of a run and a checkpoint wait for a tracker to take what was queued.
 DRAIN_TIMEOUT_S = 120
@@ -32,6 +33,9 @@ ANSWER_TIMEOUT_S = 5
 class TrackerExporter:
     name = "tracker"  # the plugin's name: its section's, the thread's and the warning's
     config_class: type | None = None  # the section's dataclass
+    # The library's loggers: their records lose their tracebacks (MLflow logs one for a
+    # database error it then raises, and the failure is already one line of ours)
+    library_loggers: tuple[str, ...] = ()
 
     def __init__(self):
         self.records: queue.Queue | None = None
@@ -43,11 +47,13 @@ class TrackerExporter:
     def require(self, module: str):
         """`module` imported, or the one line that says how to install it."""
         try:
-            return importlib.import_module(module)
+            imported = importlib.import_module(module)
         except ImportError:
             raise UserError(f"{self.name}.enabled is true but the {self.name} package is not "
                             f"installed: pip install 'slimcore-visualizers[{self.name}]', or "
                             f"set {self.name}.enabled: false") from None
+        without_tracebacks(self.library_loggers)  # its handlers exist once it is imported
+        return imported
 
     def check_answers(self, url: str, setting: str) -> None:
         """The server at http(s) `url` accepts a connection within ANSWER_TIMEOUT_S, or the
@@ -173,3 +179,28 @@ def scalars(record: dict) -> dict[str, float]:
 
 
 NOT_SCALARS = {"step", "timestamp", "memory_kind"}
+
+
+class _NoTraceback(logging.Filter):
+    """A library's log record keeps its message and loses its traceback (unless
+    SLIMCORE_TRACEBACK=1 asks for tracebacks)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not traceback_wanted():
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_NO_TRACEBACK = _NoTraceback()
+
+
+def without_tracebacks(names: tuple[str, ...]) -> None:
+    """On every handler the records of loggers `names` reach (theirs and the root's)."""
+    handlers = [h for name in (*names, "") for h in logging.getLogger(name).handlers]
+    for handler in [*handlers, logging.lastResort]:
+        if handler is not None and _NO_TRACEBACK not in handler.filters:
+            handler.addFilter(_NO_TRACEBACK)
+    for name in names:
+        logger = logging.getLogger(name)
+        if _NO_TRACEBACK not in logger.filters:
+            logger.addFilter(_NO_TRACEBACK)  # records logged on the logger itself

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from slimcore import NonEmpty, UserError
+from slimcore import NonEmpty, UserError, describe_error
 
 from .tracker_thread import TrackerExporter, scalars
 
@@ -43,6 +43,7 @@ class WandbConfig:
 class WandbExporter(TrackerExporter):
     name = NAME
     config_class = WandbConfig
+    library_loggers = ("wandb",)
 
     def __init__(self):
         super().__init__()
@@ -71,9 +72,9 @@ class WandbExporter(TrackerExporter):
                 # slimcore's console is its own: W&B does not wrap stdout and stderr.
                 settings=wandb.Settings(console="off"))
         except Exception as error:  # a login, network or settings failure, in W&B's words
-            raise UserError(f"wandb: could not start the W&B run ({type(error).__name__}: "
-                            f"{error}); check wandb.project / wandb.entity, run `wandb login`, "
-                            "or set wandb.mode: offline") from None
+            raise UserError(f"wandb: could not start the W&B run ({describe_error(error)}); "
+                            "check wandb.project / wandb.entity, run `wandb login`, or set "
+                            "wandb.mode: offline") from None
 
     def write_metrics(self, record: dict) -> None:
         self.wandb_run.log(scalars(record), step=record["step"])

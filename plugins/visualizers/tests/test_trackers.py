@@ -193,6 +193,28 @@ def test_a_tracker_pointed_at_a_dead_local_server_is_one_line_at_once(tmp_path, 
     assert time.monotonic() - started < 60
 
 
+def test_a_trackers_library_logs_no_traceback(capfd, monkeypatch):
+    """MLflow logs a traceback for a database error it then raises (a full disk, a locked
+    store), on its own handler: with the exporter's library loaded its records keep their
+    line and lose the traceback, unless SLIMCORE_TRACEBACK=1."""
+    import logging
+
+    pytest.importorskip("mlflow")
+    from slimcore_visualizers.mlflow_export import MlflowExporter
+
+    MlflowExporter().require("mlflow.tracking")
+    logger = logging.getLogger("mlflow.store.db.utils")
+    for wanted in ("", "1"):
+        monkeypatch.setenv("SLIMCORE_TRACEBACK", wanted)
+        try:
+            raise OSError("disk I/O error")
+        except OSError:
+            logger.exception("SQLAlchemy database error")
+        err = capfd.readouterr().err
+        assert "SQLAlchemy database error" in err
+        assert ("Traceback" in err) == bool(wanted), err
+
+
 def test_a_tracker_that_fails_while_writing_is_reported_once_and_training_goes_on(
         tmp_path, capfd):
     from slimcore_visualizers.tracker_thread import TrackerExporter
