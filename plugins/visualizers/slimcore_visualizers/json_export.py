@@ -65,7 +65,6 @@ class JsonExporter:
 
     @hookimpl
     def on_run_start(self, run):
-        viz_folder(run.output_dir).mkdir(parents=True, exist_ok=True)
         self.every = run.config.section("json_export").every
         self.metrics = JsonSeries(metrics_history(run.output_dir))
         self.samples = JsonSeries(text_samples(run.output_dir))

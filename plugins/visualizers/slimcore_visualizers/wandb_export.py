@@ -53,7 +53,11 @@ class WandbExporter(TrackerExporter):
         wandb = self.require("wandb")
         settings: WandbConfig = run.config.section(NAME)
         folder = Path(settings.dir or run.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"wandb.dir: cannot write {folder} ({e.strerror or e}); give a "
+                            "folder you can write to") from None
         if settings.mode == "offline":
             # Offline means nothing leaves the machine: W&B's own error reporting (posted to
             # its servers from a thread, even offline) stays off unless the user turned it on.
