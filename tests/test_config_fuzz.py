@@ -7,7 +7,6 @@ through `slimcore run --test`."""
 import contextlib
 import io
 import math
-import os
 import random
 
 import pytest
@@ -169,7 +168,9 @@ def yaml_feature_text(original: str, rng: random.Random) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_yaml_features_are_read_or_refused_in_one_line_in_bounded_time_and_memory(tmp_path):
+@pytest.mark.parametrize("count", [150, pytest.param(1200, marks=pytest.mark.slow)])
+def test_yaml_features_are_read_or_refused_in_one_line_in_bounded_time_and_memory(tmp_path,
+                                                                                  count):
     """Anchors, aliases (bombs too), tags (Python's among them), merge keys, directives,
     several documents, huge scalars: `slimcore config` exits 0 or 2 with one line, within a
     second or two each and 200 MB for all of them together; nothing runs code."""
@@ -178,7 +179,6 @@ def test_yaml_features_are_read_or_refused_in_one_line_in_bounded_time_and_memor
 
     original = (REPO / "examples" / "quickstart.yaml").read_text()
     rng = random.Random(SEED + 7)
-    count = 1200 if os.environ.get("SLIMCORE_SLOW_TESTS") else 150
     codes = []
     tracemalloc.start()
     for index in range(count):

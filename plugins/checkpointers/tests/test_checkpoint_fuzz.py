@@ -4,13 +4,13 @@ in one line (UserError, exit 2); `newest` skips it and falls back. Never a trace
 a model larger than the weights it was given.
 
 A crafted set has its digests recomputed (as an attacker would), so every check past the
-sha256 is exercised; a damaged one has not. The fast tier runs a few hundred cases through
-the readers and a few dozen through the commands; SLIMCORE_SLOW_TESTS=1 runs more."""
+sha256 is exercised; a damaged one has not. The suite runs a few hundred cases through the
+readers and a few dozen through the commands; the slow tier (`make test-slow`) five times
+as many."""
 
 import copy
 import hashlib
 import json
-import os
 import random
 import shutil
 import struct
@@ -25,10 +25,12 @@ from slimcore_checkpointers.tensor_files import ZEROS
 from slimcore_checkpointers.three_file import (DIGEST_KEY, ThreeFile, format_of, newest_intact,
                                                read_checkpoint, run_id_of)
 
-SLOW = bool(os.environ.get("SLIMCORE_SLOW_TESTS"))
-READER_CASES = 1500 if SLOW else 300
-COMMAND_CASES = 120 if SLOW else 24
-RESUME_CASES = 40 if SLOW else 6
+
+
+def counts(fast: int, slow: int):
+    """`fast` cases in the suite, `slow` in the slow tier (`make test-slow`)."""
+    return pytest.mark.parametrize("cases", [fast, pytest.param(slow, marks=pytest.mark.slow)])
+
 SEED = 20261205
 
 
@@ -299,11 +301,12 @@ def good_set(tmp_path_factory):
     return root / "run" / "checkpoints" / "checkpoint_step_4.bin"
 
 
-def test_crafted_sets_are_read_or_refused_in_one_line(good_set, tmp_path):
+@counts(300, 1500)
+def test_crafted_sets_are_read_or_refused_in_one_line(good_set, tmp_path, cases):
     rng = random.Random(SEED)
     checkpointer = ThreeFile()
     outcomes = {"read": 0, "refused": 0}
-    for case in range(READER_CASES):
+    for case in range(cases):
         base, names = craft(good_set, tmp_path / "checkpoints", rng)
         where = (case, names)
         try:
@@ -321,18 +324,20 @@ def test_crafted_sets_are_read_or_refused_in_one_line(good_set, tmp_path):
         # The newest intact set: this one when it reads, else the good one before it.
         newest = newest_intact(tmp_path / "checkpoints")
         assert newest and newest.step in (2, 4), where
-    print(f"checkpoint fuzz: {READER_CASES} crafted sets, {outcomes}")
-    assert outcomes["refused"] > READER_CASES // 2 and outcomes["read"] > 0
+    print(f"checkpoint fuzz: {cases} crafted sets, {outcomes}")
+    assert outcomes["refused"] > cases // 2 and outcomes["read"] > 0
 
 
-def test_crafted_sets_through_the_commands_are_used_or_one_line(good_set, tmp_path, capsys):
+@counts(24, 120)
+def test_crafted_sets_through_the_commands_are_used_or_one_line(good_set, tmp_path, capsys,
+                                                                cases):
     """`inspect` and `generate` (in this process, as the CLI runs them) on a crafted set, or
     on the run folder whose newest set it is: exit 0 (the folder fell back to the good set,
     or the set was usable) or 2 with one line; never a traceback."""
     rng = random.Random(SEED + 1)
     folder = tmp_path / "run"
     codes = []
-    for case in range(COMMAND_CASES):
+    for case in range(cases):
         base, names = craft(good_set, folder / "checkpoints", rng)
         source = folder if case % 2 else base  # the folder falls back; the file is used
         for argv in (["inspect", str(base)],
@@ -349,12 +354,14 @@ def test_crafted_sets_through_the_commands_are_used_or_one_line(good_set, tmp_pa
     assert 0 in codes and 2 in codes
 
 
-def test_crafted_newest_sets_on_resume_fall_back_or_refuse(good_set, tmp_path, write_config):
+@counts(6, 40)
+def test_crafted_newest_sets_on_resume_fall_back_or_refuse(good_set, tmp_path, write_config,
+                                                           cases):
     """`--resume auto` in a folder whose newest set is crafted: the run resumes (from it, or
     from the good set before it) and trains on, or stops with one line."""
     rng = random.Random(SEED + 2)
     outcomes = []
-    for case in range(RESUME_CASES):
+    for case in range(cases):
         out = tmp_path / f"out{case}"
         shutil.copytree(good_set.parent.parent, out, ignore=shutil.ignore_patterns(".slimcore.lock"))
         base, names = craft(good_set, out / "checkpoints", rng,

@@ -2,11 +2,10 @@
 damaged at random (random bytes, truncations, other encodings, lone surrogates, NUL, huge
 lines, compressed streams cut short). Every case gives batches (bad records counted and
 named) or stops with one UserError line; never another exception, and memory stays bounded.
-The fast tier runs a few dozen cases; SLIMCORE_SLOW_TESTS=1 runs more."""
+The suite runs a few dozen cases; the slow tier (`make test-slow`) ten times as many."""
 
 import gzip
 import json
-import os
 import random
 import tracemalloc
 
@@ -20,7 +19,6 @@ from slimcore.text.tokenizer import train_or_reuse
 from slimcore_datasources.chunk import ChunkSource
 from slimcore_datasources.sample import SampleSource
 
-CASES = 400 if os.environ.get("SLIMCORE_SLOW_TESTS") else 40
 SEED = 20261205
 WORDS = "the people of the union state congress economy work and a to in".split()
 
@@ -84,11 +82,13 @@ def tokenizer(tmp_path_factory):
     return train_or_reuse(section, texts, log=lambda _: None)
 
 
-def test_damaged_corpora_give_batches_or_one_line_through_both_sources(tmp_path, tokenizer):
+@pytest.mark.parametrize("cases", [40, pytest.param(400, marks=pytest.mark.slow)])
+def test_damaged_corpora_give_batches_or_one_line_through_both_sources(tmp_path, tokenizer,
+                                                                       cases):
     rng = random.Random(SEED)
     outcomes = {"batches": 0, "refused": 0}
     tracemalloc.start()
-    for case in range(CASES):
+    for case in range(cases):
         folder = tmp_path / f"corpus{case}"
         folder.mkdir()
         for index in range(rng.randrange(1, 4)):
@@ -114,6 +114,6 @@ def test_damaged_corpora_give_batches_or_one_line_through_both_sources(tmp_path,
             source.close()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    print(f"corpus fuzz: {CASES} corpora, {outcomes}, peak {peak / 2**20:.0f} MB")
+    print(f"corpus fuzz: {cases} corpora, {outcomes}, peak {peak / 2**20:.0f} MB")
     assert outcomes["batches"] > 0 and outcomes["refused"] > 0
     assert peak < 100 << 20  # a 2 MB record at most: 42 MB (a .txt shard took 256 MB)
