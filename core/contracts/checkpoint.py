@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .errors import bounded_repr
+
 RECORD_VERSION = 2
 TEXT_IN_TENSOR_CHARS = 256  # longer strings (a source's state may hold text) go into tensors
 
@@ -54,6 +56,10 @@ class Checkpoint:
             if not isinstance(getattr(self, name), kind) or isinstance(getattr(self, name), bool):
                 raise ValueError(f"Checkpoint.{name} is {type(getattr(self, name)).__name__}, "
                                  f"not {kind.__name__}")
+        for name in ("step", "tokens_seen", "skipped_steps"):
+            if not 0 <= getattr(self, name) < 2**63:
+                raise ValueError(f"Checkpoint.{name} is {bounded_repr(getattr(self, name))}, "
+                                 "not a count")
         for name in ("run_id", "tokenizer_fingerprint"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"Checkpoint.{name} is not a string")
