@@ -48,6 +48,12 @@ def config_changes(recorded: dict, config: RunConfig, path: str,
             if old != new:
                 dotted = f"{section}.{key}"
                 changes[dotted] = (old, new, fate_of(dotted, declared))
+    refuse_changes(changes, path)
+    return changes
+
+
+def refuse_changes(changes: dict[str, tuple[Any, Any, str]], path: str) -> None:
+    """One line for the first refused key (the model's shape first), if any."""
     refused = [key for key, (_, _, fate) in changes.items() if fate == "refused"]
     shape = [key for key in refused if key.startswith("model.")]
     if shape:
@@ -55,11 +61,12 @@ def config_changes(recorded: dict, config: RunConfig, path: str,
                         "differ); resume with the model section it was saved with")
     if refused:
         old, new, _ = changes[refused[0]]
+        why = "its data position is another source's" if refused[0] == "data.source" else \
+            "the data source's saved position depends on it"
         raise UserError(f"--resume: {refused[0]} is {bounded_repr(new)} here and "
-                        f"{bounded_repr(old)} in {path}, which cannot go on with it "
-                        f"({why_refused(refused[0], declared)}); resume with the checkpoint's "
-                        f"value (differing too: {', '.join(refused[1:]) or 'nothing else'})")
-    return changes
+                        f"{bounded_repr(old)} in {path}, which cannot go on with it ({why}); "
+                        f"resume with the checkpoint's value (differing too: "
+                        f"{', '.join(refused[1:]) or 'nothing else'})")
 
 
 def fate_of(key: str, declared: dict[str, str]) -> str:
@@ -72,12 +79,6 @@ def fate_of(key: str, declared: dict[str, str]) -> str:
     if key in CORE_KEPT or key.split(".")[0] in CORE_KEPT:
         return "kept"
     return "applies"
-
-
-def why_refused(key: str, declared: dict[str, str]) -> str:
-    if key == "data.source":
-        return "its data position is another source's"
-    return "the data source's saved position depends on it"
 
 
 def say_changes(changes: dict[str, tuple[Any, Any, str]], path: str) -> None:
