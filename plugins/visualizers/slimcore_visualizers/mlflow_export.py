@@ -14,6 +14,7 @@ few seconds and before every checkpoint (one transaction a step cost CPU-bound r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -47,6 +48,26 @@ class MlflowConfig:
     run_name: Annotated[str, NonEmpty()] | None = None  # null: run.name
 
 
+# The start of a run retries a server that answers with errors once (MLflow's own 7 retries,
+# backing off, said nothing for minutes); the run's later writes keep MLflow's policy.
+START_RETRIES = "1"
+
+
+@contextlib.contextmanager
+def few_retries():
+    """MLFLOW_HTTP_REQUEST_MAX_RETRIES at START_RETRIES for the block, unless the user set it
+    (MLflow reads it at every request)."""
+    key = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = START_RETRIES
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 def artifact_location(settings: MlflowConfig) -> str | None:
     """Where a new experiment keeps its artifacts: beside a sqlite store's file
     (`<its folder>/mlartifacts`), not in whatever folder the run was started from (MLflow's
@@ -77,8 +98,9 @@ class MlflowExporter(TrackerExporter):
         self.check_answers(settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""),
                            "mlflow.tracking_uri (or MLFLOW_TRACKING_URI)")
         try:
-            self.client = MlflowClient(tracking_uri=settings.tracking_uri)
-            self._start(run, settings)
+            with few_retries():
+                self.client = MlflowClient(tracking_uri=settings.tracking_uri)
+                self._start(run, settings)
         except Exception as error:  # a store MLflow cannot open, in MLflow's words
             raise UserError(f"mlflow: could not start the MLflow run at "
                             f"{settings.tracking_uri or 'the default tracking URI'} "

@@ -193,6 +193,39 @@ def test_a_tracker_pointed_at_a_dead_local_server_is_one_line_at_once(tmp_path, 
     assert time.monotonic() - started < 60
 
 
+def test_mlflow_at_a_server_that_answers_errors_is_one_line_within_a_minute(tmp_path):
+    """A server on 127.0.0.1 that answers 500 to everything: the start retries once, then one
+    line (MLflow's own seven retries, backing off, said nothing for minutes)."""
+    import http.server
+    import threading
+    import time
+
+    pytest.importorskip("mlflow")
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(500)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    started = time.monotonic()
+    try:
+        with pytest.raises(UserError, match=f"mlflow: could not start the MLflow run at {url} "):
+            tiny_run(tmp_path / "out", steps=1,
+                     config={"mlflow": {"enabled": True, "tracking_uri": url}})
+    finally:
+        server.shutdown()
+    assert time.monotonic() - started < 60
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the run's writes: MLflow's
+
+
 def test_a_trackers_library_logs_no_traceback(capfd, monkeypatch):
     """MLflow logs a traceback for a database error it then raises (a full disk, a locked
     store), on its own handler: with the exporter's library loaded its records keep their
