@@ -263,7 +263,8 @@ class DocumentStream:
                     self.epoch_passed = True
                 self.positions[worker] = position
                 if kind == "damage":
-                    self._count_bad(*payload, produced)
+                    if position.epoch == 0:  # met again each pass: counted and said once
+                        self._count_bad(*payload, produced)
                     continue
                 if kind == "skip":
                     continue

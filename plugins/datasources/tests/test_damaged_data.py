@@ -110,6 +110,17 @@ def test_millions_of_blank_lines_are_read_through_not_taken_for_a_stall(tmp_path
     assert documents(tmp_path, timeout_s=1, max_retries=0) == DOCS[:3]
 
 
+def test_a_bad_record_is_counted_once_however_many_passes(tmp_path, capsys):
+    """A small corpus with one bad line, read for many passes (a long run on little data):
+    the line is counted and said once, so corpus.max_bad_records is not reached by the same
+    line again and again (the run stopped after that many passes)."""
+    (tmp_path / "small.jsonl").write_bytes(jsonl(DOCS[:3]) + b"not json\n")
+    run = make_run(tmp_path, max_bad_records=2)
+    docs = list(DocumentStream(run, str(tmp_path), epochs=6))
+    assert docs == DOCS[:3] * 6
+    assert capsys.readouterr().err.count("line 4: not a JSON line") == 1
+
+
 def test_a_folder_of_files_none_of_which_is_read_says_so(tmp_path):
     import gzip
 
