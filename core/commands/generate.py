@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -18,10 +19,10 @@ import torch
 
 from ..config.schema import RunSection
 from ..contracts.errors import UserError
-from .arguments import setting_flag
 from ..model.device import resolve_device
-from ..text.clean import clean_text, clean_texts
 from ..model.generation import SamplingSettings, continuation_text, generate
+from ..text.clean import clean_text, clean_texts
+from .arguments import setting_flag
 from .trained import CHECKPOINTER_HELP, SOURCE_HELP, load_trained
 
 
@@ -34,14 +35,14 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                      help="a prompt (repeatable); without --prompt or --prompt-file, one "
                           "prompt per line of standard input")
     gen.add_argument("--prompt-file", metavar="FILE", help="one prompt per line")
-    gen.add_argument("--max-new-tokens", type=setting_flag(SamplingSettings, "max_new_tokens"),
-                     default=128, metavar="N",
-                     help="tokens to generate per prompt (default 128)")
-    gen.add_argument("--temperature", type=setting_flag(SamplingSettings, "temperature"), default=0.8, metavar="T",
+    sampling = functools.partial(setting_flag, SamplingSettings)
+    gen.add_argument("--max-new-tokens", type=sampling("max_new_tokens"), default=128,
+                     metavar="N", help="tokens to generate per prompt (default 128)")
+    gen.add_argument("--temperature", type=sampling("temperature"), default=0.8, metavar="T",
                      help="0: greedy; higher: more varied (default 0.8)")
-    gen.add_argument("--top-k", type=setting_flag(SamplingSettings, "top_k"), default=50, metavar="K",
+    gen.add_argument("--top-k", type=sampling("top_k"), default=50, metavar="K",
                      help="sample among the K most likely tokens; 0: all (default 50)")
-    gen.add_argument("--top-p", type=setting_flag(SamplingSettings, "top_p"), default=1.0, metavar="P",
+    gen.add_argument("--top-p", type=sampling("top_p"), default=1.0, metavar="P",
                      help="sample among the most likely tokens holding mass P; 1: all "
                           "(default 1)")
     gen.add_argument("--seed", type=setting_flag(RunSection, "seed"), default=0,

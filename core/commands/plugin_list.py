@@ -1,6 +1,6 @@
 """`slimcore plugins [--json] [--check]`: every plugin with its version, distribution, status
-and hooks (or why it failed, or is off until a run turns it on); `--check` exits 1 when anything about the installed plugins is
-broken, for a plugin's CI.
+and hooks (or why it failed, or is off until a run turns it on); `--check` exits 1 when
+anything about the installed plugins is broken, for a plugin's CI.
 
 What `--check` finds: a plugin that failed to load (an import error, a misspelled hook or
 argument, a config section that is not a dataclass or is another's, a flag another has), two

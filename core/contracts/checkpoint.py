@@ -56,6 +56,8 @@ class Checkpoint:
             if not isinstance(getattr(self, name), kind) or isinstance(getattr(self, name), bool):
                 raise ValueError(f"Checkpoint.{name} is {type(getattr(self, name)).__name__}, "
                                  f"not {kind.__name__}")
+        if not all(isinstance(section, dict | None) for section in self.config.values()):
+            raise ValueError("Checkpoint.config holds a section that is not a mapping")
         for name in ("step", "tokens_seen", "skipped_steps"):
             if not 0 <= getattr(self, name) < 2**63:
                 raise ValueError(f"Checkpoint.{name} is {bounded_repr(getattr(self, name))}, "

@@ -3,6 +3,7 @@
     folder = RunFolder.claim(path)   lock it (or UserError naming the run that holds it)
     folder.run_id                    the run whose outputs it holds (run.json), or None
     folder.holds_outputs()           checkpoints or training history are there
+    folder.note_saved(step)          run.json records the step of the newest finished save
     folder.saved_a_checkpoint()      run.json says a save of its run finished
     folder.move_aside()              --overwrite: the old run goes to <path>.replaced-<time>
 
@@ -59,18 +60,11 @@ def read_run_record(root: Path) -> dict:
     return record
 
 
-def note_checkpoint_saved(root: Path, step: int) -> None:
-    """Called once a checkpoint of `step` is whole (rank 0, on the checkpoint thread)."""
-    record = read_run_record(root)
-    if record:
-        record[SAVED_STEP] = step
-        write_atomically(RunPaths(root).record, json.dumps(record, indent=2) + "\n")
-
-
 class RunFolder:
     def __init__(self, path: Path, lock_file):
         self.path = path
         self.lock_file = lock_file
+        self.written: dict = {}  # run.json as this process last wrote it
 
     @classmethod
     def claim(cls, path: Path) -> "RunFolder":
@@ -113,12 +107,19 @@ class RunFolder:
 
     def record(self, run_id: str, name: str) -> None:
         """Name the run whose outputs this folder holds. A resumed run keeps the step of
-        its newest save (see `note_checkpoint_saved`)."""
+        its newest save (see `note_saved`)."""
         earlier = read_run_record(self.path)
         saved = earlier.get(SAVED_STEP) if earlier.get("run_id") == run_id else None
-        write_atomically(RunPaths(self.path).record, json.dumps(
-            {"run_id": run_id, "name": name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-             SAVED_STEP: saved}, indent=2) + "\n")
+        self._write({"run_id": run_id, "name": name,
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S"), SAVED_STEP: saved})
+
+    def note_saved(self, step: int) -> None:
+        """A checkpoint of `step` is whole (called on the checkpoint thread, after `record`)."""
+        self._write({**self.written, SAVED_STEP: step})
+
+    def _write(self, record: dict) -> None:
+        write_atomically(RunPaths(self.path).record, json.dumps(record, indent=2) + "\n")
+        self.written = record
 
     def saved_a_checkpoint(self) -> bool:
         """Whether this folder's run saved a checkpoint (True when run.json, written before

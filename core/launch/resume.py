@@ -41,11 +41,6 @@ def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None, where: s
         raise UserError(f"--resume: {saved.path} is at step {saved.step} and run.steps is "
                         f"{run.config.run.steps}: nothing left to train; raise --steps to "
                         "train on")
-    odd = next((name for name, section in saved.config.items()
-                if not isinstance(section, dict | None)), None)
-    if odd is not None:
-        raise UserError(f"--resume: {saved.path} records a config whose {bounded_repr(odd)} "
-                        "is not a section (a mapping); the checkpoint is damaged, give another")
     recorded = in_new_form(saved.config, run.config)
     keep_the_schedule(run, recorded)
     changes = config_changes(recorded, run.config, saved.path, source_class)

@@ -123,8 +123,9 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
     if run.is_main_process:
         write_atomically(run.paths.tokenizer, run.tokenizer.model_proto)
     check_model_fits(run)
+    on_saved = folder.note_saved if folder is not None else None  # run.json says the step
     t = Training(run=run, state=build_state(run, ranks), plugins=plugins, ranks=ranks,
-                 writer=checkpoint_writer(run, checkpointer), checkpointer=checkpointer,
+                 writer=checkpoint_writer(run, checkpointer, on_saved), checkpointer=checkpointer,
                  source_name=run.config.data.source)
     if saved:
         restore(run, ranks, t.state, saved)

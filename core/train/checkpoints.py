@@ -2,7 +2,7 @@
 durable before it leaves, and the hand-over to the writer (writer.py), which copies it to
 host buffers and has the checkpointer store it on a thread of its own.
 
-    t.writer = checkpoint_writer(run, checkpointer)
+    t.writer = checkpoint_writer(run, checkpointer, on_saved)
     save_checkpoint(t)                       every interval, at a signal, at the end
     save_final_checkpoint(t)                 the last step too; returns once all are whole
     finish_save_in_flight(writer, error)     a run ending by an error lets its save finish
@@ -11,22 +11,25 @@ host buffers and has the checkpointer store it on a thread of its own.
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 from ..contracts.checkpoint import Checkpoint
 from ..contracts.checkpointer import Checkpointer
 from ..contracts.run import Run
-from ..launch.folder import note_checkpoint_saved
 from .rng import capture_rng
 from .state import Training
 from .writer import CheckpointWriter
 
 
-def checkpoint_writer(run: Run, checkpointer: Checkpointer | None) -> CheckpointWriter:
+def checkpoint_writer(run: Run, checkpointer: Checkpointer | None,
+                      on_saved: Callable[[int], None] | None = None) -> CheckpointWriter:
     """The run's writer: the checkpointer's `save`, in the background unless
-    checkpoint.async is false (with no checkpointer, a writer that is never asked)."""
+    checkpoint.async is false (with no checkpointer, a writer that is never asked); then
+    `on_saved(step)` once that step's checkpoint is whole."""
     def save(checkpoint: Checkpoint) -> str:
         path = checkpointer.save(checkpoint, run)
-        note_checkpoint_saved(run.output_dir, checkpoint.step)
+        if on_saved is not None:
+            on_saved(checkpoint.step)
         return path
 
     return CheckpointWriter(save, background=run.config.checkpoint.async_)

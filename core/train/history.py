@@ -30,10 +30,6 @@ class RunHistory:
     def __init__(self, paths: RunPaths, prior_metrics: list[dict], prior_samples: list[dict]):
         self.paths = paths
         self.prior_metrics, self.prior_samples = prior_metrics, prior_samples
-        try:
-            paths.history.mkdir(parents=True, exist_ok=True)
-        except OSError as e:  # a file in the way, a full disk
-            raise cannot_write(paths.history, e) from None
         # What a resume keeps is written again: steps after the checkpoint are trained again.
         self.metrics_file = AppendLog(paths.metrics_log, prior_metrics)
         self.samples_file = AppendLog(paths.samples_log, prior_samples)
@@ -73,6 +69,7 @@ class AppendLog:
     and no partial one."""
 
     def __init__(self, path: Path, records: list[dict]):
+        """The log holding `records` (its folder made; a file in the way is one line)."""
         self.path = path
         write_atomically(path, "".join(_line(r) for r in records))
         try:
@@ -82,15 +79,16 @@ class AppendLog:
         self.size = os.fstat(self.fd).st_size
 
     def append(self, records: list[dict]) -> None:
-        data = memoryview("".join(_line(r) for r in records).encode())
+        data = "".join(_line(r) for r in records).encode()
+        left = memoryview(data)
         try:
-            while data:
-                data = data[os.write(self.fd, data):]
+            while left:
+                left = left[os.write(self.fd, left):]
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, self.size)
             raise cannot_write(self.path, e) from None
-        self.size = os.fstat(self.fd).st_size
+        self.size += len(data)
 
     def sync(self) -> None:
         try:

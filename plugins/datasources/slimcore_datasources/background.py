@@ -69,4 +69,3 @@ class BackgroundSource(DataSource):
 def _close_live_sources() -> None:
     for source in list(_LIVE):
         source.close()
-

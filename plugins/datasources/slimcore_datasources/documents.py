@@ -174,7 +174,8 @@ class DocumentStream:
     def _shard_items(self, worker: int, start: Position) -> Iterator[tuple[Position, str, Any]]:
         """The items of one shard from `start` on: (position after, kind, payload) with kind
         "text" (payload: text, ref, parts of its record), "skip" (a record corpus.set_names
-        leaves out, or a run of blank lines) or "damage" (payload: Damage, file). Runs on the reader's thread."""
+        leaves out, or a run of blank lines) or "damage" (payload: Damage, file). Runs on the
+        reader's thread."""
         corpus = settings(self.run)
         wanted = set(corpus.set_names)
         plan = self.plans[worker]

@@ -182,11 +182,17 @@ NOT_SCALARS = {"step", "timestamp", "memory_kind"}
 
 
 class _NoTraceback(logging.Filter):
-    """A library's log record keeps its message and loses its traceback (unless
-    SLIMCORE_TRACEBACK=1 asks for tracebacks)."""
+    """A record of a tracker library's logger (`names`) keeps its message and loses its
+    traceback, unless SLIMCORE_TRACEBACK=1 asks for tracebacks; other loggers' records pass
+    as they are."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and not traceback_wanted():
+        if record.exc_info and record.name.partition(".")[0] in self.names \
+                and not traceback_wanted():
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -195,12 +201,10 @@ _NO_TRACEBACK = _NoTraceback()
 
 
 def without_tracebacks(names: tuple[str, ...]) -> None:
-    """On every handler the records of loggers `names` reach (theirs and the root's)."""
+    """On every handler the records of loggers `names` reach (theirs, the root's, and
+    logging's last resort): a handler filter sees the records of child loggers too."""
+    _NO_TRACEBACK.names.update(names)
     handlers = [h for name in (*names, "") for h in logging.getLogger(name).handlers]
     for handler in [*handlers, logging.lastResort]:
         if handler is not None and _NO_TRACEBACK not in handler.filters:
             handler.addFilter(_NO_TRACEBACK)
-    for name in names:
-        logger = logging.getLogger(name)
-        if _NO_TRACEBACK not in logger.filters:
-            logger.addFilter(_NO_TRACEBACK)  # records logged on the logger itself
