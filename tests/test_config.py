@@ -233,11 +233,12 @@ def test_override_reads_values_as_yaml():
 
 def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
     """docs/configuration.md is the reference users read: every key of the core's sections
-    and of the shipped plugins' sections, with the type, default and valid values the schema
+    and of the shipped plugins' sections (the built-in `optimizers` plugin's too), with the type, default and valid values the schema
     really has."""
     from conftest import REPO
     from slimcore.config.schema import CORE_SECTIONS
     from slimcore.config.reference import field_reference
+    from slimcore.optim.muon import MuonSection
     from slimcore_checkpointers.three_file import ThreeFileConfig
     from slimcore_datasources.chunk import ChunkConfig
     from slimcore_visualizers.dashboard import DashboardConfig
@@ -253,7 +254,7 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
             documented[cells[0].strip("`")] = tuple(cells[1:4])
     from slimcore_datasources.corpus import CorpusConfig
 
-    sections = {**CORE_SECTIONS, "corpus": CorpusConfig, "chunk": ChunkConfig,
+    sections = {**CORE_SECTIONS, "muon": MuonSection, "corpus": CorpusConfig, "chunk": ChunkConfig,
                 "three_file": ThreeFileConfig, "dashboard": DashboardConfig,
                 "json_export": JsonExportConfig,
                 "tensorboard": TensorBoardConfig, "wandb": WandbConfig, "mlflow": MlflowConfig}

@@ -536,3 +536,44 @@ def test_hook_register_export_formats(trained_run, tmp_path, capsys):
     assert args.handler(args) == 0
     assert "format weights_only: 15 tensors" in capsys.readouterr().out
     assert set(load_file(tmp_path / "w" / "weights.safetensors")) >= {"head.weight"}
+
+
+def test_hook_register_optimizers(write_config, tmp_path):
+    """docs/optimizers.md's sign descent, in process: selected by name, its section read, its
+    updates the sign of the gradient at the scheduled rate."""
+    import types
+
+    import torch
+
+    text = (REPO / "docs" / "optimizers.md").read_text()
+    plugin = types.ModuleType("sign_descent")
+    exec(compile(next(b for b in re.findall(r"```python\n(.*?)```", text, re.S)
+                      if "class SignDescentBuilder" in b), "docs/optimizers.md", "exec"),
+         plugin.__dict__)
+    assert [o.name for o in plugin.register_optimizers()] == ["sign_descent"]
+    recorder = Recorder()
+    run_in_process(write_config({"run": {"steps": 3}, "optimizer": {"name": "sign_descent"},
+                                 "sign_descent": {"lr": 0.01}, "schedule": {"warmup_steps": 0,
+                                                                            "kind": "constant"},
+                                 "intervals": {"checkpoint": 3}}),
+                   {"sign_descent": plugin, "rec": recorder})
+    assert [m.learning_rate for m in recorder.metrics] == [0.01] * 3
+    from slimcore_checkpointers.three_file import read_checkpoint
+
+    saved = read_checkpoint(tmp_path / "out" / "checkpoints" / "checkpoint_step_3.bin")
+    assert {s["steps"] for s in saved.optimizer["state"].values()} == {3}
+    assert isinstance(saved.model["head.weight"], torch.Tensor)
+
+
+def test_hook_register_schedules(write_config):
+    """The docs' StepDecay: the full rate for the first half of the decay, then the floor."""
+    from test_contracts import docs_plugin
+
+    plugin = docs_plugin("class StepDecay(Schedule)")
+    recorder = Recorder()
+    run_in_process(write_config({"run": {"steps": 6}, "optimizer": {"lr": 0.01},
+                                 "schedule": {"kind": "step_decay", "warmup_steps": 2,
+                                              "min_lr_ratio": 0.25}}),
+                   {"steps": plugin, "rec": recorder})
+    assert [m.learning_rate for m in recorder.metrics] == pytest.approx(
+        [0.005, 0.01, 0.01, 0.01, 0.0025, 0.0025])

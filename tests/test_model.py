@@ -7,10 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from slimcore import IGNORE_INDEX
-from slimcore.config.schema import ModelSection, OptimizerSection, ScheduleSection
+from slimcore.config.schema import ModelSection
 from slimcore.model.gpt import GPT
 from slimcore.model.ops import TorchOps
-from slimcore.train.optim import build_optimizer, build_scheduler
 
 CFG = ModelSection(width=32, layers=2, heads=4, mlp_hidden=48, seq_len=16)
 
@@ -97,62 +96,3 @@ def test_token_normalised_accumulation_equals_one_big_batch():
         (micro_loss / total).backward()
     for (name, a), (_, b) in zip(whole.named_parameters(), split.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
-
-
-def rates_of(scheduler, optimizer, steps):
-    rates = []
-    for _ in range(steps):
-        rates.append(scheduler.get_last_lr()[0])
-        optimizer.step()
-        scheduler.step()
-    return rates
-
-
-def schedule_rates(steps=24, run_steps=20, **settings):
-    optimizer = build_optimizer(tiny_model(), OptimizerSection(lr=1.0), torch.device("cpu"))
-    scheduler = build_scheduler(optimizer, ScheduleSection(**settings), run_steps)
-    return rates_of(scheduler, optimizer, steps)
-
-
-# warmup 4, the decay over scheduler steps 4..20 (16 steps), floor 0.1; (step, rate)
-EXPECTED = {
-    "cosine": [(8, 0.1 + 0.45 * (1 + math.cos(math.pi * 4 / 16))), (12, 0.55),
-               (19, 0.1 + 0.45 * (1 + math.cos(math.pi * 15 / 16))), (22, 0.1)],
-    "linear": [(8, 1 - 0.9 * 4 / 16), (12, 0.55), (19, 1 - 0.9 * 15 / 16), (22, 0.1)],
-    "constant": [(8, 1.0), (12, 1.0), (19, 1.0), (22, 1.0)],
-    # wsd, decay fraction 0.25: stable to step 16, then linear to the floor at 20
-    "wsd": [(8, 1.0), (15, 1.0), (16, 1.0), (18, 1 - 0.9 * 2 / 4), (19, 1 - 0.9 * 3 / 4),
-            (22, 0.1)],
-}
-
-
-@pytest.mark.parametrize("kind", sorted(EXPECTED))
-def test_each_schedule_follows_its_formula(kind):
-    rates = schedule_rates(kind=kind, warmup_steps=4, min_lr_ratio=0.1,
-                           wsd_decay_fraction=0.25)
-    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # the warmup, for every kind
-    for step, expected in EXPECTED[kind]:
-        assert rates[step] == pytest.approx(expected), (kind, step)
-
-
-def test_a_decay_horizon_beyond_run_steps_and_a_resume_mid_decay_continue_one_curve():
-    """total_steps 40 with run.steps 20: halfway down at step 20, not at the floor; a
-    scheduler rebuilt from its state dict mid-decay (a resume) gives the same rates."""
-    settings = dict(kind="linear", warmup_steps=0, min_lr_ratio=0.0, total_steps=40)
-    straight = schedule_rates(steps=40, run_steps=20, **settings)
-    assert straight[20] == pytest.approx(0.5) and straight[39] == pytest.approx(1 / 40)
-    optimizer = build_optimizer(tiny_model(), OptimizerSection(lr=1.0), torch.device("cpu"))
-    first = build_scheduler(optimizer, ScheduleSection(**settings), 20)
-    rates_of(first, optimizer, 13)
-    optimizer = build_optimizer(tiny_model(), OptimizerSection(lr=1.0), torch.device("cpu"))
-    resumed = build_scheduler(optimizer, ScheduleSection(**settings), 40)  # a larger --steps
-    resumed.load_state_dict(first.state_dict())
-    assert rates_of(resumed, optimizer, 27) == pytest.approx(straight[13:])
-
-
-def test_weight_decay_spares_norm_gains():
-    optimizer = build_optimizer(tiny_model(), OptimizerSection(weight_decay=0.5),
-                                torch.device("cpu"))
-    decayed, plain = optimizer.param_groups
-    assert decayed["weight_decay"] == 0.5 and all(p.dim() == 2 for p in decayed["params"])
-    assert plain["weight_decay"] == 0.0 and all(p.dim() == 1 for p in plain["params"])

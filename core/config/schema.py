@@ -95,7 +95,9 @@ class DataSection:
 
 @dataclass
 class OptimizerSection:
-    lr: Annotated[float, POSITIVE] = 3e-4
+    # adamw, muon (its own settings in the muon section), or a plugin's (`slimcore plugins`)
+    name: Annotated[str, NonEmpty()] = "adamw"
+    lr: Annotated[float, POSITIVE] = 3e-4  # the AdamW rule's peak rate (muon: outside matrices)
     weight_decay: Annotated[float, COUNT] = 0.1
     beta1: Annotated[float, Range(min=0, below=1)] = 0.9
     beta2: Annotated[float, Range(min=0, below=1)] = 0.95
@@ -107,8 +109,9 @@ class OptimizerSection:
 @dataclass
 class ScheduleSection:
     # after the warmup: cosine or linear decay to lr * min_lr_ratio at total_steps; constant;
-    # wsd (warmup, stable at lr, then a linear decay over the last wsd_decay_fraction)
-    kind: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    # wsd (warmup, stable at lr, then a linear decay over the last wsd_decay_fraction); or a
+    # plugin's schedule
+    kind: Annotated[str, NonEmpty()] = "cosine"
     warmup_steps: Annotated[int, COUNT] = 100
     min_lr_ratio: Annotated[float, FRACTION] = 0.1  # the decay's floor, as a share of lr
     # the step the decay ends at (the rate then stays at the floor); null: run.steps. Set it

@@ -6,9 +6,11 @@ through an entry point of group `slimcore` (the entry point's name is the plugin
 
 Kinds of hook:
 - registration hooks (`register_data_sources`, `register_checkpointers`,
-  `register_export_formats`, `register_charts`): every plugin offers named objects of a role's
-  contract type; the core keeps one registry (registry.py) and looks the YAML's choice up by
-  name (`data.source`, `checkpoint.checkpointer`, `slimcore export --format`, the charts).
+  `register_export_formats`, `register_charts`, `register_optimizers`, `register_schedules`):
+  every plugin offers named objects of a role's contract type; the core keeps one registry
+  (registry.py) and looks the YAML's choice up by name (`data.source`,
+  `checkpoint.checkpointer`, `slimcore export --format`, the charts, `optimizer.name`,
+  `schedule.kind`).
 - observer hooks (`on_*`): every plugin is called in isolation; an exception is reported once
   with the plugin's name, and a plugin that keeps failing is switched off for the run.
   Training goes on. They run on the training thread: return quickly, hand heavy work
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from ..contracts.run import Run
     from ..model.sampling import TextSample
     from ..contracts.checkpoint import Checkpoint
+    from ..contracts.optimizer import OptimizerBuilder, Schedule
 
 hookspec = pluggy.HookspecMarker("slimcore")
 hookimpl = pluggy.HookimplMarker("slimcore")
@@ -105,6 +108,20 @@ def register_checkpointers() -> list[Checkpointer]:
 def register_export_formats() -> list[ExportFormat]:
     """Return the export formats this plugin offers: ``slimcore.ExportFormat`` instances, each
     with a unique ``name`` (``slimcore export --format`` selects one)."""
+
+
+@hookspec
+def register_optimizers() -> list[OptimizerBuilder]:
+    """Return the optimizers this plugin offers: ``slimcore.OptimizerBuilder`` instances,
+    each with a unique ``name`` (``optimizer.name`` selects one). The built-in plugin
+    ``optimizers`` offers ``adamw`` and ``muon``."""
+
+
+@hookspec
+def register_schedules() -> list[Schedule]:
+    """Return the learning-rate schedules this plugin offers: ``slimcore.Schedule``
+    instances, each with a unique ``name`` (``schedule.kind`` selects one). The built-in
+    plugin ``optimizers`` offers ``cosine``, ``linear``, ``constant`` and ``wsd``."""
 
 
 @hookspec(firstresult=True)

@@ -1,5 +1,5 @@
-"""The one registry of named roles: every data source, checkpointer, export format and chart
-that the loaded plugins offer, each registered as a named object of its role's contract type
+"""The one registry of named roles: every data source, checkpointer, export format, chart,
+optimizer and schedule that the loaded plugins offer, each registered as a named object of its role's contract type
 through the role's collection hook, and looked up by name, never guarded.
 
     registry = Registry.collect(plugin_manager)
@@ -22,6 +22,7 @@ from typing import Any
 from ..contracts.charts import Chart
 from ..contracts.checkpointer import Checkpointer, ExportFormat
 from ..contracts.errors import UserError, describe_error
+from ..contracts.optimizer import OptimizerBuilder, Schedule
 from ..contracts.source import DataSource
 from ..config.suggest import suggest
 
@@ -50,7 +51,9 @@ CHECKPOINTER = Role("checkpointer", "register_checkpointers", Checkpointer,
                     "checkpoint.checkpointer")
 EXPORT_FORMAT = Role("export format", "register_export_formats", ExportFormat, "--format")
 CHART = Role("chart", "register_charts", Chart, "charts")
-ROLES = (DATA_SOURCE, CHECKPOINTER, EXPORT_FORMAT, CHART)
+OPTIMIZER = Role("optimizer", "register_optimizers", OptimizerBuilder, "optimizer.name")
+SCHEDULE = Role("schedule", "register_schedules", Schedule, "schedule.kind")
+ROLES = (DATA_SOURCE, CHECKPOINTER, EXPORT_FORMAT, CHART, OPTIMIZER, SCHEDULE)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """What the core asks of the plugins' named objects, in one place: the data source's stream,
-its tokenizer text and held-out batches, and the checkpointer.
+its tokenizer text and held-out batches, the checkpointer, the optimizer and the schedule.
 
     source = open_source(plugins, run)                    the selected DataSource, opened
     texts = corpus_text(plugins, config, run)             to train the tokenizer on
     batches = validation_batches(plugins, config, tokenizer, count, key)
+    optimizer = build_optimizer(plugins, run, model)      over every trainable parameter once
+    scheduler = build_scheduler(plugins, run, optimizer)
 
 The old selection hooks (host/legacy.py) are asked first, as before: every plugin of the old
 form could answer for any source's name.
@@ -15,9 +17,11 @@ from typing import Iterable
 
 from ..contracts.batch import Batch
 from ..contracts.checkpointer import Checkpointer
-from ..contracts.errors import UserError
+from ..contracts.errors import UserError, describe_error
 from ..contracts.run import Run
 from ..contracts.source import DataSource
+from ..optim import schedules
+from ..optim.groups import parameter_groups
 from . import legacy
 
 
@@ -64,3 +68,35 @@ def checkpointer(plugins, config) -> Checkpointer | None:
     """The checkpointer `checkpoint.checkpointer` names (None: checkpoints off)."""
     name = config.checkpoint.checkpointer
     return plugins.lookup("checkpointer", name) if name else None
+
+
+def build_optimizer(plugins, run: Run, model):
+    """The optimizer `optimizer.name` names, built over the model's parameter groups; one
+    line naming it when it fails, or leaves out or repeats a parameter."""
+    import torch
+
+    name = run.config.optimizer.name
+    builder = plugins.lookup("optimizer", name)
+    try:
+        optimizer = builder.build(parameter_groups(model), run)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the builder is a plugin's: name it
+        raise UserError(f"optimizer.name: optimizer '{name}' failed to build: "
+                        f"{describe_error(e)}") from None
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise UserError(f"optimizer.name: optimizer '{name}' built {optimizer!r:.80}, not a "
+                        "torch.optim.Optimizer")
+    held = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    left_out = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in held]
+    if left_out or len(held) != len(set(held)):
+        raise UserError(f"optimizer.name: optimizer '{name}' must hold every trainable "
+                        f"parameter once; it " + (f"left out {', '.join(left_out[:3])}"
+                                                  if left_out else "holds one twice"))
+    return optimizer
+
+
+def build_scheduler(plugins, run: Run, optimizer):
+    """A LambdaLR over `optimizer` following the schedule `schedule.kind` names."""
+    schedule = plugins.lookup("schedule", run.config.schedule.kind)
+    return schedules.build_scheduler(optimizer, schedule, run.config)

@@ -12,7 +12,8 @@ Each changed key has one fate, said in the resume's warning:
     buffered   the data source's: applies to what it reads after the data its saved position
                holds (packed rows, a shuffle buffer)
     refused    the checkpoint cannot go on with it: the model's shape, another data source,
-               and what the data source says its position depends on (its corpus)
+               another optimizer (its state is another rule's), and what the data source
+               says its position depends on (its corpus)
 A data source names its keys' fates in `DataSource.resume_changes` ({dotted key: fate}).
 """
 
@@ -30,6 +31,9 @@ HOW_NOT_WHAT = {"model.backend", "model.activation_checkpointing", "model.compil
 # The core's kept keys (a section name keeps all of its keys).
 CORE_KEPT = ("tokenizer", "run.seed")
 FATES = ("applies", "kept", "buffered", "refused")
+# The core's refused keys (beside the model's shape), and why.
+REFUSED_BECAUSE = {"data.source": "its data position is another source's",
+                   "optimizer.name": "its optimizer state is another rule's"}
 SAID = {"applies": "applies from this step", "kept": "kept at the checkpoint's {old}",
         "buffered": "applies after the data the source's saved position holds"}
 
@@ -61,8 +65,7 @@ def refuse_changes(changes: dict[str, tuple[Any, Any, str]], path: str) -> None:
                         "differ); resume with the model section it was saved with")
     if refused:
         old, new, _ = changes[refused[0]]
-        why = "its data position is another source's" if refused[0] == "data.source" else \
-            "the data source's saved position depends on it"
+        why = REFUSED_BECAUSE.get(refused[0], "the data source's saved position depends on it")
         raise UserError(f"--resume: {refused[0]} is {bounded_repr(new)} here and "
                         f"{bounded_repr(old)} in {path}, which cannot go on with it ({why}); "
                         f"resume with the checkpoint's value (differing too: "
@@ -72,7 +75,7 @@ def refuse_changes(changes: dict[str, tuple[Any, Any, str]], path: str) -> None:
 def fate_of(key: str, declared: dict[str, str]) -> str:
     if key.startswith("model.") and key not in HOW_NOT_WHAT:
         return "refused"
-    if key == "data.source":
+    if key in REFUSED_BECAUSE:
         return "refused"
     if key in declared:
         return declared[key] if declared[key] in FATES else "applies"

@@ -28,7 +28,8 @@ from ..storage.atomic import write_atomically
 from ..text.tokenizer import Tokenizer, load_tokenizer, train_or_reuse
 from .folder import RunFolder
 
-# fp32 weights, their gradients and AdamW's two moments: the least a training step holds.
+# fp32 weights, their gradients and AdamW's two moments (Muon keeps one for the matrices:
+# its runs are held to AdamW's bound, a quarter more than they need).
 TRAINING_BYTES_PER_PARAMETER = 16
 
 
@@ -69,7 +70,7 @@ def check_model_fits(run: Run) -> None:
         available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     if needed > available:
         raise ConfigError("model", f"{parameters:,} parameters need {needed / 2**30:,.1f} GiB "
-                          f"for weights, gradients and AdamW state, and the {device.type} has "
+                          f"for weights, gradients and optimizer state (AdamW's), and the {device.type} has "
                           f"{available / 2**30:,.1f} GiB; shrink model.width, model.layers or "
                           "model.mlp_hidden", run.config.source)
 

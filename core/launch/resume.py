@@ -22,7 +22,6 @@ from ..contracts.errors import ConfigError, UserError, bounded_repr
 from ..contracts.run import Run
 from ..contracts.source import DataSource
 from ..train.distributed import Distributed
-from ..train.optim import DECAY_GROUP
 from ..train.rng import restore_rng
 from ..train.state import TrainingState
 from .changes import config_changes, keep_checkpoint_values, say_changes
@@ -123,9 +122,9 @@ def restore(run: Run, ranks: Distributed, state: TrainingState, saved: Checkpoin
     if saved.tokenizer_fingerprint != run.tokenizer.fingerprint:
         raise UserError(f"--resume: {saved.path} was trained with another tokenizer "
                         "(fingerprints differ); resume with the same tokenizer settings")
+    in_force = optimizer_settings(state)
     try:
-        ranks.load_full_state(state.model, state.optimizer, saved.model,
-                                        saved.optimizer)
+        ranks.load_full_state(state.model, state.optimizer, saved.model, saved.optimizer)
     except RuntimeError as e:
         raise UserError(f"--resume: {saved.path} holds a model of another shape "
                         f"({(str(e).splitlines()[1:] or [str(e)])[0].strip()[:300]})") from None
@@ -133,7 +132,7 @@ def restore(run: Run, ranks: Distributed, state: TrainingState, saved: Checkpoin
         raise damaged_record(saved.path, e) from None
     try:
         state.scheduler.load_state_dict(saved.scheduler)
-        apply_optimizer_settings(state, run.config)
+        apply_optimizer_settings(state, in_force)
         follow_the_plan(state)
         state.step, state.tokens_seen = saved.step, saved.tokens_seen
         state.skipped_steps = saved.skipped_steps
@@ -157,17 +156,24 @@ def damaged_record(path: str, error: BaseException) -> UserError:
                      "checkpoint")
 
 
-def apply_optimizer_settings(state: TrainingState, config: RunConfig) -> None:
-    """The optimizer section in force, not the checkpoint's: its restored state carries the
-    rate, betas, eps and weight decay it was saved with (a changed optimizer.lr was ignored
-    while config.yaml said otherwise)."""
-    settings = config.optimizer
-    state.scheduler.base_lrs = [settings.lr] * len(state.optimizer.param_groups)
-    for index, group in enumerate(state.optimizer.param_groups):
-        group["initial_lr"] = settings.lr
-        group["betas"], group["eps"] = (settings.beta1, settings.beta2), settings.eps
-        if index == DECAY_GROUP:  # the other (norm gains) has no decay
-            group["weight_decay"] = settings.weight_decay
+def optimizer_settings(state: TrainingState) -> tuple[list[dict], list[float]]:
+    """What the freshly built optimizer holds from the config in force: each group's
+    settings but the rate (the schedule's), and each group's peak rate."""
+    settings = [{key: value for key, value in group.items()
+                 if key not in ("params", "lr", "initial_lr")}
+                for group in state.optimizer.param_groups]
+    return settings, list(state.scheduler.base_lrs)
+
+
+def apply_optimizer_settings(state: TrainingState, in_force: tuple[list[dict], list[float]]):
+    """The config's settings, not the checkpoint's, into the restored optimizer: its state
+    carries the rates, betas, eps and weight decay it was saved with (a changed optimizer.lr
+    was ignored while config.yaml said otherwise)."""
+    settings, peaks = in_force
+    state.scheduler.base_lrs = list(peaks)
+    for group, fresh, peak in zip(state.optimizer.param_groups, settings, peaks):
+        group.update(fresh)
+        group["initial_lr"] = peak
 
 
 def follow_the_plan(state: TrainingState) -> None:
@@ -221,6 +227,8 @@ def in_new_form(recorded: dict, config: RunConfig) -> dict:
                                     in config.plugin_sections.items()}}
     with contextlib.suppress(ConfigError):  # a key nothing took over: left for the diff
         move_old_keys(recorded, sections, "", warn_user=False)
+    if isinstance(recorded.get("optimizer"), dict):  # saved before optimizers had names
+        recorded["optimizer"].setdefault("name", "adamw")
     return recorded
 
 

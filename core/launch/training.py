@@ -21,7 +21,7 @@ from ..contracts.run import Run
 from ..host.roles import checkpointer as selected_checkpointer
 from ..host.in_run import run_header, switch_off_idle
 from ..host.registry import CHECKPOINTER, DATA_SOURCE
-from ..host.roles import open_source, validation_batches
+from ..host.roles import build_optimizer, build_scheduler, open_source, validation_batches
 from ..model.device import resolve_device
 from ..model.gpt import GPT
 from ..model.ops import select_ops
@@ -31,7 +31,6 @@ from ..train.checkpoints import checkpoint_writer, finish_save_in_flight, save_f
 from ..train.distributed import Distributed
 from ..train.history import RunHistory
 from ..train.loop import train_loop
-from ..train.optim import build_optimizer, build_scheduler
 from ..train.state import Training, TrainingState
 from .folder import RunFolder, new_run_id
 from .preparation import (check_model_fits, output_dir_for, prepare_tokenizer, seed_everything,
@@ -47,7 +46,9 @@ def run_training(config: RunConfig, plugins, resume: str | None = None,
     Raises UserError for bad input, TrainingHalted when a guard stopped training. `overwrite`
     moves an earlier run's outputs in the output folder aside instead of refusing to start."""
     device = resolve_device(config.run.device)
-    plugins.lookup("data source", config.data.source)  # a bad choice costs seconds, not a run
+    for role, name in (("data source", config.data.source), ("optimizer", config.optimizer.name),
+                       ("schedule", config.schedule.kind)):
+        plugins.lookup(role, name)  # a bad choice costs seconds, not a run
     checkpointer = selected_checkpointer(plugins, config)
     switch_off_idle(plugins, config.plugin_sections)  # `enabled: false`: no hooks called
     use_cache_dir(config.tokenizer.cache_dir)  # every cache of this process: native builds too
@@ -124,7 +125,7 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
         write_atomically(run.paths.tokenizer, run.tokenizer.model_proto)
     check_model_fits(run)
     on_saved = folder.note_saved if folder is not None else None  # run.json says the step
-    t = Training(run=run, state=build_state(run, ranks), plugins=plugins, ranks=ranks,
+    t = Training(run=run, state=build_state(run, plugins, ranks), plugins=plugins, ranks=ranks,
                  writer=checkpoint_writer(run, checkpointer, on_saved), checkpointer=checkpointer,
                  source_name=run.config.data.source)
     if saved:
@@ -139,7 +140,7 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
     return t
 
 
-def build_state(run: Run, ranks: Distributed) -> TrainingState:
+def build_state(run: Run, plugins, ranks: Distributed) -> TrainingState:
     """The model on its device (sharded under FSDP before the optimizer sees it), compiled if
     asked, with its optimizer and schedule."""
     config = run.config
@@ -149,10 +150,9 @@ def build_state(run: Run, ranks: Distributed) -> TrainingState:
     wrapped = ranks.wrap(model, run.device)  # FSDP shards in place: before the optimizer
     if config.model.compile:
         wrapped = torch.compile(wrapped)
-    optimizer = build_optimizer(model, config.optimizer, run.device)
+    optimizer = build_optimizer(plugins, run, model)
     return TrainingState(step=0, model=model, optimizer=optimizer, tokens_seen=0,
-                         scheduler=build_scheduler(optimizer, config.schedule, config.run.steps),
-                         wrapped=wrapped)
+                         scheduler=build_scheduler(plugins, run, optimizer), wrapped=wrapped)
 
 
 def train_to_the_end(t: Training) -> None:

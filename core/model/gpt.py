@@ -90,6 +90,12 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    # The 2-D weights that are not hidden matrices (a lookup and a readout), and the hidden
+    # matrices that hold several stacked by rows (q, k, v; gate, up): what optimizers that
+    # treat matrices by their shape need to know (optim/groups.py).
+    OUTER_MATRICES = ("embed.weight", "head.weight")
+    FUSED_MATRICES = {"qkv.weight": 3, "gate_up.weight": 2}
+
     def __init__(self, cfg: ModelSection, vocab_size: int, ops):
         super().__init__()
         self.cfg = cfg

@@ -1,0 +1,110 @@
+"""The Muon optimizer: Muon for the hidden matrices, AdamW for the rest, in one optimizer, so
+one schedule scales both and one state dict holds both (built by muon.py).
+
+Muon (Keller Jordan, 2024; torch.optim.Muon) keeps a momentum of each matrix's gradient and
+steps along its orthogonalisation: five Newton-Schulz iterations of a quintic in bfloat16 that
+push every singular value toward 1, so no direction of the update dominates. The step is
+scaled by the matrix's shape (`muon.adjust_lr`): `original`, sqrt(max(1, rows/cols)) as its
+authors do, or `match_rms_adamw`, 0.2 * sqrt(max(rows, cols)) (Moonshot's, "Muon is Scalable
+for LLM Training"), under which muon.lr can be AdamW's. A fused matrix (q, k, v stacked) is
+orthogonalised part by part, as the separate matrices it stands for (modded-nanogpt).
+
+Under FSDP a matrix is sharded by rows: each rank gathers the momentum-corrected gradient
+(`full_tensor()`), orthogonalises the whole matrix and keeps its own rows, so the update is
+the unsharded one (every rank repeats the orthogonalisation; the momentum stays sharded).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# The quintic's coefficients (Keller Jordan's, as torch.optim.Muon) and its guard against a
+# zero gradient.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NS_EPS = 1e-7
+
+
+class Muon(torch.optim.Optimizer):
+    """Groups with `rule` "muon" (2-D, `parts` stacked matrices each) take Muon; the others
+    AdamW, with torch.optim.AdamW's arithmetic and state (`step`, `exp_avg`,
+    `exp_avg_sq`)."""
+
+    def __init__(self, groups: list[dict], *, betas=(0.9, 0.95), eps=1e-8, momentum=0.95,
+                 nesterov=True, ns_steps=5, adjust_lr="original"):
+        super().__init__(groups, dict(lr=1e-3, weight_decay=0.0, rule="adamw", parts=1,
+                                      betas=betas, eps=eps, momentum=momentum,
+                                      nesterov=nesterov, ns_steps=ns_steps,
+                                      adjust_lr=adjust_lr))
+        for group in self.param_groups:
+            if group["rule"] == "muon" and any(p.dim() != 2 for p in group["params"]):
+                raise ValueError("Muon takes 2-D matrices only")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            update = muon_step if group["rule"] == "muon" else adamw_step
+            for p in group["params"]:
+                if p.grad is not None:
+                    update(p, self.state[p], group)
+        return loss
+
+
+def adamw_step(p: torch.Tensor, state: dict, group: dict) -> None:
+    """torch.optim.AdamW's single-tensor step (decoupled weight decay, bias-corrected)."""
+    if not state:
+        state["step"] = torch.tensor(0.0)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    (beta1, beta2), lr, grad = group["betas"], group["lr"], p.grad
+    state["step"] += 1
+    step = state["step"].item()
+    p.mul_(1 - lr * group["weight_decay"])
+    state["exp_avg"].lerp_(grad, 1 - beta1)
+    state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2 ** step)).add_(group["eps"])
+    p.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - beta1 ** step))
+
+
+def muon_step(p: torch.Tensor, state: dict, group: dict) -> None:
+    grad, momentum = p.grad, group["momentum"]
+    if "momentum_buffer" not in state:
+        state["momentum_buffer"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+    buffer = state["momentum_buffer"]
+    buffer.lerp_(grad, 1 - momentum)
+    update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+    whole = update.full_tensor() if hasattr(update, "full_tensor") else update
+    parts = whole.chunk(group["parts"])
+    direction = torch.cat([orthogonalise(part, group["ns_steps"]) for part in parts])
+    if hasattr(update, "full_tensor"):  # back to this rank's rows
+        from torch.distributed.tensor import distribute_tensor
+        direction = distribute_tensor(direction, update.device_mesh, update.placements,
+                                      src_data_rank=None)
+    p.mul_(1 - group["lr"] * group["weight_decay"])
+    p.add_(direction, alpha=-group["lr"] * shape_scale(parts[0].shape, group["adjust_lr"]))
+
+
+def orthogonalise(matrix: torch.Tensor, steps: int) -> torch.Tensor:
+    """The Newton-Schulz quintic's approximation of U V^T for matrix = U S V^T (bfloat16)."""
+    a, b, c = NS_COEFFICIENTS
+    x = matrix.bfloat16()
+    tall = x.size(0) > x.size(1)
+    if tall:  # the Gram matrix of the short side is the smaller
+        x = x.T
+    x = x / x.norm().clamp(min=NS_EPS)  # spectral norm at most 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+def shape_scale(shape: torch.Size, adjust_lr: str) -> float:
+    rows, cols = shape
+    if adjust_lr == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    return math.sqrt(max(1, rows / cols))
