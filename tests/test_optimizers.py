@@ -356,3 +356,19 @@ def test_the_documented_plugin_optimizer_installs_trains_and_resumes(tmp_path_fa
     assert again.returncode == 0, again.stderr
     saved = read_checkpoint(tmp_path / "out" / "checkpoints" / "checkpoint_step_8.bin")
     assert {s["steps"] for s in saved.optimizer["state"].values()} == {8}
+
+
+@pytest.mark.slow
+def test_muon_trains_a_compiled_model_as_an_eager_one(write_config, tmp_path):
+    """`model.compile: true`: the compiled model's gradients feed Muon as the eager one's do
+    (inductor's kernels differ from eager in float32 rounding: 1e-4 of the loss)."""
+    settings = {"run": {"steps": 4}, "optimizer": {"name": "muon"},
+                "model": {"backend": "torch"}}
+    run_in_process(write_config(settings, name="eager"))
+    eager = losses(tmp_path / "out")
+    run_in_process(write_config({**settings, "model": {"backend": "torch", "compile": True},
+                                 "output": {"dir": str(tmp_path / "compiled")}},
+                                name="compiled"))
+    compiled = losses(tmp_path / "compiled")
+    assert [compiled[s] for s in range(1, 5)] == pytest.approx(
+        [eager[s] for s in range(1, 5)], rel=1e-4)
