@@ -70,7 +70,7 @@ def check_model_fits(run: Run) -> None:
         available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     if needed > available:
         raise ConfigError("model", f"{parameters:,} parameters need {needed / 2**30:,.1f} GiB "
-                          f"for weights, gradients and optimizer state (AdamW's), and the {device.type} has "
+                          f"for weights, gradients and AdamW state, and the {device.type} has "
                           f"{available / 2**30:,.1f} GiB; shrink model.width, model.layers or "
                           "model.mlp_hidden", run.config.source)
 
