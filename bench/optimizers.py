@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
 SETTINGS = ["eval.interval=25", "samples.every=100000", "intervals.checkpoint=100000"]
 QUIET = {"dashboard", "tensorboard"}
-RATES = {"adamw": [1e-3, 2e-3, 4e-3], "muon": [0.005, 0.01, 0.02, 0.04]}
+RATES = {"adamw": [1e-3, 2e-3, 4e-3], "muon": [0.0025, 0.005, 0.01, 0.02, 0.04]}
 TARGET_SHARE = 0.75  # of AdamW's steps
 
 

@@ -109,7 +109,7 @@ class Distributed:
             return [value]
         gathered = [None] * self.world_size if self.rank == 0 else None
         with self.collective(what):
-            dist.gather_object(value, gathered, dst=0)
+            dist.gather_object(owning(value), gathered, dst=0)
         return gathered
 
     def barrier(self, what: str) -> None:
@@ -266,6 +266,20 @@ class Distributed:
                                  f"(checksums {checksums})")
         print(f"distributed: parameters identical on {self.world_size} ranks "
               f"(checksum {checksum:.10e})")
+
+
+def owning(value):
+    """`value` with each tensor that views a larger storage copied: pickling a tensor pickles
+    its whole storage (a data position restored as a slice of something larger would cost
+    that something on every rank's way to rank 0)."""
+    if isinstance(value, torch.Tensor):
+        whole = value.untyped_storage().nbytes()
+        return value.clone() if whole > value.numel() * value.element_size() else value
+    if isinstance(value, dict):
+        return {key: owning(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(owning(item) for item in value)
+    return value
 
 
 def _parameter_names(model: torch.nn.Module, optimizer) -> list[list[str]]:

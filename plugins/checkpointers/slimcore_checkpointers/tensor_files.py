@@ -6,8 +6,9 @@
 The files are standard safetensors (an 8-byte header length, a JSON header, the raw bytes),
 so any safetensors reader opens them. Writing streams each tensor's bytes from its memory to
 the file and into the hash at once: no serialized copy of the whole file in memory, no
-second pass. Reading reads each byte once, into one buffer that the tensors then view, and
-hashes as it reads. Hashing runs on a second thread, one chunk behind the file's reads and
+second pass. Reading reads each byte once, a chunk at a time, into the tensors' own memory
+(no tensor is a view of a buffer holding the others: a restored step counter or data position
+kept for the rest of a run keeps only its own bytes alive), and hashes as it reads. Hashing runs on a second thread, one chunk behind the file's reads and
 writes (both let go of the GIL), so a save or load costs about the slower of the disk and
 sha256, not their sum.
 
@@ -121,22 +122,42 @@ def read(path: Path, expected_sha256: str | None = None, digest_key: str | None 
                 raise Damaged(f"no {digest_key} digest in its header")
             hashed = encoded.replace(expected_sha256.encode(), ZEROS.encode(), 1)
         digest = hashlib.sha256(head + hashed)
-        # torch.empty: no zero-fill of memory that the read overwrites anyway
-        buffer = torch.empty(size - 8 - length, dtype=torch.uint8)
-        view, done = memoryview(buffer.numpy()), 0
-        with _Hasher(digest, len(view)) as hasher:
-            while done < len(view):  # each chunk read once, hashed while the next is read
-                got = f.readinto(view[done:done + CHUNK])
-                if not got:
-                    raise Damaged("cut short")
-                hasher.update(view[done:done + got])
-                done += got
-            hasher.wait()
+        tensors = _tensors(header, size - 8 - length)
+        _read_into(f, size - 8 - length, tensors, digest)
         if f.read(1):
             raise Damaged("longer than written")
     if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
         raise DigestMismatch("fails its sha256 check")
-    return _tensors(header, buffer), metadata
+    return {name: tensor for name, (tensor, _) in tensors.items()}, metadata
+
+
+def _read_into(f, size: int, tensors: dict[str, tuple[torch.Tensor, int]], digest) -> None:
+    """`size` bytes of `f`, each read once into two alternating chunk buffers, hashed (one
+    chunk behind) and copied into the tensors whose bytes it holds ({name: (tensor, its
+    first byte's offset)}; ranges may be anywhere, even overlap, in a crafted file)."""
+    ranges = sorted(((begin, begin + t.numel() * t.element_size(), _byte_view(t))
+                     for t, begin in tensors.values() if t.numel()), key=lambda r: r[0])
+    chunks = [torch.empty(min(CHUNK, size), dtype=torch.uint8) for _ in range(2)]
+    done, turn = 0, 0
+    with _Hasher(digest, size) as hasher:
+        while done < size:
+            chunk = chunks[turn]
+            got = f.readinto(memoryview(chunk.numpy())[:min(CHUNK, size - done)])
+            if not got:
+                raise Damaged("cut short")
+            for begin, end, target in ranges:
+                if begin >= done + got:
+                    break
+                low, high = max(begin, done), min(end, done + got)
+                if low < high:
+                    target[low - begin:high - begin].copy_(chunk[low - done:high - done])
+            hasher.update(memoryview(chunk.numpy())[:got])  # waits for the other chunk's
+            done, turn = done + got, 1 - turn
+        hasher.wait()
+
+
+def _byte_view(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(-1).view(torch.uint8)
 
 
 class _Hasher:
@@ -169,7 +190,9 @@ class _Hasher:
             self.pool.shutdown(wait=True)
 
 
-def _tensors(header: dict, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
+def _tensors(header: dict, size: int) -> dict[str, tuple[torch.Tensor, int]]:
+    """{name: (an empty tensor of its own, the offset of its first byte)} for the header's
+    entries, each checked to fit the `size` bytes of the data."""
     tensors = {}
     for name, entry in header.items():
         try:
@@ -180,18 +203,21 @@ def _tensors(header: dict, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
                 raise ValueError("offsets and sizes are counts")
         except (KeyError, TypeError, ValueError):
             raise Damaged(f"a header entry for {name[:200]!r} that is not a tensor's") from None
-        count = end - begin
         itemsize = torch.empty(0, dtype=dtype).element_size()
         numel = 1
         for n in shape:
             numel *= n
-        if not 0 <= begin <= end <= len(buffer) or count != numel * itemsize:
+        if not 0 <= begin <= end <= size or end - begin != numel * itemsize:
             raise Damaged(f"{name[:200]!r} does not fit its bytes")
-        flat = buffer[begin:end]
-        if begin % itemsize:  # another writer's layout: a copy, aligned
-            flat = flat.clone()
-        tensors[name] = flat.view(dtype).reshape(shape)
-    return tensors
+        tensors[name] = (begin, end, dtype, shape)
+    # Overlapping entries (no writer makes them) would each cost their own memory: a file
+    # of a few megabytes could ask for gigabytes.
+    ranges = sorted(tensors.values(), key=lambda entry: entry[:2])
+    for (_, end, *_), (begin, *_) in zip(ranges, ranges[1:]):
+        if begin < end:
+            raise Damaged("tensors that overlap in its bytes")
+    return {name: (torch.empty(shape, dtype=dtype), begin)
+            for name, (begin, _, dtype, shape) in tensors.items()}
 
 
 def _bytes(tensor: torch.Tensor) -> memoryview:

@@ -321,9 +321,10 @@ def test_crafted_sets_are_read_or_refused_in_one_line(good_set, tmp_path, cases)
                 reader(base)
             except UserError:
                 pass
-        # The newest intact set: this one when it reads, else the good one before it.
+        # The newest intact set: this one when it reads (its step may be crafted too), else
+        # the good one before it.
         newest = newest_intact(tmp_path / "checkpoints")
-        assert newest and newest.step in (2, 4), where
+        assert newest and (newest.step in (2, 4) or newest.path == str(base)), where
     print(f"checkpoint fuzz: {cases} crafted sets, {outcomes}")
     assert outcomes["refused"] > cases // 2 and outcomes["read"] > 0
 

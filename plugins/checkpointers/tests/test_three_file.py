@@ -267,3 +267,33 @@ def test_long_texts_of_a_data_position_go_into_tensors(tmp_path):
     restored = join_tensors(json.loads(json.dumps(meta)), tensors)
     assert restored["buffer"] == [book, "short"] and restored["name"] == "ß" * 300
     assert torch.equal(restored["carry"], torch.arange(5))
+
+
+def test_every_tensor_read_owns_its_memory_alone(trained):
+    """No tensor of a read checkpoint is a view of a buffer holding the others: a restored
+    step counter or data position kept for a run keeps only its own bytes alive."""
+    _, folder, _ = trained
+    saved = read_checkpoint(folder / "checkpoint_step_6.bin")
+    tensors = [*saved.model.values(),
+               *(t for state in saved.optimizer["state"].values() for t in state.values()
+                 if isinstance(t, torch.Tensor))]
+    assert len(tensors) > 2 * len(saved.model)
+    for tensor in tensors:
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+
+
+def test_tensors_that_overlap_in_a_file_are_refused(tmp_path):
+    """Each tensor is read into memory of its own: overlapping entries (no writer makes them)
+    would let a small crafted file ask for gigabytes."""
+    from slimcore_checkpointers import tensor_files
+
+    path = tmp_path / "crafted.safetensors"
+    tensor_files.write(path, {"a": torch.zeros(1000)})
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + length])
+    header.update({f"copy{i}": header["a"] for i in range(3)})
+    encoded = json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + length:])
+    with pytest.raises(tensor_files.Damaged, match="tensors that overlap in its bytes"):
+        tensor_files.read(path)
