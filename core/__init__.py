@@ -18,7 +18,7 @@ _EXPORTS = {
     "OptimizerBuilder": "contracts.optimizer", "ParameterGroups": "contracts.optimizer",
     "Schedule": "contracts.optimizer", "MATRIX": "contracts.optimizer",
     "EMBEDDING": "contracts.optimizer", "GAIN": "contracts.optimizer",
-    "TrainingMetrics": "contracts.metrics", "RunPaths": "contracts.paths", "Run": "contracts.run",
+    "Target": "contracts.target", "TrainingMetrics": "contracts.metrics", "RunPaths": "contracts.paths", "Run": "contracts.run",
     "TextSample": "contracts.samples", "DataSource": "contracts.source",
     "RunConfig": "config.schema", "Range": "config.values", "NonEmpty": "config.values",
     "setting_flag": "commands.arguments",

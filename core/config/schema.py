@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 from ..contracts.errors import ConfigError
+from ..contracts.target import Target
 from .values import COUNT, FRACTION, POSITIVE, POSITIVE_INT, NonEmpty, Range
 
 
@@ -37,8 +38,16 @@ class RunSection:
     nan_policy: Literal["skip", "stop"] = "skip"
     # No step for this long: dump stacks, exit 3. null: no watchdog.
     stall_timeout_s: Annotated[float, Range(above=0, max=1e7)] | None = 900.0
+    # "METRIC <= VALUE" or ">=" (eval_loss <= 4.9): the run stops at the first step that
+    # reaches it, saved, and says the steps, tokens and time it took. null: run.steps only.
+    stop_at: Annotated[str, NonEmpty()] | None = None
 
     def __post_init__(self):
+        if self.stop_at is not None:
+            try:
+                Target.parse(self.stop_at)
+            except ValueError as e:
+                raise ConfigError("stop_at", str(e)) from None
         # The name becomes a folder (runs/<name>): one folder, not a path.
         if self.name is not None and ("/" in self.name or "\\" in self.name
                                       or self.name.strip() in (".", "..")):

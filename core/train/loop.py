@@ -5,7 +5,8 @@
     update            clip, then AdamW unless the loss or gradient norm is not finite
                       (run.nan_policy), then the schedule
     measure           one TrainingMetrics (and a held-out evaluation every eval.interval)
-    after_step        the history and on_metrics, text samples, a checkpoint, a signal's stop
+    after_step        the history and on_metrics, text samples, a checkpoint, a signal's stop,
+                      run.stop_at's target
 
 Under torchrun each rank draws its own batches; loss, accuracy and token counts are those of
 the whole job's batch. Plugins hook in at the named points; the loop does not dissolve into
@@ -25,6 +26,7 @@ import torch
 from ..contracts.batch import Batch
 from ..contracts.errors import TrainingHalted, UserError
 from ..contracts.metrics import TrainingMetrics
+from ..contracts.target import Target
 from ..model.device import autocast_context
 from ..model.sampling import sample_texts
 from .checkpoints import prepare_checkpoint_buffers, save_checkpoint
@@ -51,6 +53,7 @@ def train_loop(t: Training, stop, watchdog, heldout: list[Batch] | None) -> str:
     evaluation batches (None: no evaluation)."""
     meter = StepMeter(t)
     t.state.model.train()
+    began = time.monotonic()
     for step in range(t.state.step + 1, t.run.config.run.steps + 1):
         t.writer.check()  # a background save that failed stops the run here, as a sync one would
         meter.start()
@@ -65,6 +68,8 @@ def train_loop(t: Training, stop, watchdog, heldout: list[Batch] | None) -> str:
         if after_step(t, step, metrics, totals.stop_votes, stop):
             return "stopped"
         watchdog.beat()
+        if reached_the_target(t, metrics, time.monotonic() - began):
+            return "completed"  # the end's save follows, as at run.steps
     return "completed"
 
 
@@ -182,6 +187,19 @@ def after_step(t: Training, step: int, metrics: TrainingMetrics, stop_votes: flo
         save_checkpoint(t)
     t.writer.wait()  # the save in flight is whole before the process exits
     t.stop_signal = stop.requested or signal.SIGTERM  # another rank's signal
+    return True
+
+
+def reached_the_target(t: Training, metrics: TrainingMetrics, elapsed: float) -> bool:
+    """run.stop_at reached at this step: said on rank 0 (every rank decides alike: the
+    metrics are the whole job's)."""
+    target = t.run.config.run.stop_at
+    if target is None or not (target := Target.parse(target)).reached(metrics.to_dict()):
+        return False
+    if t.run.is_main_process:
+        print(f"run.stop_at: {target.metric} {getattr(metrics, target.metric):.4f} reached "
+              f"{target} at step {metrics.step}, {metrics.tokens_seen:,} tokens, "
+              f"{elapsed:.1f} s after this process's first step")
     return True
 
 

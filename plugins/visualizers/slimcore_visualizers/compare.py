@@ -1,10 +1,11 @@
-"""Plugin `compare`: `slimcore compare RUN_DIR [RUN_DIR ...] [--output PNG]`.
+"""Plugin `compare`: `slimcore compare RUN_DIR [RUN_DIR ...] [--output PNG] [--target T]`.
 
 Overlays the runs' loss, accuracy and throughput (each with its moving average) from the
 history every run writes (`history/metrics.jsonl`, whatever plugins were on; json_export's
 `training_viz/metrics_history.json` where a folder lacks it) in one PNG; the held-out evaluations are points in the
 run's color on the loss and accuracy panels. The PNG's metadata says what it drew (`Runs`,
-`Evaluations`: points per run).
+`Evaluations`: points per run). With a target (`--target "eval_loss <= 4.9"`, or each run's
+own `run.stop_at`), it prints each run's steps, tokens and time to it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from slimcore import ChartData, RunPaths, UserError, hookimpl, setting_flag, write_atomically
+import yaml
+from slimcore import (ChartData, RunPaths, Target, UserError, hookimpl, setting_flag,
+                      write_atomically)
 
 from .dashboard import DashboardConfig
 from .files import metrics_history
@@ -32,6 +35,9 @@ def register_commands(subparsers):
     parser.add_argument("--output", default="comparison.png", help="the PNG to write")
     parser.add_argument("--moving-average", type=setting_flag(DashboardConfig, "moving_average"),
                         default=50, metavar="STEPS", help="steps in the smoothed curves")
+    parser.add_argument("--target", metavar="'METRIC <= VALUE'",
+                        help="print each run's steps, tokens and time to this target "
+                             "(default: each run's run.stop_at)")
     parser.set_defaults(handler=command_compare)
 
 
@@ -69,6 +75,56 @@ def read_log(path: Path) -> list[dict]:
 
 def command_compare(args) -> int:
     runs = {Path(r).name or str(r): read_history(Path(r)) for r in args.runs}
+    targets = {name: target_of(Path(r), args.target) for name, r in zip(runs, args.runs)}
+    draw_comparison(args, runs)
+    for line in time_to_target(runs, targets):
+        print(line)
+    return 0
+
+
+def target_of(run_dir: Path, given: str | None) -> Target | None:
+    """`--target`, else the run's own run.stop_at (from its config.yaml), else None."""
+    text = given
+    if text is None:
+        try:
+            recorded = yaml.safe_load(RunPaths(run_dir).config.read_text())
+            text = recorded["run"]["stop_at"]
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            return None
+    if not isinstance(text, str):
+        return None
+    try:
+        return Target.parse(text)
+    except ValueError as e:
+        if given is None:
+            return None  # a config.yaml edited by hand: no target, as if none were set
+        raise UserError(f"compare: --target: {e}") from None
+
+
+def time_to_target(runs: dict[str, list[dict]], targets: dict[str, Target | None]) -> list[str]:
+    """A line per run with a target: the first step that reached it, the tokens seen and the
+    wall time from the first step's start (as the history's timestamps say), or its best."""
+    lines = []
+    for name, history in runs.items():
+        target = targets[name]
+        if target is None:
+            continue
+        hit = target.first_reached(history)
+        if hit is None:
+            measured = [r[target.metric] for r in history
+                        if isinstance(r.get(target.metric), (int, float))]
+            best = (min if target.op == "<=" else max)(measured) if measured else None
+            lines.append(f"{name}: {target} not reached" + (
+                f" (best {target.metric} {best:.4f})" if best is not None else ""))
+            continue
+        first = history[0]
+        elapsed = hit["timestamp"] - first["timestamp"] + first["step_time_s"]
+        lines.append(f"{name}: {target} at step {hit['step']}, {hit['tokens_seen']:,} tokens, "
+                     f"{elapsed:.1f} s")
+    return lines
+
+
+def draw_comparison(args, runs: dict[str, list[dict]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,4 +169,3 @@ def command_compare(args) -> int:
     plt.close(figure)
     write_atomically(output, png.getvalue())  # a place it cannot write is one line
     print(f"wrote {output}")
-    return 0
