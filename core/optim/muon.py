@@ -27,9 +27,6 @@ class MuonSection:
     ns_steps: Annotated[int, Range(min=1, max=99)] = 5  # Newton-Schulz iterations
     adjust_lr: Literal["original", "match_rms_adamw"] = "original"
     weight_decay: Annotated[float, COUNT] = 0.0  # decoupled: each step scales by 1 - lr * wd
-    # The Newton-Schulz iterations' precision. auto: bfloat16 on CUDA (its authors'), float32
-    # elsewhere (a CPU without native bfloat16 matmul runs them several times slower).
-    ns_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
 
 class MuonBuilder(OptimizerBuilder):
@@ -48,8 +45,6 @@ class MuonBuilder(OptimizerBuilder):
                                  "weight_decay": muon.weight_decay})
         from .muon_update import Muon
 
-        ns_dtype = muon.ns_dtype if muon.ns_dtype != "auto" else \
-            "bfloat16" if run.device.type == "cuda" else "float32"
         return Muon([g for g in param_groups if g["params"]], betas=(adamw.beta1, adamw.beta2),
                     eps=adamw.eps, momentum=muon.momentum, nesterov=muon.nesterov,
-                    ns_steps=muon.ns_steps, adjust_lr=muon.adjust_lr, ns_dtype=ns_dtype)
+                    ns_steps=muon.ns_steps, adjust_lr=muon.adjust_lr)

@@ -2,9 +2,8 @@
 one schedule scales both and one state dict holds both (built by muon.py).
 
 Muon (Keller Jordan, 2024; torch.optim.Muon) keeps a momentum of each matrix's gradient and
-steps along its orthogonalisation: five Newton-Schulz iterations of a quintic (in bfloat16 as
-its authors run them, or float32: `muon.ns_dtype`) push every singular value toward 1, so no
-direction of the update dominates. The step is scaled by the matrix's shape (`muon.adjust_lr`): `original`, sqrt(max(1, rows/cols)) as its
+steps along its orthogonalisation: five Newton-Schulz iterations of a quintic in bfloat16
+push every singular value toward 1, so no direction of the update dominates. The step is scaled by the matrix's shape (`muon.adjust_lr`): `original`, sqrt(max(1, rows/cols)) as its
 authors do, or `match_rms_adamw`, 0.2 * sqrt(max(rows, cols)) (Moonshot's, "Muon is Scalable
 for LLM Training"), under which muon.lr can be AdamW's. A fused matrix (q, k, v stacked) is
 orthogonalised part by part, as the separate matrices it stands for (modded-nanogpt).
@@ -32,11 +31,11 @@ class Muon(torch.optim.Optimizer):
     `exp_avg_sq`)."""
 
     def __init__(self, groups: list[dict], *, betas=(0.9, 0.95), eps=1e-8, momentum=0.95,
-                 nesterov=True, ns_steps=5, adjust_lr="original", ns_dtype="bfloat16"):
+                 nesterov=True, ns_steps=5, adjust_lr="original"):
         super().__init__(groups, dict(lr=1e-3, weight_decay=0.0, rule="adamw", parts=1,
                                       betas=betas, eps=eps, momentum=momentum,
                                       nesterov=nesterov, ns_steps=ns_steps,
-                                      adjust_lr=adjust_lr, ns_dtype=ns_dtype))
+                                      adjust_lr=adjust_lr))
         for group in self.param_groups:
             if group["rule"] == "muon" and any(p.dim() != 2 for p in group["params"]):
                 raise ValueError("Muon takes 2-D matrices only")
@@ -80,8 +79,7 @@ def muon_step(p: torch.Tensor, state: dict, group: dict) -> None:
     update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
     whole = update.full_tensor() if hasattr(update, "full_tensor") else update
     parts = whole.chunk(group["parts"])
-    dtype = getattr(torch, group["ns_dtype"])
-    direction = torch.cat([orthogonalise(part, group["ns_steps"], dtype) for part in parts])
+    direction = torch.cat([orthogonalise(part, group["ns_steps"]) for part in parts])
     if hasattr(update, "full_tensor"):  # back to this rank's rows
         from torch.distributed.tensor import distribute_tensor
         direction = distribute_tensor(direction, update.device_mesh, update.placements,
@@ -90,11 +88,10 @@ def muon_step(p: torch.Tensor, state: dict, group: dict) -> None:
     p.add_(direction, alpha=-group["lr"] * shape_scale(parts[0].shape, group["adjust_lr"]))
 
 
-def orthogonalise(matrix: torch.Tensor, steps: int,
-                  dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """The Newton-Schulz quintic's approximation of U V^T for matrix = U S V^T, in `dtype`."""
+def orthogonalise(matrix: torch.Tensor, steps: int) -> torch.Tensor:
+    """The Newton-Schulz quintic's approximation of U V^T for matrix = U S V^T (bfloat16)."""
     a, b, c = NS_COEFFICIENTS
-    x = matrix.to(dtype)
+    x = matrix.bfloat16()
     tall = x.size(0) > x.size(1)
     if tall:  # the Gram matrix of the short side is the smaller
         x = x.T
