@@ -216,3 +216,35 @@ def test_a_resume_then_a_save_costs_no_more_memory_than_a_fresh_run(write_config
     print(f"{strategy} peak KiB per rank: fresh {fresh}, resumed then saved {resumed}")
     for rank in (0, 1):
         assert resumed[rank] <= 1.3 * fresh[rank], (rank, fresh, resumed)
+
+
+def test_nodes_that_do_not_share_the_output_folder_stop_with_one_line(write_config, tmp_path,
+                                                                      corpus):
+    """Two "nodes" on 127.0.0.1 (a torchrun each, static rendezvous), the second given an
+    output folder of its own, as a node without the shared filesystem would have: every rank
+    stops before any work with one line naming the rank that cannot see rank 0's folder."""
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = write_config({"run": {"steps": 2}, "data": {"source": "sample", "batch_size": 2},
+                           "corpus": {"path": str(corpus), "shuffle_buffer": 0},
+                           "tokenizer": {"vocab_size": 300, "train_documents": 100}})
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank",
+         str(node), "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
+         str(port), "-m", "slimcore", "run", str(config),
+         "--output-dir", str(tmp_path / ("shared" if node == 0 else "its-own"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}) for node in (0, 1)]
+    outcomes = [node.communicate(timeout=240) for node in nodes]
+    line = (f"slimcore: error: output.dir: rank 1 on {socket.gethostname()} "
+            f"({tmp_path / 'its-own'}) cannot see the output folder rank 0 locked "
+            f"({tmp_path / 'shared'} on {socket.gethostname()}); every node must reach the same "
+            "folder (a shared filesystem), or each would save and resume its own")
+    for node, (_, stderr) in zip(nodes, outcomes):
+        assert node.returncode != 0
+        assert line in stderr.splitlines(), stderr[-3000:]
+    assert not (tmp_path / "shared" / "history").exists()

@@ -61,9 +61,10 @@ def read_run_record(root: Path) -> dict:
 
 
 class RunFolder:
-    def __init__(self, path: Path, lock_file):
+    def __init__(self, path: Path, lock_file, holder: str = ""):
         self.path = path
         self.lock_file = lock_file
+        self.holder = holder  # what the lock file says: this process, its host, its start
         self.written: dict = {}  # run.json as this process last wrote it
 
     @classmethod
@@ -87,12 +88,21 @@ class RunFolder:
                 lock_file.close()
                 raise UserError(f"output.dir: {path} is in use by another run ({holder}); wait "
                                 "for it to end, or give this run another --output-dir") from None
+        holder = (f"PID {os.getpid()} on {socket.gethostname()}, since "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
         lock_file.seek(0)
         lock_file.truncate()
-        lock_file.write(f"PID {os.getpid()} on {socket.gethostname()}, since "
-                        f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock_file.write(holder + "\n")
         lock_file.flush()
-        return cls(path, lock_file)
+        return cls(path, lock_file, holder)
+
+    @staticmethod
+    def locked_by(path: Path, holder: str) -> bool:
+        """Whether the folder at `path`, seen from this process, is locked by `holder`."""
+        try:
+            return RunPaths(path).lock.read_text().strip() == holder
+        except OSError:
+            return False
 
     def release(self) -> None:
         if self.lock_file is not None:

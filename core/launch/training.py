@@ -13,10 +13,12 @@ observer hooks, and what it decides (the run id, a refusal) reaches every rank.
 
 from __future__ import annotations
 
+import socket
+
 import torch
 
 from ..config.schema import RunConfig
-from ..contracts.errors import TrainingHalted
+from ..contracts.errors import TrainingHalted, UserError
 from ..contracts.run import Run
 from ..host.roles import checkpointer as selected_checkpointer
 from ..host.in_run import run_header, switch_off_idle
@@ -70,8 +72,9 @@ def train_in_folder(config: RunConfig, plugins, checkpointer, ranks: Distributed
     run = Run(config=config, output_dir=output_dir_for(config), device=device,
               rank=ranks.rank, world_size=ranks.world_size)
     plugins.observing = run.is_main_process
-    folder, fresh_id = claim_output_folder(run, ranks, resume, overwrite)
+    folder, fresh_id, holder = claim_output_folder(run, ranks, resume, overwrite)
     try:
+        check_the_folder_is_shared(run, ranks, holder)
         t = prepare(run, plugins, checkpointer, ranks, folder, (fresh_id, resume, overwrite))
         train_to_the_end(t)
         return t
@@ -81,11 +84,12 @@ def train_in_folder(config: RunConfig, plugins, checkpointer, ranks: Distributed
 
 
 def claim_output_folder(run: Run, ranks: Distributed, resume: str | None,
-                        overwrite: bool) -> tuple[RunFolder | None, str]:
+                        overwrite: bool) -> tuple[RunFolder | None, str, str]:
     """Lock the output folder (rank 0; None on the others) and settle which run it is for:
     a new run never goes into a folder holding another run's outputs, unless `overwrite`
     moves them aside. Sets `run.run_id` on every rank: a new run's id, or for a resume the
-    folder's. Returns the folder and the id a new run takes (the same on every rank)."""
+    folder's. Returns the folder, the id a new run takes and what the lock file says (the
+    same on every rank)."""
     folder = None
 
     def claim():
@@ -96,12 +100,32 @@ def claim_output_folder(run: Run, ranks: Distributed, resume: str | None,
                 folder.release()
                 raise folder.refuse_to_mix("a new run into it")
             folder.move_aside()
-        return (folder.run_id if resume else None), new_run_id()
+        return (folder.run_id if resume else None), new_run_id(), folder.holder
 
-    run.run_id, fresh_id = ranks.from_rank_zero(claim, "claiming the output folder")
+    run.run_id, fresh_id, holder = ranks.from_rank_zero(claim, "claiming the output folder")
     if resume is None:
         run.run_id = fresh_id
-    return folder, fresh_id
+    return folder, fresh_id, holder
+
+
+def check_the_folder_is_shared(run: Run, ranks: Distributed, holder: str) -> None:
+    """Every rank sees the folder rank 0 locked, or every rank stops with one line: ranks on
+    nodes that do not share it would each resume from a folder of their own."""
+    if not ranks.active:
+        return
+    views = ranks.gather((RunFolder.locked_by(run.output_dir, holder), socket.gethostname(),
+                          str(run.output_dir)), "checking that the output folder is shared")
+
+    def check():
+        blind = [f"rank {rank} on {host} ({path})"
+                 for rank, (sees, host, path) in enumerate(views) if not sees]
+        if blind:
+            raise UserError(f"output.dir: {', '.join(blind[:4])} cannot see the output "
+                            f"folder rank 0 locked ({run.output_dir} on "
+                            f"{socket.gethostname()}); every node must reach the same folder "
+                            "(a shared filesystem), or each would save and resume its own")
+
+    ranks.from_rank_zero(check, "checking that the output folder is shared")
 
 
 def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFolder | None,
