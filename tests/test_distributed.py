@@ -5,6 +5,7 @@ one shard for two ranks, rank 0 reads documents 0, 2, 4... and rank 1 documents 
 so together they see what a single process reads, step by step."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -245,6 +246,36 @@ def test_nodes_that_do_not_share_the_output_folder_stop_with_one_line(write_conf
             f"({tmp_path / 'shared'} on {socket.gethostname()}); every node must reach the same "
             "folder (a shared filesystem), or each would save and resume its own")
     for node, (_, stderr) in zip(nodes, outcomes):
-        assert node.returncode != 0
+        assert node.returncode == 1  # torchrun's, its summary giving the rank's own status
         assert line in stderr.splitlines(), stderr[-3000:]
+        assert re.search(r"exitcode\s*: 2\b", stderr), stderr[-3000:]
     assert not (tmp_path / "shared" / "history").exists()
+
+
+def test_sigterm_to_torchrun_saves_and_says_the_torchrun_command_to_go_on(
+        write_config, tmp_path, installed_plugins):
+    """torchrun forwards SIGTERM: every rank stops after the same step, rank 0 saves, and the
+    line to go on is a torchrun command of the job's shape. torchrun itself then exits 1 with
+    a traceback of its own (SignalException), as the README says."""
+    import os
+    import signal
+
+    config = write_config({"run": {"steps": 500}, "data": {"source": "counting"},
+                           "intervals": {"checkpoint": 1000}})
+    job = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "slimcore", "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=REPO, env={**os.environ, **installed_plugins, "OMP_NUM_THREADS": "1",
+                                  "COUNTING_PAUSE_S": "0.05"})
+    deadline = time.monotonic() + 120
+    for line in job.stdout:
+        if line.startswith("step 3/") or time.monotonic() > deadline:
+            break
+    job.send_signal(signal.SIGTERM)
+    stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 1, (job.returncode, stderr[-3000:])
+    assert f"go on with: torchrun --standalone --nproc-per-node 2 -m slimcore run {config} " \
+           "--resume auto" in stderr, stderr[-3000:]
+    assert "SignalException" in stderr  # torchrun's, documented
+    saved = list((tmp_path / "out" / "checkpoints").glob("checkpoint_step_*.bin"))
+    assert len(saved) == 1

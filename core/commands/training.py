@@ -8,6 +8,7 @@ and the plugins' `declare_flags`) and `--set`, resolved into one config; `run` t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -90,8 +91,11 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def resume_command(argv: list[str]) -> str:
-    """The command line that continues this run: the same, with `--resume auto`."""
+    """The command line that continues this run: the same, with `--resume auto` (under
+    torchrun, a torchrun command of the job's shape)."""
     import shlex
+
+    from ..train.distributed import launched_by_torchrun
 
     kept, skip = [], False
     for token in argv:
@@ -101,7 +105,15 @@ def resume_command(argv: list[str]) -> str:
             skip = True
         elif not token.startswith("--resume=") and token != "--overwrite":
             kept.append(token)
-    return shlex.join(["slimcore", *kept, "--resume", "auto"])
+    if not launched_by_torchrun():
+        return shlex.join(["slimcore", *kept, "--resume", "auto"])
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    nodes = max(1, int(os.environ.get("WORLD_SIZE", "1")) // max(1, per_node))
+    launcher = ["--standalone"] if nodes == 1 else ["--nnodes", str(nodes)]
+    command = shlex.join(["torchrun", *launcher, "--nproc-per-node", str(per_node), "-m",
+                          "slimcore", *kept, "--resume", "auto"])
+    return command if nodes == 1 else f"{command} (on every node, with this job's rendezvous " \
+        "flags)"
 
 
 def command_config(args: argparse.Namespace) -> int:
