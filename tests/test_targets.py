@@ -27,7 +27,7 @@ def test_a_target_is_reached_by_the_first_record_that_meets_it():
     ("eval_loss < 4", "'eval_loss < 4' is not METRIC <= VALUE or METRIC >= VALUE "
                       "(eval_loss <= 4.9)"),
     ("perplexity <= 3", "'perplexity' is no metric a target can name (one of loss, eval_loss, "
-                        "accuracy, eval_accuracy)"),
+                        "bits_per_byte, eval_bits_per_byte, accuracy, eval_accuracy)"),
     ("eval_loss <= nan", "'nan' is not a finite number"),
     ("eval_loss <= 1e999", "'1e999' is not a finite number"),
     ("eval_loss <= four", "'four' is not a finite number")])

@@ -1,5 +1,6 @@
-"""`slimcore eval SOURCE`: loss, perplexity and next-token accuracy of a trained model on the
-held-out data of its run's source, or on other data (`--data`, which the source declares).
+"""`slimcore eval SOURCE`: loss, perplexity, bits per byte and next-token accuracy of a trained
+model on the held-out data of its run's source, or on other data (`--data`, which the source
+declares).
 
     slimcore eval runs/quickstart --data more_text.jsonl --json
 """
@@ -17,6 +18,7 @@ from ..contracts.errors import ConfigError, UserError
 from .arguments import setting_flag
 from ..host.roles import validation_batches
 from ..model.device import autocast_context, resolve_device
+from ..text.token_bytes import TokenBytes
 from ..train.evaluation import evaluate
 from .generate import quiet_stdout
 from .trained import CHECKPOINTER_HELP, SOURCE_HELP, TrainedModel, load_trained, saved_config
@@ -50,20 +52,23 @@ def command_eval(args) -> int:
         batches = validation_batches(plugins, config, trained.tokenizer, config.eval.batches,
                                      "eval")
     bar = progress_bar(len(batches))
-    loss, accuracy = evaluate(trained.model, batches, device, autocast_context(device),
-                              on_batch=bar.update)
+    loss, accuracy, bpb = evaluate(trained.model, batches, device, autocast_context(device),
+                                   TokenBytes(trained.tokenizer, device), on_batch=bar.update)
     bar.close()
     tokens = sum(batch.target_count for batch in batches)
     result = {"checkpoint": trained.checkpoint.path, "step": trained.checkpoint.step,
               "data": args.data or "held-out", "source": config.data.source,
               "batches": len(batches), "tokens": tokens, "loss": loss,
-              "perplexity": math.exp(min(loss, 700.0)), "accuracy": accuracy}
+              "perplexity": math.exp(min(loss, 700.0)), "bits_per_byte": bpb,
+              "accuracy": accuracy}
     if args.json:
         print(json.dumps(result))
     else:
         print(f"eval: {result['checkpoint']} (step {result['step']}) on {len(batches)} batches "
               f"({tokens:,} tokens) of {args.data or 'the held-out data'}: loss {loss:.4f}, "
-              f"perplexity {result['perplexity']:,.2f}, accuracy {accuracy:.4f}")
+              f"perplexity {result['perplexity']:,.2f}, "
+              + (f"bits per byte {bpb:.4f}, " if bpb is not None else "")
+              + f"accuracy {accuracy:.4f}")
     return 0
 
 

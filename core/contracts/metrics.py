@@ -22,6 +22,10 @@ class TrainingMetrics:
     timestamp: float
     eval_loss: float | None = None
     eval_accuracy: float | None = None
+    # The loss in bits per UTF-8 byte of the text the targets stand for (text/token_bytes.py):
+    # comparable across tokenizers. None where the targets stood for no text.
+    bits_per_byte: float | None = None
+    eval_bits_per_byte: float | None = None
 
     def to_dict(self) -> dict:
         """Plain values for strict JSON: NaN and Inf become None."""

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass
 
 # The metrics a target may name: what a step measures of the model, not of the machine.
-METRICS = ("loss", "eval_loss", "accuracy", "eval_accuracy")
+METRICS = ("loss", "eval_loss", "bits_per_byte", "eval_bits_per_byte", "accuracy",
+           "eval_accuracy")
 FORM = re.compile(r"\s*([A-Za-z_]+)\s*(<=|>=)\s*(\S+)\s*")
 
 

@@ -28,6 +28,7 @@ from ..model.device import resolve_device
 from ..model.gpt import GPT
 from ..model.ops import select_ops
 from ..storage.atomic import write_atomically
+from ..text.token_bytes import TokenBytes
 from ..storage.cache import use as use_cache_dir
 from ..train.checkpoints import checkpoint_writer, finish_save_in_flight, save_final_checkpoint
 from ..train.distributed import Distributed
@@ -151,7 +152,8 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
     on_saved = folder.note_saved if folder is not None else None  # run.json says the step
     t = Training(run=run, state=build_state(run, plugins, ranks), plugins=plugins, ranks=ranks,
                  writer=checkpoint_writer(run, checkpointer, on_saved), checkpointer=checkpointer,
-                 source_name=run.config.data.source)
+                 source_name=run.config.data.source,
+                 token_bytes=TokenBytes(run.tokenizer, run.device))
     if saved:
         restore(run, ranks, t.state, saved)
         del saved  # the weights are in the model now; the copies can go

@@ -8,20 +8,23 @@ from typing import Any, Callable
 import torch
 
 from ..contracts.batch import Batch
+from ..text.token_bytes import TokenBytes, bits_per_byte
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
-             autocast, on_batch: Callable[[], Any] | None = None) -> tuple[float, float]:
-    """Loss (nats per target token) and next-token accuracy over `batches`; `on_batch` is
-    called after each (a progress bar)."""
+def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device, autocast,
+             token_bytes: TokenBytes, on_batch: Callable[[], Any] | None = None
+             ) -> tuple[float, float, float | None]:
+    """Loss (nats per target token), next-token accuracy and bits per byte over `batches`;
+    `on_batch` is called after each (a progress bar)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    correct, byte_count = (torch.zeros((), dtype=torch.long, device=device) for _ in range(2))
     count = 0
     for batch in batches:
         batch = batch.to(device)
+        byte_count += token_bytes.count(batch)
         with autocast:
             batch_loss, batch_correct, _ = model(batch.inputs, batch.targets)
         loss_sum += batch_loss.float()
@@ -30,4 +33,5 @@ def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
         if on_batch is not None:
             on_batch()
     model.train(was_training)
-    return loss_sum.item() / count, correct.item() / count
+    return (loss_sum.item() / count, correct.item() / count,
+            bits_per_byte(loss_sum.item(), byte_count.item()))

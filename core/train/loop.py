@@ -29,6 +29,7 @@ from ..contracts.metrics import TrainingMetrics
 from ..contracts.target import Target
 from ..model.device import autocast_context
 from ..model.sampling import sample_texts
+from ..text.token_bytes import bits_per_byte
 from .checkpoints import prepare_checkpoint_buffers, save_checkpoint
 from .checks import check_batch, check_position
 from .evaluation import evaluate
@@ -42,6 +43,7 @@ class StepTotals:
 
     loss: float
     accuracy: float
+    bits_per_byte: float | None  # None: the targets stood for no text
     grad_norm: float
     tokens: int
     stop_votes: float  # ranks a signal asked to stop
@@ -99,9 +101,10 @@ def forward_backward(t: Training, step: int, batches: list[Batch], step_targets:
     wrapped = t.state.module
     scale = ranks.world_size / step_targets  # DDP and FSDP average gradients over ranks
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    correct, byte_count = (torch.zeros((), dtype=torch.long, device=device) for _ in range(2))
     for index, batch in enumerate(batches):
         batch = batch.to(device)
+        byte_count += t.token_bytes.count(batch)
         with ranks.no_gradient_sync(wrapped, index == len(batches) - 1):
             with autocast_context(device):
                 micro_loss, micro_correct, _ = wrapped(batch.inputs, batch.targets)
@@ -113,10 +116,11 @@ def forward_backward(t: Training, step: int, batches: list[Batch], step_targets:
                                                cfg.optimizer.grad_clip)
     if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
         grad_norm = grad_norm.full_tensor()
-    loss_sum, correct, tokens, stop_votes = ranks.sum(
-        [loss_sum.item(), correct.item(), sum(b.inputs.numel() for b in batches),
+    loss_sum, correct, byte_count, tokens, stop_votes = ranks.sum(
+        [loss_sum.item(), correct.item(), byte_count.item(), sum(b.inputs.numel() for b in batches),
          float(stop.requested is not None)], device, f"step {step}: summing metrics")
     return StepTotals(loss=loss_sum / step_targets, accuracy=correct / step_targets,
+                      bits_per_byte=bits_per_byte(loss_sum, byte_count),
                       grad_norm=grad_norm.item(), tokens=int(tokens), stop_votes=stop_votes)
 
 
@@ -153,11 +157,11 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
     if step == t.run.start_step + 1:  # the first position, and the optimizer's shapes
         check_position(state.data_state, t.source_name)
         prepare_checkpoint_buffers(t)
-    eval_loss = eval_accuracy = None
+    held_out = None, None, None
     if heldout and (step % cfg.eval.interval == 0 or step == cfg.run.steps):
         # Every rank evaluates the same batches (a sharded model needs them all).
-        eval_loss, eval_accuracy = evaluate(state.module, heldout,
-                                            t.run.device, autocast_context(t.run.device))
+        held_out = evaluate(state.module, heldout, t.run.device,
+                            autocast_context(t.run.device), t.token_bytes)
     memory, memory_kind = memory_in_use(t.run.device)
     tokens_per_second = totals.tokens / step_time
     return TrainingMetrics(
@@ -165,7 +169,8 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
         tokens_per_second=tokens_per_second, tokens_seen=state.tokens_seen,
         step_time_s=step_time, grad_norm=totals.grad_norm, memory_bytes=memory,
         memory_kind=memory_kind, mfu=meter.mfu(tokens_per_second), timestamp=time.time(),
-        eval_loss=eval_loss, eval_accuracy=eval_accuracy)
+        eval_loss=held_out[0], eval_accuracy=held_out[1], bits_per_byte=totals.bits_per_byte,
+        eval_bits_per_byte=held_out[2])
 
 
 def after_step(t: Training, step: int, metrics: TrainingMetrics, stop_votes: float,

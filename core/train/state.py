@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ..contracts.run import Run
     from ..contracts.source import DataSource
     from ..host.manager import SlimcorePluginManager
+    from ..text.token_bytes import TokenBytes
     from .distributed import Distributed
     from .history import RunHistory
     from .writer import CheckpointWriter
@@ -49,6 +50,7 @@ class Training:
     source: DataSource | None = None  # the data source's stream, once opened
     source_name: str = ""
     history: RunHistory | None = None  # the core's log (rank 0)
+    token_bytes: TokenBytes | None = None  # what each target stands for, for bits per byte
     stop_signal: int | None = None  # the signal that stopped the run, if one did
 
     def notify(self, hook: str, **kwargs) -> None:

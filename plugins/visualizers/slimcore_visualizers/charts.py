@@ -62,12 +62,32 @@ def draw_curve(ax, data: ChartData, key: str, ylabel: str, scale: float = 1.0,
     ax.legend(loc=legend, fontsize=8)
 
 
+def draw_bits_per_byte(ax, data: ChartData) -> None:
+    """The loss in bits per byte (comparable across tokenizers) on an axis of its own at the
+    right: its moving average dashed, held-out values as open circles."""
+    steps, values = data.series("bits_per_byte")
+    eval_steps, eval_values = data.series("eval_bits_per_byte")
+    if not (np.isfinite(values).any() or np.isfinite(eval_values).any()):
+        return  # a history from before bits per byte
+    right = ax.twinx()
+    window = data.moving_average
+    if len(values) >= window:
+        right.plot(steps, full_windows(moving_average(values, window), window),
+                   color="tab:green", linewidth=1.2, linestyle="--")
+    keep = np.isfinite(eval_values)
+    right.scatter(eval_steps[keep], eval_values[keep], facecolors="none",
+                  edgecolors="tab:green", s=18, zorder=3)
+    right.set_ylabel("bits per byte (dashed; circles held out)", color="tab:green")
+    right.grid(False)
+
+
 class LossChart(Chart):
     name, title = "loss", "Training loss"
     order = 10
 
     def draw(self, ax, data):
         draw_curve(ax, data, "loss", "cross-entropy (nats/token)", eval_key="eval_loss")
+        draw_bits_per_byte(ax, data)
 
 
 class AccuracyChart(Chart):

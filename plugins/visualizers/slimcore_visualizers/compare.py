@@ -1,6 +1,6 @@
 """Plugin `compare`: `slimcore compare RUN_DIR [RUN_DIR ...] [--output PNG] [--target T]`.
 
-Overlays the runs' loss, accuracy and throughput (each with its moving average) from the
+Overlays the runs' loss, bits per byte, accuracy and throughput (each with its moving average) from the
 history every run writes (`history/metrics.jsonl`, whatever plugins were on; json_export's
 `training_viz/metrics_history.json` where a folder lacks it) in one PNG; the held-out evaluations are points in the
 run's color on the loss and accuracy panels. The PNG's metadata says what it drew (`Runs`,
@@ -24,6 +24,7 @@ from .files import metrics_history
 
 # (metric, axis label, scale, its evaluation metric)
 PANELS = (("loss", "cross-entropy (nats/token)", 1.0, "eval_loss"),
+          ("bits_per_byte", "bits per byte (across tokenizers)", 1.0, "eval_bits_per_byte"),
           ("accuracy", "accuracy (%)", 100.0, "eval_accuracy"),
           ("tokens_per_second", "tokens/s", 1.0, None))
 
