@@ -180,8 +180,12 @@ def iterate_batches(source, run):
         return None
     stall_at = int(os.environ.get("COUNTING_STALL_AT", "0"))
     pause_s = float(os.environ.get("COUNTING_PAUSE_S", "0"))  # a stream slower than the step
-    # exit|hang:RANK:BATCH - that rank of a torchrun job dies or hangs at that batch
+    # exit|kill|hang:RANK:BATCH - that rank of a torchrun job exits, is SIGKILLed or hangs at
+    # that batch; with COUNTING_FAULT_ONCE=PATH, only while PATH does not exist (it is made)
     fault, fault_rank, fault_at = (os.environ.get("COUNTING_FAULT", "none:-1:0").split(":"))
+    once = os.environ.get("COUNTING_FAULT_ONCE")
+    if once and os.path.exists(once):
+        fault = "none"
 
     def batches():
         row = run.config.model.seq_len + 1
@@ -189,10 +193,14 @@ def iterate_batches(source, run):
             time.sleep(pause_s)
             if start + 1 == stall_at:
                 time.sleep(3600)  # a data stream that hangs
-            if run.rank == int(fault_rank) and start + 1 == int(fault_at):
+            if fault != "none" and run.rank == int(fault_rank) and start + 1 == int(fault_at):
                 print(f"rank {run.rank}: {fault} at batch {start + 1}", flush=True)
+                if once:
+                    open(once, "w").close()
                 if fault == "exit":
                     os._exit(1)
+                if fault == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
                 # Hung where no Python handler runs: torchrun's SIGTERM ends it at once.
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 time.sleep(3600)

@@ -279,3 +279,30 @@ def test_sigterm_to_torchrun_saves_and_says_the_torchrun_command_to_go_on(
     assert "SignalException" in stderr  # torchrun's, documented
     saved = list((tmp_path / "out" / "checkpoints").glob("checkpoint_step_*.bin"))
     assert len(saved) == 1
+
+
+def test_max_restarts_with_resume_auto_recovers_a_killed_rank(write_config, tmp_path,
+                                                              installed_plugins):
+    """`torchrun --max-restarts 2 ... --resume auto`: rank 1 SIGKILLed at step 6, torchrun
+    starts the job again, which resumes from the step-4 checkpoint and ends with the losses
+    of a job that was never killed. The restarted ranks start gloo at once (they read the
+    dead ranks' addresses from torchrun's store, and failed, before their keys were named
+    by attempt)."""
+    settings = {"run": {"steps": 8}, "data": {"source": "counting"},
+                "intervals": {"checkpoint": 2}, "distributed": {"timeout_s": 20}}
+    straight = torchrun(write_config({**settings, "output": {"dir": str(tmp_path / "straight")}},
+                                     "straight"), "--resume", "auto", env=installed_plugins)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    marker = tmp_path / "killed-once"
+    restarted = torchrun(
+        write_config({**settings, "output": {"dir": str(tmp_path / "restarted")}}, "restarted"),
+        "--resume", "auto", launcher=("--max-restarts", "2"), timeout=400,
+        env={**installed_plugins, "COUNTING_FAULT": "kill:1:6",
+             "COUNTING_FAULT_ONCE": str(marker)})
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert marker.exists() and "rank 1: kill at batch 6" in restarted.stdout
+    assert "connectFullMesh" not in restarted.stderr  # the next attempt's gloo starts
+    assert "resume: continuing from step 4" in restarted.stdout
+    expected, got = history(tmp_path / "straight"), history(tmp_path / "restarted")
+    assert sorted(got) == list(range(1, 9))
+    assert [got[s]["loss"] for s in range(1, 9)] == [expected[s]["loss"] for s in range(1, 9)]

@@ -61,7 +61,9 @@ class Distributed:
                 # Named, NCCL binds this rank to its GPU at once instead of guessing from
                 # the rank at the first collective (torch warns that a guess can hang).
                 device_id = torch.device("cuda", local_rank)
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.timeout_s),
+        timeout = datetime.timedelta(seconds=cfg.timeout_s)
+        dist.init_process_group(backend, store=attempt_store(rank, world, timeout),
+                                rank=rank, world_size=world, timeout=timeout,
                                 device_id=device_id)
         return cls(rank, world, local_rank, cfg.strategy, cfg.timeout_s)
 
@@ -266,6 +268,16 @@ class Distributed:
                                  f"(checksums {checksums})")
         print(f"distributed: parameters identical on {self.world_size} ranks "
               f"(checksum {checksum:.10e})")
+
+
+def attempt_store(rank: int, world: int, timeout: datetime.timedelta):
+    """torchrun's store, its keys under this attempt's name. After `--max-restarts` starts
+    the job again, the workers share the store of the attempt before (torchrun's rendezvous
+    store), whose keys still give the dead ranks' gloo addresses: a new rank read one and
+    failed to connect ("Gloo connectFullMesh failed ... Connection refused")."""
+    store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"slimcore/attempt_{attempt}", store)
 
 
 def owning(value):
