@@ -6,9 +6,9 @@
 The files are standard safetensors (an 8-byte header length, a JSON header, the raw bytes),
 so any safetensors reader opens them. Writing streams each tensor's bytes from its memory to
 the file and into the hash at once: no serialized copy of the whole file in memory, no
-second pass. Reading reads each byte once, a chunk at a time, into the tensors' own memory
-(no tensor is a view of a buffer holding the others: a restored step counter or data position
-kept for the rest of a run keeps only its own bytes alive), and hashes as it reads. Hashing runs on a second thread, one chunk behind the file's reads and
+second pass. Reading reads each byte once, straight into the memory of the tensor that holds
+it (no tensor is a view of a buffer holding the others: a restored step counter or data
+position kept for the rest of a run keeps only its own bytes alive), and hashes as it reads. Hashing runs on a second thread, one chunk behind the file's reads and
 writes (both let go of the GIL), so a save or load costs about the slower of the disk and
 sha256, not their sum.
 
@@ -132,28 +132,49 @@ def read(path: Path, expected_sha256: str | None = None, digest_key: str | None 
 
 
 def _read_into(f, size: int, tensors: dict[str, tuple[torch.Tensor, int]], digest) -> None:
-    """`size` bytes of `f`, each read once into two alternating chunk buffers, hashed (one
-    chunk behind) and copied into the tensors whose bytes it holds ({name: (tensor, its
-    first byte's offset)}; ranges may be anywhere, even overlap, in a crafted file)."""
-    ranges = sorted(((begin, begin + t.numel() * t.element_size(), _byte_view(t))
-                     for t, begin in tensors.values() if t.numel()), key=lambda r: r[0])
-    chunks = [torch.empty(min(CHUNK, size), dtype=torch.uint8) for _ in range(2)]
-    done, turn = 0, 0
+    """`size` bytes of `f`, each read once straight into the tensor that holds it ({name:
+    (tensor, its first byte's offset)}, disjoint) and hashed from there, one chunk behind;
+    bytes no tensor holds go through two alternating scratch chunks."""
+    ranges = sorted(((begin, t) for t, begin in tensors.values() if t.numel()),
+                    key=lambda r: r[0])
+    scratch = _Scratch(min(CHUNK, size))
+    done = 0
     with _Hasher(digest, size) as hasher:
-        while done < size:
-            chunk = chunks[turn]
-            got = f.readinto(memoryview(chunk.numpy())[:min(CHUNK, size - done)])
-            if not got:
-                raise Damaged("cut short")
-            for begin, end, target in ranges:
-                if begin >= done + got:
-                    break
-                low, high = max(begin, done), min(end, done + got)
-                if low < high:
-                    target[low - begin:high - begin].copy_(chunk[low - done:high - done])
-            hasher.update(memoryview(chunk.numpy())[:got])  # waits for the other chunk's
-            done, turn = done + got, 1 - turn
+        for begin, tensor in ranges:
+            if begin > done:
+                scratch.skip(f, hasher, begin - done)
+            view = memoryview(_byte_view(tensor).numpy())
+            for start in range(0, len(view), CHUNK):
+                _fill(f, view[start:start + CHUNK])
+                hasher.update(view[start:start + CHUNK])
+            done = begin + len(view)
+        scratch.skip(f, hasher, size - done)
         hasher.wait()
+
+
+class _Scratch:
+    """Two chunks for bytes no tensor holds: one is read while the other is hashed."""
+
+    def __init__(self, size: int):
+        self.size, self.chunks, self.turn = size, None, 0
+
+    def skip(self, f, hasher, count: int) -> None:
+        while count > 0:
+            if self.chunks is None:
+                self.chunks = [bytearray(self.size), bytearray(self.size)]
+            view = memoryview(self.chunks[self.turn])[:min(count, self.size)]
+            _fill(f, view)
+            hasher.update(view)  # waits for the other chunk's hashing first
+            count, self.turn = count - len(view), 1 - self.turn
+
+
+def _fill(f, view: memoryview) -> None:
+    done = 0
+    while done < len(view):
+        got = f.readinto(view[done:])
+        if not got:
+            raise Damaged("cut short")
+        done += got
 
 
 def _byte_view(tensor: torch.Tensor) -> torch.Tensor:
