@@ -139,7 +139,7 @@ def test_sharded_and_replicated_ranks_train_like_one_process(write_config, tmp_p
     assert history(tmp_path / "again")[3]["loss"] == sharded[3]["loss"]
 
 
-@pytest.mark.parametrize("fault", ["exit", "hang"])
+@pytest.mark.parametrize("fault", ["exit", "kill", "hang"])
 def test_a_rank_that_dies_or_hangs_ends_the_job_with_a_line(write_config, tmp_path,
                                                              installed_plugins, fault):
     config = write_config({"run": {"steps": 200}, "data": {"source": "counting"},

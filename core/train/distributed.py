@@ -177,8 +177,10 @@ class Distributed:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
+        # No buffer broadcast before each forward: the model's only buffers are its rotary
+        # tables, made alike on every rank from the config and never changed.
         return DistributedDataParallel(model, device_ids=[device.index] if device.type ==
-                                       "cuda" else None)
+                                       "cuda" else None, broadcast_buffers=False)
 
     def no_gradient_sync(self, wrapped: torch.nn.Module, last_micro_batch: bool):
         """Gradients are reduced once per step, on its last micro-batch."""

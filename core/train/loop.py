@@ -106,16 +106,17 @@ def forward_backward(t: Training, step: int, batches: list[Batch], step_targets:
         batch = batch.to(device)
         byte_count += t.token_bytes.count(batch)
         with ranks.no_gradient_sync(wrapped, index == len(batches) - 1):
-            with autocast_context(device):
+            with ranks.collective(f"step {step}: forward"), autocast_context(device):
                 micro_loss, micro_correct, _ = wrapped(batch.inputs, batch.targets)
             with ranks.collective(f"step {step}: backward"):
                 (micro_loss * scale).backward()
         loss_sum += micro_loss.detach()
         correct += micro_correct
-    grad_norm = torch.nn.utils.clip_grad_norm_(t.state.model.parameters(),
-                                               cfg.optimizer.grad_clip)
-    if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
-        grad_norm = grad_norm.full_tensor()
+    with ranks.collective(f"step {step}: the gradient norm"):
+        grad_norm = torch.nn.utils.clip_grad_norm_(t.state.model.parameters(),
+                                                   cfg.optimizer.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+            grad_norm = grad_norm.full_tensor()
     loss_sum, correct, byte_count, tokens, stop_votes = ranks.sum(
         [loss_sum.item(), correct.item(), byte_count.item(), sum(b.inputs.numel() for b in batches),
          float(stop.requested is not None)], device, f"step {step}: summing metrics")
@@ -130,7 +131,8 @@ def update(t: Training, step: int, totals: StepTotals) -> float:
     state = t.state
     learning_rate = state.scheduler.get_last_lr()[0]
     if math.isfinite(totals.loss) and math.isfinite(totals.grad_norm):
-        state.optimizer.step()
+        with t.ranks.collective(f"step {step}: the optimizer's step"):  # Muon gathers, FSDP
+            state.optimizer.step()
     elif t.run.config.run.nan_policy == "stop":
         path = save_checkpoint(t, wait=True) if t.checkpointer else None
         raise TrainingHalted(
@@ -160,8 +162,9 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
     held_out = None, None, None
     if heldout and (step % cfg.eval.interval == 0 or step == cfg.run.steps):
         # Every rank evaluates the same batches (a sharded model needs them all).
-        held_out = evaluate(state.module, heldout, t.run.device,
-                            autocast_context(t.run.device), t.token_bytes)
+        with t.ranks.collective(f"step {step}: evaluation"):
+            held_out = evaluate(state.module, heldout, t.run.device,
+                                autocast_context(t.run.device), t.token_bytes)
     memory, memory_kind = memory_in_use(t.run.device)
     tokens_per_second = totals.tokens / step_time
     return TrainingMetrics(
@@ -214,7 +217,7 @@ def draw_samples(t: Training, step: int) -> None:
     if not (t.run.is_main_process or t.ranks.strategy == "fsdp"):
         return
     cfg = t.run.config
-    with t.ranks.unsharded(t.state.model):
+    with t.ranks.collective(f"step {step}: text samples"), t.ranks.unsharded(t.state.model):
         samples = sample_texts(t.state.model, t.run.tokenizer, cfg.samples, step, cfg.run.seed)
     if t.history is not None:
         t.history.samples([sample.to_dict() for sample in samples])
