@@ -12,7 +12,8 @@ from slimcore.commands.new_plugin import KINDS, new_plugin
 
 # What each generated distribution's tests number: a change to a template that drops a test
 # shows here.
-TESTS = {"chart": 2, "observer": 2, "source": 2, "checkpointer": 2, "export": 1, "command": 2}
+TESTS = {"chart": 2, "observer": 2, "source": 2, "checkpointer": 2, "export": 1, "command": 2,
+         "optimizer": 2}
 
 
 def test_every_kind_installs_and_passes_its_own_tests(tmp_path):

@@ -48,6 +48,10 @@ KINDS = {
     "command": dict(
         summary="A slimcore command: `slimcore $name RUN_DIR` prints a run's last metrics.",
         usage="`slimcore $name runs/quickstart`."),
+    "optimizer": dict(
+        summary="A slimcore optimizer: sign descent, with its own YAML section.",
+        usage="In a run's YAML: `optimizer: {name: $name}` and `$name: {lr: 0.001}`; the "
+              "schedule scales the rate as it does AdamW's."),
 }
 
 
