@@ -372,3 +372,20 @@ def test_muon_trains_a_compiled_model_as_an_eager_one(write_config, tmp_path):
     compiled = losses(tmp_path / "compiled")
     assert [compiled[s] for s in range(1, 5)] == pytest.approx(
         [eager[s] for s in range(1, 5)], rel=1e-4)
+
+
+def test_slimcore_plugins_says_what_names_each_plugin_offers(cli):
+    """What a YAML selects by name (`optimizer.name: muon`) is not the plugin's name
+    (`optimizers`): the listing gives the names each registration hook offers."""
+    import json
+
+    table = cli("plugins")
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith("optimizers "))
+    assert "register_optimizers (adamw, muon), register_schedules (constant, cosine, linear, " \
+           "wsd)" in row
+    listed = {p["name"]: p for p in json.loads(cli("plugins", "--json").stdout)}
+    assert listed["optimizers"]["offers"] == {
+        "register_optimizers": ["adamw", "muon"],
+        "register_schedules": ["constant", "cosine", "linear", "wsd"]}
+    assert listed["chunk"]["offers"] == {"register_data_sources": ["chunk"]}

@@ -1,5 +1,6 @@
 """`slimcore plugins [--json] [--check]`: every plugin with its version, distribution, status
-and hooks (or why it failed, or is off until a run turns it on); `--check` exits 1 when
+and hooks, each registration hook with the names it offers (`register_optimizers (adamw,
+muon)`; `offers` in --json), or why it failed, or is off until a run turns it on; `--check` exits 1 when
 anything about the installed plugins is broken, for a plugin's CI.
 
 What `--check` finds: a plugin that failed to load (an import error, a misspelled hook or
@@ -31,6 +32,8 @@ def command_plugins(args: argparse.Namespace) -> int:
     pm = args.plugin_manager
     switch_off_idle_by_default(pm)  # a run that sets nothing: the trackers are off
     report = pm.report()
+    for plugin in report:  # what a YAML selects by name is not always the plugin's name
+        plugin["offers"] = offers_of(pm, plugin["name"])
     print(json.dumps(report, indent=2) if args.json else table(report))
     if not args.check:
         return 0
@@ -47,12 +50,31 @@ def command_plugins(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def offers_of(pm, plugin: str) -> dict[str, list[str]]:
+    """{registration hook: the names `plugin` offers through it}."""
+    offers: dict[str, list[str]] = {}
+    for offer in pm.registry.offers:
+        if offer.plugin == plugin and not offer.legacy:
+            offers.setdefault(offer.role.hook, []).append(offer.name)
+    return {hook: sorted(names) for hook, names in offers.items()}
+
+
 def table(report: list[dict]) -> str:
     rows = [("NAME", "VERSION", "DISTRIBUTION", "STATUS", "HOOKS OR ERROR")]
     rows += [(p["name"], p["version"], p["distribution"], "off" if p["off"] else p["status"],
-              p["off"] if p["off"]
-              else ", ".join(p["hooks"]) if p["status"] == "loaded" else (p["error"] or ""))
-             for p in report]
+              p["off"] if p["off"] else hooks_of(p) if p["status"] == "loaded"
+              else (p["error"] or "")) for p in report]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4]
                      for row in rows)
+
+
+def hooks_of(plugin: dict) -> str:
+    """Its hooks, each registration hook with the names it offers unless they are just the
+    plugin's own name."""
+    said = []
+    for hook in plugin["hooks"]:
+        names = plugin["offers"].get(hook, [])
+        said.append(f"{hook} ({', '.join(names)})" if names and names != [plugin["name"]]
+                    else hook)
+    return ", ".join(said)
