@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.optim.adamw import adamw
 
 # The quintic's coefficients (Keller Jordan's, as torch.optim.Muon) and its guard against a
 # zero gradient.
@@ -27,8 +28,8 @@ NS_EPS = 1e-7
 
 class Muon(torch.optim.Optimizer):
     """Groups with `rule` "muon" (2-D, `parts` stacked matrices each) take Muon; the others
-    AdamW, with torch.optim.AdamW's arithmetic and state (`step`, `exp_avg`,
-    `exp_avg_sq`)."""
+    AdamW: torch's own (`torch.optim.adamw.adamw`, foreach where torch.optim.AdamW would be),
+    with its state (`step`, `exp_avg`, `exp_avg_sq`)."""
 
     def __init__(self, groups: list[dict], *, betas=(0.9, 0.95), eps=1e-8, momentum=0.95,
                  nesterov=True, ns_steps=5, adjust_lr="original"):
@@ -47,27 +48,28 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            update = muon_step if group["rule"] == "muon" else adamw_step
-            for p in group["params"]:
-                if p.grad is not None:
-                    update(p, self.state[p], group)
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["rule"] == "muon":
+                for p in params:
+                    muon_step(p, self.state[p], group)
+            elif params:
+                adamw_step(params, [self.state[p] for p in params], group)
         return loss
 
 
-def adamw_step(p: torch.Tensor, state: dict, group: dict) -> None:
-    """torch.optim.AdamW's single-tensor step (decoupled weight decay, bias-corrected)."""
-    if not state:
-        state["step"] = torch.tensor(0.0)
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    (beta1, beta2), lr, grad = group["betas"], group["lr"], p.grad
-    state["step"] += 1
-    step = state["step"].item()
-    p.mul_(1 - lr * group["weight_decay"])
-    state["exp_avg"].lerp_(grad, 1 - beta1)
-    state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2 ** step)).add_(group["eps"])
-    p.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - beta1 ** step))
+def adamw_step(params: list[torch.Tensor], states: list[dict], group: dict) -> None:
+    """One step of torch.optim.AdamW's arithmetic over a group, its state made as AdamW
+    makes it."""
+    for p, state in zip(params, states):
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    beta1, beta2 = group["betas"]
+    adamw(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+          [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states], amsgrad=False,
+          beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+          eps=group["eps"], maximize=False)
 
 
 def muon_step(p: torch.Tensor, state: dict, group: dict) -> None:
@@ -77,10 +79,10 @@ def muon_step(p: torch.Tensor, state: dict, group: dict) -> None:
     buffer = state["momentum_buffer"]
     buffer.lerp_(grad, 1 - momentum)
     update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
-    whole = update.full_tensor() if hasattr(update, "full_tensor") else update
-    parts = whole.chunk(group["parts"])
+    sharded = hasattr(update, "full_tensor")  # FSDP: a DTensor, this rank's rows
+    parts = (update.full_tensor() if sharded else update).chunk(group["parts"])
     direction = torch.cat([orthogonalise(part, group["ns_steps"]) for part in parts])
-    if hasattr(update, "full_tensor"):  # back to this rank's rows
+    if sharded:  # back to this rank's rows
         from torch.distributed.tensor import distribute_tensor
         direction = distribute_tensor(direction, update.device_mesh, update.placements,
                                       src_data_rank=None)
