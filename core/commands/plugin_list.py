@@ -1,7 +1,7 @@
 """`slimcore plugins [--json] [--check]`: every plugin with its version, distribution, status
 and hooks, each registration hook with the names it offers (`register_optimizers (adamw,
-muon)`; `offers` in --json), or why it failed, or is off until a run turns it on; `--check` exits 1 when
-anything about the installed plugins is broken, for a plugin's CI.
+muon)`; `offers` in --json), or why it failed, or is off until a run turns it on; `--check`
+exits 1 when anything about the installed plugins is broken, for a plugin's CI.
 
 What `--check` finds: a plugin that failed to load (an import error, a misspelled hook or
 argument, a config section that is not a dataclass or is another's, a flag another has), two

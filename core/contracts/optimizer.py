@@ -31,14 +31,13 @@ if TYPE_CHECKING:
 MATRIX = "matrix"  # a 2-D weight inside a block (attention and MLP projections)
 EMBEDDING = "embedding"  # the token embedding and the output layer: 2-D, but not hidden
 GAIN = "gain"  # a 1-D parameter (norm gains): never decayed
-KINDS = (MATRIX, EMBEDDING, GAIN)
 
 
 @dataclass(frozen=True)
 class Parameter:
     name: str  # as in model.named_parameters()
     tensor: torch.nn.Parameter
-    kind: str  # one of KINDS
+    kind: str  # MATRIX, EMBEDDING or GAIN
     parts: int = 1  # a fused matrix (q, k and v in one) holds this many, stacked by rows
 
 

@@ -1,6 +1,7 @@
 """The one registry of named roles: every data source, checkpointer, export format, chart,
-optimizer and schedule that the loaded plugins offer, each registered as a named object of its role's contract type
-through the role's collection hook, and looked up by name, never guarded.
+optimizer and schedule that the loaded plugins offer, each registered as a named object of
+its role's contract type through the role's collection hook, and looked up by name, never
+guarded.
 
     registry = Registry.collect(plugin_manager)
     registry.lookup(DATA_SOURCE, "chunk")        the class; UserError if unknown or ambiguous

@@ -88,8 +88,9 @@ def build_optimizer(plugins, run: Run, model):
         raise UserError(f"optimizer.name: optimizer '{name}' built {optimizer!r:.80}, not a "
                         "torch.optim.Optimizer")
     held = [id(p) for group in optimizer.param_groups for p in group["params"]]
-    left_out = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in held]
-    if left_out or len(held) != len(set(held)):
+    once = set(held)
+    left_out = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in once]
+    if left_out or len(held) != len(once):
         raise UserError(f"optimizer.name: optimizer '{name}' must hold every trainable "
                         f"parameter once; it " + (f"left out {', '.join(left_out[:3])}"
                                                   if left_out else "holds one twice"))

@@ -28,8 +28,8 @@ from ..storage.atomic import write_atomically
 from ..text.tokenizer import Tokenizer, load_tokenizer, train_or_reuse
 from .folder import RunFolder
 
-# fp32 weights, their gradients and AdamW's two moments (Muon keeps one for the matrices:
-# its runs are held to AdamW's bound, a quarter more than they need).
+# fp32 weights, their gradients and AdamW's two moments (Muon keeps one for the matrices,
+# 12 bytes: its runs are held to AdamW's bound, a third more than their matrices need).
 TRAINING_BYTES_PER_PARAMETER = 16
 
 

@@ -28,8 +28,8 @@ from ..model.device import resolve_device
 from ..model.gpt import GPT
 from ..model.ops import select_ops
 from ..storage.atomic import write_atomically
-from ..text.token_bytes import TokenBytes
 from ..storage.cache import use as use_cache_dir
+from ..text.token_bytes import TokenBytes
 from ..train.checkpoints import checkpoint_writer, finish_save_in_flight, save_final_checkpoint
 from ..train.distributed import Distributed
 from ..train.history import RunHistory

@@ -55,6 +55,7 @@ def train_loop(t: Training, stop, watchdog, heldout: list[Batch] | None) -> str:
     evaluation batches (None: no evaluation)."""
     meter = StepMeter(t)
     t.state.model.train()
+    target = Target.parse(t.run.config.run.stop_at) if t.run.config.run.stop_at else None
     began = time.monotonic()
     for step in range(t.state.step + 1, t.run.config.run.steps + 1):
         t.writer.check()  # a background save that failed stops the run here, as a sync one would
@@ -70,7 +71,7 @@ def train_loop(t: Training, stop, watchdog, heldout: list[Batch] | None) -> str:
         if after_step(t, step, metrics, totals.stop_votes, stop):
             return "stopped"
         watchdog.beat()
-        if reached_the_target(t, metrics, time.monotonic() - began):
+        if target and reached(t, target, metrics, time.monotonic() - began):
             return "completed"  # the end's save follows, as at run.steps
     return "completed"
 
@@ -198,11 +199,10 @@ def after_step(t: Training, step: int, metrics: TrainingMetrics, stop_votes: flo
     return True
 
 
-def reached_the_target(t: Training, metrics: TrainingMetrics, elapsed: float) -> bool:
-    """run.stop_at reached at this step: said on rank 0 (every rank decides alike: the
-    metrics are the whole job's)."""
-    target = t.run.config.run.stop_at
-    if target is None or not (target := Target.parse(target)).reached(metrics.to_dict()):
+def reached(t: Training, target: Target, metrics: TrainingMetrics, elapsed: float) -> bool:
+    """run.stop_at's target reached at this step: said on rank 0 (every rank decides alike:
+    the metrics are the whole job's)."""
+    if not target.reached({target.metric: getattr(metrics, target.metric)}):
         return False
     if t.run.is_main_process:
         print(f"run.stop_at: {target.metric} {getattr(metrics, target.metric):.4f} reached "
