@@ -8,9 +8,10 @@ so any safetensors reader opens them. Writing streams each tensor's bytes from i
 the file and into the hash at once: no serialized copy of the whole file in memory, no
 second pass. Reading reads each byte once, straight into the memory of the tensor that holds
 it (no tensor is a view of a buffer holding the others: a restored step counter or data
-position kept for the rest of a run keeps only its own bytes alive), and hashes as it reads. Hashing runs on a second thread, one chunk behind the file's reads and
-writes (both let go of the GIL), so a save or load costs about the slower of the disk and
-sha256, not their sum.
+position kept for the rest of a run keeps only its own bytes alive), and hashes as it reads.
+Hashing runs on a second thread, one chunk behind the file's reads and writes (both let go
+of the GIL), so a save or load costs about the slower of the disk and sha256, not their
+sum.
 
 A file may carry its own digest: with `digest_key`, `metadata[digest_key]` is the sha256 of
 the whole file with that value's 64 hex digits written as zeros. The header is written with
@@ -143,7 +144,7 @@ def _read_into(f, size: int, tensors: dict[str, tuple[torch.Tensor, int]], diges
         for begin, tensor in ranges:
             if begin > done:
                 scratch.skip(f, hasher, begin - done)
-            view = memoryview(_byte_view(tensor).numpy())
+            view = _bytes(tensor)
             for start in range(0, len(view), CHUNK):
                 _fill(f, view[start:start + CHUNK])
                 hasher.update(view[start:start + CHUNK])
@@ -175,10 +176,6 @@ def _fill(f, view: memoryview) -> None:
         if not got:
             raise Damaged("cut short")
         done += got
-
-
-def _byte_view(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.reshape(-1).view(torch.uint8)
 
 
 class _Hasher:
