@@ -26,7 +26,7 @@ QUIET = {"dashboard", "tensorboard"}
 
 def time_to_target(target: str, seed: int, settings: list[str]) -> dict | None:
     """{step, tokens, seconds} of one run to `target`; None when run.steps came first."""
-    from slimcore import Target
+    from slimcore import Target, seconds_to
     from slimcore.testing import run_config_file
 
     with tempfile.TemporaryDirectory() as folder:
@@ -39,9 +39,8 @@ def time_to_target(target: str, seed: int, settings: list[str]) -> dict | None:
     hit = Target.parse(target).first_reached(history)
     if hit is None:
         return None
-    first = history[0]
     return {"step": hit["step"], "tokens": hit["tokens_seen"],
-            "seconds": hit["timestamp"] - first["timestamp"] + first["step_time_s"]}
+            "seconds": seconds_to(history, hit)}
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ shows each run's time to it.
     target = Target.parse("eval_accuracy >= 0.3")      ValueError naming what is wrong
     target.reached(metrics.to_dict())                  a metrics record
     target.first_reached(history)                      the first record that reaches it
+    seconds_to(history, record)                        the training time up to a record
 """
 
 from __future__ import annotations
@@ -54,3 +55,11 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.metric} {self.op} {self.value:g}"
+
+
+def seconds_to(history: list[dict], record: dict) -> float:
+    """Seconds from the start of the history's first step to the end of `record`'s step, as
+    the records' timestamps say (a resumed run's history counts the time between its
+    processes too)."""
+    first = history[0]
+    return record["timestamp"] - first["timestamp"] + first["step_time_s"]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from slimcore import (ChartData, RunPaths, Target, UserError, hookimpl, setting_flag,
-                      write_atomically)
+from slimcore import (ChartData, RunPaths, Target, UserError, hookimpl, seconds_to,
+                      setting_flag, write_atomically)
 
 from .dashboard import DashboardConfig
 from .files import metrics_history
@@ -118,10 +118,8 @@ def time_to_target(runs: dict[str, list[dict]], targets: dict[str, Target | None
             lines.append(f"{name}: {target} not reached" + (
                 f" (best {target.metric} {best:.4f})" if best is not None else ""))
             continue
-        first = history[0]
-        elapsed = hit["timestamp"] - first["timestamp"] + first["step_time_s"]
         lines.append(f"{name}: {target} at step {hit['step']}, {hit['tokens_seen']:,} tokens, "
-                     f"{elapsed:.1f} s")
+                     f"{seconds_to(history, hit):.1f} s")
     return lines
 
 
