@@ -1,9 +1,12 @@
 """Pieces the benchmarks share: the quickstart config, fixed batches from the real `chunk`
-source, an in-process source that replays them, and a clock driven by `on_metrics`."""
+source, an in-process source that replays them, a clock driven by `on_metrics`, and a whole
+quickstart run's history."""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,9 +17,23 @@ from slimcore.host.manager import SlimcorePluginManager  # noqa: E402
 from slimcore.host.roles import open_source  # noqa: E402
 from slimcore.launch.preparation import prepare_tokenizer  # noqa: E402
 from slimcore.launch.training import run_training  # noqa: E402
-from slimcore.testing import make_run  # noqa: E402
+from slimcore.testing import make_run, run_config_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "examples" / "quickstart.yaml"
+# Off for runs timed whole: the dashboard's render process costs seconds, TensorBoard's import.
+QUIET = {"dashboard", "tensorboard"}
+
+
+def quickstart_history(overrides: list[str]) -> list[dict]:
+    """`slimcore run examples/quickstart.yaml` with `overrides`, in this process, into a
+    folder of its own that goes afterwards; every step's metrics record."""
+    with tempfile.TemporaryDirectory() as folder:
+        run, _ = run_config_file(QUICKSTART, overrides=[*overrides, f"output.dir={folder}"],
+                                 disabled=QUIET)
+        assert run.status == "completed", run.status
+        lines = (Path(folder) / "history" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
 
 
 def build_config(args, output_dir: Path, extra: tuple[str, ...] = (), disabled=()):

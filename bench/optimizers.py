@@ -20,13 +20,11 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-QUICKSTART = REPO / "examples" / "quickstart.yaml"
+from common import quickstart_history
+
 SETTINGS = ["eval.interval=25", "samples.every=100000", "intervals.checkpoint=100000"]
-QUIET = {"dashboard", "tensorboard"}
 RATES = {"adamw": [1e-3, 2e-3, 4e-3], "muon": [0.0025, 0.005, 0.01, 0.02, 0.04]}
 TARGET_SHARE = 0.75  # of AdamW's steps
 
@@ -34,18 +32,12 @@ TARGET_SHARE = 0.75  # of AdamW's steps
 def train(optimizer: str, rate: float, seed: int, adamw_rate: float, steps: int | None = None
           ) -> list[dict]:
     """One quickstart run; its metrics records."""
-    from slimcore.testing import run_config_file
-
     key = "optimizer.lr" if optimizer == "adamw" else "muon.lr"
-    with tempfile.TemporaryDirectory() as folder:
-        overrides = [*SETTINGS, f"optimizer.name={optimizer}", f"optimizer.lr={adamw_rate}",
-                     f"{key}={rate}", f"run.seed={seed}", f"output.dir={folder}"]
-        if steps:
-            overrides += [f"run.steps={steps}", "eval.interval=100000"]
-        run, _ = run_config_file(QUICKSTART, overrides=overrides, disabled=QUIET)
-        assert run.status == "completed", run.status
-        lines = (Path(folder) / "history" / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    overrides = [*SETTINGS, f"optimizer.name={optimizer}", f"optimizer.lr={adamw_rate}",
+                 f"{key}={rate}", f"run.seed={seed}"]
+    if steps:
+        overrides += [f"run.steps={steps}", "eval.interval=100000"]
+    return quickstart_history(overrides)
 
 
 def final_eval(records: list[dict]) -> float:

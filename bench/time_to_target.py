@@ -14,28 +14,18 @@ the step that reached the target (the history's timestamps), on a machine doing 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import tempfile
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-QUICKSTART = REPO / "examples" / "quickstart.yaml"
-QUIET = {"dashboard", "tensorboard"}
+from common import quickstart_history
 
 
 def time_to_target(target: str, seed: int, settings: list[str]) -> dict | None:
     """{step, tokens, seconds} of one run to `target`; None when run.steps came first."""
     from slimcore import Target, seconds_to
-    from slimcore.testing import run_config_file
 
-    with tempfile.TemporaryDirectory() as folder:
-        run, _ = run_config_file(QUICKSTART, disabled=QUIET, overrides=[
-            "eval.interval=10", "samples.every=100000", "intervals.checkpoint=100000",
-            f"run.stop_at={target}", f"run.seed={seed}", f"output.dir={folder}", *settings])
-        assert run.status == "completed", run.status
-        lines = (Path(folder) / "history" / "metrics.jsonl").read_text().splitlines()
-    history = [json.loads(line) for line in lines]
+    history = quickstart_history([
+        "eval.interval=10", "samples.every=100000", "intervals.checkpoint=100000",
+        f"run.stop_at={target}", f"run.seed={seed}", *settings])
     hit = Target.parse(target).first_reached(history)
     if hit is None:
         return None
