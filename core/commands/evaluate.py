@@ -1,22 +1,25 @@
 """`slimcore eval SOURCE`: loss, perplexity, bits per byte and next-token accuracy of a trained
 model on the held-out data of its run's source, or on other data (`--data`, which the source
-declares).
+declares); with `--task`, downstream tasks' scores instead (evals/).
 
     slimcore eval runs/quickstart --data more_text.jsonl --json
+    slimcore eval runs/quickstart --task tasks/capitals.jsonl --task harness:arc_easy
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 
 from ..config.yaml_text import apply_override
-from ..config.schema import EvalSection
+from ..config.schema import EvalSection, EvalsSection
 from ..contracts.errors import ConfigError, UserError
 from .arguments import setting_flag
 from ..host.roles import validation_batches
+from ..evals.suite import TaskSuite
 from ..model.device import autocast_context, resolve_device
 from ..text.token_bytes import TokenBytes
 from ..train.evaluation import evaluate
@@ -37,6 +40,13 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     ev.add_argument("--set", dest="assignments", action="append", default=[],
                     metavar="KEY=VALUE", help="change a key of the run's config for the "
                                               "evaluation, e.g. data.batch_size=8")
+    ev.add_argument("--task", dest="tasks", action="append", default=[], metavar="TASK",
+                    help="score a downstream task instead: a JSON-lines multiple-choice file, "
+                         "or harness:NAME (lm-evaluation-harness); repeat for more")
+    ev.add_argument("--limit", type=setting_flag(EvalsSection, "limit"), metavar="N",
+                    help="questions per task (default: the run's evals.limit; 0: all)")
+    ev.add_argument("--harness-dir", metavar="DIR",
+                    help="a folder of local lm-evaluation-harness task YAMLs")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     ev.add_argument("--json", action="store_true", help="print the result as one JSON object")
     ev.add_argument("--checkpointer", metavar="NAME", help=CHECKPOINTER_HELP)
@@ -44,6 +54,8 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def command_eval(args) -> int:
+    if args.tasks:
+        return command_eval_tasks(args)
     device = resolve_device(args.device)
     plugins = args.plugin_manager
     with quiet_stdout(args.json):
@@ -69,6 +81,27 @@ def command_eval(args) -> int:
               f"perplexity {result['perplexity']:,.2f}, "
               + (f"bits per byte {bpb:.4f}, " if bpb is not None else "")
               + f"accuracy {accuracy:.4f}")
+    return 0
+
+
+def command_eval_tasks(args) -> int:
+    """`slimcore eval SOURCE --task T ...`: the tasks' scores on the checkpoint's model."""
+    device = resolve_device(args.device)
+    with quiet_stdout(args.json):
+        trained = load_trained(args.source, args.plugin_manager, device, args.checkpointer)
+        section = dataclasses.replace(
+            trained.config.evals, tasks=args.tasks, harness_dir=args.harness_dir,
+            limit=trained.config.evals.limit if args.limit is None else args.limit)
+        suite = TaskSuite(section, key="--task")
+        scores = suite.score(trained.model, trained.tokenizer, device)
+    if args.json:
+        print(json.dumps({"checkpoint": trained.checkpoint.path,
+                          "step": trained.checkpoint.step, "tasks": scores}))
+        return 0
+    print(f"eval: {trained.checkpoint.path} (step {trained.checkpoint.step})")
+    for task, metrics in scores.items():
+        print(f"  {task}: " + ", ".join(f"{metric} {value:.4f}"
+                                       for metric, value in metrics.items()))
     return 0
 
 

@@ -159,6 +159,17 @@ class EvalSection:
 
 
 @dataclass
+class EvalsSection:
+    # downstream tasks: JSON-lines multiple-choice files, or harness:NAME (an
+    # lm-evaluation-harness task); empty: none
+    tasks: list[Annotated[str, NonEmpty()]] = field(default_factory=list)
+    interval: Annotated[int, POSITIVE_INT] = 1000  # steps between scorings (and the last step)
+    limit: Annotated[int, COUNT] = 200  # questions per task, the first in the file; 0: all
+    batch_size: Annotated[int, POSITIVE_INT] = 16  # sequences per forward
+    harness_dir: Annotated[str, NonEmpty()] | None = None  # local harness task YAMLs
+
+
+@dataclass
 class SamplesSection:
     prompts: list[str] = field(default_factory=lambda: ["The state of the Union is", "We must"])
     max_new_tokens: Annotated[int, Range(min=0, max=100_000)] = 48
@@ -199,6 +210,7 @@ CORE_SECTIONS: dict[str, type] = {
     "schedule": ScheduleSection,
     "intervals": IntervalsSection,
     "eval": EvalSection,
+    "evals": EvalsSection,
     "distributed": DistributedSection,
     "samples": SamplesSection,
     "checkpoint": CheckpointSection,
@@ -217,6 +229,7 @@ class RunConfig:
     schedule: ScheduleSection
     intervals: IntervalsSection
     eval: EvalSection
+    evals: EvalsSection
     distributed: DistributedSection
     samples: SamplesSection
     checkpoint: CheckpointSection

@@ -35,6 +35,19 @@ class ChartData:
                           dtype=float)
         return steps, values
 
+    def task_series(self) -> dict[str, tuple]:
+        """{"task/metric": (steps, values)} of every downstream task score so far (`evals`),
+        only at the steps that scored it."""
+        import numpy as np
+
+        found: dict[str, list] = {}
+        for m in self.metrics:
+            for key, value in (m.get("task_scores") or {}).items():
+                found.setdefault(key, []).append((m["step"], np.nan if value is None else value))
+        return {key: (np.array([s for s, _ in points], dtype=float),
+                      np.array([v for _, v in points], dtype=float))
+                for key, points in found.items()}
+
 
 class Chart:
     """Subclass and set `name` (unique; how YAML enables it) and `title`; draw into `ax`.
@@ -43,13 +56,15 @@ class Chart:
     model or the run. `wide` charts take a whole row of the dashboard. A chart that draws
     only text samples sets `uses_samples`: the dashboard leaves it out of a run that draws
     none (`samples.prompts` empty or `samples.max_new_tokens` 0) rather than show an empty
-    panel.
+    panel; one that draws only downstream task scores sets `uses_tasks`, left out of a run
+    without `evals.tasks`.
     """
 
     name: str = ""
     title: str = ""
     wide: bool = False
     uses_samples: bool = False
+    uses_tasks: bool = False
     order: int = 100  # place in the dashboard, lowest first; ties by name
     plugin: str = ""  # set by slimcore: the plugin that registered this chart
 

@@ -26,6 +26,9 @@ class TrainingMetrics:
     # comparable across tokenizers. None where the targets stood for no text.
     bits_per_byte: float | None = None
     eval_bits_per_byte: float | None = None
+    # Downstream tasks scored at this step (`evals`): {"task/metric": value}, e.g.
+    # {"arc_easy/acc_norm": 0.41}; None at a step without them.
+    task_scores: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         """Plain values for strict JSON: NaN and Inf become None."""

@@ -22,6 +22,7 @@ from ..contracts.errors import TrainingHalted, UserError
 from ..contracts.run import Run
 from ..host.roles import checkpointer as selected_checkpointer
 from ..host.in_run import run_header, switch_off_idle
+from ..evals.suite import TaskSuite
 from ..host.registry import CHECKPOINTER, DATA_SOURCE
 from ..host.roles import build_optimizer, build_scheduler, open_source, validation_batches
 from ..model.device import resolve_device
@@ -133,6 +134,7 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
             start: tuple[str, str | None, bool]) -> Training:
     """Everything up to the first step; `start` is (a new run's id, --resume, --overwrite)."""
     fresh_id, resume, overwrite = start
+    tasks = TaskSuite.of(run.config.evals)  # task files read and checked before any work
     if run.is_main_process:
         print(run_header(plugins, {DATA_SOURCE: run.config.data.source,
                                    CHECKPOINTER: run.config.checkpoint.checkpointer}))
@@ -153,7 +155,7 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
     t = Training(run=run, state=build_state(run, plugins, ranks), plugins=plugins, ranks=ranks,
                  writer=checkpoint_writer(run, checkpointer, on_saved), checkpointer=checkpointer,
                  source_name=run.config.data.source,
-                 token_bytes=TokenBytes(run.tokenizer, run.device))
+                 token_bytes=TokenBytes(run.tokenizer, run.device), tasks=tasks)
     if saved:
         restore(run, ranks, t.state, saved)
         del saved  # the weights are in the model now; the copies can go

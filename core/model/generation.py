@@ -44,10 +44,12 @@ class SamplingSettings:
 @torch.no_grad()
 def generate(model, prompt_ids: list[int], settings: SamplingSettings,
              generator: torch.Generator | None = None, use_cache: bool = True,
-             on_token: Callable[[int], None] | None = None) -> list[int]:
+             on_token: Callable[[int], None] | None = None,
+             stop_when: Callable[[list[int]], bool] | None = None) -> list[int]:
     """Continue `prompt_ids` (at least one id, BOS first as in training); returns the new
     ids, fewer than asked when `settings.stop_id` came or the logits stopped being finite.
-    `on_token` is called with each new id as it is chosen.
+    `on_token` is called with each new id as it is chosen; `stop_when(new_ids)` true ends
+    the generation after that id (a stop string reached).
 
     The model sees at most `model.seq_len` tokens. Without the cache each token recomputes
     the newest `seq_len` tokens (a sliding window); with it, a full cache starts again from
@@ -78,6 +80,8 @@ def generate(model, prompt_ids: list[int], settings: SamplingSettings,
             pending = [next_id]
             if on_token is not None:
                 on_token(next_id)
+            if stop_when is not None and stop_when(new):
+                break
     finally:
         model.train(was_training)
     return new

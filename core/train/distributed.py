@@ -114,6 +114,15 @@ class Distributed:
             dist.gather_object(owning(value), gathered, dst=0)
         return gathered
 
+    def share(self, value, what: str) -> list:
+        """Every rank's `value` on every rank; [value] when alone."""
+        if not self.active:
+            return [value]
+        gathered = [None] * self.world_size
+        with self.collective(what):
+            dist.all_gather_object(gathered, owning(value))
+        return gathered
+
     def barrier(self, what: str) -> None:
         if self.active:
             with self.collective(what):

@@ -4,7 +4,8 @@
     forward_backward  every micro-batch, the loss normalised by the whole step's target count
     update            clip, then AdamW unless the loss or gradient norm is not finite
                       (run.nan_policy), then the schedule
-    measure           one TrainingMetrics (and a held-out evaluation every eval.interval)
+    measure           one TrainingMetrics (and a held-out evaluation every eval.interval,
+                      the downstream tasks every evals.interval)
     after_step        the history and on_metrics, text samples, a checkpoint, a signal's stop,
                       run.stop_at's target
 
@@ -27,6 +28,7 @@ from ..contracts.batch import Batch
 from ..contracts.errors import TrainingHalted, UserError
 from ..contracts.metrics import TrainingMetrics
 from ..contracts.target import Target
+from ..evals.suite import flat_scores, timed_scores
 from ..model.device import autocast_context
 from ..model.sampling import sample_texts
 from ..text.token_bytes import bits_per_byte
@@ -166,6 +168,7 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
         with t.ranks.collective(f"step {step}: evaluation"):
             held_out = evaluate(state.module, heldout, t.run.device,
                                 autocast_context(t.run.device), t.token_bytes)
+    task_scores = score_tasks(t, step)
     memory, memory_kind = memory_in_use(t.run.device)
     tokens_per_second = totals.tokens / step_time
     return TrainingMetrics(
@@ -174,7 +177,23 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
         step_time_s=step_time, grad_norm=totals.grad_norm, memory_bytes=memory,
         memory_kind=memory_kind, mfu=meter.mfu(tokens_per_second), timestamp=time.time(),
         eval_loss=held_out[0], eval_accuracy=held_out[1], bits_per_byte=totals.bits_per_byte,
-        eval_bits_per_byte=held_out[2])
+        eval_bits_per_byte=held_out[2], task_scores=task_scores)
+
+
+def score_tasks(t: Training, step: int) -> dict[str, float] | None:
+    """The downstream tasks at every evals.interval steps and the last; every rank scores
+    its share of the questions (the model replica itself under DDP: no collectives)."""
+    cfg = t.run.config
+    if t.tasks is None or not (step % cfg.evals.interval == 0 or step == cfg.run.steps):
+        return None
+    with t.ranks.collective(f"step {step}: downstream tasks"):
+        scores, seconds = timed_scores(t.tasks, t.state.model, t.run.tokenizer, t.run.device,
+                                       t.ranks)
+    if t.run.is_main_process:
+        print(f"evals: step {step}: " + ", ".join(
+            f"{task} {metric} {value:.4f}" for task, metrics in scores.items()
+            for metric, value in metrics.items() if metric != "chance") + f" ({seconds:.1f} s)")
+    return flat_scores(scores)
 
 
 def after_step(t: Training, step: int, metrics: TrainingMetrics, stop_votes: float,

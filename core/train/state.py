@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ..contracts.checkpointer import Checkpointer
     from ..contracts.run import Run
     from ..contracts.source import DataSource
+    from ..evals.suite import TaskSuite
     from ..host.manager import SlimcorePluginManager
     from ..text.token_bytes import TokenBytes
     from .distributed import Distributed
@@ -51,6 +52,7 @@ class Training:
     source_name: str = ""
     history: RunHistory | None = None  # the core's log (rank 0)
     token_bytes: TokenBytes | None = None  # what each target stands for, for bits per byte
+    tasks: TaskSuite | None = None  # the downstream tasks of `evals` (None: none)
     stop_signal: int | None = None  # the signal that stopped the run, if one did
 
     def notify(self, hook: str, **kwargs) -> None:

@@ -1,5 +1,6 @@
-"""The seven charts of the training dashboard, each its own plugin (entry point), so a run
-or a user can turn any of them off by name.
+"""The charts of the training dashboard, each its own plugin (entry point), so a run or a
+user can turn any of them off by name: seven for every run, and one for a run with
+downstream tasks.
 
     loss               loss per step, its moving average, evaluation points
     accuracy           next-token top-1 accuracy, same layout
@@ -8,6 +9,7 @@ or a user can turn any of them off by name.
     loss_vs_accuracy   one point per step, coloured by step
     recent_performance the last `dashboard.recent_window` steps: loss and accuracy
     text_samples       a table of the latest generated samples
+    tasks              downstream task scores (a run with `evals.tasks`)
 """
 
 from __future__ import annotations
@@ -214,6 +216,40 @@ class TextSamplesTable(Chart):
         return max(20, int(width_px * 0.96 / char_px))  # 4%: the cell's padding
 
 
+class DownstreamTasksChart(Chart):
+    """Each downstream task's score (acc_norm where the task has it, else acc, else its
+    first metric) at the steps that scored it."""
+
+    name, title = "tasks", "Downstream tasks"
+    uses_tasks = True
+    order = 80
+    preferred = ("acc_norm", "acc")
+
+    def draw(self, ax, data):
+        shown = self.shown(data.task_series())
+        if not shown:
+            ax.text(0.5, 0.5, "no task scores yet", ha="center", va="center", color="gray")
+        for label, (steps, values) in shown.items():
+            ax.plot(steps, values, marker="o", markersize=3, linewidth=1.5, label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel("score")
+        if shown:
+            ax.legend(loc="best", fontsize=8)
+        ax.set_title(self.title)
+
+    def shown(self, series: dict[str, tuple]) -> dict[str, tuple]:
+        """One "task/metric" series per task."""
+        by_task: dict[str, list[str]] = {}
+        for key in series:
+            task, _, metric = key.rpartition("/")
+            by_task.setdefault(task, []).append(metric)
+        chosen = {}
+        for task, metrics in by_task.items():
+            metric = next((m for m in self.preferred if m in metrics), metrics[0])
+            chosen[f"{task}/{metric}"] = series[f"{task}/{metric}"]
+        return chosen
+
+
 def printable(text: str) -> str:
     """Newlines as ⏎ and control bytes (an early model emits them) as ·, so the table stays
     one line per sample and the font has every glyph."""
@@ -239,3 +275,4 @@ learning_rate = _plugin(LearningRateChart)
 loss_vs_accuracy = _plugin(LossAccuracyScatter)
 recent_performance = _plugin(RecentPerformanceChart)
 text_samples = _plugin(TextSamplesTable)
+tasks = _plugin(DownstreamTasksChart)

@@ -72,7 +72,8 @@ class Dashboard:
         samples = run.config.samples
         no_samples = not samples.prompts or samples.max_new_tokens == 0
         enabled = [c for c in run.charts if c.name not in settings.disable
-                   and not (c.uses_samples and no_samples)]  # no empty panel
+                   and not (c.uses_samples and no_samples)  # no empty panel
+                   and not (c.uses_tasks and not run.config.evals.tasks)]
         if not enabled:
             return
         # The render process loads only the plugins that own the enabled charts.

@@ -127,8 +127,9 @@ def draw_panel(chart, ax, data: ChartData, failed: set) -> None:
 
 class Renderer:
     """The dashboards of a run: a Page for the charts there is something to draw for
-    (a chart of samples waits for the first one: no blank row before it), made again only
-    when that set changes (a chart failed, the first sample came)."""
+    (a chart of samples waits for the first one, a chart of task scores for the first
+    scores: no blank panel before them), made again only when that set changes (a chart
+    failed, the first sample came)."""
 
     def __init__(self, charts: list, settings: dict):
         self.charts, self.settings = charts, settings
@@ -138,8 +139,9 @@ class Renderer:
 
     def render(self, data: ChartData, step: int) -> list[str]:
         """Write the dashboard of `step` and the latest one; returns the charts drawn."""
+        scored = any(m.get("task_scores") for m in data.metrics)
         charts = [c for c in self.charts if c.name not in self.failed
-                  and (data.samples or not c.uses_samples)]
+                  and (data.samples or not c.uses_samples) and (scored or not c.uses_tasks)]
         if not charts:
             return []
         if self.page is None or self.page.charts != charts:

@@ -168,8 +168,10 @@ def flat_config(config: dict) -> dict:
 
 
 def scalars(record: dict) -> dict[str, float]:
-    """A TrainingMetrics record's numbers under tracker names: `train/loss`, `eval/loss`."""
-    out = {}
+    """A TrainingMetrics record's numbers under tracker names: `train/loss`, `eval/loss`,
+    `tasks/arc_easy/acc_norm`."""
+    out = {f"tasks/{key}": value for key, value in (record.get("task_scores") or {}).items()
+           if isinstance(value, (int, float))}
     for key, number in record.items():
         if key in NOT_SCALARS or not isinstance(number, (int, float)) \
                 or isinstance(number, bool):
