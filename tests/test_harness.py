@@ -16,7 +16,7 @@ from slimcore.evals.harness import (SlimcoreLM, check_task_names, evaluate_harne
                                     task_manager)
 from slimcore.evals.scoring import LikelihoodScorer
 from slimcore.host.manager import SlimcorePluginManager
-from test_evals import write_order_task
+from word_order import write_order_task
 
 lm_eval = pytest.importorskip("lm_eval")
 pytest.importorskip("accelerate")  # the harness's `hf` model needs it

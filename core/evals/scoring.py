@@ -55,8 +55,9 @@ class LikelihoodScorer:
         """(summed log-likelihood of the continuation, whether greedy decoding would give
         exactly it) per pair. The model sees the newest `seq_len` ids of context +
         continuation."""
-        batches = [list(range(i, min(i + self.batch_size, len(pairs))))
-                   for i in range(0, len(pairs), self.batch_size)]
+        # Longest first, so a batch's rows are of about one length (little padding).
+        order = sorted(range(len(pairs)), key=lambda i: -sum(map(len, pairs[i])))
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         mine = []
         with self._model_for_scoring():
             for index in self._my_share(len(batches)):
