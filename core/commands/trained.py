@@ -24,7 +24,7 @@ from ..contracts.checkpoint import Checkpoint
 from ..contracts.errors import UserError
 from ..contracts.paths import RunPaths
 from ..launch.folder import read_run_record
-from ..model.gpt import GPT, parameter_count
+from ..model.gpt import GPT, model_vocab, parameter_count
 from ..model.ops import select_ops
 from ..text.tokenizer import Tokenizer
 
@@ -123,7 +123,7 @@ def saved_config(raw: dict, plugins, source: str) -> RunConfig:
 def build_model(checkpoint: Checkpoint, config: RunConfig, tokenizer: Tokenizer,
                 device: torch.device) -> GPT:
     check_config_fits_weights(checkpoint, config, tokenizer)
-    model = GPT(config.model, tokenizer.vocab_size, select_ops("auto", device))
+    model = GPT(config.model, model_vocab(config.model, tokenizer), select_ops("auto", device))
     try:
         model.load_state_dict(checkpoint.model)
     except RuntimeError as e:
@@ -138,8 +138,9 @@ def check_config_fits_weights(checkpoint: Checkpoint, config: RunConfig,
     """The model the checkpoint's config describes holds as many parameters as its weights,
     checked before anything is built: a config edited to 100,000 layers (its digest
     recomputed) would otherwise be built, to the end of the machine's memory."""
-    described = parameter_count(config.model, tokenizer.vocab_size)
-    held = sum(tensor.numel() for tensor in checkpoint.model.values())
+    described = parameter_count(config.model, model_vocab(config.model, tokenizer))
+    held = sum(tensor.numel() for name, tensor in checkpoint.model.items()
+               if not (config.model.tie_embeddings and name == "head.weight"))  # the embedding
     if described != held:
         m = config.model
         raise UserError(f"{checkpoint.path}: its config describes a model of {described:,} "

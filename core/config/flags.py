@@ -12,4 +12,6 @@ CORE_FLAGS = {
     "--output-dir": ("output.dir", "where outputs go (output.dir; default runs/<name>)"),
     "--device": ("run.device", "auto, cpu, cuda, cuda:N (run.device)"),
     "--seed": ("run.seed", "seeds every generator and the data order (run.seed)"),
+    "--init-from": ("model.init_from", "start from a local Hugging Face Llama folder: its "
+                                       "shape, weights and tokenizer (model.init_from)"),
 }

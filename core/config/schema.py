@@ -63,9 +63,27 @@ class ModelSection:
     mlp_hidden: Annotated[int, POSITIVE_INT] = 4096
     # at most 2**20: the rotary tables alone take seq_len x width bytes x 4
     seq_len: Annotated[int, Range(min=1, max=2**20)] = 1024
+    # grouped-query attention: heads of keys and values, each shared by heads/kv_heads query
+    # heads; null: as many as heads
+    kv_heads: Annotated[int, POSITIVE_INT] | None = None
+    # each head's width; null: width/heads
+    head_dim: Annotated[int, POSITIVE_INT] | None = None
+    tie_embeddings: bool = False  # the output layer reads the embedding's matrix
+    # rows of the embedding (and output layer); null: the tokenizer's vocabulary
+    vocab_size: Annotated[int, POSITIVE_INT] | None = None
     norm_eps: Annotated[float, POSITIVE] = 1e-5
     rope_theta: Annotated[float, POSITIVE] = 10000.0
+    # rotary frequencies as trained for a longer context: Llama 3's rule (llama3) with the
+    # four keys below, or none
+    rope_scaling: Literal["none", "llama3"] = "none"
+    rope_factor: Annotated[float, POSITIVE] = 8.0
+    rope_low_freq_factor: Annotated[float, POSITIVE] = 1.0
+    rope_high_freq_factor: Annotated[float, POSITIVE] = 4.0
+    rope_original_context: Annotated[int, POSITIVE_INT] = 8192
     init_std: Annotated[float, POSITIVE] = 0.02
+    # a local Hugging Face Llama folder to start from: its config.json gives the shape
+    # above, its weights the model's first values, its tokenizer the run's (models.md)
+    init_from: Annotated[str, NonEmpty()] | None = None
     # Which implementation runs the memory-bound ops (norm, rotary, SwiGLU, cross-entropy).
     # auto: the native kernels on a GPU, PyTorch's on the CPU (see docs/native.md).
     backend: Literal["auto", "native", "torch"] = "auto"
@@ -75,10 +93,23 @@ class ModelSection:
     activation_checkpointing: bool = False
 
     def __post_init__(self):
-        if self.width % self.heads:
-            raise ConfigError("width", f"{self.width} is not divisible by heads={self.heads}")
-        if (self.width // self.heads) % 2:
-            raise ConfigError("heads", "width/heads must be even for rotary embeddings")
+        if self.head_dim is None and self.width % self.heads:
+            raise ConfigError("width", f"{self.width} is not divisible by heads={self.heads} "
+                                       "(or set head_dim)")
+        if self.head_size % 2:
+            raise ConfigError("head_dim" if self.head_dim else "heads",
+                              "each head's width must be even for rotary embeddings")
+        if self.heads % self.key_value_heads:
+            raise ConfigError("kv_heads", f"{self.kv_heads} does not divide heads={self.heads}")
+
+    @property
+    def head_size(self) -> int:
+        """Each attention head's width."""
+        return self.head_dim or self.width // self.heads
+
+    @property
+    def key_value_heads(self) -> int:
+        return self.kv_heads or self.heads
 
 
 @dataclass

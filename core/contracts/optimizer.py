@@ -39,6 +39,9 @@ class Parameter:
     tensor: torch.nn.Parameter
     kind: str  # MATRIX, EMBEDDING or GAIN
     parts: int = 1  # a fused matrix (q, k and v in one) holds this many, stacked by rows
+    # the rows of each part, top to bottom (k and v have fewer than q under grouped-query
+    # attention); empty: `parts` equal shares
+    rows: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ from ..contracts.errors import UserError, bounded_repr
 
 # Model settings that change how the model is computed, not what it is: free to differ.
 HOW_NOT_WHAT = {"model.backend", "model.activation_checkpointing", "model.compile"}
+# Where the run's first weights came from: the checkpoint's record of it stays.
+STARTED_FROM = "model.init_from"
 # The core's kept keys (a section name keeps all of its keys).
-CORE_KEPT = ("tokenizer", "run.seed")
+CORE_KEPT = ("tokenizer", "run.seed", STARTED_FROM)
 FATES = ("applies", "kept", "buffered", "refused")
 # The core's refused keys (beside the model's shape), and why.
 REFUSED_BECAUSE = {"data.source": "its data position is another source's",
@@ -73,6 +75,8 @@ def refuse_changes(changes: dict[str, tuple[Any, Any, str]], path: str) -> None:
 
 
 def fate_of(key: str, declared: dict[str, str]) -> str:
+    if key == STARTED_FROM:
+        return "kept"
     if key.startswith("model.") and key not in HOW_NOT_WHAT:
         return "refused"
     if key in REFUSED_BECAUSE:

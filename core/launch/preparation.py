@@ -23,7 +23,8 @@ from ..contracts.checkpoint import Checkpoint
 from ..contracts.errors import ConfigError
 from ..contracts.run import Run
 from ..host.roles import corpus_text
-from ..model.gpt import parameter_count
+from ..model.gpt import model_vocab, parameter_count
+from ..model.hf_folder import HFFolder
 from ..storage.atomic import write_atomically
 from ..text.tokenizer import Tokenizer, load_tokenizer, train_or_reuse
 from .folder import RunFolder
@@ -44,11 +45,15 @@ def seed_everything(seed: int) -> None:
 
 
 def prepare_tokenizer(run: Run, plugins, saved: Checkpoint | None = None) -> Tokenizer:
-    """The run's tokenizer: tokenizer.path's; on resume, the one the checkpoint carries;
-    else trained on the data source's text (or reused from the cache)."""
+    """The run's tokenizer: tokenizer.path's; on resume, the one the checkpoint carries; the
+    model.init_from folder's; else trained on the data source's text (or reused from the
+    cache)."""
     cfg = run.config
     if cfg.tokenizer.path:
         return load_tokenizer(cfg.tokenizer.path)
+    if cfg.model.init_from and saved is None:
+        return HFFolder.open(cfg.model.init_from).tokenizer(log=print if run.is_main_process
+                                                            else lambda _: None)
     if saved is not None and saved.tokenizer_model is not None:
         if run.is_main_process:
             print(f"tokenizer: the one {saved.path} carries")
@@ -61,7 +66,7 @@ def check_model_fits(run: Run) -> None:
     """A model whose weights, gradients and optimizer state alone exceed the device's memory
     is refused before it is built (its allocation would fail with a traceback, or swap)."""
     cfg, device = run.config.model, run.device
-    parameters = parameter_count(cfg, run.tokenizer.vocab_size)
+    parameters = parameter_count(cfg, model_vocab(cfg, run.tokenizer))
     shards = run.world_size if run.config.distributed.strategy == "fsdp" else 1
     needed = parameters * TRAINING_BYTES_PER_PARAMETER / shards
     if device.type == "cuda":

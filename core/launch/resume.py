@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..config.moves import move_old_keys
-from ..config.schema import CORE_SECTIONS, RunConfig
+from ..config.schema import CORE_SECTIONS, ModelSection, RunConfig
 from ..contracts.checkpoint import Checkpoint
 from ..contracts.checkpointer import Checkpointer
 from ..contracts.errors import ConfigError, UserError, bounded_repr
@@ -229,6 +229,9 @@ def in_new_form(recorded: dict, config: RunConfig) -> dict:
         move_old_keys(recorded, sections, "", warn_user=False)
     if isinstance(recorded.get("optimizer"), dict):  # saved before optimizers had names
         recorded["optimizer"].setdefault("name", "adamw")
+    if isinstance(recorded.get("model"), dict):  # keys added since: their defaults then
+        for name, value in ModelSection().__dict__.items():
+            recorded["model"].setdefault(name, value)
     return recorded
 
 

@@ -26,7 +26,9 @@ from ..evals.suite import TaskSuite
 from ..host.registry import CHECKPOINTER, DATA_SOURCE
 from ..host.roles import build_optimizer, build_scheduler, open_source, validation_batches
 from ..model.device import resolve_device
-from ..model.gpt import GPT
+from ..model.gpt import GPT, model_vocab
+from ..model.hf_folder import HFFolder
+from ..model.hf_weights import load_llama_weights
 from ..model.ops import select_ops
 from ..storage.atomic import write_atomically
 from ..storage.cache import use as use_cache_dir
@@ -53,6 +55,8 @@ def run_training(config: RunConfig, plugins, resume: str | None = None,
     for role, name in (("data source", config.data.source), ("optimizer", config.optimizer.name),
                        ("schedule", config.schedule.kind)):
         plugins.lookup(role, name)  # a bad choice costs seconds, not a run
+    if config.model.init_from:  # the folder's shape, checked before any work
+        HFFolder.open(config.model.init_from).apply_shape(config)
     checkpointer = selected_checkpointer(plugins, config)
     switch_off_idle(plugins, config.plugin_sections)  # `enabled: false`: no hooks called
     use_cache_dir(config.tokenizer.cache_dir)  # every cache of this process: native builds too
@@ -159,6 +163,10 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
     if saved:
         restore(run, ranks, t.state, saved)
         del saved  # the weights are in the model now; the copies can go
+    elif run.config.model.init_from:
+        load_llama_weights(t.state.model, run.config.model.init_from)
+        if run.is_main_process:
+            print(f"model: the weights of {run.config.model.init_from}")
     run.charts = plugins.charts()
     t.source = open_source(plugins, run)
     run.start_step = t.state.step
@@ -172,7 +180,7 @@ def build_state(run: Run, plugins, ranks: Distributed) -> TrainingState:
     """The model on its device (sharded under FSDP before the optimizer sees it), compiled if
     asked, with its optimizer and schedule."""
     config = run.config
-    model = GPT(config.model, run.tokenizer.vocab_size,
+    model = GPT(config.model, model_vocab(config.model, run.tokenizer),
                 select_ops(config.model.backend, run.device, config.model.compile))
     run.model = model.to(run.device)
     wrapped = ranks.wrap(model, run.device)  # FSDP shards in place: before the optimizer

@@ -31,36 +31,40 @@ class RMSNorm(nn.Module):
 class Attention(nn.Module):
     def __init__(self, cfg: ModelSection, ops):
         super().__init__()
-        self.heads = cfg.heads
-        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
-        self.out = nn.Linear(cfg.width, cfg.width, bias=False)
+        self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.key_value_heads, cfg.head_size
+        self.sizes = (self.heads * self.head_dim, *2 * [self.kv_heads * self.head_dim])
+        self.qkv = nn.Linear(cfg.width, sum(self.sizes), bias=False)
+        self.out = nn.Linear(self.sizes[0], cfg.width, bias=False)
         self.ops = ops
 
     def forward(self, x, cos, sin, cache: LayerCache | None = None, start: int = 0):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=-1)
-        # (B, T, C) -> (B, H, T, D)
-        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        q, k, v = self.qkv(x).split(self.sizes, dim=-1)
+        # (B, T, heads * D) -> (B, heads, T, D); keys and values have kv_heads heads
+        q, k, v = (t.view(B, T, -1, self.head_dim).transpose(1, 2) for t in (q, k, v))
         q = self.ops.rotary(q, cos, sin)
         k = self.ops.rotary(k, cos, sin)
+        grouped = self.kv_heads != self.heads  # each key/value head serves several queries
         if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=grouped)
         else:
-            k, v = cache.extend(k, v, start)  # every position so far: (B, H, start + T, D)
+            k, v = cache.extend(k, v, start)  # every position so far: (B, KV, start + T, D)
             if T == 1:  # one new token sees every earlier one: no mask
                 y = single_query_attention(q, k, v)
             elif start == 0:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=grouped)
             else:  # new token i sees the cache and new tokens up to i
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(y.transpose(1, 2).reshape(B, T, C))
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
+        return self.out(y.transpose(1, 2).reshape(B, T, self.sizes[0]))
 
 
 def single_query_attention(q, k, v):
     """Attention of one query position over every cached one: two small matrix products.
     PyTorch's fused CPU kernel tiles for many queries and took ~2 ms here for what this
     does in ~0.1 ms (bench/generate.py); on a GPU it is the same few kernels."""
+    if k.shape[1] != q.shape[1]:  # grouped-query: each key/value head serves several
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
     scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, H, 1, L)
     return torch.softmax(scores.float(), dim=-1).type_as(v) @ v
 
@@ -105,7 +109,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, ops) for _ in range(cfg.layers))
         self.norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
         self.head = nn.Linear(cfg.width, vocab_size, bias=False)
-        cos, sin = rotary_tables(cfg.seq_len, cfg.width // cfg.heads, cfg.rope_theta)
+        cos, sin = rotary_tables(cfg.seq_len, cfg.head_size, cfg.rope_theta, rope_scaling(cfg))
         # Not persistent: derived from the config, so checkpoints need not carry them.
         self.register_buffer("rotary_cos", cos, persistent=False)
         self.register_buffer("rotary_sin", sin, persistent=False)
@@ -115,6 +119,15 @@ class GPT(nn.Module):
         for block in self.blocks:
             for proj in (block.attn.out, block.mlp.down):
                 nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.layers))
+        if cfg.tie_embeddings:  # one matrix for both: the output layer reads the embedding's
+            self.head.weight = self.embed.weight
+
+    def fused_rows(self, name: str) -> tuple[int, ...]:
+        """The rows of each matrix a fused one stacks (`FUSED_MATRICES`): q, k, v (k and v
+        fewer under grouped-query attention); gate, up."""
+        if name.endswith("qkv.weight"):
+            return self.blocks[0].attn.sizes
+        return (self.cfg.mlp_hidden,) * 2
 
     def _init_weights(self, module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -158,13 +171,17 @@ class GPT(nn.Module):
         """An empty KV cache for `batch` sequences of up to `model.seq_len` tokens, in the
         dtype and on the device of the model's weights."""
         weight = self.head.weight
-        return KVCache(len(self.blocks), batch, self.cfg.heads, self.cfg.seq_len,
-                       self.cfg.width // self.cfg.heads, weight.dtype, weight.device)
+        return KVCache(len(self.blocks), batch, self.cfg.key_value_heads, self.cfg.seq_len,
+                       self.cfg.head_size, weight.dtype, weight.device)
 
     def matmul_parameters(self) -> int:
         """Parameters of matrix products (every Linear, the output projection included);
         the embedding is a lookup and does not count toward FLOPs."""
         return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+
+    def unique_parameters(self) -> int:
+        """Parameters, a tied matrix counted once."""
+        return sum(p.numel() for p in self.parameters())
 
 
 class LayerCache:
@@ -194,14 +211,50 @@ class KVCache:
         self.length = 0
 
 
+def model_vocab(cfg: ModelSection, tokenizer) -> int:
+    """The embedding's rows: model.vocab_size (an imported model's, which may pad the
+    tokenizer's), else the tokenizer's."""
+    return cfg.vocab_size or tokenizer.vocab_size
+
+
 def parameter_count(cfg: ModelSection, vocab_size: int) -> int:
     """The model's parameters, computed from its config without building it."""
-    per_block = 4 * cfg.width * cfg.width + 3 * cfg.width * cfg.mlp_hidden + 2 * cfg.width
-    return 2 * vocab_size * cfg.width + cfg.layers * per_block + cfg.width
+    attention = cfg.width * (cfg.heads + 2 * cfg.key_value_heads) * cfg.head_size \
+        + cfg.heads * cfg.head_size * cfg.width
+    per_block = attention + 3 * cfg.width * cfg.mlp_hidden + 2 * cfg.width
+    outer = (1 if cfg.tie_embeddings else 2) * vocab_size * cfg.width
+    return outer + cfg.layers * per_block + cfg.width
 
 
-def rotary_tables(seq_len: int, head_dim: int, theta: float):
-    """cos and sin of position * frequency, (seq_len, head_dim / 2), in float32."""
+def rope_scaling(cfg: ModelSection) -> dict | None:
+    """Llama 3's rotary scaling settings, or None."""
+    if cfg.rope_scaling == "none":
+        return None
+    return {"factor": cfg.rope_factor, "low_freq_factor": cfg.rope_low_freq_factor,
+            "high_freq_factor": cfg.rope_high_freq_factor,
+            "original_max_position_embeddings": cfg.rope_original_context}
+
+
+def rotary_tables(seq_len: int, head_dim: int, theta: float, scaling: dict | None = None):
+    """cos and sin of position * frequency, (seq_len, head_dim / 2), in float32. With
+    Llama 3's `scaling`, wavelengths longer than the original context's / low_freq_factor
+    are stretched by `factor`, those shorter than its / high_freq_factor kept, and those
+    between blended (transformers' `_compute_llama3_parameters`)."""
     freqs = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    if scaling is not None:
+        freqs = llama3_frequencies(freqs, **scaling)
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), freqs)
     return angles.cos().float(), angles.sin().float()
+
+
+def llama3_frequencies(freqs: torch.Tensor, factor: float, low_freq_factor: float,
+                       high_freq_factor: float, original_max_position_embeddings: int):
+    wavelength = 2 * math.pi / freqs
+    low_wavelength = original_max_position_embeddings / low_freq_factor
+    high_wavelength = original_max_position_embeddings / high_freq_factor
+    smooth = (original_max_position_embeddings / wavelength - low_freq_factor) / (
+        high_freq_factor - low_freq_factor)
+    blended = (1 - smooth) * freqs / factor + smooth * freqs
+    scaled = torch.where(wavelength > low_wavelength, freqs / factor, freqs)
+    between = (wavelength >= high_wavelength) & (wavelength <= low_wavelength)
+    return torch.where(between, blended, scaled)

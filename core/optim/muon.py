@@ -38,13 +38,21 @@ class MuonBuilder(OptimizerBuilder):
             {"params": groups.of(EMBEDDING), "rule": "adamw", "lr": adamw.lr,
              "weight_decay": adamw.weight_decay},
             {"params": groups.of(GAIN), "rule": "adamw", "lr": adamw.lr, "weight_decay": 0.0}]
-        matrices = groups.described(MATRIX)  # a group per count of stacked parts
-        for parts in sorted({m.parts for m in matrices}):
-            param_groups.append({"params": [m.tensor for m in matrices if m.parts == parts],
-                                 "rule": "muon", "parts": parts, "lr": muon.lr,
+        matrices = groups.described(MATRIX)  # a group per way of stacking parts
+        for parts in sorted({part_rows(m) for m in matrices}):
+            param_groups.append({"params": [m.tensor for m in matrices if part_rows(m) == parts],
+                                 "rule": "muon", "parts": list(parts), "lr": muon.lr,
                                  "weight_decay": muon.weight_decay})
         from .muon_update import Muon
 
         return Muon([g for g in param_groups if g["params"]], betas=(adamw.beta1, adamw.beta2),
                     eps=adamw.eps, momentum=muon.momentum, nesterov=muon.nesterov,
                     ns_steps=muon.ns_steps, adjust_lr=muon.adjust_lr)
+
+
+def part_rows(matrix) -> tuple[int, ...]:
+    """The rows of each part a (fused) matrix stacks: Muon orthogonalises each alone."""
+    if matrix.rows:
+        return tuple(matrix.rows)
+    rows = matrix.tensor.shape[0]  # the whole matrix's, also under FSDP (a DTensor's shape)
+    return (rows // matrix.parts,) * matrix.parts

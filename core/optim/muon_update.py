@@ -80,14 +80,19 @@ def muon_step(p: torch.Tensor, state: dict, group: dict) -> None:
     buffer.lerp_(grad, 1 - momentum)
     update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
     sharded = hasattr(update, "full_tensor")  # FSDP: a DTensor, this rank's rows
-    parts = (update.full_tensor() if sharded else update).chunk(group["parts"])
-    direction = torch.cat([orthogonalise(part, group["ns_steps"]) for part in parts])
+    whole = update.full_tensor() if sharded else update
+    parts = whole.split(list(group["parts"])) if isinstance(group["parts"], (list, tuple)) \
+        else whole.chunk(group["parts"])  # a count: equal parts (checkpoints before rows)
+    scale = [shape_scale(part.shape, group["adjust_lr"]) for part in parts]
+    # Each part its own direction and scale (k and v may be shorter than q).
+    direction = torch.cat([orthogonalise(part, group["ns_steps"]) * (s / scale[0])
+                           for part, s in zip(parts, scale)])
     if sharded:  # back to this rank's rows
         from torch.distributed.tensor import distribute_tensor
         direction = distribute_tensor(direction, update.device_mesh, update.placements,
                                       src_data_rank=None)
     p.mul_(1 - group["lr"] * group["weight_decay"])
-    p.add_(direction, alpha=-group["lr"] * shape_scale(parts[0].shape, group["adjust_lr"]))
+    p.add_(direction, alpha=-group["lr"] * scale[0])
 
 
 def orthogonalise(matrix: torch.Tensor, steps: int) -> torch.Tensor:

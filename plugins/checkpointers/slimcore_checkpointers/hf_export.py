@@ -20,6 +20,7 @@ are those of SentencePiece's pieces in score order, so the ids are SentencePiece
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece as spm
@@ -41,9 +42,10 @@ class HuggingFace(ExportFormat):
         if checkpoint.tokenizer_model is None:
             raise UserError(f"--format hf: {checkpoint.path} carries no tokenizer to export")
         processor = spm.SentencePieceProcessor(model_proto=checkpoint.tokenizer_model)
-        weights = llama_weights(checkpoint.model, int(model["layers"]), int(model["mlp_hidden"]))
+        shape = Shape.of(model)
+        weights = llama_weights(checkpoint.model, shape)
         vocab_size = weights["model.embed_tokens.weight"].shape[0]
-        if vocab_size != processor.vocab_size():
+        if vocab_size < processor.vocab_size():
             raise UserError(f"--format hf: {checkpoint.path} has {vocab_size} embeddings and its "
                             f"tokenizer {processor.vocab_size()} pieces; it cannot be exported")
         save_file({name: t.to(dtype).contiguous() for name, t in weights.items()},
@@ -81,23 +83,47 @@ def mode_of_new_files(path: Path) -> None:
     probe.unlink()
 
 
-def llama_weights(state: dict[str, torch.Tensor], layers: int, hidden: int
-                  ) -> dict[str, torch.Tensor]:
-    """slimcore's state dict under Llama's names: the fused QKV projection split in three,
-    the fused gate-up projection in two (gate first)."""
+@dataclass(frozen=True)
+class Shape:
+    """What the export needs of the checkpoint's `model` section."""
+
+    width: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    mlp_hidden: int
+    tied: bool
+
+    @classmethod
+    def of(cls, model: dict) -> "Shape":
+        width, heads = int(model["width"]), int(model["heads"])
+        return cls(width=width, layers=int(model["layers"]), heads=heads,
+                   kv_heads=int(model.get("kv_heads") or heads),
+                   head_dim=int(model.get("head_dim") or width // heads),
+                   mlp_hidden=int(model["mlp_hidden"]), tied=bool(model.get("tie_embeddings")))
+
+
+def llama_weights(state: dict[str, torch.Tensor], shape: Shape) -> dict[str, torch.Tensor]:
+    """slimcore's state dict under Llama's names: the fused QKV projection split in three
+    (k and v of kv_heads heads), the fused gate-up projection in two (gate first); a tied
+    output layer is the embedding's matrix, written once."""
     block_parts = ("attn_norm", "attn.qkv", "attn.out", "mlp_norm", "mlp.gate_up", "mlp.down")
     expected = {"embed.weight", "norm.weight", "head.weight"} | {
-        f"blocks.{i}.{part}.weight" for i in range(layers) for part in block_parts}
+        f"blocks.{i}.{part}.weight" for i in range(shape.layers) for part in block_parts}
     if set(state) != expected:
         odd = sorted(set(state) ^ expected)
-        raise UserError(f"--format hf: the model is not slimcore's {layers}-layer GPT "
+        raise UserError(f"--format hf: the model is not slimcore's {shape.layers}-layer GPT "
                         f"({len(odd)} tensors differ from it, e.g. {', '.join(odd[:3])})")
     out = {"model.embed_tokens.weight": state["embed.weight"],
-           "model.norm.weight": state["norm.weight"], "lm_head.weight": state["head.weight"]}
-    for i in range(layers):
+           "model.norm.weight": state["norm.weight"]}
+    if not shape.tied:
+        out["lm_head.weight"] = state["head.weight"]
+    sizes = [shape.heads * shape.head_dim] + 2 * [shape.kv_heads * shape.head_dim]
+    for i in range(shape.layers):
         block, llama = f"blocks.{i}.", f"model.layers.{i}."
-        q, k, v = state[block + "attn.qkv.weight"].chunk(3, dim=0)
-        gate, up = state[block + "mlp.gate_up.weight"].split(hidden, dim=0)
+        q, k, v = state[block + "attn.qkv.weight"].split(sizes, dim=0)
+        gate, up = state[block + "mlp.gate_up.weight"].split(shape.mlp_hidden, dim=0)
         out.update({
             llama + "input_layernorm.weight": state[block + "attn_norm.weight"],
             llama + "self_attn.q_proj.weight": q, llama + "self_attn.k_proj.weight": k,
@@ -111,23 +137,33 @@ def llama_weights(state: dict[str, torch.Tensor], layers: int, hidden: int
 
 
 def llama_config(model: dict, processor, vocab_size: int, dtype: torch.dtype) -> dict:
-    width, heads = int(model["width"]), int(model["heads"])
+    shape = Shape.of(model)
     theta = float(model.get("rope_theta", 10000.0))
-    return {
+    rope = {"rope_type": "default", "rope_theta": theta}
+    if model.get("rope_scaling", "none") == "llama3":
+        rope = {"rope_type": "llama3", "rope_theta": theta,
+                "factor": float(model["rope_factor"]),
+                "low_freq_factor": float(model["rope_low_freq_factor"]),
+                "high_freq_factor": float(model["rope_high_freq_factor"]),
+                "original_max_position_embeddings": int(model["rope_original_context"])}
+    config = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": vocab_size, "hidden_size": width,
-        "intermediate_size": int(model["mlp_hidden"]),
-        "num_hidden_layers": int(model["layers"]), "num_attention_heads": heads,
-        "num_key_value_heads": heads, "head_dim": width // heads, "hidden_act": "silu",
-        "max_position_embeddings": int(model["seq_len"]),
+        "vocab_size": vocab_size, "hidden_size": shape.width,
+        "intermediate_size": shape.mlp_hidden,
+        "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads, "head_dim": shape.head_dim,
+        "hidden_act": "silu", "max_position_embeddings": int(model["seq_len"]),
         "rms_norm_eps": float(model.get("norm_eps", 1e-5)),
-        # rope_theta for transformers 4, rope_parameters for 5
-        "rope_theta": theta, "rope_parameters": {"rope_type": "default", "rope_theta": theta},
-        "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
+        # rope_theta (and rope_scaling) for transformers 4, rope_parameters for 5
+        "rope_theta": theta, "rope_parameters": rope,
+        "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": shape.tied,
         "initializer_range": float(model.get("init_std", 0.02)),
         "bos_token_id": processor.bos_id(), "eos_token_id": processor.eos_id(),
         "torch_dtype": str(dtype).removeprefix("torch."), "use_cache": True,
     }
+    if rope["rope_type"] != "default":
+        config["rope_scaling"] = rope
+    return config
 
 
 def special_tokens(processor) -> dict:
