@@ -26,7 +26,7 @@ from ..contracts.paths import RunPaths
 from ..launch.folder import read_run_record
 from ..model.gpt import GPT, model_vocab, parameter_count
 from ..model.ops import select_ops
-from ..text.tokenizer import Tokenizer
+from ..text.tokenizer import Tokenizer, stored_tokenizer
 
 DEFAULT_CHECKPOINTER = CheckpointSection().checkpointer
 SOURCE_HELP = "a checkpoint file or a run folder (its newest checkpoint)"
@@ -63,8 +63,8 @@ def load_trained(source: str, plugins, device: torch.device, checkpointer: str |
     if checkpoint.tokenizer_model is None:
         raise UserError(f"{key}: {checkpoint.path} carries no tokenizer; it cannot be used")
     try:
-        tokenizer = Tokenizer(bytes(checkpoint.tokenizer_model),
-                              checkpoint.tokenizer_fingerprint)
+        tokenizer = stored_tokenizer(bytes(checkpoint.tokenizer_model),
+                                     checkpoint.tokenizer_fingerprint)
     except (RuntimeError, TypeError, ValueError) as e:  # SentencePiece's own parse failure
         raise UserError(f"{key}: {checkpoint.path} carries a tokenizer SentencePiece cannot "
                         f"read ({str(e).strip()[:200]}); the checkpoint is damaged") from None

@@ -26,7 +26,7 @@ from ..host.roles import corpus_text
 from ..model.gpt import model_vocab, parameter_count
 from ..model.hf_folder import HFFolder
 from ..storage.atomic import write_atomically
-from ..text.tokenizer import Tokenizer, load_tokenizer, train_or_reuse
+from ..text.tokenizer import Tokenizer, load_tokenizer, stored_tokenizer, train_or_reuse
 from .folder import RunFolder
 
 # fp32 weights, their gradients and AdamW's two moments (Muon keeps one for the matrices,
@@ -57,7 +57,7 @@ def prepare_tokenizer(run: Run, plugins, saved: Checkpoint | None = None) -> Tok
     if saved is not None and saved.tokenizer_model is not None:
         if run.is_main_process:
             print(f"tokenizer: the one {saved.path} carries")
-        return Tokenizer(saved.tokenizer_model, saved.tokenizer_fingerprint)
+        return stored_tokenizer(saved.tokenizer_model, saved.tokenizer_fingerprint)
     return train_or_reuse(cfg.tokenizer, corpus_text(plugins, cfg, run),
                           log=print if run.is_main_process else lambda _: None)
 

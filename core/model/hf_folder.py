@@ -11,6 +11,7 @@ line naming the key, before any tensor is read.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -129,17 +130,36 @@ class HFFolder:
                             f"({e})") from None
 
     def tokenizer(self, log=print):
-        """The folder's tokenizer (tokenizer.model), its BOS and EOS those config.json
-        names and its pieces no more than the model's embeddings."""
-        from ..text.tokenizer import load_tokenizer
+        """The folder's tokenizer: its SentencePiece tokenizer.model, else its tokenizer.json
+        (run by the tokenizers library); BOS and EOS as config.json names them, and no more
+        pieces than the model has embeddings."""
+        from ..text.json_tokenizer import envelope
+        from ..text.tokenizer import load_tokenizer, stored_tokenizer
 
-        path = self.path / "tokenizer.model"
-        if not path.is_file():
-            raise UserError(f"model.init_from: {self.path} has no tokenizer.model (a "
-                            "SentencePiece model); set tokenizer.path to the model's tokenizer")
-        tokenizer = load_tokenizer(path)
+        model_file, json_file = self.path / "tokenizer.model", self.path / "tokenizer.json"
+        if model_file.is_file():
+            path, tokenizer = model_file, load_tokenizer(model_file)
+        elif json_file.is_file():
+            ids = {name: self.config.get(name) for name in ("bos_token_id", "eos_token_id")}
+            ids = {k: v[0] if isinstance(v, list) and v else v for k, v in ids.items()}
+            if not all(isinstance(v, int) for v in ids.values()):
+                raise UserError(f"{self.where('bos_token_id')}: config.json must name "
+                                "bos_token_id and eos_token_id for its tokenizer.json")
+            data = envelope(json_file.read_text(encoding="utf-8"), ids["bos_token_id"],
+                            ids["eos_token_id"])
+            path = json_file
+            tokenizer = stored_tokenizer(data, hashlib.sha256(data).hexdigest(), json_file)
+        else:
+            raise UserError(f"model.init_from: {self.path} has neither tokenizer.model nor "
+                            "tokenizer.json; set tokenizer.path to the model's tokenizer")
+        self.check_tokenizer(tokenizer, path)
+        log(f"tokenizer: {path}")
+        return tokenizer
+
+    def check_tokenizer(self, tokenizer, path: Path) -> None:
         for name, ours in (("bos_token_id", tokenizer.bos_id), ("eos_token_id", tokenizer.eos_id)):
             theirs = self.config.get(name)
+            theirs = theirs[0] if isinstance(theirs, list) and theirs else theirs
             if isinstance(theirs, int) and theirs != ours:
                 raise UserError(f"{self.where(name)} is {theirs}, and {path} has {ours}; the "
                                 "tokenizer is not the model's")
@@ -147,6 +167,3 @@ class HFFolder:
         if isinstance(vocab, int) and tokenizer.vocab_size > vocab:
             raise UserError(f"{path} has {tokenizer.vocab_size:,} pieces, more than the "
                             f"{vocab:,} embeddings of {self.path}/config.json")
-        log(f"tokenizer: {path}")
-        return tokenizer
-

@@ -20,22 +20,9 @@ import torch
 
 from ..contracts.batch import IGNORE_INDEX, Batch
 
-SPACE = "\u2581"  # SentencePiece's visible space
-
-
 class TokenBytes:
     def __init__(self, tokenizer, device: torch.device):
-        processor = tokenizer.processor
-        lengths, spaced = [], []
-        for piece_id in range(processor.get_piece_size()):
-            piece = processor.id_to_piece(piece_id)
-            if processor.is_control(piece_id) or processor.is_unknown(piece_id):
-                lengths.append(0)
-            elif processor.is_byte(piece_id):
-                lengths.append(1)  # <0xE2>: one byte of a character the pieces lack
-            else:
-                lengths.append(len(piece.replace(SPACE, " ").encode("utf-8")))
-            spaced.append(piece.startswith(SPACE) and lengths[-1] > 0)
+        lengths, spaced = tokenizer.piece_bytes()
         self.lengths = torch.tensor(lengths, dtype=torch.long, device=device)
         self.spaced = torch.tensor(spaced, dtype=torch.long, device=device)
         self.bos_id = tokenizer.bos_id

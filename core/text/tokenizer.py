@@ -27,6 +27,7 @@ from .clean import clean_text, clean_texts
 from .word_cache import (SPACE_MARK, NativeWordCacheEncoder, WordCacheEncoder, int32_bytes,
                       int32_list, model_spec, word_cache_encoder)
 from ..contracts.errors import UserError
+from .json_tokenizer import JsonTokenizer, is_envelope
 
 # Llama-style settings (those of Llama's own tokenizer). byte_fallback means no text is
 # ever <unk>; identity normalization keeps the text as written. Digits split so numbers
@@ -123,6 +124,30 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.processor.decode(ids)
 
+    def piece_bytes(self) -> tuple[list[int], list[bool]]:
+        """The UTF-8 bytes each piece stands for (control pieces none, a byte piece one), and
+        whether it starts with the space SentencePiece adds to a text's start (TokenBytes)."""
+        processor = self.processor
+        lengths, spaced = [], []
+        for piece_id in range(processor.get_piece_size()):
+            piece = processor.id_to_piece(piece_id)
+            if processor.is_control(piece_id) or processor.is_unknown(piece_id):
+                lengths.append(0)
+            elif processor.is_byte(piece_id):
+                lengths.append(1)  # <0xE2>: one byte of a character the pieces lack
+            else:
+                lengths.append(len(piece.replace(SPACE_MARK, " ").encode("utf-8")))
+            spaced.append(piece.startswith(SPACE_MARK) and lengths[-1] > 0)
+        return lengths, spaced
+
+
+def stored_tokenizer(data: bytes, fingerprint: str, path: Path | None = None):
+    """The tokenizer whose bytes a checkpoint or a file holds: a SentencePiece model, or a
+    tokenizer.json in slimcore's envelope (json_tokenizer.py)."""
+    if is_envelope(data):
+        return JsonTokenizer(data, fingerprint, path)
+    return Tokenizer(data, fingerprint, path)
+
 
 def word_pieces(text: str, size: int | None = None) -> list[str]:
     """`text` in pieces of at most about `size` characters whose encodings, joined, are the
@@ -156,7 +181,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
                         ".model file, or set tokenizer.path: null to train one)")
     proto = path.read_bytes()
     try:
-        return Tokenizer(proto, hashlib.sha256(proto).hexdigest(), path)
+        return stored_tokenizer(proto, hashlib.sha256(proto).hexdigest(), path)
     except RuntimeError as e:
         raise UserError(f"tokenizer.path: {path} is not a SentencePiece model ({e})") from None
 

@@ -2,13 +2,17 @@
 folder that `transformers` (and so lm-evaluation-harness) loads without custom code:
 
     config.json                LlamaForCausalLM: slimcore's decoder is Llama's (RMSNorm,
-                               rotary embeddings on half-split pairs, SwiGLU, no biases,
-                               untied output projection)
+                               rotary embeddings on half-split pairs, SwiGLU, no biases;
+                               grouped-query attention, tied output layer and Llama 3's
+                               rotary scaling where the model has them)
     generation_config.json     BOS and EOS (greedy unless a caller asks to sample)
     model.safetensors          the weights under Llama's names
     tokenizer.model            the SentencePiece model itself
     tokenizer.json             the same tokenizer for the `tokenizers` library (below)
     tokenizer_config.json, special_tokens_map.json
+
+A run started from a folder's tokenizer.json (`model.init_from`) exports that tokenizer.json
+as it was, with no tokenizer.model.
 
 tokenizer.json is built here, not converted by transformers: its converter puts a Metaspace
 pre-tokenizer in front, which adds no dummy prefix to a text that starts with a space,
@@ -41,32 +45,67 @@ class HuggingFace(ExportFormat):
         model = checkpoint.config.get("model") or {}
         if checkpoint.tokenizer_model is None:
             raise UserError(f"--format hf: {checkpoint.path} carries no tokenizer to export")
-        processor = spm.SentencePieceProcessor(model_proto=checkpoint.tokenizer_model)
-        shape = Shape.of(model)
-        weights = llama_weights(checkpoint.model, shape)
+        tokenizer = tokenizer_files(bytes(checkpoint.tokenizer_model), int(model["seq_len"]))
+        weights = llama_weights(checkpoint.model, Shape.of(model))
         vocab_size = weights["model.embed_tokens.weight"].shape[0]
-        if vocab_size < processor.vocab_size():
+        if vocab_size < tokenizer.vocab_size:
             raise UserError(f"--format hf: {checkpoint.path} has {vocab_size} embeddings and its "
-                            f"tokenizer {processor.vocab_size()} pieces; it cannot be exported")
+                            f"tokenizer {tokenizer.vocab_size} pieces; it cannot be exported")
         save_file({name: t.to(dtype).contiguous() for name, t in weights.items()},
                   str(output / "model.safetensors"), metadata={"format": "pt"})
         mode_of_new_files(output / "model.safetensors")
-        write_json(output / "config.json", llama_config(model, processor, vocab_size, dtype))
+        write_json(output / "config.json", llama_config(model, tokenizer, vocab_size, dtype))
         write_json(output / "generation_config.json", {
-            "bos_token_id": processor.bos_id(), "eos_token_id": processor.eos_id()})
-        (output / "tokenizer.model").write_bytes(checkpoint.tokenizer_model)
-        write_json(output / "tokenizer.json", tokenizer_json(processor))
-        specials = special_tokens(processor)
-        write_json(output / "special_tokens_map.json", specials)
-        write_json(output / "tokenizer_config.json", {
-            # The generic class that takes tokenizer.json as it is (Llama's class would rebuild
-            # the pipeline its own way).
+            "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id})
+        for name, content in tokenizer.files.items():
+            if isinstance(content, bytes):
+                (output / name).write_bytes(content)
+            else:
+                write_json(output / name, content)
+        return f"LlamaForCausalLM, {tokenizer.vocab_size} pieces, {dtype}"
+
+
+@dataclass(frozen=True)
+class TokenizerFiles:
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+    files: dict  # file name: bytes, or a dict written as JSON
+
+
+def tokenizer_files(stored: bytes, seq_len: int) -> TokenizerFiles:
+    """The tokenizer's files of the folder: a SentencePiece model with a tokenizer.json made
+    from it, or a tokenizer.json the run started from (slimcore's envelope: plugins.md)."""
+    if stored[:1] == b"{":
+        return json_tokenizer_files(json.loads(stored), seq_len)
+    processor = spm.SentencePieceProcessor(model_proto=stored)
+    specials = special_tokens(processor)
+    return TokenizerFiles(processor.vocab_size(), processor.bos_id(), processor.eos_id(), {
+        "tokenizer.model": stored, "tokenizer.json": tokenizer_json(processor),
+        "special_tokens_map.json": specials,
+        "tokenizer_config.json": {
+            # The generic class that takes tokenizer.json as it is (Llama's class would
+            # rebuild the pipeline its own way).
             "tokenizer_class": "PreTrainedTokenizerFast", **specials,
             "add_bos_token": True, "add_eos_token": False,
             # "<s>" written in a text is text, as for SentencePiece, not the BOS token.
             "split_special_tokens": True,
-            "clean_up_tokenization_spaces": False, "model_max_length": int(model["seq_len"])})
-        return f"LlamaForCausalLM, {vocab_size} pieces, {dtype}"
+            "clean_up_tokenization_spaces": False, "model_max_length": seq_len}})
+
+
+def json_tokenizer_files(stored: dict, seq_len: int) -> TokenizerFiles:
+    pipeline = stored["tokenizer"]
+    names = {int(t["id"]): t["content"] for t in pipeline.get("added_tokens") or []}
+    vocab = (pipeline.get("model") or {}).get("vocab") or {}
+    if isinstance(vocab, dict):
+        names = {**{int(i): token for token, i in vocab.items()}, **names}
+    bos, eos = int(stored["bos_id"]), int(stored["eos_id"])
+    specials = {"bos_token": names.get(bos), "eos_token": names.get(eos)}
+    return TokenizerFiles(len(names), bos, eos, {
+        "tokenizer.json": pipeline, "special_tokens_map.json": specials,
+        "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", **specials,
+                                  "clean_up_tokenization_spaces": False,
+                                  "model_max_length": seq_len}})
 
 
 @hookimpl
@@ -136,7 +175,8 @@ def llama_weights(state: dict[str, torch.Tensor], shape: Shape) -> dict[str, tor
     return out
 
 
-def llama_config(model: dict, processor, vocab_size: int, dtype: torch.dtype) -> dict:
+def llama_config(model: dict, tokenizer: TokenizerFiles, vocab_size: int,
+                 dtype: torch.dtype) -> dict:
     shape = Shape.of(model)
     theta = float(model.get("rope_theta", 10000.0))
     rope = {"rope_type": "default", "rope_theta": theta}
@@ -158,7 +198,7 @@ def llama_config(model: dict, processor, vocab_size: int, dtype: torch.dtype) ->
         "rope_theta": theta, "rope_parameters": rope,
         "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": shape.tied,
         "initializer_range": float(model.get("init_std", 0.02)),
-        "bos_token_id": processor.bos_id(), "eos_token_id": processor.eos_id(),
+        "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
         "torch_dtype": str(dtype).removeprefix("torch."), "use_cache": True,
     }
     if rope["rope_type"] != "default":
