@@ -1,6 +1,7 @@
 """Generation (core/generation.py): the KV cache against the full recomputation it replaces,
 and the sampling rules (temperature, top-k, top-p) against their definitions."""
 
+import dataclasses
 import pytest
 import torch
 
@@ -15,13 +16,14 @@ CFG = ModelSection(width=48, layers=3, heads=4, mlp_hidden=96, seq_len=40, init_
 GREEDY = SamplingSettings(max_new_tokens=30, temperature=0)
 
 
-def model(seed=0, vocab=101):
+def model(seed=0, vocab=101, kv_heads=None):
     torch.manual_seed(seed)
-    return GPT(CFG, vocab, TorchOps).eval()
+    return GPT(dataclasses.replace(CFG, kv_heads=kv_heads), vocab, TorchOps).eval()
 
 
-def test_cached_and_uncached_generation_choose_the_same_tokens():
-    gpt = model()
+@pytest.mark.parametrize("kv_heads", [None, 2, 1])  # grouped-query, multi-query attention
+def test_cached_and_uncached_generation_choose_the_same_tokens(kv_heads):
+    gpt = model(kv_heads=kv_heads)
     prompt = [1, 17, 42, 5, 99, 3]
     cached = generate(gpt, prompt, GREEDY, use_cache=True)
     uncached = generate(gpt, prompt, GREEDY, use_cache=False)
@@ -32,8 +34,9 @@ def test_cached_and_uncached_generation_choose_the_same_tokens():
         generate(gpt, prompt, sampled, torch.Generator().manual_seed(3), use_cache=False)
 
 
-def test_cached_logits_equal_the_full_forward_at_every_position():
-    gpt = model(seed=1)
+@pytest.mark.parametrize("kv_heads", [None, 2])
+def test_cached_logits_equal_the_full_forward_at_every_position(kv_heads):
+    gpt = model(seed=1, kv_heads=kv_heads)
     ids = torch.randint(0, 101, (2, CFG.seq_len))
     full = gpt.head(gpt.hidden_states(ids))  # (2, T, V)
     cache = gpt.new_cache(batch=2)

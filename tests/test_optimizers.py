@@ -2,6 +2,7 @@
 torch.optim.Muon, the parameter groups as docs/optimizers.md states them, schedules by their
 formulas, resume with each, and an optimizer from a plugin."""
 
+import dataclasses
 import math
 import re
 from types import SimpleNamespace
@@ -24,9 +25,9 @@ from slimcore.optim.schedules import SCHEDULES, build_scheduler
 CFG = ModelSection(width=32, layers=2, heads=4, mlp_hidden=48, seq_len=16)
 
 
-def tiny_model(seed=0):
+def tiny_model(seed=0, kv_heads=None):
     torch.manual_seed(seed)
-    return GPT(CFG, 97, TorchOps)
+    return GPT(dataclasses.replace(CFG, kv_heads=kv_heads), 97, TorchOps)
 
 
 def config_of(**sections):
@@ -99,18 +100,23 @@ def test_adamw_trains_bit_for_bit_as_before():
 
 # -- Muon against torch.optim.Muon -----------------------------------------------------------
 
-@pytest.mark.parametrize("adjust_lr", ["original", "match_rms_adamw"])
-def test_muon_steps_as_torch_muon_on_each_matrix_and_adamw_on_the_rest(adjust_lr):
+@pytest.mark.parametrize("adjust_lr, kv_heads", [("original", None), ("match_rms_adamw", None),
+                                                ("original", 2), ("match_rms_adamw", 2)])
+def test_muon_steps_as_torch_muon_on_each_matrix_and_adamw_on_the_rest(adjust_lr, kv_heads):
     """Two steps of random gradients: every matrix (each part of a fused one taken as the
-    matrix it stands for) as torch.optim.Muon moves it, everything else as
-    torch.optim.AdamW does, to within 1e-6 (the same arithmetic: in practice equal)."""
+    matrix it stands for: under grouped-query attention k and v have half q's rows) as
+    torch.optim.Muon moves it, everything else as torch.optim.AdamW does, to within 1e-6
+    (the same arithmetic: in practice equal)."""
     settings = dict(lr=0.05, momentum=0.9, nesterov=True, ns_steps=5, weight_decay=0.1)
     config = config_of(optimizer={"lr": 4e-3, "weight_decay": 0.2},
                        muon={**settings, "adjust_lr": adjust_lr})
-    model, reference_model = tiny_model(), tiny_model()
+    model, reference_model = tiny_model(kv_heads=kv_heads), tiny_model(kv_heads=kv_heads)
     muon = MuonBuilder().build(parameter_groups(model), run_of(config))
     groups = parameter_groups(reference_model)
-    parts = {p.name: [torch.nn.Parameter(c.clone()) for c in p.tensor.detach().chunk(p.parts)]
+    rows = {p.name: list(p.rows) or [p.tensor.shape[0]] for p in groups.described(MATRIX)}
+    if kv_heads:
+        assert rows["blocks.0.attn.qkv.weight"] == [32, 16, 16]
+    parts = {p.name: [torch.nn.Parameter(c.clone()) for c in p.tensor.detach().split(rows[p.name])]
              for p in groups.described(MATRIX)}
     reference_muon = torch.optim.Muon([q for qs in parts.values() for q in qs],
                                       adjust_lr_fn=adjust_lr, **settings)
@@ -123,15 +129,17 @@ def test_muon_steps_as_torch_muon_on_each_matrix_and_adamw_on_the_rest(adjust_lr
             p.grad = gradients[name]
         for name, p in reference_model.named_parameters():
             p.grad = gradients[name]
-            for q, g in zip(parts.get(name, []), gradients[name].chunk(len(parts.get(name, [1])))):
-                q.grad = g
+            if name in parts:
+                for q, g in zip(parts[name], gradients[name].split(rows[name])):
+                    q.grad = g
         for optimizer in (muon, reference_muon, reference_adamw):
             optimizer.step()
     moved = {name: torch.cat([q.detach() for q in qs]) for name, qs in parts.items()}
     for name, p in model.named_parameters():
         expected = moved.get(name, dict(reference_model.named_parameters())[name])
         torch.testing.assert_close(p.detach(), expected.detach(), rtol=0, atol=1e-6, msg=name)
-        assert not torch.equal(p.detach(), dict(tiny_model().named_parameters())[name]), name
+        assert not torch.equal(p.detach(),
+                               dict(tiny_model(kv_heads=kv_heads).named_parameters())[name]), name
 
 
 def test_muon_orthogonalises_each_part_of_a_fused_matrix_alone():

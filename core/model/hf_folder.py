@@ -72,15 +72,18 @@ class HFFolder:
                                 "which slimcore's GPT is not")
         rope = self.rope()
         if rope.get("rope_type", rope.get("type", "default")) not in ROPE_TYPES:
-            raise UserError(f"{self.where('rope_scaling')} is of type "
+            raise UserError(f"{self.where(self.rope_key())} is of type "
                             f"{rope.get('rope_type', rope.get('type'))!r}; slimcore applies "
                             "none or llama3")
 
+    def rope_key(self) -> str:
+        """rope_parameters (transformers 5) or rope_scaling (4), whichever is there."""
+        return "rope_parameters" if self.config.get("rope_parameters") else "rope_scaling"
+
     def rope(self) -> dict:
-        """rope_scaling (transformers 4) or rope_parameters (5), whichever is there."""
-        rope = self.config.get("rope_parameters") or self.config.get("rope_scaling") or {}
+        rope = self.config.get(self.rope_key()) or {}
         if not isinstance(rope, dict):
-            raise UserError(f"{self.where('rope_scaling')} is not an object")
+            raise UserError(f"{self.where(self.rope_key())} is not an object")
         return rope
 
     def shape(self) -> dict[str, Any]:
@@ -116,12 +119,12 @@ class HFFolder:
         for name, value in shape.items():
             mine = getattr(current, name)
             if mine != value and mine != getattr(defaults, name):
-                raise ConfigError(name, f"{mine!r} here, {value!r} in {self.path}/config.json; "
+                raise ConfigError(f"model.{name}", f"{mine!r} here, {value!r} in {self.path}/config.json; "
                                         "leave it out: model.init_from's folder gives the "
                                         "model's shape", config.source)
         limit = self.config.get("max_position_embeddings")
         if isinstance(limit, int) and current.seq_len > limit:
-            raise ConfigError("seq_len", f"{current.seq_len} exceeds max_position_embeddings "
+            raise ConfigError("model.seq_len", f"{current.seq_len} exceeds max_position_embeddings "
                                          f"{limit} of {self.path}/config.json", config.source)
         try:
             config.model = dataclasses.replace(current, **shape)
