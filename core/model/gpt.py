@@ -109,18 +109,30 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, ops) for _ in range(cfg.layers))
         self.norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
         self.head = nn.Linear(cfg.width, vocab_size, bias=False)
-        cos, sin = rotary_tables(cfg.seq_len, cfg.head_size, cfg.rope_theta, rope_scaling(cfg))
         # Not persistent: derived from the config, so checkpoints need not carry them.
-        self.register_buffer("rotary_cos", cos, persistent=False)
-        self.register_buffer("rotary_sin", sin, persistent=False)
+        self.register_buffer("rotary_cos", torch.empty(0), persistent=False)
+        self.register_buffer("rotary_sin", torch.empty(0), persistent=False)
+        self.make_rotary_tables()
         self.apply(self._init_weights)
         # Residual projections scaled down so the residual stream's variance does not grow
         # with depth (GPT-2).
         for block in self.blocks:
             for proj in (block.attn.out, block.mlp.down):
                 nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.layers))
-        if cfg.tie_embeddings:  # one matrix for both: the output layer reads the embedding's
-            self.head.weight = self.embed.weight
+        if cfg.tie_embeddings:  # one matrix for both
+            self.tie()
+
+    def make_rotary_tables(self) -> None:
+        """The rotary tables from the config, on the device the model is on: again after a
+        model built on the meta device is given real storage (`to_empty`)."""
+        cfg = self.cfg
+        cos, sin = rotary_tables(cfg.seq_len, cfg.head_size, cfg.rope_theta, rope_scaling(cfg))
+        device = self.embed.weight.device
+        self.rotary_cos, self.rotary_sin = cos.to(device), sin.to(device)
+
+    def tie(self) -> None:
+        """The output layer reads the embedding's matrix (model.tie_embeddings)."""
+        self.head.weight = self.embed.weight
 
     def fused_rows(self, name: str) -> tuple[int, ...]:
         """The rows of each matrix a fused one stacks (`FUSED_MATRICES`): q, k, v (k and v
