@@ -173,6 +173,31 @@ def memory_by_shard(tokenizer, texts: list[str], marks=(10, 100)) -> dict[int, f
     raise RuntimeError("the stream ended before the last mark")
 
 
+def json_tokenizer_rates(sentencepiece, texts: list[str], args, bare: float) -> None:
+    """A model continued from a folder with a tokenizer.json encodes through the tokenizers
+    library (core/text/json_tokenizer.py): the same SentencePiece model as the hf export
+    writes it (the same ids), and a byte-level BPE trained here (SmolLM's and Llama 3's
+    kind), each through slimcore's encode_documents."""
+    from slimcore.text.json_tokenizer import JsonTokenizer, envelope
+    from slimcore_checkpointers.hf_export import tokenizer_json
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    metaspace = json.dumps(tokenizer_json(sentencepiece.processor))
+    byte_level = Tokenizer(models.BPE())
+    byte_level.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level.decoder = decoders.ByteLevel()
+    byte_level.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=32000, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    for name, pipeline in (("SentencePiece's as tokenizer.json", metaspace),
+                           ("byte-level BPE tokenizer.json", byte_level.to_str())):
+        tokenizer = JsonTokenizer(envelope(pipeline, 1, 2), "bench")
+        rate = median_of(args.repeats, lambda: encode_rate(tokenizer.encode_documents, texts,
+                                                           args.tokens))
+        print(f"tokenizers library, {name}: {rate / 1e6:.2f} M tokens/s = "
+              f"{rate / bare:.2f} x bare SentencePiece")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=1)
@@ -203,6 +228,7 @@ def main() -> None:
     print(f"slimcore tokenizer encode: {rate / 1e6:.2f} M tokens/s = {rate / bare:.2f} x bare "
           f"(word cache from empty: {cache.lookups:,} words, {cache.misses:,} encoded by "
           f"SentencePiece, {1 - cache.misses / cache.lookups:.1%} hits)")
+    json_tokenizer_rates(run.tokenizer, texts, args, bare)
     with tempfile.TemporaryDirectory() as tmp:
         slimpajama_shaped(Path(tmp), texts)
         shaped = make_run(tmp)
