@@ -254,8 +254,10 @@ def export_model(format: str, checkpoint: Checkpoint, output: Path, dtype: torch
 
     ``checkpoint`` is a verified ``slimcore.Checkpoint``: ``checkpoint.model`` (the state
     dict, float32 on the CPU), ``checkpoint.config["model"]`` (width, layers, heads,
-    mlp_hidden, seq_len, norm_eps, rope_theta) and ``checkpoint.tokenizer_model`` (the
-    SentencePiece model's bytes) describe the model whole. Cast the weights to ``dtype``.
+    mlp_hidden, seq_len, norm_eps, rope_theta; kv_heads, head_dim, tie_embeddings,
+    vocab_size, rope_scaling where set) and ``checkpoint.tokenizer_model`` (the SentencePiece
+    model's bytes, or a tokenizer.json in slimcore's JSON envelope: docs/plugins.md)
+    describe the model whole. Cast the weights to ``dtype``.
     ``output`` exists and is empty; the core renames it into place when you return, and
     removes it if you raise. Raise ``slimcore.UserError`` for a model the format cannot
     hold.

@@ -1,5 +1,7 @@
 """The GPT decoder: token embedding, blocks of (RMSNorm, rotary causal attention, RMSNorm,
-SwiGLU MLP) with residuals, a final RMSNorm and an untied output projection. No biases.
+SwiGLU MLP) with residuals, a final RMSNorm and an output projection (its own matrix, or the
+embedding's with model.tie_embeddings). No biases. Attention may be grouped-query
+(model.kv_heads): Llama's decoder, so a Hugging Face Llama folder loads into it.
 
 Matrix products stay in PyTorch (cuBLAS) and attention in `scaled_dot_product_attention`
 (fused flash/memory-efficient kernels); the memory-bound work goes through `ops`.
