@@ -9,9 +9,11 @@ import torch
 
 from conftest import QUICKSTART, run_cli, run_in_process
 from slimcore.commands.trained import load_trained
+from slimcore.config.schema import EvalsSection
 from slimcore.contracts.errors import UserError
 from slimcore.evals.choice_tasks import read_questions, score_questions, shared_credit
 from slimcore.evals.scoring import LikelihoodScorer, cut_at_stops
+from slimcore.evals.suite import TaskSuite
 from slimcore.host.manager import SlimcorePluginManager
 from word_order import write_order_task
 
@@ -200,11 +202,14 @@ def test_slimcore_eval_task_scores_a_checkpoint(trained_run, trained, tmp_path):
     scorer = LikelihoodScorer(trained.model, trained.tokenizer, torch.device("cpu"))
     assert printed["tasks"]["order"] == pytest.approx(
         score_questions(scorer, read_questions(task, 0)))
-    twice = run_cli("eval", str(trained_run), "--task", str(task), "--task", str(task))
-    assert twice.returncode == 2 and "names the task 'order' again" in twice.stderr
     missing = run_cli("eval", str(trained_run), "--task", str(tmp_path / "none.jsonl"))
-    assert missing.returncode == 2 and "cannot read task file" in missing.stderr
-    assert "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().endswith(
+        f"--task: cannot read task file {tmp_path / 'none.jsonl'} ([Errno 2] No such file or "
+        f"directory: '{tmp_path / 'none.jsonl'}'); give a JSON-lines file of {{\"context\", "
+        "\"choices\", \"answer\"} questions")
+    with pytest.raises(UserError, match="names the task 'order' again"):
+        TaskSuite(EvalsSection(tasks=[str(task), str(task)]))
 
 
 def test_the_trackers_and_the_chart_take_the_task_scores():

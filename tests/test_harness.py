@@ -18,6 +18,10 @@ from slimcore.evals.scoring import LikelihoodScorer
 from slimcore.host.manager import SlimcorePluginManager
 from word_order import write_order_task
 
+# The slow tier (CI runs it after the suite): the harness indexes its thousands of tasks
+# (about 7 s) in each process that scores one.
+pytestmark = pytest.mark.slow
+
 lm_eval = pytest.importorskip("lm_eval")
 pytest.importorskip("accelerate")  # the harness's `hf` model needs it
 from lm_eval.api.instance import Instance  # noqa: E402

@@ -129,7 +129,6 @@ def test_export_after_training_loads_in_transformers_with_the_same_greedy_text(c
                                                                               tmp_path):
     from slimcore.commands.trained import load_trained
     from slimcore.host.manager import SlimcorePluginManager
-    from slimcore.model.generation import SamplingSettings, generate
 
     _, run, _ = continued
     out = tmp_path / "hf"
@@ -142,10 +141,13 @@ def test_export_after_training_loads_in_transformers_with_the_same_greedy_text(c
     pm.discover()
     ours = load_trained(str(run), pm, torch.device("cpu"))
     prompt = [ours.tokenizer.bos_id] + ours.tokenizer.encode("The state of the Union is")
-    new = generate(ours.model, prompt, SamplingSettings(max_new_tokens=16, temperature=0))
+    said = run_cli("generate", str(run), "--prompt", "The state of the Union is",
+                   "--temperature", "0", "--max-new-tokens", "16", "--ignore-eos", "--json")
+    assert said.returncode == 0, said.stderr
+    new = json.loads(said.stdout.splitlines()[-1])["ids"]
     expected = theirs.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False,
                                eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
-    assert new == expected[:len(new)] and len(new) >= 8
+    assert new == expected and len(new) == 16
     # Import the export again: the checkpoint's weights, bit for bit.
     again = imported(out, seq_len=64).state_dict()
     for name, tensor in ours.model.state_dict().items():
@@ -188,10 +190,8 @@ def test_bad_folders_stop_the_run_before_any_work_with_one_line(tmp_path, sp_tok
     assert run("--init-from", str(folder)).endswith(
         "model.mlp_hidden: 128 here, 160 in " + str(folder) + "/config.json; leave it out: "
         "model.init_from's folder gives the model's shape")
-    assert "has no config.json" in run("--init-from", str(tmp_path))
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "attention_bias": True}))
-    assert "attention_bias is True" in run("--init-from", str(folder))
+    with pytest.raises(UserError, match="has no config.json"):
+        HFFolder.open(tmp_path)
 
 
 def test_a_model_key_the_yaml_sets_otherwise_is_named(tmp_path, sp_tokenizer):

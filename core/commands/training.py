@@ -16,6 +16,7 @@ import yaml
 
 from ..config.resolve import resolve_config, smoke_overrides
 from ..launch.training import run_training
+from ..model.hf_folder import HFFolder
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
@@ -118,6 +119,8 @@ def resume_command(argv: list[str]) -> str:
 
 def command_config(args: argparse.Namespace) -> int:
     config = resolved(args)
+    if config.model.init_from:  # the shape the run will have: the folder's
+        HFFolder.open(config.model.init_from).apply_shape(config)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     return 0
 
