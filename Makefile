@@ -9,8 +9,9 @@
 # (requirements-test.txt). Also: `make quickstart ARGS=--test` (a 10-step smoke run, in
 # runs/quickstart-test/), `make setup` and `make setup-test` (only the set-ups), `make
 # test-slow` (the slow tier, which CI runs after the suite: the test that clones this
-# repository and runs the first command's set-up there from nothing, and the tests that
-# time processes against each other; `make test-setup` is its old name).
+# repository and runs the first command's set-up there from nothing, the tests that time
+# processes against each other, install generated plugins with pip, run most torchrun jobs
+# or index lm-evaluation-harness's tasks; `make test-setup` is its old name).
 #
 # Needs python3 (3.10 or newer), make and a C compiler. PyTorch: the CPU build where
 # nvidia-smi finds no GPU (a CUDA build is several GB), the default build where it does.

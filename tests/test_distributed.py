@@ -102,6 +102,7 @@ def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpu
     assert [twice[s]["loss"] for s in (5, 6)] == [through[s]["loss"] for s in (5, 6)]
 
 
+@pytest.mark.slow  # three 2-process jobs and their resumes: the slow tier
 @pytest.mark.parametrize("strategy, optimizer", [("fsdp", "adamw"), ("fsdp", "muon"),
                                                  ("ddp", "muon")])
 def test_sharded_and_replicated_ranks_train_like_one_process(write_config, tmp_path, corpus,
@@ -281,6 +282,7 @@ def test_sigterm_to_torchrun_saves_and_says_the_torchrun_command_to_go_on(
     assert len(saved) == 1
 
 
+@pytest.mark.slow  # torchrun restarting a 2-process job: the slow tier
 def test_max_restarts_with_resume_auto_recovers_a_killed_rank(write_config, tmp_path,
                                                               installed_plugins):
     """`torchrun --max-restarts 2 ... --resume auto`: rank 1 SIGKILLed at step 6, torchrun

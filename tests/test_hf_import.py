@@ -194,7 +194,9 @@ def test_bad_folders_stop_the_run_before_any_work_with_one_line(tmp_path, sp_tok
         HFFolder.open(tmp_path)
 
 
-def test_a_model_key_the_yaml_sets_otherwise_is_named(tmp_path, sp_tokenizer):
+def test_a_model_key_the_yaml_sets_otherwise_is_named(tmp_path, sp_tokenizer, capsys):
+    import yaml
+    from slimcore.commands.cli import main
     from slimcore.config.parse import parse_config
 
     folder = make_llama(tmp_path / "llama", sp_tokenizer)
@@ -205,6 +207,12 @@ def test_a_model_key_the_yaml_sets_otherwise_is_named(tmp_path, sp_tokenizer):
     fine = parse_config({"model": {"seq_len": 64, "init_from": str(folder)}}, {}, "mine.yaml")
     HFFolder.open(folder).apply_shape(fine)
     assert (fine.model.width, fine.model.kv_heads, fine.model.seq_len) == (64, 4, 64)
+    # `slimcore config` prints the shape the run will have: the folder's.
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"model: {{seq_len: 64, init_from: {folder}}}\n")
+    assert main(["config", str(mine)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert (printed["width"], printed["mlp_hidden"], printed["norm_eps"]) == (64, 160, 1e-6)
     long = parse_config({"model": {"seq_len": 4096}}, {}, "mine.yaml")
     with pytest.raises(ConfigError, match="exceeds max_position_embeddings 256"):
         HFFolder.open(folder).apply_shape(long)

@@ -151,6 +151,7 @@ def test_stall_watchdog_dumps_stacks_and_exits(write_config, tmp_path, cli, inst
     assert (tmp_path / "out" / "checkpoints" / "checkpoint_step_2.bin").exists()
 
 
+@pytest.mark.slow  # timing across processes: the slow tier
 def test_time_the_process_was_stopped_is_not_a_stall(write_config, tmp_path, installed_plugins):
     """SIGSTOP (Ctrl-Z, a suspended job) for longer than run.stall_timeout_s, then SIGCONT:
     the run goes on to the end; the watchdog counts only the time the process ran."""

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import run_cli
 from slimcore.commands.cli import main
 from slimcore.commands.new_plugin import KINDS, new_plugin
@@ -16,6 +18,7 @@ TESTS = {"chart": 2, "observer": 2, "source": 2, "checkpointer": 2, "export": 1,
          "optimizer": 2}
 
 
+@pytest.mark.slow  # five pip installs and five suites: set-up, the slow tier
 def test_every_kind_installs_and_passes_its_own_tests(tmp_path):
     assert set(TESTS) == set(KINDS)
     sources = [str(tmp_path / "src" / kind) for kind in KINDS]

@@ -58,14 +58,16 @@ class LikelihoodScorer:
         # Longest first, so a batch's rows are of about one length (little padding).
         order = sorted(range(len(pairs)), key=lambda i: -sum(map(len, pairs[i])))
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        mine = []
+        mine, sharded = [], self.ranks.active and self.ranks.strategy == "fsdp"
         with self._model_for_scoring():
             for index in self._my_share(len(batches)):
-                rows = batches[index if index is not None else 0] if batches else []
-                results = self._score_rows([pairs[i] for i in rows]) if rows else []
+                if index is None and not sharded:
+                    continue  # this rank's share is done; no collective in a replica's forward
+                rows = batches[0 if index is None else index]  # None: a repeat to match FSDP
+                results = self._score_rows([pairs[i] for i in rows])
                 if index is not None:
                     mine.extend(zip(rows, results))
-        return self._everyones(mine, len(pairs), "scoring task requests")
+        return self._gathered(mine, len(pairs), "scoring task requests")
 
     def _score_rows(self, rows: list[TokenPair]) -> list[tuple[float, bool]]:
         """One forward over right-padded rows."""
@@ -105,7 +107,7 @@ class LikelihoodScorer:
                     mine.append((index, self._generate_one(contexts[index], until[index],
                                                            settings)))
         return [text for _, text in sorted(mine)] if sharded else \
-            self._everyones(mine, len(contexts), "generating task answers")
+            self._gathered(mine, len(contexts), "generating task answers")
 
     def _generate_one(self, context: str, stops: list[str], settings) -> str:
         """The new ids decoded alone, as the harness's `hf` model decodes them (SentencePiece
@@ -130,7 +132,7 @@ class LikelihoodScorer:
             index = start + rank
             yield index if index < count else None
 
-    def _everyones(self, mine: list[tuple[int, object]], count: int, what: str) -> list:
+    def _gathered(self, mine: list[tuple[int, object]], count: int, what: str) -> list:
         """Every rank's (index, result) pairs, in order, on every rank."""
         if self.ranks.active:
             mine = [pair for share in self.ranks.share(mine, what) for pair in share]

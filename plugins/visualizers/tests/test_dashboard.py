@@ -148,6 +148,7 @@ def test_run_with_a_raising_chart_finishes(cli, write_config, installed_plugins,
                                               "training_latest.png")
 
 
+@pytest.mark.slow  # a pip install: set-up, the slow tier
 def test_third_party_chart_installed_with_pip(cli, write_config, tmp_path, tmp_path_factory):
     from conftest import REPO
 
