@@ -70,23 +70,30 @@ class LikelihoodScorer:
         return self._gathered(mine, len(pairs), "scoring task requests")
 
     def _score_rows(self, rows: list[TokenPair]) -> list[tuple[float, bool]]:
-        """One forward over right-padded rows."""
+        """One forward over right-padded rows; the output layer and softmax only at the
+        continuations' positions (a (rows, positions, vocabulary) tensor of log-probabilities
+        would be gigabytes at a real context and vocabulary)."""
         windows = [(context + continuation)[-(self.seq_len + 1):] for context, continuation
                    in rows]
-        longest = max(len(w) for w in windows) - 1
-        inputs = torch.zeros((len(rows), longest), dtype=torch.long)
-        for row, window in enumerate(windows):
-            inputs[row, :len(window) - 1] = torch.tensor(window[:-1])
-        with autocast_context(self.device):
-            hidden = self.model.hidden_states(inputs.to(self.device))
-            log_probs = torch.log_softmax(self.model.head(hidden).float(), dim=-1).cpu()
-        out = []
+        inputs = torch.zeros((len(rows), max(len(w) for w in windows) - 1), dtype=torch.long)
+        wanted, where = [], []  # each row's continuation ids, and the positions predicting them
         for row, (window, (_, continuation)) in enumerate(zip(windows, rows)):
             end = len(window) - 1
-            wanted = torch.tensor(continuation[-end:])  # a continuation longer than the model sees
-            picked = log_probs[row, end - len(wanted):end]
-            out.append((float(picked.gather(1, wanted[:, None]).sum()),
-                        bool((picked.argmax(-1) == wanted).all())))
+            inputs[row, :end] = torch.tensor(window[:-1])
+            wanted.append(continuation[-end:])  # a continuation longer than the model sees
+            where.extend((row, position) for position in range(end - len(wanted[-1]), end))
+        if not where:  # only empty continuations: nothing to score
+            return [(0.0, True)] * len(rows)
+        row_index, position_index = torch.tensor(where).T.to(self.device)
+        with autocast_context(self.device):
+            hidden = self.model.hidden_states(inputs.to(self.device))[row_index, position_index]
+            log_probs = torch.log_softmax(self.model.head(hidden).float(), dim=-1).cpu()
+        out, start = [], 0
+        for ids in wanted:
+            picked, target = log_probs[start:start + len(ids)], torch.tensor(ids)
+            start += len(ids)
+            out.append((float(picked.gather(1, target[:, None]).sum()),
+                        bool((picked.argmax(-1) == target).all())))
         return out
 
     # -- generation -------------------------------------------------------------------------
