@@ -328,3 +328,23 @@ def test_two_ranks_continue_a_folder_as_one_process(tmp_path, sp_tokenizer, stra
     together, alone = history(tmp_path / "job"), history(tmp_path / "single")
     assert [together[s]["loss"] for s in (1, 2, 3)] == pytest.approx(
         [alone[s]["loss"] for s in (1, 2, 3)], rel=1e-5)
+
+
+def test_a_checkpoint_from_before_the_new_keys_resumes_with_no_difference():
+    """A config recorded before `evals` and the Llama keys of `model` existed meant their
+    defaults: resuming it with today's defaults changes nothing (no warning, no refusal of
+    a 'new model shape')."""
+    from slimcore.config.parse import parse_config
+    from slimcore.launch.changes import config_changes
+    from slimcore.launch.resume import in_new_form
+
+    config = parse_config({"model": {"width": 64, "heads": 4}}, {}, "today.yaml")
+    recorded = config.to_dict()
+    del recorded["evals"]
+    for key in ("kv_heads", "head_dim", "tie_embeddings", "vocab_size", "rope_scaling",
+                "rope_factor", "init_from"):
+        del recorded["model"][key]
+    assert config_changes(in_new_form(recorded, config), config, "old.bin", None) == {}
+    recorded["model"]["kv_heads"] = 2  # a shape that does differ is still refused
+    with pytest.raises(UserError, match="another model shape"):
+        config_changes(in_new_form(recorded, config), config, "old.bin", None)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import sys
 from pathlib import Path
 
 from ..config.moves import move_old_keys
-from ..config.schema import CORE_SECTIONS, ModelSection, RunConfig
+from ..config.schema import CORE_SECTIONS, RunConfig, yaml_key
 from ..contracts.checkpoint import Checkpoint
 from ..contracts.checkpointer import Checkpointer
 from ..contracts.errors import ConfigError, UserError, bounded_repr
@@ -229,9 +230,11 @@ def in_new_form(recorded: dict, config: RunConfig) -> dict:
         move_old_keys(recorded, sections, "", warn_user=False)
     if isinstance(recorded.get("optimizer"), dict):  # saved before optimizers had names
         recorded["optimizer"].setdefault("name", "adamw")
-    if isinstance(recorded.get("model"), dict):  # keys added since: their defaults then
-        for name, value in ModelSection().__dict__.items():
-            recorded["model"].setdefault(name, value)
+    for name, section in CORE_SECTIONS.items():  # keys added since: their defaults then
+        if isinstance(recorded.setdefault(name, {}), dict):
+            defaults = section()
+            for field in dataclasses.fields(section):
+                recorded[name].setdefault(yaml_key(field), getattr(defaults, field.name))
     return recorded
 
 
