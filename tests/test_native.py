@@ -200,13 +200,20 @@ def test_checks_refuse_bad_tensors_and_statuses_are_never_ignored():
                      "swiglu_forward", "cpu")
 
 
+LLAMA_SHAPE = dict(kv_heads=1, head_dim=24, tie_embeddings=True, rope_scaling="llama3",
+                   rope_original_context=8)  # what a continued Llama may have
+
+
 @pytest.mark.parametrize("device", DEVICES)
-def test_one_training_step_native_matches_torch(device):
-    """Loss and the gradient of every parameter after one step: native against torch."""
+@pytest.mark.parametrize("shape", [{}, LLAMA_SHAPE], ids=["gpt", "llama"])
+def test_one_training_step_native_matches_torch(device, shape):
+    """Loss and the gradient of every parameter after one step: native against torch, for
+    slimcore's own shape and for a Llama one (multi-query attention, a head width apart
+    from width/heads, a tied output layer, Llama 3's rotary scaling)."""
     from slimcore.config.schema import ModelSection
     from slimcore.model.gpt import GPT
 
-    cfg = ModelSection(width=32, layers=2, heads=2, mlp_hidden=48, seq_len=16)
+    cfg = ModelSection(width=32, layers=2, heads=2, mlp_hidden=48, seq_len=16, **shape)
     torch.manual_seed(0)
     reference = GPT(cfg, 301, TorchOps).to(device)
     native_model = GPT(cfg, 301, NativeOps).to(device)
