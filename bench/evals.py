@@ -31,25 +31,7 @@ from slimcore.config.schema import EvalsSection  # noqa: E402
 from slimcore.evals.suite import TaskSuite  # noqa: E402
 from slimcore.host.manager import SlimcorePluginManager  # noqa: E402
 from slimcore.testing import run_config_file  # noqa: E402
-from word_order import write_order_task  # noqa: E402
-
-TASK_YAML = """\
-task: word_order
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{context}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{answer}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-"""
-
+from word_order import write_harness_task, write_order_task  # noqa: E402
 
 def timed(work, repeats: int) -> float:
     """The median wall time of `work()` over `repeats` calls."""
@@ -70,8 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         data = write_order_task(folder / "order.jsonl", count=defaults.limit)
-        (folder / "tasks").mkdir()
-        (folder / "tasks" / "word_order.yaml").write_text(TASK_YAML.format(data=data))
+        write_harness_task(folder / "tasks", data)
         run, _ = run_config_file(QUICKSTART, overrides=[
             f"run.steps={args.steps}", f"output.dir={folder / 'run'}", "samples.prompts=[]"],
             disabled=QUIET)

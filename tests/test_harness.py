@@ -3,7 +3,6 @@ model on the Hugging Face export of the same checkpoint: the same log-likelihood
 log-likelihoods and greedy answers. Tasks are local files these tests write."""
 
 import json
-import textwrap
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from slimcore.evals.harness import (SlimcoreLM, check_task_names, evaluate_harne
                                     task_manager)
 from slimcore.evals.scoring import LikelihoodScorer
 from slimcore.host.manager import SlimcorePluginManager
-from word_order import write_order_task
+from word_order import write_harness_task, write_order_task
 
 # The slow tier (CI runs it after the suite): the harness indexes its thousands of tasks
 # (about 7 s) in each process that scores one.
@@ -32,26 +31,7 @@ def setting(trained_run, tmp_path_factory):
     """The trained model, its export, and a folder with one harness task over a local file."""
     folder = tmp_path_factory.mktemp("harness")
     data = write_order_task(folder / "order.jsonl", count=40)
-    (folder / "tasks").mkdir()
-    (folder / "tasks" / "word_order.yaml").write_text(textwrap.dedent(f"""\
-        task: word_order
-        dataset_path: json
-        dataset_kwargs:
-          data_files:
-            test: {data}
-        test_split: test
-        output_type: multiple_choice
-        doc_to_text: "{{{{context}}}}"
-        doc_to_choice: "{{{{choices}}}}"
-        doc_to_target: "{{{{answer}}}}"
-        metric_list:
-          - metric: acc
-            aggregation: mean
-            higher_is_better: true
-          - metric: acc_norm
-            aggregation: mean
-            higher_is_better: true
-        """))
+    write_harness_task(folder / "tasks", data)
     exported = folder / "hf"
     assert main(["export", str(trained_run), "--format", "hf", "--output", str(exported)]) == 0
     pm = SlimcorePluginManager()

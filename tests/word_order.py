@@ -1,5 +1,6 @@
 """A multiple-choice task made from the bundled corpus, for the tests and bench/evals.py:
-a model that learned word order beats chance on it."""
+a model that learned word order beats chance on it; and the same task as a local
+lm-evaluation-harness task."""
 
 import json
 import random
@@ -32,3 +33,32 @@ def write_order_task(path, count=400, seed=0, shuffle_answers=False):
             break
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+HARNESS_TASK = """\
+task: word_order
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def write_harness_task(folder, data):
+    """A harness task `word_order` over the task file `data`, in `folder` (evals.harness_dir)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "word_order.yaml").write_text(HARNESS_TASK.format(data=data))
+    return folder
+
