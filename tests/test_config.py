@@ -254,7 +254,10 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
             documented[cells[0].strip("`")] = tuple(cells[1:4])
     from slimcore_datasources.corpus import CorpusConfig
 
+    from slimcore_datasources.tokens import TokensConfig
+
     sections = {**CORE_SECTIONS, "muon": MuonSection, "corpus": CorpusConfig, "chunk": ChunkConfig,
+                "tokens": TokensConfig,
                 "three_file": ThreeFileConfig, "dashboard": DashboardConfig,
                 "json_export": JsonExportConfig,
                 "tensorboard": TensorBoardConfig, "wandb": WandbConfig, "mlflow": MlflowConfig}
