@@ -173,6 +173,32 @@ def memory_by_shard(tokenizer, texts: list[str], marks=(10, 100)) -> dict[int, f
     raise RuntimeError("the stream ended before the last mark")
 
 
+def tokens_source_rate(run: Run, texts: list[str], args) -> None:
+    """The `tokens` source reading a nanoGPT-layout train.bin of the bundled corpus (encoded
+    once, beforehand): tokens/s and peak resident memory, the same rows as `chunk` hands out
+    (seq_len + 1 ids each)."""
+    import numpy as np
+    from slimcore_datasources.tokens import NAME, TokensConfig, TokensSource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ids = run.tokenizer.encode_documents(texts).numpy().astype(np.uint16)
+        path = Path(tmp) / "train.bin"
+        ids.tofile(path)
+        run.config.plugin_sections[NAME] = TokensConfig(path=str(path))
+
+        def measure():
+            source, tokens, started = TokensSource(run), 0, time.perf_counter()
+            while tokens < args.tokens:
+                batch = next(source)
+                tokens += batch.inputs.numel() + batch.inputs.shape[0]
+            return tokens / (time.perf_counter() - started)
+
+        with PeakResident() as peak:
+            rate = median_of(args.repeats, measure)
+        print(f"tokens source, a {len(ids) / 1e6:.1f}M-token train.bin: {rate / 1e6:.2f} M "
+              f"tokens/s; peak resident {peak.peak:.0f} MiB")
+
+
 def json_tokenizer_rates(sentencepiece, texts: list[str], args, bare: float) -> None:
     """A model continued from a folder with a tokenizer.json encodes through the tokenizers
     library (core/text/json_tokenizer.py): the same SentencePiece model as the hf export
@@ -228,6 +254,7 @@ def main() -> None:
     print(f"slimcore tokenizer encode: {rate / 1e6:.2f} M tokens/s = {rate / bare:.2f} x bare "
           f"(word cache from empty: {cache.lookups:,} words, {cache.misses:,} encoded by "
           f"SentencePiece, {1 - cache.misses / cache.lookups:.1%} hits)")
+    tokens_source_rate(run, texts, args)
     json_tokenizer_rates(run.tokenizer, texts, args, bare)
     with tempfile.TemporaryDirectory() as tmp:
         slimpajama_shaped(Path(tmp), texts)
