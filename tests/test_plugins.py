@@ -133,7 +133,8 @@ def test_tracing_prints_hook_calls(cli, write_config):
     result = cli("run", str(write_config({"run": {"steps": 1}})),
                  env={"SLIMCORE_TRACE_PLUGINS": "1"})
     assert result.returncode == 0, result.stderr
-    assert "[slimcore trace] register_data_sources() -> ['chunk', 'sample']" in result.stderr
+    assert ("[slimcore trace] register_data_sources() -> ['chunk', 'sample', 'tokens']"
+            in result.stderr)
     assert "[slimcore trace] on_metrics(run, metrics) -> json_export" in result.stderr
     assert "[slimcore trace]" not in cli("config", str(write_config())).stderr
 
