@@ -213,7 +213,6 @@ def test_slimcore_eval_task_scores_a_checkpoint(trained_run, trained, tmp_path):
 
 
 def test_the_trackers_and_the_chart_take_the_task_scores():
-    from slimcore.testing import draw_chart  # noqa: F401  (the public way to draw a chart)
     from slimcore_visualizers.charts import DownstreamTasksChart
     from slimcore_visualizers.tracker_thread import scalars
 

@@ -143,8 +143,7 @@ class HFFolder:
         if model_file.is_file():
             path, tokenizer = model_file, load_tokenizer(model_file)
         elif json_file.is_file():
-            ids = {name: self.config.get(name) for name in ("bos_token_id", "eos_token_id")}
-            ids = {k: v[0] if isinstance(v, list) and v else v for k, v in ids.items()}
+            ids = {name: self.token_id(name) for name in ("bos_token_id", "eos_token_id")}
             if not all(isinstance(v, int) for v in ids.values()):
                 raise UserError(f"{self.where('bos_token_id')}: config.json must name "
                                 "bos_token_id and eos_token_id for its tokenizer.json")
@@ -159,10 +158,14 @@ class HFFolder:
         log(f"tokenizer: {path}")
         return tokenizer
 
+    def token_id(self, name: str):
+        """config.json's bos_token_id or eos_token_id (the first, where it lists several)."""
+        value = self.config.get(name)
+        return value[0] if isinstance(value, list) and value else value
+
     def check_tokenizer(self, tokenizer, path: Path) -> None:
         for name, ours in (("bos_token_id", tokenizer.bos_id), ("eos_token_id", tokenizer.eos_id)):
-            theirs = self.config.get(name)
-            theirs = theirs[0] if isinstance(theirs, list) and theirs else theirs
+            theirs = self.token_id(name)
             if isinstance(theirs, int) and theirs != ours:
                 raise UserError(f"{self.where(name)} is {theirs}, and {path} has {ours}; the "
                                 "tokenizer is not the model's")

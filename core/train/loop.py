@@ -189,11 +189,12 @@ def score_tasks(t: Training, step: int) -> dict[str, float] | None:
     with t.ranks.collective(f"step {step}: downstream tasks"):
         scores, seconds = timed_scores(t.tasks, t.state.model, t.run.tokenizer, t.run.device,
                                        t.ranks)
+    flat = flat_scores(scores)
     if t.run.is_main_process:
-        print(f"evals: step {step}: " + ", ".join(
-            f"{task} {metric} {value:.4f}" for task, metrics in scores.items()
-            for metric, value in metrics.items() if metric != "chance") + f" ({seconds:.1f} s)")
-    return flat_scores(scores)
+        print(f"evals: step {step}: " + ", ".join(f"{name} {value:.4f}"
+                                                  for name, value in flat.items())
+              + f" ({seconds:.1f} s)")
+    return flat
 
 
 def after_step(t: Training, step: int, metrics: TrainingMetrics, stop_votes: float,

@@ -91,9 +91,8 @@ class TokensSource(DataSource):
         self.drawn = False
 
     def __next__(self) -> Batch:
-        windows = torch.stack([self.rows.next() for _ in range(self.batch_size)])
         self.drawn = True
-        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:])
+        return self.rows.batch(self.batch_size)
 
     def state_dict(self):
         return self.rows.position() if self.drawn else None
@@ -108,11 +107,7 @@ class TokensSource(DataSource):
             return None
         rows = Rows(open_shards(settings.eval_path, settings.dtype, "tokens.eval_path"),
                     config.model.seq_len, 0, 1)
-        batches = []
-        for _ in range(count):
-            windows = torch.stack([rows.next() for _ in range(config.data.batch_size)])
-            batches.append(Batch(inputs=windows[:, :-1], targets=windows[:, 1:]))
-        return batches
+        return [rows.batch(config.data.batch_size) for _ in range(count)]
 
 
 class Rows:
@@ -136,6 +131,11 @@ class Rows:
         ids = self.shards[self.shard].ids[start:start + self.span]
         self.window += self.world
         return torch.from_numpy(ids.astype(np.int64))
+
+    def batch(self, size: int) -> Batch:
+        """The next `size` windows as a batch: inputs and targets one id apart."""
+        windows = torch.stack([self.next() for _ in range(size)])
+        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:])
 
     def position(self) -> dict:
         return {"epoch": self.epoch, "shard": self.shards[self.shard].path.name,
