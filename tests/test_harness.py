@@ -95,6 +95,13 @@ def test_greedy_answers_equal_the_harness_generation(setting):
     theirs = hf_model(exported, True).generate_until(requests)
     assert ours == theirs
     assert all(ours) and not any("." in text or "\n" in text for text in ours)
+    # Each request stops at its own max_gen_toks, whatever the others ask.
+    lengths = [Instance(request_type="generate_until", doc={}, idx=0, arguments=(
+        "We the people", {"until": ["\u0000"], "max_gen_toks": limit, "do_sample": False}))
+        for limit in (2, 10)]
+    ours = SlimcoreLM(scorer).generate_until(lengths)
+    assert ours == hf_model(exported, True).generate_until(lengths)
+    assert len(scorer.tokenizer.encode(ours[0])) <= 2 < len(scorer.tokenizer.encode(ours[1]))
 
 
 def test_harness_tasks_score_in_slimcore_eval_and_name_a_wrong_task(setting, trained_run):

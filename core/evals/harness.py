@@ -162,14 +162,16 @@ def _lm_class():
             return totals
 
         def generate_until(self, requests, disable_tqdm: bool = False):
-            contexts, stops, longest = [], [], 1
+            contexts, stops, lengths = [], [], []
             for context, settings in (r.args for r in requests):
                 until = settings.get("until") or []
                 stops.append([until] if isinstance(until, str) else list(until))
                 contexts.append(context)
-                longest = max(longest, int(settings.get("max_gen_toks", 256)))
+                # each request's own limit (the harness's default 256), within the model's
+                lengths.append(max(1, min(int(settings.get("max_gen_toks", 256)),
+                                          self.max_length - 1)))
                 self._note_sampling(settings)
-            return self.scorer.generate_until(contexts, stops, min(longest, self.max_length - 1))
+            return self.scorer.generate_until(contexts, stops, lengths)
 
         def _note_sampling(self, settings: dict) -> None:
             if settings.get("do_sample") and not self.warned_sampling:

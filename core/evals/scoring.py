@@ -99,18 +99,18 @@ class LikelihoodScorer:
     # -- generation -------------------------------------------------------------------------
 
     def generate_until(self, contexts: list[str], until: list[list[str]],
-                       max_new_tokens: int) -> list[str]:
-        """Greedy text after each context, cut before the first of its stop strings. Every
-        rank generates every request under FSDP (the number of forwards follows the text);
-        otherwise each rank its share."""
+                       max_new_tokens: list[int]) -> list[str]:
+        """Greedy text after each context, at most its `max_new_tokens`, cut before the
+        first of its stop strings. Every rank generates every request under FSDP (the number
+        of forwards follows the text); otherwise each rank its share."""
         sharded = self.ranks.active and self.ranks.strategy == "fsdp"
         share = range(len(contexts)) if sharded else self._my_share(len(contexts))
-        settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0,
-                                    stop_id=self.tokenizer.eos_id)
         mine = []
         with self._model_for_scoring():
             for index in share:
                 if index is not None:
+                    settings = SamplingSettings(max_new_tokens=max_new_tokens[index],
+                                                temperature=0.0, stop_id=self.tokenizer.eos_id)
                     mine.append((index, self._generate_one(contexts[index], until[index],
                                                            settings)))
         return [text for _, text in sorted(mine)] if sharded else \
