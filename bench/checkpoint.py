@@ -31,11 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from slimcore import Checkpoint  # noqa: E402
 from slimcore.train.rng import capture_rng  # noqa: E402
 from slimcore.train.writer import CheckpointWriter  # noqa: E402
-from slimcore.config.schema import ModelSection, OptimizerSection, ScheduleSection  # noqa: E402
+from slimcore.config.schema import ModelSection  # noqa: E402
 from slimcore.config.parse import parse_config  # noqa: E402
 from slimcore.model.gpt import GPT  # noqa: E402
 from slimcore.model.ops import TorchOps  # noqa: E402
-from slimcore.train.optim import build_optimizer, build_scheduler  # noqa: E402
+from common import optimizer_and_scheduler  # noqa: E402
 from slimcore_checkpointers.three_file import ThreeFileConfig, read_checkpoint, write_checkpoint  # noqa: E402
 
 MODELS = {
@@ -49,12 +49,11 @@ def training_state(model_cfg: ModelSection, vocab: int) -> tuple[torch.nn.Module
     """A model after one AdamW step, and the record the core would build for it."""
     torch.manual_seed(0)
     model = GPT(model_cfg, vocab, TorchOps)
-    optimizer = build_optimizer(model, OptimizerSection(), torch.device("cpu"))
+    optimizer, scheduler = optimizer_and_scheduler(model)
     for p in model.parameters():  # one step so AdamW holds its moment estimates
         p.grad = torch.zeros_like(p)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    scheduler = build_scheduler(optimizer, ScheduleSection(), 1000)
     config = parse_config({}, {"three_file": ThreeFileConfig}, "bench")
     return model, Checkpoint(
         step=1, tokens_seen=0, skipped_steps=0, run_id="bench", config=config.to_dict(),

@@ -36,6 +36,19 @@ def quickstart_history(overrides: list[str]) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
+def optimizer_and_scheduler(model, config: dict | None = None, total_steps: int = 1000):
+    """The optimizer and schedule a run of `config` (sections as YAML gives them) builds
+    for `model`, through the installed plugins as the core builds them."""
+    from slimcore.host.roles import build_optimizer, build_scheduler
+    from slimcore.testing import plugin_manager
+
+    config = {**(config or {}), "schedule": {**(config or {}).get("schedule", {}),
+                                             "total_steps": total_steps}}
+    pm, run = plugin_manager({}, set()), make_run(config)
+    optimizer = build_optimizer(pm, run, model)
+    return optimizer, build_scheduler(pm, run, optimizer)
+
+
 def build_config(args, output_dir: Path, extra: tuple[str, ...] = (), disabled=()):
     pm = SlimcorePluginManager()
     pm.discover(disabled=set(disabled))

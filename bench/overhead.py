@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from common import build_config, fixed_batches, time_run
+from common import build_config, fixed_batches, optimizer_and_scheduler, time_run
 from slimcore.launch.training import seed_everything
 from slimcore.model.gpt import GPT
 from slimcore.model.ops import TorchOps
 from slimcore.model.device import autocast_context
-from slimcore.train.optim import build_optimizer, build_scheduler
 
 
 def time_slimcore(args, batches, tokenizer) -> float:
@@ -38,8 +37,9 @@ def time_bare(args, batches, vocab_size) -> float:
     device = torch.device(args.device)
     seed_everything(config.run.seed)
     model = GPT(config.model, vocab_size, TorchOps).to(device)
-    optimizer = build_optimizer(model, config.optimizer, device)
-    scheduler = build_scheduler(optimizer, config.schedule, args.steps)
+    optimizer, scheduler = optimizer_and_scheduler(
+        model, {"optimizer": config.to_dict()["optimizer"],
+                "schedule": config.to_dict()["schedule"]}, args.steps)
     start = None
     for step, batch in enumerate(batches[: args.steps], start=1):
         batch = batch.to(device)

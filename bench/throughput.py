@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from slimcore.config.schema import ModelSection
-from slimcore.contracts.metrics import device_peak_flops, flops_per_token
+from slimcore.train.measure import device_peak_flops, flops_per_token
 from slimcore.model.gpt import GPT, rotary_tables
 from slimcore.model.native_ops import NativeOps
 from slimcore.model.ops import TorchOps, under_compile

@@ -157,6 +157,24 @@ def test_rotary_matches_pytorch(batch, heads, positions, head_dim, dtype, device
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,heads,positions,head_dim", [(1, 1, 1, 2), (3, 4, 17, 8)])
+def test_rotary_with_positions_per_row_matches_pytorch(batch, heads, positions, head_dim,
+                                                       dtype, device):
+    """data.document_mask: each row's positions restart at its documents' starts, so the
+    tables are gathered per row (B, 1, T, D/2): the kernel's token-major form."""
+    cos, sin = rotary_tables(64, head_dim, 10000.0)
+    restart = torch.randint(0, positions, (batch, positions))
+    cos, sin = (table[restart].unsqueeze(1).to(device) for table in (cos, sin))
+    x = leaf(batch, heads, positions, head_dim, dtype=dtype, device=device)
+    reference, got = TorchOps.rotary(x, cos, sin), NativeOps.rotary(x, cos, sin)
+    torch.testing.assert_close(got, reference, **TOLERANCE[dtype])
+    upstream = torch.randn(reference.shape).to(device, dtype)
+    torch.testing.assert_close(grads(got, x, upstream)[0], grads(reference, x, upstream)[0],
+                               **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows,hidden", [(1, 1), (7, 13), (64, 300), (33, 4096)])
 def test_swiglu_matches_pytorch(rows, hidden, dtype, device):
     gate_up = leaf(rows, 2 * hidden, dtype=dtype, scale=2.0, device=device)
@@ -176,7 +194,8 @@ def test_ops_are_well_formed_custom_ops(device):
     cos, sin = (table.to(device) for table in rotary_tables(5, 4, 10000.0))
     cases = [
         (torch.ops.slimcore.rms_norm, (t(4, 6), t(6), 1e-5)),
-        (torch.ops.slimcore.rotary, (t(2, 5, 4), cos, sin, False)),
+        (torch.ops.slimcore.rotary, (t(2, 5, 4), cos, sin, False, False)),
+        (torch.ops.slimcore.rotary, (t(5, 3, 4), cos, sin, True, True)),
         (torch.ops.slimcore.swiglu, (t(3, 8),)),
         (torch.ops.slimcore.cross_entropy_, (torch.randn(3, 10, device=device),
                                              torch.tensor([1, 2, 3], device=device), -100,

@@ -65,7 +65,8 @@ def command_eval(args) -> int:
                                      "eval")
     bar = progress_bar(len(batches))
     loss, accuracy, bpb = evaluate(trained.model, batches, device, autocast_context(device),
-                                   TokenBytes(trained.tokenizer, device), on_batch=bar.update)
+                                   TokenBytes(trained.tokenizer, device), on_batch=bar.update,
+                                   document_mask=config.data.document_mask)
     bar.close()
     tokens = sum(batch.target_count for batch in batches)
     result = {"checkpoint": trained.checkpoint.path, "step": trained.checkpoint.step,

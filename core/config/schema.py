@@ -131,6 +131,9 @@ class DataSection:
 
     source: Annotated[str, NonEmpty()] = "chunk"  # the data-source plugin that feeds the run
     batch_size: Annotated[int, POSITIVE_INT] = 16  # sequences per micro-batch, per rank
+    # Rows packed with several documents keep them apart: attention within a document only,
+    # rotary positions restarting at each (the source marks them: Batch.documents)
+    document_mask: bool = False
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config.schema import ModelSection
+from .documents import document_attention_mask, document_positions
 
 
 class RMSNorm(nn.Module):
@@ -39,7 +40,8 @@ class Attention(nn.Module):
         self.out = nn.Linear(self.sizes[0], cfg.width, bias=False)
         self.ops = ops
 
-    def forward(self, x, cos, sin, cache: LayerCache | None = None, start: int = 0):
+    def forward(self, x, cos, sin, cache: LayerCache | None = None, start: int = 0,
+                mask: torch.Tensor | None = None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(self.sizes, dim=-1)
         # (B, T, heads * D) -> (B, heads, T, D); keys and values have kv_heads heads
@@ -47,7 +49,9 @@ class Attention(nn.Module):
         q = self.ops.rotary(q, cos, sin)
         k = self.ops.rotary(k, cos, sin)
         grouped = self.kv_heads != self.heads  # each key/value head serves several queries
-        if cache is None:
+        if mask is not None:  # documents kept apart (core/model/documents.py)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
+        elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=grouped)
         else:
             k, v = cache.extend(k, v, start)  # every position so far: (B, KV, start + T, D)
@@ -90,8 +94,9 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
         self.mlp = MLP(cfg, ops)
 
-    def forward(self, x, cos, sin, cache: LayerCache | None = None, start: int = 0):
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start)
+    def forward(self, x, cos, sin, cache: LayerCache | None = None, start: int = 0,
+                mask: torch.Tensor | None = None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start, mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -147,10 +152,12 @@ class GPT(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=self.cfg.init_std)
 
-    def hidden_states(self, inputs: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(self, inputs: torch.Tensor, cache: KVCache | None = None,
+                      documents: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) final hidden states of (B, T) inputs. With a `cache`, the inputs follow
         the `cache.length` positions it holds (their keys and values are not recomputed),
-        and theirs are added to it."""
+        and theirs are added to it. With `documents` (Batch.documents), each document of a
+        row is attended and positioned as if alone."""
         T = inputs.shape[1]
         start = cache.length if cache is not None else 0
         if start + T > self.cfg.seq_len:
@@ -158,20 +165,26 @@ class GPT(nn.Module):
                              f"{self.cfg.seq_len}")
         x = self.embed(inputs)  # (B, T, C)
         cos, sin = self.rotary_cos[start:start + T], self.rotary_sin[start:start + T]
+        mask = None
+        if documents is not None and cache is None:
+            positions = document_positions(documents)  # tables per row: (B, 1, T, D/2)
+            cos, sin = self.rotary_cos[positions][:, None], self.rotary_sin[positions][:, None]
+            mask = document_attention_mask(documents)
         for i, block in enumerate(self.blocks):
             if cache is not None:
                 x = block(x, cos, sin, cache.layers[i], start)
             elif self.cfg.activation_checkpointing and self.training:
-                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+                x = checkpoint(block, x, cos, sin, None, 0, mask, use_reentrant=False)
             else:
-                x = block(x, cos, sin)
+                x = block(x, cos, sin, mask=mask)
         if cache is not None:
             cache.length += T
         return self.norm(x)
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor):
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor,
+                documents: torch.Tensor | None = None):
         """(loss summed over counted targets, correct top-1 count, counted targets)."""
-        hidden = self.hidden_states(inputs)
+        hidden = self.hidden_states(inputs, documents=documents)
         return self.ops.output_loss(hidden.flatten(0, 1), self.head.weight, targets.flatten())
 
     @torch.no_grad()

@@ -157,34 +157,39 @@ rms_norm.register_autograd(_rms_norm_grad, setup_context=_rms_norm_setup)
 
 
 @torch.library.custom_op("slimcore::rotary", mutates_args=())
-def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool) -> torch.Tensor:
-    """x (..., T, D) rotated pairwise (i, i + D/2) by position; cos, sin (T, D/2) float32."""
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool,
+           token_major: bool) -> torch.Tensor:
+    """x (..., T, D) rotated pairwise (i, i + D/2) by position; cos, sin (T, D/2) float32.
+    `token_major`: x is (N, H, D), N tokens of H heads each with its own angle (cos, sin
+    (N, D/2)): rows packed with documents, whose positions restart per document."""
     ffi, lib, kind, dtype, stream = _checked("rotary", [x], [cos, sin])
-    positions, head_dim = x.shape[-2], x.shape[-1]
+    positions, head_dim = cos.shape[0], x.shape[-1]
+    inner = x.shape[-2] if token_major else 1
     y = torch.empty_like(x)
     with _device_guard(x):
         native.check(lib.slimcore_rotary(
             _ptr(ffi, x), _ptr(ffi, y), _ptr(ffi, cos, "float *"), _ptr(ffi, sin, "float *"),
-            dtype, x.numel() // (positions * head_dim), positions, 1, head_dim, int(inverse),
-            stream), "rotary", kind)
+            dtype, x.numel() // (positions * inner * head_dim), positions, inner, head_dim,
+            int(inverse), stream), "rotary", kind)
     return y
 
 
 @rotary.register_fake
-def _(x, cos, sin, inverse):
+def _(x, cos, sin, inverse, token_major):
     return torch.empty_like(x)
 
 
 def _rotary_setup(ctx, inputs, output):
-    _, cos, sin, inverse = inputs
+    _, cos, sin, inverse, token_major = inputs
     ctx.save_for_backward(cos, sin)
-    ctx.inverse = inverse
+    ctx.inverse, ctx.token_major = inverse, token_major
 
 
 def _rotary_grad(ctx, dy):
     cos, sin = ctx.saved_tensors
     # A rotation's transpose is the rotation by the opposite angle.
-    return rotary(dy.contiguous(), cos, sin, not ctx.inverse), None, None, None
+    return (rotary(dy.contiguous(), cos, sin, not ctx.inverse, ctx.token_major),
+            None, None, None, None)
 
 
 rotary.register_autograd(_rotary_grad, setup_context=_rotary_setup)
@@ -254,8 +259,16 @@ class NativeOps:
 
     @staticmethod
     def rotary(x, cos, sin):
-        return torch.ops.slimcore.rotary(x.contiguous(), cos.float().contiguous(),
-                                         sin.float().contiguous(), False)
+        if cos.dim() == 2:  # one table for every row
+            return torch.ops.slimcore.rotary(x.contiguous(), cos.float().contiguous(),
+                                             sin.float().contiguous(), False, False)
+        # Per-row tables (B, 1, T, D/2) (data.document_mask): the kernel's token-major form,
+        # each of the B * T tokens rotated by its own angle across its H heads.
+        B, H, T, D = x.shape
+        tokens = x.transpose(1, 2).reshape(B * T, H, D).contiguous()
+        cos, sin = (t.float().reshape(B * T, D // 2).contiguous() for t in (cos, sin))
+        y = torch.ops.slimcore.rotary(tokens, cos, sin, False, True)
+        return y.view(B, T, H, D).transpose(1, 2)
 
     @staticmethod
     def swiglu(gate_up):

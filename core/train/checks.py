@@ -3,7 +3,9 @@ it is named in one line where it breaks it, not deep inside the model or the che
 
     check_batch(batch, source, config, vocab_size, index)   every micro-batch: a Batch of
                                                             int64 (B, T) rows, T within
-                                                            model.seq_len, ids in the vocabulary
+                                                            model.seq_len, ids in the
+                                                            vocabulary; documents marked
+                                                            under data.document_mask
     check_position(state, source)                           the first position a run takes:
                                                             JSON values and CPU tensors only
 """
@@ -20,7 +22,7 @@ from ..contracts.errors import UserError
 CONTRACT = "docs/plugins.md, DataSource"
 
 
-def check_batch(batch: Any, source: str, seq_len: int, vocab_size: int, index: int) -> None:
+def check_batch(batch: Any, source: str, config, vocab_size: int, index: int) -> None:
     where = f"data source '{source}': batch {index}"
     if not isinstance(batch, Batch):
         raise UserError(f"{where} is {type(batch).__name__}, not a slimcore.Batch ({CONTRACT})")
@@ -31,6 +33,7 @@ def check_batch(batch: Any, source: str, seq_len: int, vocab_size: int, index: i
             raise UserError(f"{where} has {name} of {kind}; a batch holds int64 token ids "
                             f"({CONTRACT})")
     rows, length = batch.inputs.shape
+    seq_len = config.model.seq_len
     if rows < 1 or not 1 <= length <= seq_len:
         raise UserError(f"{where} has rows of shape ({rows}, {length}), and model.seq_len is "
                         f"{seq_len}; a batch is (data.batch_size, model.seq_len) ({CONTRACT})")
@@ -39,6 +42,21 @@ def check_batch(batch: Any, source: str, seq_len: int, vocab_size: int, index: i
                         f"tensors, which it moves to the device ({CONTRACT})")
     _check_ids(batch.inputs, "inputs", where, vocab_size, allowed=None)
     _check_ids(batch.targets, "targets", where, vocab_size, allowed=IGNORE_INDEX)
+    if config.data.document_mask:
+        _check_documents(batch, where)
+
+
+def _check_documents(batch: Batch, where: str) -> None:
+    documents = batch.documents
+    if documents is None:
+        raise UserError(f"{where} has no document boundaries (Batch.documents), which "
+                        f"data.document_mask needs; turn data.document_mask off, or use a "
+                        f"source that marks documents ({CONTRACT})")
+    if (not isinstance(documents, torch.Tensor) or documents.shape != batch.inputs.shape
+            or documents.is_floating_point() or documents.is_cuda):
+        shape = tuple(documents.shape) if isinstance(documents, torch.Tensor) else documents
+        raise UserError(f"{where} has documents of {shape}; Batch.documents is a CPU integer "
+                        f"tensor of the inputs' (B, T) shape ({CONTRACT})")
 
 
 def _check_ids(ids: torch.Tensor, name: str, where: str, vocab_size: int,

@@ -13,10 +13,11 @@ from ..text.token_bytes import TokenBytes, bits_per_byte
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device, autocast,
-             token_bytes: TokenBytes, on_batch: Callable[[], Any] | None = None
-             ) -> tuple[float, float, float | None]:
+             token_bytes: TokenBytes, on_batch: Callable[[], Any] | None = None,
+             document_mask: bool = False) -> tuple[float, float, float | None]:
     """Loss (nats per target token), next-token accuracy and bits per byte over `batches`;
-    `on_batch` is called after each (a progress bar)."""
+    `on_batch` is called after each (a progress bar). `document_mask`: the batches' documents
+    kept apart, as in training under data.document_mask."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
@@ -26,7 +27,8 @@ def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
         batch = batch.to(device)
         byte_count += token_bytes.count(batch)
         with autocast:
-            batch_loss, batch_correct, _ = model(batch.inputs, batch.targets)
+            documents = batch.documents if document_mask else None
+            batch_loss, batch_correct, _ = model(batch.inputs, batch.targets, documents)
         loss_sum += batch_loss.float()
         correct += batch_correct
         count += batch.target_count

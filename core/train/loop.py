@@ -87,7 +87,7 @@ def draw(t: Training, step: int) -> tuple[list[Batch], float] | None:
         # range first: zip stops on it without drawing a batch too many
         batches = [b for _, b in zip(range(accum), t.source)]
         for index, batch in enumerate(batches):
-            check_batch(batch, t.source_name, cfg.model.seq_len, t.run.tokenizer.vocab_size,
+            check_batch(batch, t.source_name, cfg, t.run.tokenizer.vocab_size,
                         (step - 1) * accum + index + 1)
     except UserError as e:
         raise halted_by_data(t, e) from None
@@ -101,7 +101,7 @@ def forward_backward(t: Training, step: int, batches: list[Batch], step_targets:
                      stop) -> StepTotals:
     """Gradients of the step's loss, clipped; the step's totals over ranks (a host sync)."""
     device, ranks, cfg = t.run.device, t.ranks, t.run.config
-    wrapped = t.state.module
+    wrapped, masked = t.state.module, cfg.data.document_mask
     scale = ranks.world_size / step_targets  # DDP and FSDP average gradients over ranks
     loss_sum = torch.zeros((), device=device)
     correct, byte_count = (torch.zeros((), dtype=torch.long, device=device) for _ in range(2))
@@ -110,7 +110,8 @@ def forward_backward(t: Training, step: int, batches: list[Batch], step_targets:
         byte_count += t.token_bytes.count(batch)
         with ranks.no_gradient_sync(wrapped, index == len(batches) - 1):
             with ranks.collective(f"step {step}: forward"), autocast_context(device):
-                micro_loss, micro_correct, _ = wrapped(batch.inputs, batch.targets)
+                micro_loss, micro_correct, _ = wrapped(batch.inputs, batch.targets,
+                                                       batch.documents if masked else None)
             with ranks.collective(f"step {step}: backward"):
                 (micro_loss * scale).backward()
         loss_sum += micro_loss.detach()
@@ -167,7 +168,8 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
         # Every rank evaluates the same batches (a sharded model needs them all).
         with t.ranks.collective(f"step {step}: evaluation"):
             held_out = evaluate(state.module, heldout, t.run.device,
-                                autocast_context(t.run.device), t.token_bytes)
+                                autocast_context(t.run.device), t.token_bytes,
+                                document_mask=cfg.data.document_mask)
     task_scores = score_tasks(t, step)
     memory, memory_kind = memory_in_use(t.run.device)
     tokens_per_second = totals.tokens / step_time

@@ -101,6 +101,8 @@ def chunk_batches(run, documents: DocumentStream, state: dict | None = None,
     max_chunks = settings.max_chunks if max_chunks == "config" else max_chunks
     row_len = run.config.model.seq_len + 1
     batch_size = run.config.data.batch_size
+    # each document is BOS + tokens + EOS: a BOS begins one (data.document_mask)
+    document_start = run.tokenizer.bos_id if run.config.data.document_mask else None
     carry = torch.empty(0, dtype=torch.long)  # tokens not yet in a chunk
     rows = torch.empty(0, row_len, dtype=torch.long)  # rows not yet in a batch
     chunks = 0
@@ -116,7 +118,8 @@ def chunk_batches(run, documents: DocumentStream, state: dict | None = None,
     groups = encoded_groups(run, iter(documents))
     while True:
         while rows.shape[0] >= batch_size:
-            batch, rows = Batch.from_sequences(rows[:batch_size]), rows[batch_size:]
+            batch = Batch.from_sequences(rows[:batch_size], document_start)
+            rows = rows[batch_size:]
             # Tensors are never changed in place, so the snapshot can share them.
             yield batch, {"documents": documents.state_dict(), "chunks": chunks,
                           "buffer": carry, "rows": rows}

@@ -46,6 +46,7 @@ def sample_batches(run, documents: DocumentStream,
     tokenizer = run.tokenizer
     row_len = run.config.model.seq_len + 1
     batch_size = run.config.data.batch_size
+    document_start = tokenizer.bos_id if run.config.data.document_mask else None
     rows, lengths = [], []
     for text in documents:
         ids = ([tokenizer.bos_id] + leading_tokens(tokenizer, text, row_len)
@@ -53,7 +54,8 @@ def sample_batches(run, documents: DocumentStream,
         lengths.append(len(ids))
         rows.append(ids + [PAD_ID] * (row_len - len(ids)))
         if len(rows) == batch_size:
-            yield padded_batch(rows, lengths), {"documents": documents.state_dict()}
+            yield padded_batch(rows, lengths, document_start), \
+                {"documents": documents.state_dict()}
             rows, lengths = [], []
 
 
@@ -70,8 +72,9 @@ def leading_tokens(tokenizer, text: str, count: int) -> list[int]:
     return tokenizer.encode(text)
 
 
-def padded_batch(rows: list[list[int]], lengths: list[int]) -> Batch:
-    batch = Batch.from_sequences(torch.tensor(rows, dtype=torch.long))  # (B, T)
+def padded_batch(rows: list[list[int]], lengths: list[int],
+                 document_start: int | None = None) -> Batch:
+    batch = Batch.from_sequences(torch.tensor(rows, dtype=torch.long), document_start)
     positions = torch.arange(batch.targets.shape[1])
     # Target t is token t + 1 of the row: real only while t + 1 < the row's length.
     padded = positions[None, :] + 1 >= torch.tensor(lengths)[:, None]

@@ -22,7 +22,7 @@ from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
-from slimcore import Batch, DataSource, NonEmpty, UserError, hookimpl
+from slimcore import Batch, ConfigError, DataSource, NonEmpty, Range, UserError, hookimpl
 
 NAME = "tokens"
 LLMC_MAGIC, HEADER_INTS = 20240520, 256
@@ -34,6 +34,9 @@ class TokensConfig:
     path: Annotated[str, NonEmpty()] | None = None  # a .bin file, a folder of them or a glob
     eval_path: Annotated[str, NonEmpty()] | None = None  # held-out shards (eval.interval)
     dtype: Literal["uint16", "uint32"] = "uint16"  # the ids of a file without a header
+    # the id that begins each document in these files, for data.document_mask (llm.c's GPT-2
+    # files put <|endoftext|>, 50256, before every document)
+    document_start: Annotated[int, Range(min=0)] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,12 @@ class TokensSource(DataSource):
         if settings.path is None:
             raise UserError("tokens.path: the tokens source needs its token files")
         self.shards = open_shards(settings.path, settings.dtype, "tokens.path")
-        self.rows = Rows(self.shards, run.config.model.seq_len, run.rank, run.world_size)
+        document_start = settings.document_start if run.config.data.document_mask else None
+        if run.config.data.document_mask and document_start is None:
+            raise ConfigError("tokens.document_start", "data.document_mask needs the id that "
+                              "begins each document in the token files", run.config.source)
+        self.rows = Rows(self.shards, run.config.model.seq_len, run.rank, run.world_size,
+                         document_start)
         self.batch_size = run.config.data.batch_size
         self.drawn = False
 
@@ -106,15 +114,18 @@ class TokensSource(DataSource):
         if settings.eval_path is None:
             return None
         rows = Rows(open_shards(settings.eval_path, settings.dtype, "tokens.eval_path"),
-                    config.model.seq_len, 0, 1)
+                    config.model.seq_len, 0, 1,
+                    settings.document_start if config.data.document_mask else None)
         return [rows.batch(config.data.batch_size) for _ in range(count)]
 
 
 class Rows:
     """Windows of seq_len + 1 ids through the shards: this rank's every world-th."""
 
-    def __init__(self, shards: list[Shard], seq_len: int, rank: int, world: int):
+    def __init__(self, shards: list[Shard], seq_len: int, rank: int, world: int,
+                 document_start: int | None = None):
         self.shards, self.span, self.rank, self.world = shards, seq_len + 1, rank, world
+        self.document_start = document_start
         self.counts = [len(s.ids) // self.span for s in shards]
         if sum(self.counts) == 0:
             raise UserError(f"tokens.path: the token files hold no window of "
@@ -135,7 +146,7 @@ class Rows:
     def batch(self, size: int) -> Batch:
         """The next `size` windows as a batch: inputs and targets one id apart."""
         windows = torch.stack([self.next() for _ in range(size)])
-        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:])
+        return Batch.from_sequences(windows, self.document_start)
 
     def position(self) -> dict:
         return {"epoch": self.epoch, "shard": self.shards[self.shard].path.name,

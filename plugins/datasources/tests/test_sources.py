@@ -31,9 +31,10 @@ def tokenizer(tmp_path_factory):
 
 
 def make_run(tokenizer, path, seq_len=16, batch_size=3, chunk=None, text_field="text",
-             shuffle_buffer=0, rank=0, world_size=1, eval_interval=0, workers=1, **data):
+             shuffle_buffer=0, rank=0, world_size=1, eval_interval=0, workers=1,
+             document_mask=False, **data):
     raw = {"model": {"width": 16, "heads": 2, "seq_len": seq_len},
-           "data": {"batch_size": batch_size},
+           "data": {"batch_size": batch_size, "document_mask": document_mask},
            "corpus": {"path": str(path), "text_field": text_field,
                       "shuffle_buffer": shuffle_buffer, "workers": workers, **data},
            "eval": {"interval": eval_interval}, "chunk": chunk or {}}
@@ -145,6 +146,23 @@ def test_chunk_source_packs_every_token_in_order(tokenizer, jsonl_corpus):
     flat = [t for row in rows for t in row]
     assert flat == expected[: len(flat)]
     assert len(flat) == 40 * 2 * 8
+
+
+def test_chunk_and_sample_sources_mark_documents_under_document_mask(tokenizer, jsonl_corpus):
+    """data.document_mask: a new document number at every BOS of a row's inputs; without
+    it, no documents (the rows are one sequence)."""
+    for masked in (False, True):
+        run = make_run(tokenizer, jsonl_corpus, seq_len=31, batch_size=4,
+                       chunk={"tokens_per_chunk": 256}, document_mask=masked)
+        for batches in (chunk_batches, sample_batches):
+            batch, _ = next(batches(run, training_documents(run)))
+            if not masked:
+                assert batch.documents is None
+                continue
+            starts = (batch.inputs == tokenizer.bos_id).long()
+            assert torch.equal(batch.documents.long(), starts.cumsum(dim=1))
+            # chunk rows hold several documents each; sample rows one
+            assert starts.sum() > 8 if batches is chunk_batches else starts.sum() == 4
 
 
 def test_chunk_source_stops_after_max_chunks(tokenizer, jsonl_corpus):

@@ -69,6 +69,24 @@ def test_a_bad_token_file_is_one_line(tmp_path, write, says):
         Rows(open_shards(str(short), "uint16", "k"), 9, 0, 1)
 
 
+def test_document_start_marks_documents_and_document_mask_needs_it(tmp_path):
+    from slimcore import ConfigError
+    from slimcore.testing import make_run
+    from slimcore_datasources.tokens import TokensSource
+
+    ids = np.array([50, 3, 4, 50, 5, 50, 6, 7, 8], np.uint16)  # 50 begins each document
+    rows = Rows(open_shards(str(nanogpt(tmp_path / "d.bin", ids)), "uint16", "k"), 8, 0, 1,
+                document_start=50)
+    assert rows.batch(1).documents.tolist() == [[1, 1, 1, 2, 2, 3, 3, 3]]
+    config = {"data": {"source": "tokens", "document_mask": True},
+              "tokens": {"path": str(tmp_path / "d.bin")}, "model": {"seq_len": 8}}
+    with pytest.raises(ConfigError, match="tokens.document_start: data.document_mask needs "
+                                          "the id that begins each document"):
+        TokensSource(make_run(config))
+    config["tokens"]["document_start"] = 50
+    assert next(TokensSource(make_run(config))).documents is not None
+
+
 def test_a_run_on_tokens_resumes_exactly(write_config, tmp_path):
     """Saved at step 3 and resumed: steps 4 to 6 as the straight run's, bit for bit; the
     held-out loss from tokens.eval_path."""
