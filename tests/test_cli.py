@@ -27,7 +27,7 @@ def test_quick_smoke_run_writes_outputs_and_loss_falls(cli, write_config, tmp_pa
     # What this run uses, by distribution, the charts counted, then what is off.
     assert result.stdout.splitlines()[0] == (
         "plugins: slimcore-datasources 0.1.0 (chunk), slimcore-checkpointers 0.1.0 "
-        "(three_file), slimcore-visualizers 0.1.0 (json_export, 8 charts); "
+        "(three_file), slimcore-visualizers 0.1.0 (json_export, 9 charts); "
         "off: mlflow, wandb; blocked: dashboard, tensorboard")
     history = json.loads((out / "training_viz" / "metrics_history.json").read_text())
     assert [m["step"] for m in history] == list(range(1, 13))

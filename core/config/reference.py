@@ -35,6 +35,8 @@ def _type_name(hint: Any) -> str:
         return "choice"
     if origin is list:
         return f"list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
     return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 

@@ -38,11 +38,19 @@ class ChartData:
     def task_series(self) -> dict[str, tuple]:
         """{"task/metric": (steps, values)} of every downstream task score so far (`evals`),
         only at the steps that scored it."""
+        return self._keyed_series("task_scores")
+
+    def share_series(self) -> dict[str, tuple]:
+        """{component: (steps, shares)} of a data mixture's realised shares of the tokens
+        (`data_shares`), at the steps that have them."""
+        return self._keyed_series("data_shares")
+
+    def _keyed_series(self, field: str) -> dict[str, tuple]:
         import numpy as np
 
         found: dict[str, list] = {}
         for m in self.metrics:
-            for key, value in (m.get("task_scores") or {}).items():
+            for key, value in (m.get(field) or {}).items():
                 found.setdefault(key, []).append((m["step"], np.nan if value is None else value))
         return {key: (np.array([s for s, _ in points], dtype=float),
                       np.array([v for _, v in points], dtype=float))
@@ -57,7 +65,8 @@ class Chart:
     only text samples sets `uses_samples`: the dashboard leaves it out of a run that draws
     none (`samples.prompts` empty or `samples.max_new_tokens` 0) rather than show an empty
     panel; one that draws only downstream task scores sets `uses_tasks`, left out of a run
-    without `evals.tasks`.
+    without `evals.tasks`; one that draws only a data mixture's shares sets `uses_mixture`,
+    left out until the metrics have them.
     """
 
     name: str = ""
@@ -65,6 +74,7 @@ class Chart:
     wide: bool = False
     uses_samples: bool = False
     uses_tasks: bool = False
+    uses_mixture: bool = False
     order: int = 100  # place in the dashboard, lowest first; ties by name
     plugin: str = ""  # set by slimcore: the plugin that registered this chart
 

@@ -29,6 +29,10 @@ class TrainingMetrics:
     # Downstream tasks scored at this step (`evals`): {"task/metric": value}, e.g.
     # {"arc_easy/acc_norm": 0.41}; None at a step without them.
     task_scores: dict[str, float] | None = None
+    # A data source that mixes several components (DataSource.data_shares): each one's
+    # share of the tokens drawn so far, {name: share} summing to 1 (rank 0's); None for one
+    # that does not.
+    data_shares: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         """Plain values for strict JSON: NaN and Inf become None."""

@@ -80,6 +80,12 @@ class DataSource:
     def close(self) -> None:
         """Stop reading and free what is held (threads, files): the run is over."""
 
+    def data_shares(self) -> dict[str, float] | None:
+        """For a source that mixes several components: each one's share of the tokens drawn
+        so far ({name: share}, summing to 1), as of the last batch drawn. Asked after every
+        step; the metrics' `data_shares`. None: no mixture."""
+        return None
+
     @classmethod
     def corpus_text(cls, config: RunConfig, max_documents: int) -> Iterable[str] | None:
         """Up to `max_documents` texts of the corpus this source reads under `config`, to

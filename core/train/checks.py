@@ -6,18 +6,21 @@ it is named in one line where it breaks it, not deep inside the model or the che
                                                             model.seq_len, ids in the
                                                             vocabulary; documents marked
                                                             under data.document_mask
+    data_shares(data_source, source)                        a mixing source's shares: numbers
+                                                            by name, or None
     check_position(state, source)                           the first position a run takes:
                                                             JSON values and CPU tensors only
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from ..contracts.batch import IGNORE_INDEX, Batch
-from ..contracts.errors import UserError
+from ..contracts.errors import UserError, bounded_repr
 
 CONTRACT = "docs/plugins.md, DataSource"
 
@@ -70,6 +73,19 @@ def _check_ids(ids: torch.Tensor, name: str, where: str, vocab_size: int,
         raise UserError(f"{where} has {name} id {bad}, outside the tokenizer's vocabulary of "
                         f"{vocab_size:,}" + (f" (or {allowed}, IGNORE_INDEX)" if allowed
                                              is not None else "") + f" ({CONTRACT})")
+
+
+def data_shares(data_source, source: str) -> dict[str, float] | None:
+    """The source's `data_shares()`, checked: {name: share} of finite numbers, or None."""
+    shares = data_source.data_shares()
+    if shares is None:
+        return None
+    if not isinstance(shares, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) for k, v in shares.items()):
+        raise UserError(f"data source '{source}': data_shares() gave {bounded_repr(shares)}; "
+                        f"it gives {{name: share}} of numbers, or None ({CONTRACT})")
+    return {name: float(share) for name, share in shares.items()}
 
 
 def check_position(state: Any, source: str) -> None:

@@ -33,7 +33,7 @@ from ..model.device import autocast_context
 from ..model.sampling import sample_texts
 from ..text.token_bytes import bits_per_byte
 from .checkpoints import prepare_checkpoint_buffers, save_checkpoint
-from .checks import check_batch, check_position
+from .checks import check_batch, check_position, data_shares
 from .evaluation import evaluate
 from .measure import StepTimer, device_peak_flops, flops_per_token, memory_in_use
 from .state import Training
@@ -179,7 +179,8 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
         step_time_s=step_time, grad_norm=totals.grad_norm, memory_bytes=memory,
         memory_kind=memory_kind, mfu=meter.mfu(tokens_per_second), timestamp=time.time(),
         eval_loss=held_out[0], eval_accuracy=held_out[1], bits_per_byte=totals.bits_per_byte,
-        eval_bits_per_byte=held_out[2], task_scores=task_scores)
+        eval_bits_per_byte=held_out[2], task_scores=task_scores,
+        data_shares=data_shares(t.source, t.source_name))
 
 
 def score_tasks(t: Training, step: int) -> dict[str, float] | None:

@@ -17,6 +17,7 @@ from slimcore import Batch, ConfigError, Range, hookimpl
 
 from .corpus import CorpusSource
 from .documents import DocumentStream
+from .mixture import MixedDocuments, add_counts, restored_counts
 from .positions import counts, restoring
 
 NAME = "chunk"
@@ -78,19 +79,44 @@ def check_chunk_size(run) -> None:
                           run.config.source)
 
 
-def encoded_groups(run, documents: Iterator[str]) -> Iterator[torch.Tensor]:
+def encoded_groups(run, documents) -> Iterator[tuple[torch.Tensor, dict[str, int] | None]]:
     """The tokens of up to ENCODE_GROUP documents (and ENCODE_CHARS characters) at a time,
     BOS + tokens + EOS each, so that the document stream's position always matches the
-    tokens handed on."""
-    group, chars = [], 0
+    tokens handed on; with them, a mixture's tokens by component (else None)."""
+    mixed = isinstance(documents, MixedDocuments)
+    # A mixture learns each component's tokens per character from what is encoded: its
+    # first groups are small (1, 2, 4, ... documents), so it learns them early.
+    size = 1 if mixed else ENCODE_GROUP
+    group, names, chars = [], [], 0
     for text in documents:
         group.append(text)
+        if mixed:
+            names.append(documents.last_component)
         chars += len(text)
-        if len(group) == ENCODE_GROUP or chars >= ENCODE_CHARS:
-            yield run.tokenizer.encode_documents(group)
-            group, chars = [], 0
+        if len(group) == size or chars >= ENCODE_CHARS:
+            yield encoded(run.tokenizer, group, names, documents)
+            group, names, chars = [], [], 0
+            size = min(2 * size, ENCODE_GROUP)
     if group:
-        yield run.tokenizer.encode_documents(group)
+        yield encoded(run.tokenizer, group, names, documents)
+
+
+def encoded(tokenizer, texts: list[str], names: list[str], mixture=None):
+    """(the texts' tokens, {component: its tokens among them} where `names` are given, each
+    document's noted to the `mixture`)."""
+    tokens = tokenizer.encode_documents(texts)
+    if not names:
+        return tokens, None
+    starts = (tokens == tokenizer.bos_id).nonzero().flatten()
+    if len(starts) != len(texts):  # a BOS within a text (a tokenizer that keeps "<s>")
+        lengths = [len(tokenizer.encode_documents([text])) for text in texts]
+    else:
+        lengths = torch.diff(starts, append=torch.tensor([len(tokens)])).tolist()
+    by_name: dict[str, int] = {}
+    for name, text, length in zip(names, texts, lengths):
+        by_name[name] = by_name.get(name, 0) + length
+        mixture.note(name, len(text), length)
+    return tokens, by_name
 
 
 def chunk_batches(run, documents: DocumentStream, state: dict | None = None,
@@ -105,33 +131,36 @@ def chunk_batches(run, documents: DocumentStream, state: dict | None = None,
     document_start = run.tokenizer.bos_id if run.config.data.document_mask else None
     carry = torch.empty(0, dtype=torch.long)  # tokens not yet in a chunk
     rows = torch.empty(0, row_len, dtype=torch.long)  # rows not yet in a batch
-    chunks = 0
+    chunks, mixture_tokens = 0, None  # a mixture's tokens read, by component
     if state:
         with restoring(NAME):
             documents.load_state_dict(state["documents"])
             carry, rows, chunks = state["buffer"].long(), state["rows"].long(), state["chunks"]
             counts([chunks], "chunks")
+            mixture_tokens = restored_counts(state.get("mixture_tokens"))
             if carry.dim() != 1 or rows.dim() != 2 or rows.shape[1] != row_len:
                 raise ValueError(f"rows of {list(rows.shape)} and carried tokens of "
                                  f"{list(carry.shape)} for rows of {row_len}")
 
-    groups = encoded_groups(run, iter(documents))
+    groups = encoded_groups(run, documents)
     while True:
         while rows.shape[0] >= batch_size:
             batch = Batch.from_sequences(rows[:batch_size], document_start)
             rows = rows[batch_size:]
             # Tensors are never changed in place, so the snapshot can share them.
             yield batch, {"documents": documents.state_dict(), "chunks": chunks,
-                          "buffer": carry, "rows": rows}
+                          "buffer": carry, "rows": rows, "mixture_tokens": mixture_tokens}
         if max_chunks is not None and chunks >= max_chunks:
             return
         pieces, have, ended = [carry], len(carry), False
         while have < settings.tokens_per_chunk and not ended:
-            tokens = next(groups, None)
-            ended = tokens is None
+            group = next(groups, None)
+            ended = group is None
             if not ended:
+                tokens, by_name = group
                 pieces.append(tokens)
                 have += len(tokens)
+                mixture_tokens = add_counts(mixture_tokens, by_name)
         # A long document leaves many chunks' worth of tokens in `carry`: those chunks are
         # views into it, not copies of what remains.
         tokens = pieces[0] if len(pieces) == 1 else torch.cat(pieces)

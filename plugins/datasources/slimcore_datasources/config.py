@@ -17,6 +17,17 @@ MISSING = object()
 
 
 @dataclass
+class MixtureComponent:
+    """One component of `corpus.mixture`: where its documents come from and its share."""
+
+    # its share of the text drawn (weights are normalised; 0 leaves the component unread)
+    weight: Annotated[float, Range(min=0, max=1e12)] = 1.0
+    path: Annotated[str, NonEmpty()] | None = None  # null: corpus.path
+    data_files: Annotated[str, NonEmpty()] | None = None  # null: corpus.data_files, with path
+    set_names: list[Annotated[str, NonEmpty()]] = field(default_factory=list)  # as corpus's
+
+
+@dataclass
 class CorpusConfig:
     """Where the `sample` and `chunk` sources read from, and how (YAML section `corpus`)."""
 
@@ -54,6 +65,12 @@ class CorpusConfig:
     # eval_data_files: validation/chunk1/*.jsonl.zst.
     eval_path: Annotated[str, NonEmpty()] | None = None
     eval_data_files: Annotated[str, NonEmpty()] | None = None
+    # Several corpora (or SlimPajama sets of one) drawn by weight, {name: component}; empty:
+    # the one corpus above. See mixture.py.
+    mixture: dict[str, MixtureComponent] = field(default_factory=dict)
+    # a component read to its end: `repeat` reads it again (its own epochs), `stop` ends the
+    # run's data there
+    mixture_exhausted: Literal["repeat", "stop"] = "repeat"
 
     # The keys that were the core's `data` section before each plugin owned its own.
     moved_keys: ClassVar[dict] = {f"data.{key}": key for key in (

@@ -32,6 +32,7 @@ from slimcore import hookimpl
 from .background import BackgroundSource
 from .config import EVAL_DATA_KEY, NAME, CorpusConfig, settings  # noqa: F401 - the plugin's names
 from .documents import DocumentStream
+from .mixture import MixedDocuments, component_source, mixture_of, token_shares
 
 
 @hookimpl
@@ -58,32 +59,43 @@ def training_role(run) -> str:
     return "train" if held_out else "all"
 
 
-def training_documents(run) -> DocumentStream:
-    """The training stream of the run: this rank's share, shuffled, endless."""
+def corpus_documents(run, **options) -> DocumentStream | MixedDocuments:
+    """The corpus's documents, or its mixture's (corpus.mixture), read with `options` (the
+    keywords of DocumentStream) by each component."""
     corpus = settings(run)
-    return DocumentStream(run, corpus.path, corpus.data_files, role=training_role(run),
-                          shuffle_buffer=corpus.shuffle_buffer, announce=True,
-                          workers=corpus.workers)
+    mixture = mixture_of(run, lambda name, component: DocumentStream(
+        run, *component_source(corpus, component)[:2], key=f"corpus.mixture.{name}.path",
+        set_names=component.set_names, **options))
+    return mixture or DocumentStream(run, corpus.path, corpus.data_files, **options)
 
 
-def heldout_documents(run) -> DocumentStream:
-    """The evaluation stream: corpus.eval_path, or the corpus's held-out last shard; one
-    pass, the same documents on every rank, in file order."""
+def training_documents(run) -> DocumentStream | MixedDocuments:
+    """The training stream of the run: this rank's share, shuffled, endless (a mixture's
+    components each endless, or one pass with corpus.mixture_exhausted: stop)."""
     corpus = settings(run)
-    if corpus.eval_path is None:
-        return DocumentStream(run, corpus.path, corpus.data_files, role="heldout",
-                              split_ranks=False, epochs=1)
-    return DocumentStream(run, corpus.eval_path, corpus.eval_data_files,
-                          key="corpus.eval_path", split_ranks=False, epochs=1)
+    one_pass = bool(corpus.mixture) and corpus.mixture_exhausted == "stop"
+    return corpus_documents(run, role=training_role(run), shuffle_buffer=corpus.shuffle_buffer,
+                            announce=True, workers=corpus.workers,
+                            epochs=1 if one_pass else None)
+
+
+def heldout_documents(run) -> DocumentStream | MixedDocuments:
+    """The evaluation stream: corpus.eval_path, or the corpus's held-out last shard (a
+    mixture's: each component's, mixed by weight until one ends); one pass, the same
+    documents on every rank, in file order."""
+    corpus = settings(run)
+    if corpus.eval_path is not None:
+        return DocumentStream(run, corpus.eval_path, corpus.eval_data_files,
+                              key="corpus.eval_path", split_ranks=False, epochs=1)
+    return corpus_documents(run, role="heldout", split_ranks=False, epochs=1)
 
 
 def first_documents(run, max_documents: int) -> list[str]:
-    """The tokenizer's training sample: the corpus's first documents, one pass at most, the
-    same on every rank (so every rank trains the same tokenizer); no more than
-    `tokenizer.train_max_chars` of text, which is all the tokenizer takes."""
-    corpus = settings(run)
-    stream = DocumentStream(run, corpus.path, corpus.data_files, role=training_role(run),
-                            split_ranks=False, epochs=1)
+    """The tokenizer's training sample: the corpus's first documents (a mixture's, mixed by
+    weight), one pass at most, the same on every rank (so every rank trains the same
+    tokenizer); no more than `tokenizer.train_max_chars` of text, which is all the
+    tokenizer takes."""
+    stream = corpus_documents(run, role=training_role(run), split_ranks=False, epochs=1)
     texts, chars = [], 0
     for text in itertools.islice(stream, max_documents):
         texts.append(text)
@@ -112,6 +124,12 @@ class CorpusSource(BackgroundSource):
 
     def produce(self, state):
         return self.batches(self.run, training_documents(self.run), state)
+
+    def data_shares(self):
+        """A mixture's components' shares of the tokens handed on so far (the batches
+        trained on and those packed, waiting, a chunk at most)."""
+        tokens = (self.state or {}).get("mixture_tokens")
+        return token_shares(tokens) if tokens else None
 
     @classmethod
     def corpus_text(cls, config, max_documents):

@@ -89,7 +89,7 @@ class DocumentStream:
     def __init__(self, run, path: str, data_files: str | None = None, *,
                  key: str = "corpus.path", role: str = "all", split_ranks: bool = True,
                  shuffle_buffer: int = 0, epochs: int | None = None, announce: bool = False,
-                 workers: int = 1):
+                 workers: int = 1, set_names: list[str] | None = None):
         self.run, self.path, self.data_files, self.key, self.role = (run, path, data_files,
                                                                      key, role)
         self.split_ranks, self.buffer_size, self.epochs = split_ranks, shuffle_buffer, epochs
@@ -106,6 +106,8 @@ class DocumentStream:
         self.files: list[str] | None = None
         self.plans: list[ShardPlan] = []
         self.warned = False
+        # records kept by meta.redpajama_set_name (empty: all); a mixture's component has its own
+        self.set_names = settings(run).set_names if set_names is None else set_names
 
     # -- state -----------------------------------------------------------------------------
 
@@ -118,6 +120,9 @@ class DocumentStream:
                 "rng": _jsonable(self.rng.getstate()), "bad": self.bad}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "components" in state:
+            raise UserError("--resume: the checkpoint read a corpus.mixture and this run one "
+                            "corpus; resume with the checkpoint's corpus.mixture")
         if len(state["positions"]) != len(self.positions):
             raise UserError(f"--resume: the data position was saved with "
                             f"{len(state['positions'])} corpus.workers, this run has "
@@ -177,7 +182,7 @@ class DocumentStream:
         leaves out, or a run of blank lines) or "damage" (payload: Damage, file). Runs on the
         reader's thread."""
         corpus = settings(self.run)
-        wanted = set(corpus.set_names)
+        wanted = set(self.set_names)
         plan = self.plans[worker]
         epoch, cursor = start.epoch, start.cursor
         url = self.files[plan.order(epoch)[cursor]]
@@ -323,8 +328,8 @@ class DocumentStream:
 
     def _check_produced(self, produced: bool) -> None:
         if not produced:
-            wanted = settings(self.run).set_names
-            only = f" of corpus.set_names {sorted(wanted)}" if wanted else ""
+            wanted, key = self.set_names, self.key.rpartition(".")[0] + ".set_names"
+            only = f" of {key} {sorted(wanted)}" if wanted else ""
             raise UserError(f"{self.key}: '{self.path}' holds no documents{only}")
 
     def _refetched(self) -> list[tuple[Ref, str]]:

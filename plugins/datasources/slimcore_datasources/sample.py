@@ -14,6 +14,7 @@ from slimcore import IGNORE_INDEX, Batch, hookimpl
 
 from .corpus import CorpusSource
 from .documents import DocumentStream
+from .mixture import MixedDocuments, add_counts, restored_counts
 from .positions import restoring
 
 NAME = "sample"
@@ -40,9 +41,12 @@ def register_data_sources():
 def sample_batches(run, documents: DocumentStream,
                    state: dict | None = None) -> Iterator[tuple[Batch, dict]]:
     """Batches of one document per row, each with the source state after it."""
+    mixture_tokens = None  # a mixture's tokens read, by component
     if state:
         with restoring(NAME):
             documents.load_state_dict(state["documents"])
+            mixture_tokens = restored_counts(state.get("mixture_tokens"))
+    mixed = isinstance(documents, MixedDocuments)
     tokenizer = run.tokenizer
     row_len = run.config.model.seq_len + 1
     batch_size = run.config.data.batch_size
@@ -53,9 +57,12 @@ def sample_batches(run, documents: DocumentStream,
                + [tokenizer.eos_id])[:row_len]
         lengths.append(len(ids))
         rows.append(ids + [PAD_ID] * (row_len - len(ids)))
+        if mixed:  # a row's tokens, of the document's characters
+            documents.note(documents.last_component, len(text), len(ids))
+            mixture_tokens = add_counts(mixture_tokens, {documents.last_component: len(ids)})
         if len(rows) == batch_size:
             yield padded_batch(rows, lengths, document_start), \
-                {"documents": documents.state_dict()}
+                {"documents": documents.state_dict(), "mixture_tokens": mixture_tokens}
             rows, lengths = [], []
 
 

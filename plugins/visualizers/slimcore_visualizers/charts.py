@@ -250,6 +250,24 @@ class DownstreamTasksChart(Chart):
         return chosen
 
 
+class DataMixtureChart(Chart):
+    """A data mixture's realised mix: each component's share of the tokens drawn so far
+    (corpus.mixture), with its latest value in the legend."""
+
+    name, title = "mixture", "Data mixture"
+    uses_mixture = True
+    order = 85
+
+    def draw(self, ax, data):
+        for component, (steps, shares) in sorted(data.share_series().items()):
+            ax.plot(steps, shares, linewidth=1.5, label=f"{component} {shares[-1]:.1%}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("share of tokens so far")
+        ax.set_ylim(0, 1)
+        ax.legend(loc="best", fontsize=8)
+        ax.set_title(self.title)
+
+
 def printable(text: str) -> str:
     """Newlines as ⏎ and control bytes (an early model emits them) as ·, so the table stays
     one line per sample and the font has every glyph."""
@@ -276,3 +294,4 @@ loss_vs_accuracy = _plugin(LossAccuracyScatter)
 recent_performance = _plugin(RecentPerformanceChart)
 text_samples = _plugin(TextSamplesTable)
 tasks = _plugin(DownstreamTasksChart)
+mixture = _plugin(DataMixtureChart)

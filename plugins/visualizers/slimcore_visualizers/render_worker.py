@@ -137,11 +137,17 @@ class Renderer:
         self.page: Page | None = None
         self.write_failed = False
 
+    def visible(self, data: ChartData) -> list:
+        """The charts with something to draw: not failed, and their data there."""
+        scored = any(m.get("task_scores") for m in data.metrics)
+        mixed = any(m.get("data_shares") for m in data.metrics)
+        return [c for c in self.charts if c.name not in self.failed
+                and (data.samples or not c.uses_samples) and (scored or not c.uses_tasks)
+                and (mixed or not c.uses_mixture)]
+
     def render(self, data: ChartData, step: int) -> list[str]:
         """Write the dashboard of `step` and the latest one; returns the charts drawn."""
-        scored = any(m.get("task_scores") for m in data.metrics)
-        charts = [c for c in self.charts if c.name not in self.failed
-                  and (data.samples or not c.uses_samples) and (scored or not c.uses_tasks)]
+        charts = self.visible(data)
         if not charts:
             return []
         if self.page is None or self.page.charts != charts:

@@ -169,8 +169,10 @@ def flat_config(config: dict) -> dict:
 
 def scalars(record: dict) -> dict[str, float]:
     """A TrainingMetrics record's numbers under tracker names: `train/loss`, `eval/loss`,
-    `tasks/arc_easy/acc_norm`."""
-    out = {f"tasks/{key}": value for key, value in (record.get("task_scores") or {}).items()
+    `tasks/arc_easy/acc_norm`, `data/share/books` (a mixture's share of the tokens)."""
+    out = {f"{prefix}/{key}": value
+           for field, prefix in (("task_scores", "tasks"), ("data_shares", "data/share"))
+           for key, value in (record.get(field) or {}).items()
            if isinstance(value, (int, float))}
     for key, number in record.items():
         if key in NOT_SCALARS or not isinstance(number, (int, float)) \

@@ -189,3 +189,24 @@ def test_the_samples_table_wraps_at_its_columns_width():
         finally:
             plt.close(figure)
     assert widths[18] > 1.8 * widths[9] and widths[18] >= 150
+
+
+def test_the_mixture_chart_draws_each_components_share_and_waits_for_them():
+    """The `mixture` chart: one line per component, its latest share in the legend; the
+    dashboard leaves it out until a step has `data_shares`."""
+    from slimcore_visualizers.render_worker import Renderer
+
+    chart = installed_charts({"mixture"})[0]
+    mixed = ChartData(metrics=[metric(s, data_shares={"web": 0.6 + s / 100, "code": 0.4 - s / 100})
+                               for s in range(1, 6)])
+    figure, ax = plt.subplots()
+    chart.draw(ax, mixed)
+    labels = sorted(text.get_text() for text in ax.get_legend().get_texts())
+    assert labels == ["code 35.0%", "web 65.0%"]
+    assert [list(line.get_ydata()) for line in ax.get_lines()][0] == \
+        pytest.approx([0.39, 0.38, 0.37, 0.36, 0.35])
+    plt.close(figure)
+    renderer = Renderer([chart, charts()["loss"]], {})
+    shown = [c.name for c in renderer.visible(ChartData(metrics=[metric(1)]))]
+    assert shown == ["loss"]
+    assert [c.name for c in renderer.visible(mixed)] == ["mixture", "loss"]
