@@ -199,6 +199,48 @@ def tokens_source_rate(run: Run, texts: list[str], args) -> None:
               f"tokens/s; peak resident {peak.peak:.0f} MiB")
 
 
+def mixture_rates(shaped: Run, folder: str, tokenizer_path, args) -> None:
+    """The chunk source on the SlimPajama-shaped corpus as one corpus and as two mixtures
+    (corpus.mixture): its two set names reweighted (each component reads every shard and
+    keeps its own records), and its shards split into two paths; tokens/s beside the single
+    corpus, and the realised shares of the tokens against the weights."""
+    import dataclasses
+
+    from slimcore_datasources.config import MixtureComponent
+    from slimcore_datasources.mixture import token_shares
+
+    corpus = shaped.config.section("corpus")
+    mixtures = {
+        "one corpus": {},
+        "set names C4 0.7 / Book 0.3": {
+            "c4": MixtureComponent(weight=0.7, set_names=["RedPajamaC4"]),
+            "book": MixtureComponent(weight=0.3, set_names=["RedPajamaBook"])},
+        "two paths 0.5 / 0.5": {
+            "first": MixtureComponent(weight=0.5, path=f"{folder}/example_train_00[01].jsonl.zst"),
+            "last": MixtureComponent(weight=0.5, path=f"{folder}/example_train_002.jsonl.zst")},
+    }
+    single = None
+    for name, mixture in mixtures.items():
+        shaped.config.plugin_sections["corpus"] = dataclasses.replace(corpus, mixture=mixture)
+        shares = {}
+
+        def measure():
+            shaped.tokenizer = load_tokenizer(tokenizer_path)  # an empty word cache
+            started, tokens, state = time.perf_counter(), 0, None
+            for batch, state in chunk_batches(shaped, training_documents(shaped)):
+                tokens += batch.inputs.numel() + batch.inputs.shape[0]
+                if tokens >= args.tokens:
+                    break
+            shares.update(token_shares(state["mixture_tokens"] or {}) or {})
+            return tokens / (time.perf_counter() - started)
+        rate = median_of(args.repeats, measure)
+        single = single or rate
+        mix = ", ".join(f"{n} {s:.3f}" for n, s in sorted(shares.items()))
+        print(f" chunk source, {name}: {rate / 1e6:.2f} M tokens/s = {rate / single:.2f} x one "
+              f"corpus" + (f"; shares of the tokens: {mix}" if mix else ""))
+    shaped.config.plugin_sections["corpus"] = corpus
+
+
 def json_tokenizer_rates(sentencepiece, texts: list[str], args, bare: float) -> None:
     """A model continued from a folder with a tokenizer.json encodes through the tokenizers
     library (core/text/json_tokenizer.py): the same SentencePiece model as the hf export
@@ -282,6 +324,7 @@ def main() -> None:
                 rate = median_of(args.repeats, measure)
                 print(f"{kind:>6} source, {corpus}: {rate / 1e6:.2f} M tokens/s = "
                       f"{rate / bare_rate:.2f} x bare; peak resident {max(peaks):.0f} MiB")
+        mixture_rates(shaped, tmp, path, args)
     rss = memory_by_shard(run.tokenizer, texts)
     print("resident memory of the chunk source's process: "
           + ", ".join(f"{rss[m]:.0f} MiB at shard {m}" for m in sorted(rss))

@@ -18,6 +18,7 @@ from slimcore import Batch, ConfigError, Range, hookimpl
 from .corpus import CorpusSource
 from .documents import DocumentStream
 from .mixture import MixedDocuments, add_counts, restored_counts
+from .token_cache import CacheableText, TokenDocument
 from .positions import counts, restoring
 
 NAME = "chunk"
@@ -101,22 +102,33 @@ def encoded_groups(run, documents) -> Iterator[tuple[torch.Tensor, dict[str, int
         yield encoded(run.tokenizer, group, names, documents)
 
 
-def encoded(tokenizer, texts: list[str], names: list[str], mixture=None):
-    """(the texts' tokens, {component: its tokens among them} where `names` are given, each
-    document's noted to the `mixture`)."""
-    tokens = tokenizer.encode_documents(texts)
-    if not names:
-        return tokens, None
+def encoded(tokenizer, documents: list, names: list[str], mixture=None):
+    """(the documents' tokens, {component: its tokens among them} where `names` are given,
+    each document's noted to the `mixture`). Texts are encoded in one call; documents from
+    the token cache are their ids; a text the cache wants is handed its tokens."""
+    if not names and all(type(d) is str for d in documents):  # the common case, one call
+        return tokenizer.encode_documents(documents), None
+    pieces = document_tokens(tokenizer, documents)
+    for document, piece in zip(documents, pieces):
+        if isinstance(document, CacheableText):
+            document.keep(piece)
+    by_name: dict[str, int] | None = {} if names else None
+    for name, document, piece in zip(names, documents, pieces):
+        by_name[name] = by_name.get(name, 0) + len(piece)
+        mixture.note(name, len(document), len(piece))
+    return torch.cat(pieces), by_name
+
+
+def document_tokens(tokenizer, documents: list) -> list[torch.Tensor]:
+    """BOS + ids + EOS of each document, one tensor each."""
+    texts = [d for d in documents if not isinstance(d, TokenDocument)]
+    tokens = tokenizer.encode_documents(texts) if texts else torch.empty(0, dtype=torch.long)
     starts = (tokens == tokenizer.bos_id).nonzero().flatten()
-    if len(starts) != len(texts):  # a BOS within a text (a tokenizer that keeps "<s>")
-        lengths = [len(tokenizer.encode_documents([text])) for text in texts]
-    else:
-        lengths = torch.diff(starts, append=torch.tensor([len(tokens)])).tolist()
-    by_name: dict[str, int] = {}
-    for name, text, length in zip(names, texts, lengths):
-        by_name[name] = by_name.get(name, 0) + length
-        mixture.note(name, len(text), length)
-    return tokens, by_name
+    if len(starts) == len(texts):
+        split = iter(torch.tensor_split(tokens, starts[1:].tolist()))
+    else:  # a BOS within a text (a tokenizer that keeps "<s>"): one call each
+        split = iter([tokenizer.encode_documents([text]) for text in texts])
+    return [d.tokens() if isinstance(d, TokenDocument) else next(split) for d in documents]
 
 
 def chunk_batches(run, documents: DocumentStream, state: dict | None = None,

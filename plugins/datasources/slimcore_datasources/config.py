@@ -71,6 +71,10 @@ class CorpusConfig:
     # a component read to its end: `repeat` reads it again (its own epochs), `stop` ends the
     # run's data there
     mixture_exhausted: Literal["repeat", "stop"] = "repeat"
+    # Each shard's documents kept as token ids (in tokenizer.cache_dir) the first time a pass
+    # reads it whole; later passes and runs with the same tokenizer read them instead of the
+    # text. See token_cache.py.
+    token_cache: bool = False
 
     # The keys that were the core's `data` section before each plugin owned its own.
     moved_keys: ClassVar[dict] = {f"data.{key}": key for key in (

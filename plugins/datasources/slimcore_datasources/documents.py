@@ -10,69 +10,18 @@ import random
 import sys
 import time
 from collections import defaultdict
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator
 
 from slimcore import UserError
 
 from .config import MISSING, WARNINGS_IN_FULL, settings
-from .files import corpus_files
 from .cutting import document_bounds
+from .files import corpus_files
+from .plan import Position, Ref, ShardPlan
 from .positions import counts
 from .records import Blank, Damage, shard_records
 from .stream import resilient_records
-
-
-class Position(NamedTuple):
-    """Where a reader reads next: document `part` of record `record` of the `cursor`-th
-    shard in its order for `epoch` (part > 0 only inside a record cut into documents)."""
-
-    epoch: int = 0
-    cursor: int = 0
-    record: int = 0
-    part: int = 0
-
-    def __str__(self) -> str:
-        part = f", part {self.part}" if self.part else ""
-        return f"epoch {self.epoch}, shard {self.cursor} of this reader, record {self.record}" \
-               f"{part}"
-
-
-class Ref(NamedTuple):
-    """Where a document came from: reader, then its Position."""
-
-    worker: int
-    epoch: int
-    cursor: int
-    record: int
-    part: int
-
-
-class ShardPlan:
-    """Which shards a rank reads, in which order each epoch.
-
-    When the shard count divides evenly by the world size each rank reads whole shards of
-    its own; otherwise every rank reads every shard and keeps one record in `world_size`
-    (what `datasets.distributed.split_dataset_by_node` does), which costs each rank the
-    reading of the whole corpus."""
-
-    def __init__(self, shards: list[int], rank: int, world_size: int, seed: int,
-                 shuffle: bool):
-        self.by_shard = len(shards) % world_size == 0
-        self.shards = shards[rank::world_size] if self.by_shard else shards
-        self.stride, self.offset = (1, 0) if self.by_shard else (world_size, rank)
-        self.seed, self.shuffle = seed, shuffle
-
-    def order(self, epoch: int) -> list[int]:
-        order = list(self.shards)
-        if self.shuffle:
-            random.Random(f"{self.seed}:{epoch}").shuffle(order)
-        return order
-
-    def keeps(self, record_index: int) -> bool:
-        return record_index % self.stride == self.offset
-
-
-# -- the stream ---------------------------------------------------------------------------------
+from .token_cache import cache_for, cached_items, writing
 
 
 class DocumentStream:
@@ -108,6 +57,7 @@ class DocumentStream:
         self.warned = False
         # records kept by meta.redpajama_set_name (empty: all); a mixture's component has its own
         self.set_names = settings(run).set_names if set_names is None else set_names
+        self.token_cache = cache_for(run)  # None unless corpus.token_cache and a tokenizer
 
     # -- state -----------------------------------------------------------------------------
 
@@ -176,7 +126,8 @@ class DocumentStream:
                   f"divisible by {readers} reads {readers}x less", file=sys.stderr, flush=True)
         self.shard_count, self.files = len(shards), files
 
-    def _shard_items(self, worker: int, start: Position) -> Iterator[tuple[Position, str, Any]]:
+    def _shard_items(self, worker: int, start: Position, cacheable: bool = True
+                     ) -> Iterator[tuple[Position, str, Any]]:
         """The items of one shard from `start` on: (position after, kind, payload) with kind
         "text" (payload: text, ref, parts of its record), "skip" (a record corpus.set_names
         leaves out, or a run of blank lines) or "damage" (payload: Damage, file). Runs on the
@@ -186,11 +137,29 @@ class DocumentStream:
         plan = self.plans[worker]
         epoch, cursor = start.epoch, start.cursor
         url = self.files[plan.order(epoch)[cursor]]
+        # A whole-shard reader's shard from the token cache, or its text (cached as it goes
+        # when the read starts at the shard's beginning and is no refetch)
+        cache = self.token_cache if plan.by_shard else None
+        key, writer = None, None
+        if cache is not None:
+            key = cache.key(url, corpus, self.set_names)
+            shard = cache.open(key)
+            if shard is not None:
+                yield from cached_items(shard, worker, start)
+                return
+            if start[2:] == (0, 0) and cacheable:
+                writer = cache.begin(key, url)
+            elif cacheable:  # a read restarted mid-shard: this pass does not cache it
+                cache.abandon_unread(key)
+        documents = 0  # handed on, for the writer
         for item in shard_records(url, start.record):
             if isinstance(item, Blank):  # progress through blank lines
                 yield Position(epoch, cursor, item.index + 1), "skip", None
                 continue
             if isinstance(item, Damage):
+                if writer is not None:  # a damaged shard is not cached
+                    cache.abandon(key)
+                    writer = None
                 if plan.keeps(item.index) or item.fatal:
                     yield Position(epoch, cursor, item.index + 1), "damage", (item, url)
                 if item.fatal:
@@ -222,9 +191,14 @@ class DocumentStream:
                 document = text if len(bounds) == 1 else text[begin:end]
                 if done:
                     del text
+                if writer is not None:
+                    document = writing(cache, writer, document, index, part, len(bounds))
+                    documents += 1
                 yield position, "text", (document, Ref(worker, epoch, cursor, index, part),
                                          len(bounds))
                 del document
+        if writer is not None:
+            cache.read_whole(writer, documents)
 
     def _read_from(self, start: Position, worker: int) -> Iterator[tuple[Position, str, Any]]:
         """Every item of this reader's shards from `start` on, epoch after epoch."""
@@ -240,7 +214,7 @@ class DocumentStream:
     def _reader(self, worker: int, start: Position, shard_only: bool = False):
         corpus = settings(self.run)
         read = self._shard_items if shard_only else self._read_from
-        return resilient_records(lambda position: read(worker, position) if shard_only
+        return resilient_records(lambda position: read(worker, position, False) if shard_only
                                  else read(position, worker), start, self.path,
                                  corpus.timeout_s, corpus.max_retries, corpus.retry_backoff_s,
                                  weigh=_text_chars)
@@ -361,6 +335,13 @@ class DocumentStream:
         return [(ref, texts[ref]) for ref in self.refetch]
 
     def __iter__(self) -> Iterator[str]:
+        try:
+            yield from self._documents()
+        finally:
+            if self.token_cache is not None:
+                self.token_cache.close()
+
+    def _documents(self) -> Iterator[str]:
         self._prepare()
         if self.refetch:
             self.buffer, self.refetch = self._refetched(), []

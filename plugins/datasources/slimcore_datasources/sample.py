@@ -15,6 +15,7 @@ from slimcore import IGNORE_INDEX, Batch, hookimpl
 from .corpus import CorpusSource
 from .documents import DocumentStream
 from .mixture import MixedDocuments, add_counts, restored_counts
+from .token_cache import TokenDocument
 from .positions import restoring
 
 NAME = "sample"
@@ -53,8 +54,11 @@ def sample_batches(run, documents: DocumentStream,
     document_start = tokenizer.bos_id if run.config.data.document_mask else None
     rows, lengths = [], []
     for text in documents:
-        ids = ([tokenizer.bos_id] + leading_tokens(tokenizer, text, row_len)
-               + [tokenizer.eos_id])[:row_len]
+        if isinstance(text, TokenDocument):  # from the token cache: BOS + ids + EOS
+            ids = text.ids[:row_len].tolist()
+        else:
+            ids = ([tokenizer.bos_id] + leading_tokens(tokenizer, text, row_len)
+                   + [tokenizer.eos_id])[:row_len]
         lengths.append(len(ids))
         rows.append(ids + [PAD_ID] * (row_len - len(ids)))
         if mixed:  # a row's tokens, of the document's characters
