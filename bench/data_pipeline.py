@@ -42,6 +42,7 @@ from slimcore_datasources.bundled import bundled_shards  # noqa: E402
 from slimcore_datasources.chunk import ENCODE_GROUP, chunk_batches  # noqa: E402
 from slimcore_datasources.corpus import (DocumentStream,  # noqa: E402
                                          training_documents)
+from slimcore_datasources.files import corpus_files  # noqa: E402
 from slimcore_datasources.sample import sample_batches  # noqa: E402
 
 
@@ -200,24 +201,27 @@ def tokens_source_rate(run: Run, texts: list[str], args) -> None:
 
 
 def mixture_rates(shaped: Run, folder: str, tokenizer_path, args) -> None:
-    """The chunk source on the SlimPajama-shaped corpus as one corpus and as two mixtures
-    (corpus.mixture): its two set names reweighted (each component reads every shard and
-    keeps its own records), and its shards split into two paths; tokens/s beside the single
-    corpus, and the realised shares of the tokens against the weights."""
+    """The chunk source on the SlimPajama-shaped corpus as one corpus and as mixtures
+    (corpus.mixture): the whole corpus as a mixture's one component (the mixture's own cost),
+    each shard a component of equal weight (about the same text as the one corpus), and its
+    two set names reweighted (each component reads every shard and keeps its own records; the
+    text is then other text: C4's short documents encode slower than books); tokens/s beside
+    the single corpus, and the realised shares of the tokens against the weights."""
     import dataclasses
 
     from slimcore_datasources.config import MixtureComponent
     from slimcore_datasources.mixture import token_shares
 
     corpus = shaped.config.section("corpus")
+    shards = sorted(Path(folder).glob("*.jsonl.zst"))
     mixtures = {
         "one corpus": {},
+        "a mixture of it alone": {"all": MixtureComponent(weight=1)},
+        f"{len(shards)} shards as components": {
+            shard.name[:17]: MixtureComponent(weight=1, path=str(shard)) for shard in shards},
         "set names C4 0.7 / Book 0.3": {
             "c4": MixtureComponent(weight=0.7, set_names=["RedPajamaC4"]),
             "book": MixtureComponent(weight=0.3, set_names=["RedPajamaBook"])},
-        "two paths 0.5 / 0.5": {
-            "first": MixtureComponent(weight=0.5, path=f"{folder}/example_train_00[01].jsonl.zst"),
-            "last": MixtureComponent(weight=0.5, path=f"{folder}/example_train_002.jsonl.zst")},
     }
     single = None
     for name, mixture in mixtures.items():
@@ -239,6 +243,39 @@ def mixture_rates(shaped: Run, folder: str, tokenizer_path, args) -> None:
         print(f" chunk source, {name}: {rate / 1e6:.2f} M tokens/s = {rate / single:.2f} x one "
               f"corpus" + (f"; shares of the tokens: {mix}" if mix else ""))
     shaped.config.plugin_sections["corpus"] = corpus
+
+
+def token_cache_rates(shaped: Run, tokenizer_path, args) -> None:
+    """The chunk source with corpus.token_cache on the SlimPajama-shaped corpus, beside the
+    same source without it: while its first pass writes each shard's tokens, and in a later
+    run that reads the cache alone; tokens/s and peak resident memory."""
+    import dataclasses
+
+    corpus, saved_cache_dir = shaped.config.section("corpus"), shaped.config.tokenizer.cache_dir
+
+    def measure(cached: bool, tokens: int) -> tuple[float, float]:
+        shaped.config.plugin_sections["corpus"] = dataclasses.replace(corpus, token_cache=cached)
+        shaped.tokenizer = load_tokenizer(tokenizer_path)  # an empty word cache
+        with PeakResident() as peak:
+            rate = source_rate(shaped, "chunk", tokens)
+        return rate, peak.peak
+
+    with tempfile.TemporaryDirectory() as cache:
+        shaped.config.tokenizer.cache_dir = cache
+        plain, _ = measure(False, args.tokens)
+        writing, _ = measure(True, args.tokens)
+        shards = len(corpus_files(corpus.path, None))
+        while len(list(Path(cache).glob("tokens/*/*.json"))) < shards:
+            measure(True, 10 * args.tokens)  # passes until every shard is cached (untimed)
+        cached, peak = measure(True, max(args.tokens, 20_000_000))
+        files = list(Path(cache).glob("tokens/*/*.bin"))
+        size = sum(f.stat().st_size for f in files) / 1e6
+    print(f" chunk source, token cache: writing {writing / 1e6:.2f} M tokens/s = "
+          f"{writing / plain:.2f} x without; reading {cached / 1e6:.2f} M tokens/s = "
+          f"{cached / plain:.1f} x without, peak resident {peak:.0f} MiB ({len(files)} shards, "
+          f"{size:.1f} MB)")
+    shaped.config.plugin_sections["corpus"] = corpus
+    shaped.config.tokenizer.cache_dir = saved_cache_dir
 
 
 def json_tokenizer_rates(sentencepiece, texts: list[str], args, bare: float) -> None:
@@ -325,6 +362,7 @@ def main() -> None:
                 print(f"{kind:>6} source, {corpus}: {rate / 1e6:.2f} M tokens/s = "
                       f"{rate / bare_rate:.2f} x bare; peak resident {max(peaks):.0f} MiB")
         mixture_rates(shaped, tmp, path, args)
+        token_cache_rates(shaped, path, args)
     rss = memory_by_shard(run.tokenizer, texts)
     print("resident memory of the chunk source's process: "
           + ", ".join(f"{rss[m]:.0f} MiB at shard {m}" for m in sorted(rss))

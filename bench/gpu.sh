@@ -9,11 +9,14 @@
 #   6. bench/throughput.py on CUDA (the model against the plain-PyTorch peer, the
 #      compiled peer, and the Liger peer where liger_kernel imports);
 #   7. bench/profile_step.py on CUDA: one step of the compiled peer, slimcore native eager
-#      and compiled (and Liger compiled) by category and top kernels.
+#      and compiled (and Liger compiled) by category and top kernels;
+#   8. bench/document_mask.py on CUDA: data.document_mask's step cost (a dense boolean mask
+#      into scaled_dot_product_attention) beside plain causal attention.
 #
 #   bash bench/gpu.sh OUTDIR            every step
 #   bash bench/gpu.sh OUTDIR NAME...    only the named steps (build tests kernels torchrun
-#                                       kernels-compile throughput profile): the limits add
+#                                       kernels-compile throughput profile
+#                                       document-mask): the limits add
 #                                       up to more than one 10-minute device call, so a
 #                                       session runs them as two calls
 #
@@ -57,3 +60,4 @@ step kernels-compile 120 python3 bench/kernels.py --device cuda --repeats 10 --c
 step throughput 300 python3 bench/throughput.py --device cuda --steps 10
 step profile 240 python3 bench/profile_step.py --device cuda --steps 2 \
     --variants peer-compile,native-eager,native-compile,liger-compile
+step document-mask 120 python3 bench/document_mask.py --device cuda --steps 10

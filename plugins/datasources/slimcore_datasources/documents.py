@@ -67,7 +67,7 @@ class DocumentStream:
             [list(ref) for ref, _ in self.buffer]
         return {"positions": [list(p) for p in self.positions], "turn": self.turn,
                 "buffer": buffer, "buffer_size": self.buffer_size,
-                "rng": _jsonable(self.rng.getstate()), "bad": self.bad}
+                "rng": _jsonable_rng(self.rng.getstate()), "bad": self.bad}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "components" in state:
@@ -376,5 +376,8 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _jsonable(value: Any) -> Any:
-    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+def _jsonable_rng(state: tuple) -> list:
+    """random.Random's state (version, 625 ints, gauss) as JSON lists: taken after every
+    batch, so the ints are copied at C speed, not one by one."""
+    version, internal, gauss = state
+    return [version, list(internal), gauss]

@@ -33,6 +33,8 @@ from .config import MixtureComponent, settings
 from .documents import DocumentStream
 from .positions import counts
 
+MAX_COMPONENTS = 256
+
 
 class MixedDocuments:
     """Documents of `streams` ({name: DocumentStream}) drawn by `weights` ({name: weight},
@@ -113,6 +115,9 @@ def mixture_of(run, stream_for) -> MixedDocuments | None:
     if not corpus.mixture:
         return None
     weights = {name: c.weight for name, c in corpus.mixture.items() if c.weight > 0}
+    if len(corpus.mixture) > MAX_COMPONENTS:
+        raise UserError(f"corpus.mixture: {len(corpus.mixture):,} components; at most "
+                        f"{MAX_COMPONENTS} (each is a stream with reader threads of its own)")
     if not weights:
         raise UserError("corpus.mixture: every component has weight 0; give at least one a "
                         "weight above 0")

@@ -211,6 +211,7 @@ class TokenCache:
             index = np.load(paths["idx"])
             ids = np.memmap(paths["bin"], dtype=np.dtype(manifest["dtype"]), mode="r",
                             offset=HEADER_INTS * 4, shape=(int(manifest["tokens"]),))
+            check_index(index, len(ids))
         except (OSError, ValueError, KeyError, TypeError) as e:
             self.remove(key, f"{paths['bin']} is damaged ({e})")
             return None
@@ -285,6 +286,15 @@ class TokenCache:
             for key, writer in list(self.writers.items()):
                 if writer.expected is None:
                     self.abandon_locked(key)
+
+
+def check_index(index: np.ndarray, tokens: int) -> None:
+    """An index that fits its file (a crafted one can match its own sha256)."""
+    if index.ndim != 2 or index.shape[1] != len(INDEX_COLUMNS) or index.dtype != np.int64:
+        raise ValueError(f"its index is {index.dtype} {index.shape}, not (documents, "
+                         f"{len(INDEX_COLUMNS)}) int64")
+    if len(index) and (index.min() < 0 or (index[:, 3] + index[:, 4]).max() > tokens):
+        raise ValueError("its index points outside its tokens")
 
 
 def file_sha256(path: Path) -> str:

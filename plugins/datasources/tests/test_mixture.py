@@ -206,6 +206,9 @@ def test_bad_mixtures_are_one_line(tokenizer, corpora):
     with pytest.raises(UserError, match="corpus.mixture.web.wieght: unknown key .did you "
                                         "mean 'weight'"):
         make_run(tokenizer, {"web": {"path": str(corpora["web"]), "wieght": 1}})
+    many = {f"c{i}": component(corpora["web"], 1) for i in range(1000)}
+    with pytest.raises(UserError, match="corpus.mixture: 1,000 components; at most 256"):
+        training_documents(make_run(tokenizer, many))
     with pytest.raises(UserError, match="corpus.mixture.web.path: .*/nowhere"):
         list(training_documents(make_run(tokenizer, {"web": component("/nowhere", 1)})))
 

@@ -14,7 +14,7 @@ from slimcore.config.schema import TokenizerSection
 from slimcore.text.tokenizer import train_or_reuse
 from slimcore_datasources.chunk import ChunkSource
 from slimcore_datasources.sample import SampleSource
-from slimcore_datasources.token_cache import TokenCache
+from slimcore_datasources.token_cache import TokenCache, file_sha256
 from test_sources import DOCS, make_run, write_shard
 
 
@@ -103,7 +103,8 @@ def test_a_changed_shard_is_another_key(tokenizers, corpus, tmp_path):
     assert len(committed(tmp_path / "cache")) == 5
 
 
-@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "drop the index"])
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "drop the index",
+                                    "a crafted index"])
 def test_a_damaged_cache_shard_is_named_and_made_again(tokenizers, corpus, tmp_path, capsys,
                                                        damage):
     tokenizer = tokenizers[0]
@@ -116,8 +117,17 @@ def test_a_damaged_cache_shard_is_named_and_made_again(tokenizers, corpus, tmp_p
         victim.write_bytes(bytes(data))
     elif damage == "truncate":
         victim.write_bytes(bytes(data[:len(data) // 2]))
-    else:
+    elif damage == "drop the index":
         victim.with_suffix(".idx.npy").unlink()
+    else:  # pointing past the tokens, its sha256 recomputed to match
+        index_path = victim.with_suffix(".idx.npy")
+        index = np.load(index_path)
+        index[0, 3] = 10**12
+        np.save(index_path, index)
+        manifest_path = victim.with_suffix(".json")
+        manifest = json.loads(manifest_path.read_text())
+        manifest["sha256"]["idx"] = file_sha256(index_path)
+        manifest_path.write_text(json.dumps(manifest))
     capsys.readouterr()
     assert same(batches(tokenizer, corpus, tmp_path / "cache"), streamed)
     err = capsys.readouterr().err
