@@ -33,6 +33,9 @@ class TrainingMetrics:
     # share of the tokens drawn so far, {name: share} summing to 1 (rank 0's); None for one
     # that does not.
     data_shares: dict[str, float] | None = None
+    # The held-out loss of each component of a mixing source (its validation_components),
+    # {name: loss}, at evaluation steps; None elsewhere.
+    eval_component_losses: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         """Plain values for strict JSON: NaN and Inf become None."""

@@ -95,6 +95,14 @@ class DataSource:
         return None
 
     @classmethod
+    def validation_components(cls, config: RunConfig, tokenizer: Tokenizer,
+                              count: int) -> dict[str, list[Batch]] | None:
+        """For a source that mixes components: up to `count` held-out batches of each
+        ({name: batches}, the same on every call and rank), for a held-out loss per
+        component beside the whole's. None: no components (the default)."""
+        return None
+
+    @classmethod
     def validation_batches(cls, config: RunConfig, tokenizer: Tokenizer,
                            count: int) -> list[Batch] | None:
         """Up to `count` batches of held-out data, the same ones on every call and every

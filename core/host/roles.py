@@ -64,6 +64,17 @@ def validation_batches(plugins, config, tokenizer, count: int, key: str,
     return batches
 
 
+def validation_components(plugins, config, tokenizer, count: int) -> dict | None:
+    """Held-out batches of each component of the selected source, if it mixes some; a
+    component with too little held-out data for one batch is left out."""
+    source = plugins.lookup("data source", config.data.source)
+    asked = getattr(source, "validation_components", None)
+    components = asked(config, tokenizer, count) if asked is not None else None
+    if not components:
+        return None
+    return {name: batches for name, batches in components.items() if batches} or None
+
+
 def checkpointer(plugins, config) -> Checkpointer | None:
     """The checkpointer `checkpoint.checkpointer` names (None: checkpoints off)."""
     name = config.checkpoint.checkpointer

@@ -25,7 +25,8 @@ from ..host.roles import checkpointer as selected_checkpointer
 from ..host.in_run import run_header, switch_off_idle
 from ..evals.suite import TaskSuite
 from ..host.registry import CHECKPOINTER, DATA_SOURCE
-from ..host.roles import build_optimizer, build_scheduler, open_source, validation_batches
+from ..host.roles import (build_optimizer, build_scheduler, open_source, validation_batches,
+                          validation_components)
 from ..model.device import resolve_device
 from ..model.gpt import GPT, model_vocab
 from ..model.hf_folder import HFFolder
@@ -222,6 +223,9 @@ def train_to_the_end(t: Training) -> None:
         position_source(t.source, t.state, config)
         heldout = validation_batches(t.plugins, config, t.run.tokenizer, config.eval.batches,
                                      "eval.interval", t.run) if config.eval.interval else None
+        if heldout:
+            t.heldout_components = validation_components(t.plugins, config, t.run.tokenizer,
+                                                         config.eval.batches)
         t.notify("on_run_start")
         with GracefulStop() as stop, StallWatchdog(config.run.stall_timeout_s,
                                                    stalled_run(t)) as dog:

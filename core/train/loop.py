@@ -163,13 +163,7 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
     if step == t.run.start_step + 1:  # the first position, and the optimizer's shapes
         check_position(state.data_state, t.source_name)
         prepare_checkpoint_buffers(t)
-    held_out = None, None, None
-    if heldout and (step % cfg.eval.interval == 0 or step == cfg.run.steps):
-        # Every rank evaluates the same batches (a sharded model needs them all).
-        with t.ranks.collective(f"step {step}: evaluation"):
-            held_out = evaluate(state.module, heldout, t.run.device,
-                                autocast_context(t.run.device), t.token_bytes,
-                                document_mask=cfg.data.document_mask)
+    held_out, component_losses = evaluate_held_out(t, step, heldout)
     task_scores = score_tasks(t, step)
     memory, memory_kind = memory_in_use(t.run.device)
     tokens_per_second = totals.tokens / step_time
@@ -180,7 +174,26 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
         memory_kind=memory_kind, mfu=meter.mfu(tokens_per_second), timestamp=time.time(),
         eval_loss=held_out[0], eval_accuracy=held_out[1], bits_per_byte=totals.bits_per_byte,
         eval_bits_per_byte=held_out[2], task_scores=task_scores,
-        data_shares=data_shares(t.source, t.source_name))
+        data_shares=data_shares(t.source, t.source_name),
+        eval_component_losses=component_losses)
+
+
+def evaluate_held_out(t: Training, step: int, heldout: list[Batch] | None):
+    """At eval.interval steps and the last: (loss, accuracy, bits per byte) of the held-out
+    batches, and the loss of each mixture component's ({name: loss}, or None)."""
+    cfg = t.run.config
+    if not heldout or not (step % cfg.eval.interval == 0 or step == cfg.run.steps):
+        return (None, None, None), None
+
+    def held_out(batches):
+        return evaluate(t.state.module, batches, t.run.device, autocast_context(t.run.device),
+                        t.token_bytes, document_mask=cfg.data.document_mask)
+    # Every rank evaluates the same batches (a sharded model needs them all).
+    with t.ranks.collective(f"step {step}: evaluation"):
+        overall = held_out(heldout)
+        components = {name: held_out(batches)[0]
+                      for name, batches in (t.heldout_components or {}).items()}
+    return overall, components or None
 
 
 def score_tasks(t: Training, step: int) -> dict[str, float] | None:

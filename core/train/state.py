@@ -53,6 +53,8 @@ class Training:
     history: RunHistory | None = None  # the core's log (rank 0)
     token_bytes: TokenBytes | None = None  # what each target stands for, for bits per byte
     tasks: TaskSuite | None = None  # the downstream tasks of `evals` (None: none)
+    # held-out batches of each component of a mixing source (None: none, or no evaluation)
+    heldout_components: dict[str, list] | None = None
     stop_signal: int | None = None  # the signal that stopped the run, if one did
 
     def notify(self, hook: str, **kwargs) -> None:

@@ -216,13 +216,14 @@ def test_bad_mixtures_are_one_line(tokenizer, corpora):
 def test_a_mixed_run_resumes_exactly_and_shows_its_mix(write_config, corpora, tmp_path):
     """A 6-step run of a 2 : 1 mixture saved at step 3 and resumed: steps 4 to 6 as the
     straight run's, bit for bit, with the same shares; every step's `data_shares` in the
-    history, drawn by the `mixture` chart, `data/share/NAME` for the trackers."""
+    history, drawn by the `mixture` chart, `data/share/NAME` for the trackers; each
+    component's held-out loss at the evaluation step."""
     from conftest import run_in_process
     from slimcore import ChartData, installed_charts
     from slimcore.testing import draw_chart
     from slimcore_visualizers.tracker_thread import scalars
 
-    settings = {"run": {"steps": 6}, "intervals": {"checkpoint": 3},
+    settings = {"run": {"steps": 6}, "intervals": {"checkpoint": 3}, "eval": {"interval": 6},
                 "tokenizer": {"vocab_size": 320},
                 "corpus": {"mixture": {"web": component(corpora["web"], 2),
                                        "book": component(corpora["book"], 1)}},
@@ -246,6 +247,12 @@ def test_a_mixed_run_resumes_exactly_and_shows_its_mix(write_config, corpora, tm
     assert set(shares) == {"web", "book"} and sum(shares.values()) == pytest.approx(1)
     assert 0.55 < shares["web"] < 0.8  # 2/3 of the text; tokens a character differ a little
     assert scalars(straight[6])["data/share/book"] == shares["book"]
+    # the held-out loss of each component at the evaluation step, beside the whole's
+    losses = straight[6]["eval_component_losses"]
+    assert set(losses) == {"web", "book"} and straight[5]["eval_component_losses"] is None
+    assert all(0 < loss < 10 for loss in losses.values()) and losses["web"] != losses["book"]
+    assert again[6]["eval_component_losses"] == losses
+    assert scalars(straight[6])["eval/loss/web"] == losses["web"]
     chart = installed_charts({"mixture"})[0]
     data = ChartData(metrics=[straight[s] for s in sorted(straight)])
     assert draw_chart(chart, data, tmp_path / "mixture.png").stat().st_size > 0

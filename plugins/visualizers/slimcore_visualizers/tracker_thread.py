@@ -169,9 +169,11 @@ def flat_config(config: dict) -> dict:
 
 def scalars(record: dict) -> dict[str, float]:
     """A TrainingMetrics record's numbers under tracker names: `train/loss`, `eval/loss`,
-    `tasks/arc_easy/acc_norm`, `data/share/books` (a mixture's share of the tokens)."""
+    `tasks/arc_easy/acc_norm`, `data/share/books` (a mixture's share of the tokens),
+    `eval/loss/books` (a mixture component's held-out loss)."""
     out = {f"{prefix}/{key}": value
-           for field, prefix in (("task_scores", "tasks"), ("data_shares", "data/share"))
+           for field, prefix in (("task_scores", "tasks"), ("data_shares", "data/share"),
+                                 ("eval_component_losses", "eval/loss"))
            for key, value in (record.get(field) or {}).items()
            if isinstance(value, (int, float))}
     for key, number in record.items():
