@@ -28,7 +28,6 @@ The `tokens` source reads the .bin files as they are (`tokens.path: <that folder
 
 from __future__ import annotations
 
-import atexit
 import functools
 import hashlib
 import json
@@ -50,7 +49,6 @@ from .tokens import HEADER_INTS, LLMC_MAGIC
 
 INDEX_COLUMNS = ("record", "part", "parts", "offset", "length", "chars")
 HOST = socket.gethostname()
-_OPEN_WRITERS: "weakref.WeakSet[ShardWriter]" = weakref.WeakSet()
 
 
 def cache_for(run) -> "TokenCache | None":
@@ -138,7 +136,9 @@ class ShardWriter:
         self.rows: list[tuple[int, ...]] = []
         self.count = 0  # ids written after the header
         self.expected: int | None = None
-        _OPEN_WRITERS.add(self)
+        # However the writer ends (discarded, dropped with its stream, the process
+        # exiting), its unfinished file goes; after a commit there is none to remove.
+        self.cleanup = weakref.finalize(self, _remove_partial, self.file, self.partial)
 
     def add(self, record: int, part: int, parts: int, chars: int, tokens: torch.Tensor):
         ids = tokens.numpy().astype(self.cache.dtype)
@@ -167,16 +167,12 @@ class ShardWriter:
         os.replace(temporary, paths["json"])
 
     def discard(self) -> None:
-        self.file.close()
-        self.partial.unlink(missing_ok=True)
+        self.cleanup()
 
 
-@atexit.register
-def _discard_unfinished() -> None:
-    """Shards read whole whose documents were not all encoded when the process ended."""
-    for writer in list(_OPEN_WRITERS):
-        if not writer.file.closed:
-            writer.discard()
+def _remove_partial(file, partial: Path) -> None:
+    file.close()
+    partial.unlink(missing_ok=True)
 
 
 class TokenCache:
