@@ -168,10 +168,19 @@ def test_ids_past_uint16_are_kept_as_uint32(tmp_path):
     assert document.tokens().tolist() == [1, 99_999, 2] and len(document) == 10
 
 
-def test_a_pass_cut_short_leaves_no_file(tokenizers, corpus, tmp_path):
-    """A run that stops mid-shard (few batches) commits the shards it read whole and leaves
-    no unfinished file behind."""
-    batches(tokenizers[0], corpus, tmp_path / "cache", count=3)
+@pytest.mark.parametrize("count", [3, 10, 25])
+def test_a_pass_cut_short_leaves_no_file(tokenizers, corpus, tmp_path, count):
+    """A run that stops mid-pass (its reader mid-shard, or past a shard whose last documents
+    were not yet encoded) commits the shards whose documents were all encoded and leaves no
+    unfinished file once its stream is gone."""
+    import gc
+
+    large = tmp_path / "large"  # shards of 40 documents: a pass is more than one encoding
+    large.mkdir()
+    for i in range(4):
+        write_shard(large / f"example_train_{i}.jsonl.zst", (DOCS * 3)[40 * i: 40 * (i + 1)])
+    batches(tokenizers[0], large, tmp_path / "cache", count=count)
+    gc.collect()
     assert not list((tmp_path / "cache").glob("tokens/*/*.partial*"))
 
 
