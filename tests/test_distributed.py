@@ -308,3 +308,37 @@ def test_max_restarts_with_resume_auto_recovers_a_killed_rank(write_config, tmp_
     expected, got = history(tmp_path / "straight"), history(tmp_path / "restarted")
     assert sorted(got) == list(range(1, 9))
     assert [got[s]["loss"] for s in range(1, 9)] == [expected[s]["loss"] for s in range(1, 9)]
+
+
+@pytest.mark.slow  # two 2-process jobs: the slow tier
+def test_two_ranks_mix_two_corpora_through_one_shared_token_cache(write_config, tmp_path):
+    """A 2 : 1 mixture of two corpora of 8 shards, 2 ranks, each rank's shards kept in one
+    token cache folder both ranks share, documents kept apart: a second job, reading the
+    cache its first left, trains the same losses, and the mix is in its history."""
+    components = {}
+    for name, docs in (("even", DOCS[0::2]), ("odd", DOCS[1::2])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for shard in range(8):  # 25 documents each
+            lines = "\n".join(json.dumps({"text": d}) for d in docs[shard::8])
+            (folder / f"{name}_{shard}.jsonl.zst").write_bytes(
+                zstandard.ZstdCompressor().compress(lines.encode()))
+        components[name] = {"path": str(folder), "weight": 2 if name == "even" else 1}
+    settings = {"run": {"steps": 6}, "json_export": {"every": 2}, "eval": {"interval": 0},
+                "data": {"batch_size": 2, "document_mask": True},
+                "corpus": {"mixture": components, "token_cache": True, "shuffle_buffer": 4},
+                "chunk": {"tokens_per_chunk": 4096},  # ~100 documents: whole shards
+                "tokenizer": {"vocab_size": 300, "train_documents": 100,
+                              "cache_dir": str(tmp_path / "cache")}}
+    runs = []
+    for name in ("first", "second"):
+        config = write_config({**settings, "output": {"dir": str(tmp_path / name)}}, name)
+        job = torchrun(config)
+        assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]
+        runs.append(history(tmp_path / name))
+    assert [runs[1][s]["loss"] for s in range(1, 7)] == [runs[0][s]["loss"] for s in range(1, 7)]
+    shares = runs[1][6]["data_shares"]
+    assert set(shares) == {"even", "odd"} and 0.5 < shares["even"] < 0.85
+    cached = list((tmp_path / "cache").glob("tokens/*/*.json"))
+    assert cached, "the first job committed shards to the shared cache"
+    assert not list((tmp_path / "cache").glob("tokens/*/*.partial*"))

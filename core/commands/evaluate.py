@@ -18,7 +18,7 @@ from ..config.yaml_text import apply_override
 from ..config.schema import EvalSection, EvalsSection
 from ..contracts.errors import ConfigError, UserError
 from .arguments import setting_flag
-from ..host.roles import validation_batches
+from ..host.roles import validation_batches, validation_components
 from ..evals.suite import TaskSuite
 from ..model.device import autocast_context, resolve_device
 from ..text.token_bytes import TokenBytes
@@ -74,15 +74,36 @@ def command_eval(args) -> int:
               "batches": len(batches), "tokens": tokens, "loss": loss,
               "perplexity": math.exp(min(loss, 700.0)), "bits_per_byte": bpb,
               "accuracy": accuracy}
+    components = None if args.data else component_losses(plugins, trained, config, device,
+                                                          quiet=args.json)
+    if components:
+        result["components"] = components
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"eval: {result['checkpoint']} (step {result['step']}) on {len(batches)} batches "
-              f"({tokens:,} tokens) of {args.data or 'the held-out data'}: loss {loss:.4f}, "
-              f"perplexity {result['perplexity']:,.2f}, "
-              + (f"bits per byte {bpb:.4f}, " if bpb is not None else "")
-              + f"accuracy {accuracy:.4f}")
+        return 0
+    print(f"eval: {result['checkpoint']} (step {result['step']}) on {len(batches)} batches "
+          f"({tokens:,} tokens) of {args.data or 'the held-out data'}: loss {loss:.4f}, "
+          f"perplexity {result['perplexity']:,.2f}, "
+          + (f"bits per byte {bpb:.4f}, " if bpb is not None else "")
+          + f"accuracy {accuracy:.4f}")
+    for name, component_loss in (components or {}).items():
+        print(f"  {name}: loss {component_loss:.4f}")
     return 0
+
+
+def component_losses(plugins, trained: TrainedModel, config, device, quiet: bool
+                     ) -> dict[str, float] | None:
+    """The held-out loss of each component of a mixing source ({name: loss}), as training
+    reports them; None for a source that does not mix."""
+    with quiet_stdout(quiet):
+        components = validation_components(plugins, config, trained.tokenizer,
+                                           config.eval.batches)
+    if not components:
+        return None
+    return {name: evaluate(trained.model, batches, device, autocast_context(device),
+                           TokenBytes(trained.tokenizer, device),
+                           document_mask=config.data.document_mask)[0]
+            for name, batches in components.items()}
 
 
 def command_eval_tasks(args) -> int:

@@ -337,9 +337,12 @@ class DocumentStream:
     def __iter__(self) -> Iterator[str]:
         try:
             yield from self._documents()
-        finally:
+        except GeneratorExit:  # the consumer is done: no document it holds is encoded now
             if self.token_cache is not None:
-                self.token_cache.close()
+                self.token_cache.close(encoding_ended=True)
+            raise
+        if self.token_cache is not None:
+            self.token_cache.close()
 
     def _documents(self) -> Iterator[str]:
         self._prepare()

@@ -275,12 +275,14 @@ class TokenCache:
         if writer is not None:
             writer.discard()
 
-    def close(self) -> None:
-        """Shards whose reading did not end discarded; those read whole wait for their last
-        documents' tokens (the encoder has them), until the process ends."""
+    def close(self, encoding_ended: bool = False) -> None:
+        """Shards whose reading did not end discarded; at a stream's natural end, those read
+        whole wait for their last documents' tokens (the encoder has them); when the stream's
+        consumer closed it (`encoding_ended`), every unfinished shard is discarded: a process
+        may leave without its interpreter's teardown (torchrun's ranks do)."""
         with self.lock:
             for key, writer in list(self.writers.items()):
-                if writer.expected is None:
+                if writer.expected is None or encoding_ended:
                     self.abandon_locked(key)
 
 

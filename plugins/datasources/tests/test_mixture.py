@@ -218,7 +218,7 @@ def test_a_mixed_run_resumes_exactly_and_shows_its_mix(write_config, corpora, tm
     straight run's, bit for bit, with the same shares; every step's `data_shares` in the
     history, drawn by the `mixture` chart, `data/share/NAME` for the trackers; each
     component's held-out loss at the evaluation step."""
-    from conftest import run_in_process
+    from conftest import run_cli, run_in_process
     from slimcore import ChartData, installed_charts
     from slimcore.testing import draw_chart
     from slimcore_visualizers.tracker_thread import scalars
@@ -253,6 +253,10 @@ def test_a_mixed_run_resumes_exactly_and_shows_its_mix(write_config, corpora, tm
     assert all(0 < loss < 10 for loss in losses.values()) and losses["web"] != losses["book"]
     assert again[6]["eval_component_losses"] == losses
     assert scalars(straight[6])["eval/loss/web"] == losses["web"]
+    # `slimcore eval` of the run reports the same losses
+    scored = run_cli("eval", str(tmp_path / "straight"), "--json")
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert json.loads(scored.stdout)["components"] == pytest.approx(losses, rel=1e-5)
     chart = installed_charts({"mixture"})[0]
     data = ChartData(metrics=[straight[s] for s in sorted(straight)])
     assert draw_chart(chart, data, tmp_path / "mixture.png").stat().st_size > 0
