@@ -245,6 +245,35 @@ def mixture_rates(shaped: Run, folder: str, tokenizer_path, args) -> None:
     shaped.config.plugin_sections["corpus"] = corpus
 
 
+def shared_shard_reading(folder: str, args) -> None:
+    """One reader's share of a corpus whose shard count does not divide among the readers
+    (8: 4 ranks x 2 corpus.workers, say): the SlimPajama-shaped shards copied to 9, and the
+    3 alone. Read under the first plan (every reader read every shard, parsing every record,
+    keeping 1 in 8) and the current one (1 whole shard each, then 1 in 8 of the one left
+    over, only those parsed; with 3 shards, 1 in 8 of each): seconds to read the share,
+    documents only (no tokenizing), median of --repeats."""
+    import shutil
+
+    with tempfile.TemporaryDirectory() as nine:
+        for copy in range(3):
+            for shard in sorted(Path(folder).glob("*.jsonl.zst")):
+                shutil.copy(shard, Path(nine) / f"{copy}_{shard.name}")
+        for corpus, shards in ((nine, 9), (folder, 3)):
+            def read(version: int) -> tuple[float, int]:
+                run = run_for({"corpus": {"path": corpus, "shuffle_buffer": 0}}, world_size=8)
+                stream = DocumentStream(run, corpus, epochs=1)
+                stream.plan_version = version
+                started = time.perf_counter()
+                count = sum(1 for _ in stream)
+                return time.perf_counter() - started, count
+
+            timings = {version: median_of(args.repeats, lambda: read(version)[0])
+                       for version in (1, 2)}
+            print(f" one reader of 8 on {shards} shards ({read(2)[1]} documents of its "
+                  f"share): first plan {timings[1]:.2f} s, now {timings[2]:.2f} s = "
+                  f"{timings[1] / timings[2]:.1f}x faster")
+
+
 def token_cache_rates(shaped: Run, tokenizer_path, args) -> None:
     """The chunk source with corpus.token_cache on the SlimPajama-shaped corpus, beside the
     same source without it: while its first pass writes each shard's tokens, and in a later
@@ -363,6 +392,7 @@ def main() -> None:
                       f"{rate / bare_rate:.2f} x bare; peak resident {max(peaks):.0f} MiB")
         mixture_rates(shaped, tmp, path, args)
         token_cache_rates(shaped, path, args)
+        shared_shard_reading(tmp, args)
     rss = memory_by_shard(run.tokenizer, texts)
     print("resident memory of the chunk source's process: "
           + ", ".join(f"{rss[m]:.0f} MiB at shard {m}" for m in sorted(rss))

@@ -17,7 +17,7 @@ from slimcore import UserError
 from .config import MISSING, WARNINGS_IN_FULL, settings
 from .cutting import document_bounds
 from .files import corpus_files
-from .plan import Position, Ref, ShardPlan
+from .plan import PLAN_VERSION, Position, Ref, ShardPlan
 from .positions import counts
 from .records import Blank, Damage, shard_records
 from .stream import resilient_records
@@ -58,6 +58,7 @@ class DocumentStream:
         # records kept by meta.redpajama_set_name (empty: all); a mixture's component has its own
         self.set_names = settings(run).set_names if set_names is None else set_names
         self.token_cache = cache_for(run)  # None unless corpus.token_cache and a tokenizer
+        self.plan_version = PLAN_VERSION  # a restored position may have been read under 1
 
     # -- state -----------------------------------------------------------------------------
 
@@ -67,7 +68,8 @@ class DocumentStream:
             [list(ref) for ref, _ in self.buffer]
         return {"positions": [list(p) for p in self.positions], "turn": self.turn,
                 "buffer": buffer, "buffer_size": self.buffer_size,
-                "rng": _jsonable_rng(self.rng.getstate()), "bad": self.bad}
+                "rng": _jsonable_rng(self.rng.getstate()), "bad": self.bad,
+                "plan": self.plan_version}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "components" in state:
@@ -85,6 +87,9 @@ class DocumentStream:
                                             "the counters")
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
+        # positions saved under the plan before version 2 go on under it
+        self.plan_version, = counts([state.get("plan", 1)], "the plan's version")
+        self.files = None  # planned (again) under that version
         if self.announce:
             # Now, before the first step: the first document read may come much later (the
             # restored stream can go on from what it held), under the progress bar.
@@ -115,15 +120,17 @@ class DocumentStream:
         workers = len(self.positions)
         # Readers of all ranks split the shards as one world of world x workers.
         self.plans = [ShardPlan(shards, rank * workers + w, world * workers,
-                                self.run.config.run.seed, self.buffer_size > 0)
-                      for w in range(workers)]
-        if not self.plans[0].by_shard and self.announce and not self.warned:
+                                self.run.config.run.seed, self.buffer_size > 0,
+                                self.plan_version) for w in range(workers)]
+        plan = self.plans[0]
+        if plan.shared and self.announce and not self.warned:
             self.warned = True
-            readers = world * workers
-            print(f"slimcore: warning: {self.key}: the shard count ({len(shards)}) does not "
-                  f"divide evenly among {world} ranks x {workers} corpus.workers, so every "
-                  f"reader reads every shard and keeps 1 record in {readers}; a shard count "
-                  f"divisible by {readers} reads {readers}x less", file=sys.stderr, flush=True)
+            print(f"slimcore: warning: {self.key}: {len(shards)} shards do not divide evenly "
+                  f"among {world} ranks x {workers} corpus.workers: each reader reads "
+                  f"{len(plan.whole)} whole and keeps 1 record in {plan.readers} of the "
+                  f"{len(plan.shared)} left over, which every reader decompresses; a shard "
+                  f"count divisible by {plan.readers} reads less", file=sys.stderr,
+                  flush=True)
         self.shard_count, self.files = len(shards), files
 
     def _shard_items(self, worker: int, start: Position, cacheable: bool = True
@@ -136,23 +143,25 @@ class DocumentStream:
         wanted = set(self.set_names)
         plan = self.plans[worker]
         epoch, cursor = start.epoch, start.cursor
-        url = self.files[plan.order(epoch)[cursor]]
-        # A whole-shard reader's shard from the token cache, or its text (cached as it goes
-        # when the read starts at the shard's beginning and is no refetch)
-        cache = self.token_cache if plan.by_shard else None
+        shard = plan.order(epoch)[cursor]
+        url = self.files[shard]
+        # A shard read whole from the token cache, or its text (cached as it goes when the
+        # read starts at the shard's beginning and is no refetch)
+        cache = self.token_cache if plan.is_whole(shard) else None
         key, writer = None, None
         if cache is not None:
             key = cache.key(url, corpus, self.set_names)
-            shard = cache.open(key)
-            if shard is not None:
-                yield from cached_items(shard, worker, start)
+            cached = cache.open(key)
+            if cached is not None:
+                yield from cached_items(cached, worker, start)
                 return
             if start[2:] == (0, 0) and cacheable:
                 writer = cache.begin(key, url)
             elif cacheable:  # a read restarted mid-shard: this pass does not cache it
                 cache.abandon_unread(key)
         documents = 0  # handed on, for the writer
-        for item in shard_records(url, start.record):
+        for item in shard_records(url, start.record,
+                                  keep=None if plan.is_whole(shard) else plan.keeps_record):
             if isinstance(item, Blank):  # progress through blank lines
                 yield Position(epoch, cursor, item.index + 1), "skip", None
                 continue
@@ -160,13 +169,13 @@ class DocumentStream:
                 if writer is not None:  # a damaged shard is not cached
                     cache.abandon(key)
                     writer = None
-                if plan.keeps(item.index) or item.fatal:
+                if plan.keeps(shard, item.index) or item.fatal:
                     yield Position(epoch, cursor, item.index + 1), "damage", (item, url)
                 if item.fatal:
                     return
                 continue
             index, record = item
-            if not plan.keeps(index):
+            if not plan.keeps(shard, index):
                 continue
             after = Position(epoch, cursor, index + 1)
             text = record.get(corpus.text_field, MISSING)

@@ -33,26 +33,46 @@ class Ref(NamedTuple):
     part: int
 
 
+# The version of ShardPlan a saved position was read under (DocumentStream's state "plan"):
+# 2 splits the shards left over by record; 1 (a position without the key) read every shard
+# whenever the shard count did not divide among the readers.
+PLAN_VERSION = 2
+
+
 class ShardPlan:
-    """Which shards a rank reads, in which order each epoch.
+    """Which shards one of the job's `readers` reads (ranks x corpus.workers), in which
+    order each epoch, and which records of each it keeps.
 
-    When the shard count divides evenly by the world size each rank reads whole shards of
-    its own; otherwise every rank reads every shard and keeps one record in `world_size`
-    (what `datasets.distributed.split_dataset_by_node` does), which costs each rank the
-    reading of the whole corpus."""
+    The shards divide among the readers as far as they go, whole: reader g reads shards g,
+    g + R, ... of the first R x (S // R). The S mod R left over are read by every reader,
+    each keeping the records whose index is g modulo R: their lines are decompressed by all
+    and parsed by one. So each reader parses about 1/R of the corpus whatever the shard
+    count (8 shards for 16 readers: each parses 1/16, against all of it when every record
+    was parsed). Whole shards come first in an epoch, then the shared ones, each group in a
+    seeded order per epoch. `version` 1: the plan of positions saved before version 2."""
 
-    def __init__(self, shards: list[int], rank: int, world_size: int, seed: int,
-                 shuffle: bool):
-        self.by_shard = len(shards) % world_size == 0
-        self.shards = shards[rank::world_size] if self.by_shard else shards
-        self.stride, self.offset = (1, 0) if self.by_shard else (world_size, rank)
+    def __init__(self, shards: list[int], reader: int, readers: int, seed: int,
+                 shuffle: bool, version: int = PLAN_VERSION):
+        whole = len(shards) // readers * readers if version >= 2 else \
+            (len(shards) if len(shards) % readers == 0 else 0)
+        self.whole, self.shared = shards[:whole][reader::readers], shards[whole:]
+        self.by_shard = not self.shared  # every shard this reader reads is its own
+        self.reader, self.readers = reader, readers
         self.seed, self.shuffle = seed, shuffle
 
     def order(self, epoch: int) -> list[int]:
-        order = list(self.shards)
+        whole, shared = list(self.whole), list(self.shared)
         if self.shuffle:
-            random.Random(f"{self.seed}:{epoch}").shuffle(order)
-        return order
+            random.Random(f"{self.seed}:{epoch}").shuffle(whole)
+            random.Random(f"{self.seed}:{epoch}").shuffle(shared)
+        return whole + shared
 
-    def keeps(self, record_index: int) -> bool:
-        return record_index % self.stride == self.offset
+    def is_whole(self, shard: int) -> bool:
+        return shard not in self.shared
+
+    def keeps(self, shard: int, record_index: int) -> bool:
+        return self.is_whole(shard) or self.keeps_record(record_index)
+
+    def keeps_record(self, record_index: int) -> bool:
+        """Of a shared shard: this reader's records."""
+        return record_index % self.readers == self.reader

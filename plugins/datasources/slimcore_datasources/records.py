@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import zlib
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 READ_BYTES = 1 << 20  # bytes read (or decompressed) at a time
 # A record longer than this is skipped unread (counted as bad): no single record can take
@@ -68,7 +68,10 @@ def kind_of(name: str) -> str | None:
     return KINDS.get(path.suffix)
 
 
-def shard_records(url: str, start: int = 0) -> Iterator[tuple[int, dict] | Damage]:
+def shard_records(url: str, start: int = 0, keep: Callable[[int], bool] | None = None
+                  ) -> Iterator[tuple[int, dict] | Damage]:
+    """The shard's records from index `start` on; with `keep`, of JSON lines only those
+    whose index it keeps are decoded and parsed (the others' damage is theirs to name)."""
     kind = kind_of(url)
     with open_shard(url) as raw:
         if kind == "parquet":
@@ -81,7 +84,7 @@ def shard_records(url: str, start: int = 0) -> Iterator[tuple[int, dict] | Damag
                 chunks = _zstd_chunks(chunks)
             elif kind == "jsonl.gz":
                 chunks = _gzip_chunks(chunks)
-            yield from _json_records(chunks, start)
+            yield from _json_records(chunks, start, keep)
 
 
 def open_shard(url: str):
@@ -163,7 +166,8 @@ def _gzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise _Broken("is empty: not a single gzip member")
 
 
-def _json_records(chunks: Iterable[bytes], start: int
+def _json_records(chunks: Iterable[bytes], start: int,
+                  keep: Callable[[int], bool] | None = None
                   ) -> Iterator[tuple[int, dict] | Damage | Blank]:
     index, blank = -1, 0
     try:
@@ -171,6 +175,8 @@ def _json_records(chunks: Iterable[bytes], start: int
             if blank >= BLANK_RUN:
                 yield Blank(index - 1)
                 blank = 0
+            if keep is not None and not keep(index):
+                continue
             if isinstance(line, int):
                 yield Damage(index, f"a record of more than {line:,} bytes, skipped unread")
                 continue

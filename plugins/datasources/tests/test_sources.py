@@ -252,14 +252,68 @@ def test_two_ranks_read_disjoint_shares_whose_union_is_the_corpus(tokenizer, sha
     assert not set(shares[0]) & set(shares[1])
     assert sorted(shares[0] + shares[1]) == sorted(DOCS)
     assert shares[0] == DOCS[:15] + DOCS[30:45]  # whole shards 0 and 2
-    # 4 shards for 3 ranks: one record in 3 each, with a warning that says so.
+    # 4 shards for 3 ranks: shards 0, 1, 2 whole, one each; then one record in 3 of shard 3
+    # each (its lines decompressed by all, parsed by one), with a warning that says so.
     shares = [list(DocumentStream(make_run(tokenizer, sharded_corpus, rank=r, world_size=3),
                                   str(sharded_corpus), epochs=1, announce=True))
               for r in range(3)]
+    for rank, share in enumerate(shares):
+        assert share == DOCS[15 * rank:15 * rank + 15] + DOCS[45 + rank:60:3]
     assert sorted(shares[0] + shares[1] + shares[2]) == sorted(DOCS)
-    assert all(not set(a) & set(b) for a, b in [(shares[0], shares[1]), (shares[1], shares[2]),
-                                                (shares[0], shares[2])])
-    assert "the shard count (4) does not divide evenly among 3 ranks x 1 corpus.workers" in capsys.readouterr().err
+    assert ("4 shards do not divide evenly among 3 ranks x 1 corpus.workers: each reader "
+            "reads 1 whole and keeps 1 record in 3 of the 1 left over") in \
+        capsys.readouterr().err
+    # 4 shards for 8 readers (4 ranks x 2 workers): every reader keeps 1 record in 8 of all
+    shares = [list(DocumentStream(make_run(tokenizer, sharded_corpus, rank=r, world_size=4,
+                                           workers=2), str(sharded_corpus), epochs=1,
+                                  workers=2)) for r in range(4)]
+    assert sorted(sum(shares, [])) == sorted(DOCS)
+    # of 15 records a shard, readers 0 to 6 keep 2 and reader 7 keeps 1; two readers a rank
+    assert [len(share) for share in shares] == [16, 16, 16, 12]
+
+
+def test_a_shared_shards_lines_are_parsed_by_the_reader_that_keeps_them(tokenizer, tmp_path,
+                                                                        capsys):
+    """One shard for 3 ranks: a line that is not JSON (line 5, record 4) is named by rank 1,
+    which keeps records 1, 4, 7, ..., and never parsed by the others."""
+    path = tmp_path / "one.jsonl"
+    lines = [json.dumps({"text": d}) for d in DOCS[:12]]
+    lines[4] = "{not json"
+    path.write_text("\n".join(lines))
+    for rank in range(3):
+        list(DocumentStream(make_run(tokenizer, path, rank=rank, world_size=3), str(path),
+                            epochs=1))
+        named = f"{path}, line 5: not a JSON line" in capsys.readouterr().err
+        assert named == (rank == 1), rank
+    # the reader itself skips the others' lines undecoded: no item, not even their damage
+    from slimcore_datasources.records import shard_records
+
+    items = list(shard_records(str(path), keep=lambda index: index % 3 == 0))
+    assert [item[0] for item in items] == [0, 3, 6, 9]
+
+
+def test_a_position_saved_under_the_first_plan_goes_on_under_it(tokenizer, sharded_corpus):
+    """A checkpoint of a run on 4 shards and 3 ranks saved before the shards left over were
+    split (every rank read every shard, 1 record in 3; its position has no "plan"): resumed,
+    it reads on as it did, not as the new plan would."""
+    def stream(state=None):
+        documents = DocumentStream(make_run(tokenizer, sharded_corpus, rank=1, world_size=3),
+                                   str(sharded_corpus), epochs=1)
+        if state is not None:
+            documents.load_state_dict(state)
+        return iter(documents)
+
+    old_share = DOCS[1::3]  # record i of the stream: 1 in 3 of every shard, in order
+    documents = DocumentStream(make_run(tokenizer, sharded_corpus, rank=1, world_size=3),
+                               str(sharded_corpus), epochs=1)
+    documents.plan_version = 1
+    reading = iter(documents)
+    assert [next(reading) for _ in range(7)] == old_share[:7]
+    saved = documents.state_dict()
+    del saved["plan"]  # as the first plan saved it
+    assert list(stream(saved)) == old_share[7:]
+    saved["plan"] = 2  # the same place under the new plan is another document
+    assert list(stream(saved)) != old_share[7:]
 
 
 def test_heldout_shard_is_left_out_of_training(tokenizer, sharded_corpus, capsys):
