@@ -180,7 +180,8 @@ def iterate_batches(source, run):
         return None
     stall_at = int(os.environ.get("COUNTING_STALL_AT", "0"))
     pause_s = float(os.environ.get("COUNTING_PAUSE_S", "0"))  # a stream slower than the step
-    # exit|kill|hang:RANK:BATCH - that rank of a torchrun job exits, is SIGKILLed or hangs at
+    # exit|kill|stop|hang:RANK:BATCH - that rank of a torchrun job exits, is SIGKILLed, is
+    # SIGSTOPped or hangs at
     # that batch; with COUNTING_FAULT_ONCE=PATH, only while PATH does not exist (it is made)
     fault, fault_rank, fault_at = (os.environ.get("COUNTING_FAULT", "none:-1:0").split(":"))
     once = os.environ.get("COUNTING_FAULT_ONCE")
@@ -201,6 +202,8 @@ def iterate_batches(source, run):
                     os._exit(1)
                 if fault == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
+                if fault == "stop":
+                    os.kill(os.getpid(), signal.SIGSTOP)
                 # Hung where no Python handler runs: torchrun's SIGTERM ends it at once.
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 time.sleep(3600)

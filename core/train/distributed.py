@@ -16,13 +16,14 @@ import contextlib
 import datetime
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 
 from ..config.schema import DistributedSection
 from ..contracts.errors import TrainingHalted, UserError
+from .heartbeat import Heartbeat
 
 # What gloo and NCCL say when a peer died, hung or closed its connection.
 PEER_TROUBLE = re.compile(r"gloo|nccl|connection|timed out|timeout|peer|socket", re.I)
@@ -41,6 +42,8 @@ class Distributed:
     local_rank: int = 0
     strategy: str = "none"
     timeout_s: float = 0.0
+    # every rank's beat and last collective, to name the one that died or hung
+    heartbeat: Heartbeat | None = field(default=None, repr=False)
 
     @property
     def active(self) -> bool:
@@ -62,10 +65,11 @@ class Distributed:
                 # the rank at the first collective (torch warns that a guess can hang).
                 device_id = torch.device("cuda", local_rank)
         timeout = datetime.timedelta(seconds=cfg.timeout_s)
-        dist.init_process_group(backend, store=attempt_store(rank, world, timeout),
-                                rank=rank, world_size=world, timeout=timeout,
-                                device_id=device_id)
-        return cls(rank, world, local_rank, cfg.strategy, cfg.timeout_s)
+        store = attempt_store(rank, world, timeout)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world,
+                                timeout=timeout, device_id=device_id)
+        return cls(rank, world, local_rank, cfg.strategy, cfg.timeout_s,
+                   Heartbeat(store, rank, world))
 
     def stop(self, finished: bool) -> None:
         """Leave the job. After a finished run the ranks first wait for each other, so none
@@ -76,6 +80,8 @@ class Distributed:
             return
         if finished:
             self.barrier("finishing the job")
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if not launched_by_torchrun():
             dist.destroy_process_group()
 
@@ -83,7 +89,10 @@ class Distributed:
 
     @contextlib.contextmanager
     def collective(self, what: str):
-        """Turn a peer's death or a timeout inside `what` into one line and exit status 3."""
+        """Turn a peer's death or a timeout inside `what` into one line, naming the rank to
+        blame where the heartbeats tell (heartbeat.py), and exit status 3."""
+        if self.heartbeat is not None:
+            self.heartbeat.at(what)
         try:
             yield
         except RuntimeError as e:  # DistBackendError and gloo's peer errors are RuntimeErrors
@@ -91,10 +100,11 @@ class Distributed:
                                        or PEER_TROUBLE.search(str(e))):
                 raise  # not about the other ranks (an out-of-memory error, a bug)
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            blamed = self.heartbeat.suspects() if self.heartbeat is not None else ""
             raise TrainingHalted(
                 f"distributed: rank {self.rank} of {self.world_size} gave up waiting for the "
-                f"other ranks ({what}: {reason}); a rank died or hung, see its log above "
-                f"(distributed.timeout_s = {self.timeout_s:g})") from None
+                f"other ranks ({what}: {reason}){blamed or '; a rank died or hung'}, see its "
+                f"log above (distributed.timeout_s = {self.timeout_s:g})") from None
 
     def sum(self, values: list[float], device: torch.device, what: str) -> list[float]:
         """Element-wise sum over ranks (the values themselves when alone)."""
