@@ -63,11 +63,10 @@ class Heartbeat:
             return ""
         silent = [rank for rank in range(self.world_size) if rank != self.rank
                   and after.get(rank, (0, ""))[0] == before.get(rank, (0, ""))[0]]
-        if silent:
+        if silent:  # a beat tells where its rank was at most BEAT_S before
             return "; " + "; ".join(
-                f"rank {rank} stopped beating (dead, killed or stopped), its last collective: "
+                f"rank {rank} stopped beating (dead, killed or stopped), last seen in "
                 f"{after[rank][1]}" if rank in after else
                 f"rank {rank} never beat (dead, killed or stopped)" for rank in silent)
-        return "".join(f"; rank {rank} is alive but elsewhere (hung, or behind), its last "
-                       f"collective: {where}" for rank, (_, where) in after.items()
-                       if where != self.where)
+        return "".join(f"; rank {rank} is alive but elsewhere (hung, or behind), in {where}"
+                       for rank, (_, where) in after.items() if where != self.where)
