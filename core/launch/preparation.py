@@ -63,21 +63,33 @@ def prepare_tokenizer(run: Run, plugins, saved: Checkpoint | None = None) -> Tok
 
 
 def check_model_fits(run: Run) -> None:
-    """A model whose weights, gradients and optimizer state alone exceed the device's memory
-    is refused before it is built (its allocation would fail with a traceback, or swap)."""
+    """A model whose weights, gradients and optimizer state alone exceed a rank's memory is
+    refused before it is built (its allocation would fail with a traceback, or swap). Under
+    FSDP a rank holds 1/N of them (the model is built on the meta device and sharded before
+    it has storage); on the CPU the ranks of one machine share its memory."""
     cfg, device = run.config.model, run.device
     parameters = parameter_count(cfg, model_vocab(cfg, run.tokenizer))
     shards = run.world_size if run.config.distributed.strategy == "fsdp" else 1
     needed = parameters * TRAINING_BYTES_PER_PARAMETER / shards
-    if device.type == "cuda":
-        available = torch.cuda.get_device_properties(device).total_memory
-    else:
-        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    available = rank_memory(device)
     if needed > available:
-        raise ConfigError("model", f"{parameters:,} parameters need {needed / 2**30:,.1f} GiB "
-                          f"for weights, gradients and AdamW state, and the {device.type} has "
-                          f"{available / 2**30:,.1f} GiB; shrink model.width, model.layers or "
-                          "model.mlp_hidden", run.config.source)
+        share = f" ({shards} ranks' share each)" if shards > 1 else ""
+        raise ConfigError("model", f"{parameters:,} parameters need {needed / 2**30:,.2f} GiB "
+                          f"for weights, gradients and AdamW state{share}, and a rank has "
+                          f"{available / 2**30:,.2f} GiB of {device.type} memory; shrink "
+                          "model.width, model.layers or model.mlp_hidden, or shard it over "
+                          "more ranks (distributed.strategy: fsdp)", run.config.source)
+
+
+def rank_memory(device: torch.device) -> float:
+    """The memory one rank may use: its GPU's, or its share of the machine's on the CPU.
+    SLIMCORE_TEST_MEMORY_BYTES stands in for it in tests (a budget a test can exceed)."""
+    if os.environ.get("SLIMCORE_TEST_MEMORY_BYTES"):
+        return float(os.environ["SLIMCORE_TEST_MEMORY_BYTES"])
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / local_ranks
 
 
 def write_run_record(run: Run, plugins, folder: RunFolder) -> None:

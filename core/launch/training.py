@@ -181,15 +181,16 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
 def build_state(run: Run, plugins, ranks: Distributed, import_from: str | None = None
                 ) -> TrainingState:
     """The model on its device (sharded under FSDP before the optimizer sees it), compiled if
-    asked, with its optimizer and schedule. With `import_from` (a Hugging Face folder), the
-    model is made on the meta device and gets its weights from the folder: under FSDP each
-    rank then holds only its shard, never the whole model."""
+    asked, with its optimizer and schedule. Under FSDP, and with `import_from` (a Hugging
+    Face folder), the model is made on the meta device, sharded, then given storage and its
+    weights (initialization.py, or the folder's): each rank holds only its shard, never the
+    whole model."""
     config = run.config
-    with torch.device("meta") if import_from else contextlib.nullcontext():
+    sharded = ranks.active and ranks.strategy == "fsdp"
+    with torch.device("meta") if import_from or sharded else contextlib.nullcontext():
         model = GPT(config.model, model_vocab(config.model, run.tokenizer),
                     select_ops(config.model.backend, run.device, config.model.compile))
-    sharded = ranks.active and ranks.strategy == "fsdp"
-    if import_from and sharded:
+    if sharded:
         wrapped = ranks.wrap(model, run.device)  # FSDP shards the meta parameters in place
         materialise(model, run.device, import_from)
     elif import_from:
@@ -197,7 +198,7 @@ def build_state(run: Run, plugins, ranks: Distributed, import_from: str | None =
         wrapped = ranks.wrap(model, run.device)  # DDP starts from rank 0's (equal) weights
     else:
         model.to(run.device)
-        wrapped = ranks.wrap(model, run.device)  # FSDP shards in place: before the optimizer
+        wrapped = ranks.wrap(model, run.device)
     run.model = model
     if config.model.compile:
         wrapped = torch.compile(wrapped)
@@ -206,13 +207,12 @@ def build_state(run: Run, plugins, ranks: Distributed, import_from: str | None =
                          scheduler=build_scheduler(plugins, run, optimizer), wrapped=wrapped)
 
 
-def materialise(model: GPT, device: torch.device, folder: str) -> None:
-    """A model made on the meta device given storage on `device` and the folder's weights."""
-    model.to_empty(device=device)
-    if model.cfg.tie_embeddings:
-        model.tie()  # to_empty made the shared matrix two
-    model.make_rotary_tables()
-    load_llama_weights(model, folder)
+def materialise(model: GPT, device: torch.device, folder: str | None) -> None:
+    """A model made on the meta device given storage on `device` and its starting weights:
+    the Hugging Face `folder`'s, or its own (None)."""
+    model.materialize(device, weights=folder is None)
+    if folder is not None:
+        load_llama_weights(model, folder)
 
 
 def train_to_the_end(t: Training) -> None:

@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config.schema import ModelSection
 from .documents import document_attention_mask, document_positions
+from .initialization import initialize
 
 
 class RMSNorm(nn.Module):
@@ -108,26 +109,38 @@ class GPT(nn.Module):
     FUSED_MATRICES = {"qkv.weight": 3, "gate_up.weight": 2}
 
     def __init__(self, cfg: ModelSection, vocab_size: int, ops):
+        """The model with its starting weights (initialization.py) on the CPU; built under
+        `torch.device("meta")`, without storage, for a caller to place (`materialize`)."""
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.ops = ops
-        self.embed = nn.Embedding(vocab_size, cfg.width)
-        self.blocks = nn.ModuleList(Block(cfg, ops) for _ in range(cfg.layers))
-        self.norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
-        self.head = nn.Linear(cfg.width, vocab_size, bias=False)
+        on_meta = torch.get_default_device().type == "meta"
+        # The layers are made without storage either way: their own default initialisation
+        # would be drawn only to be replaced.
+        with torch.device("meta"):
+            self.embed = nn.Embedding(vocab_size, cfg.width)
+            self.blocks = nn.ModuleList(Block(cfg, ops) for _ in range(cfg.layers))
+            self.norm = RMSNorm(cfg.width, cfg.norm_eps, ops)
+            self.head = nn.Linear(cfg.width, vocab_size, bias=False)
         # Not persistent: derived from the config, so checkpoints need not carry them.
         self.register_buffer("rotary_cos", torch.empty(0), persistent=False)
         self.register_buffer("rotary_sin", torch.empty(0), persistent=False)
-        self.make_rotary_tables()
-        self.apply(self._init_weights)
-        # Residual projections scaled down so the residual stream's variance does not grow
-        # with depth (GPT-2).
-        for block in self.blocks:
-            for proj in (block.attn.out, block.mlp.down):
-                nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.layers))
         if cfg.tie_embeddings:  # one matrix for both
             self.tie()
+        if not on_meta:
+            self.materialize(torch.device("cpu"))
+
+    def materialize(self, device: torch.device, weights: bool = True) -> None:
+        """Storage on `device` for a model made on the meta device (sharded first, under
+        FSDP: each rank then gives storage to its shards only), the rotary tables, and with
+        `weights` the starting weights."""
+        self.to_empty(device=device)
+        if self.cfg.tie_embeddings:
+            self.tie()  # to_empty made the shared matrix two
+        self.make_rotary_tables()
+        if weights:
+            initialize(self)
 
     def make_rotary_tables(self) -> None:
         """The rotary tables from the config, on the device the model is on: again after a
@@ -147,10 +160,6 @@ class GPT(nn.Module):
         if name.endswith("qkv.weight"):
             return self.blocks[0].attn.sizes
         return (self.cfg.mlp_hidden,) * 2
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=self.cfg.init_std)
 
     def hidden_states(self, inputs: torch.Tensor, cache: KVCache | None = None,
                       documents: torch.Tensor | None = None) -> torch.Tensor:
