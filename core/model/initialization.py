@@ -43,10 +43,19 @@ def initialize(model: torch.nn.Module, seed: int | None = None) -> None:
     for name, param in model.named_parameters():
         whole = initial_value(model.cfg, name, param.shape, seed)
         if hasattr(param, "device_mesh"):  # a DTensor: this rank's shard of it
-            from torch.distributed.tensor import distribute_tensor
-
-            part = distribute_tensor(whole, param.device_mesh, param.placements,
-                                     src_data_rank=None).to_local()
-            param.to_local().copy_(part)
+            param.to_local().copy_(local_part(whole, param))
         else:
             param.copy_(whole)
+
+
+def local_part(whole: torch.Tensor, param) -> torch.Tensor:
+    """This rank's part of a DTensor parameter's `whole` value, cut locally (no collective:
+    every rank drew the same whole)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    try:
+        return distribute_tensor(whole, param.device_mesh, param.placements,
+                                 src_data_rank=None).to_local()
+    except TypeError:  # torch before 2.7: FSDP2's one placement, Shard(0), cut as it cuts
+        mesh = param.device_mesh
+        return torch.chunk(whole, mesh.size(), dim=0)[mesh.get_local_rank()]
