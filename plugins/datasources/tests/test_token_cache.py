@@ -15,7 +15,7 @@ from slimcore.text.tokenizer import train_or_reuse
 from slimcore_datasources.chunk import ChunkSource
 from slimcore_datasources.sample import SampleSource
 from slimcore_datasources.token_cache import TokenCache, file_sha256
-from test_sources import DOCS, make_run, write_shard
+from test_sources import DOCS, make_run, sharded_corpus, write_shard  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +26,9 @@ def tokenizers(tmp_path_factory):
 
 
 @pytest.fixture
-def corpus(tmp_path):
-    folder = tmp_path / "shards"
-    folder.mkdir()
-    for i in range(4):
-        write_shard(folder / f"example_train_{i}.jsonl.zst", DOCS[15 * i: 15 * (i + 1)])
-    return folder
+def corpus(sharded_corpus):
+    """DOCS in 4 shards of 15 documents (test_sources' corpus)."""
+    return sharded_corpus
 
 
 def batches(tokenizer, corpus, cache_dir, cached=True, count=120, kind=ChunkSource):
