@@ -235,7 +235,7 @@ def mixture_rates(shaped: Run, folder: str, tokenizer_path, args) -> None:
                 tokens += batch.inputs.numel() + batch.inputs.shape[0]
                 if tokens >= args.tokens:
                     break
-            shares.update(token_shares(state["mixture_tokens"] or {}) or {})
+            shares.update(token_shares(state["documents"]) or {})
             return tokens / (time.perf_counter() - started)
         rate = median_of(args.repeats, measure)
         single = single or rate

@@ -17,7 +17,7 @@ from slimcore import Batch, ConfigError, Range, hookimpl
 
 from .corpus import CorpusSource
 from .documents import DocumentStream
-from .mixture import MixedDocuments, add_counts, restored_counts
+from .mixture import MixedDocuments
 from .token_cache import CacheableText, TokenDocument
 from .positions import counts, restoring
 
@@ -80,10 +80,10 @@ def check_chunk_size(run) -> None:
                           run.config.source)
 
 
-def encoded_groups(run, documents) -> Iterator[tuple[torch.Tensor, dict[str, int] | None]]:
+def encoded_groups(run, documents) -> Iterator[torch.Tensor]:
     """The tokens of up to ENCODE_GROUP documents (and ENCODE_CHARS characters) at a time,
     BOS + tokens + EOS each, so that the document stream's position always matches the
-    tokens handed on; with them, a mixture's tokens by component (else None)."""
+    tokens handed on (a mixture's position counts each component's tokens too)."""
     mixed = isinstance(documents, MixedDocuments)
     # A mixture learns each component's tokens per character from what is encoded: its
     # first groups are small (1, 2, 4, ... documents), so it learns them early.
@@ -102,21 +102,19 @@ def encoded_groups(run, documents) -> Iterator[tuple[torch.Tensor, dict[str, int
         yield encoded(run.tokenizer, group, names, documents)
 
 
-def encoded(tokenizer, documents: list, names: list[str], mixture=None):
-    """(the documents' tokens, {component: its tokens among them} where `names` are given,
-    each document's noted to the `mixture`). Texts are encoded in one call; documents from
-    the token cache are their ids; a text the cache wants is handed its tokens."""
+def encoded(tokenizer, documents: list, names: list[str], mixture=None) -> torch.Tensor:
+    """The documents' tokens, each document's noted to the `mixture` under its component's
+    name where `names` are given. Texts are encoded in one call; documents from the token
+    cache are their ids; a text the cache wants is handed its tokens."""
     if not names and all(type(d) is str for d in documents):  # the common case, one call
-        return tokenizer.encode_documents(documents), None
+        return tokenizer.encode_documents(documents)
     pieces = document_tokens(tokenizer, documents)
     for document, piece in zip(documents, pieces):
         if isinstance(document, CacheableText):
             document.keep(piece)
-    by_name: dict[str, int] | None = {} if names else None
     for name, document, piece in zip(names, documents, pieces):
-        by_name[name] = by_name.get(name, 0) + len(piece)
         mixture.note(name, len(document), len(piece))
-    return torch.cat(pieces), by_name
+    return torch.cat(pieces)
 
 
 def document_tokens(tokenizer, documents: list) -> list[torch.Tensor]:
@@ -143,13 +141,12 @@ def chunk_batches(run, documents: DocumentStream, state: dict | None = None,
     document_start = run.tokenizer.bos_id if run.config.data.document_mask else None
     carry = torch.empty(0, dtype=torch.long)  # tokens not yet in a chunk
     rows = torch.empty(0, row_len, dtype=torch.long)  # rows not yet in a batch
-    chunks, mixture_tokens = 0, None  # a mixture's tokens read, by component
+    chunks = 0
     if state:
         with restoring(NAME):
             documents.load_state_dict(state["documents"])
             carry, rows, chunks = state["buffer"].long(), state["rows"].long(), state["chunks"]
             counts([chunks], "chunks")
-            mixture_tokens = restored_counts(state.get("mixture_tokens"))
             if carry.dim() != 1 or rows.dim() != 2 or rows.shape[1] != row_len:
                 raise ValueError(f"rows of {list(rows.shape)} and carried tokens of "
                                  f"{list(carry.shape)} for rows of {row_len}")
@@ -161,18 +158,16 @@ def chunk_batches(run, documents: DocumentStream, state: dict | None = None,
             rows = rows[batch_size:]
             # Tensors are never changed in place, so the snapshot can share them.
             yield batch, {"documents": documents.state_dict(), "chunks": chunks,
-                          "buffer": carry, "rows": rows, "mixture_tokens": mixture_tokens}
+                          "buffer": carry, "rows": rows}
         if max_chunks is not None and chunks >= max_chunks:
             return
         pieces, have, ended = [carry], len(carry), False
         while have < settings.tokens_per_chunk and not ended:
-            group = next(groups, None)
-            ended = group is None
+            tokens = next(groups, None)
+            ended = tokens is None
             if not ended:
-                tokens, by_name = group
                 pieces.append(tokens)
                 have += len(tokens)
-                mixture_tokens = add_counts(mixture_tokens, by_name)
         # A long document leaves many chunks' worth of tokens in `carry`: those chunks are
         # views into it, not copies of what remains.
         tokens = pieces[0] if len(pieces) == 1 else torch.cat(pieces)

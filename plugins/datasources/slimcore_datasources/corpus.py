@@ -128,8 +128,7 @@ class CorpusSource(BackgroundSource):
     def data_shares(self):
         """A mixture's components' shares of the tokens handed on so far (the batches
         trained on and those packed, waiting, a chunk at most)."""
-        tokens = (self.state or {}).get("mixture_tokens")
-        return token_shares(tokens) if tokens else None
+        return token_shares((self.state or {}).get("documents"))
 
     @classmethod
     def corpus_text(cls, config, max_documents):

@@ -46,7 +46,9 @@ class MixedDocuments:
         self.streams, self.sources = streams, sources
         self.weights = {name: weight / total for name, weight in weights.items()}
         self.drawn = dict.fromkeys(streams, 0.0)  # tokens (estimated), since these weights
-        self.measured = {name: [0, 0] for name in streams}  # [characters, tokens] encoded
+        # [characters, tokens] encoded, as the source reports them: the ratio the draw
+        # estimates by, and each component's share of the tokens (token_shares)
+        self.measured = {name: [0, 0] for name in streams}
         self.last_component: str | None = None
 
     def note(self, name: str, characters: int, tokens: int) -> None:
@@ -135,24 +137,9 @@ def component_source(corpus, component: MixtureComponent) -> list:
     return [path, data_files, sorted(component.set_names)]
 
 
-def token_shares(tokens: dict[str, int]) -> dict[str, float] | None:
-    """Each component's share of the tokens counted so far."""
-    total = sum(tokens.values())
-    return {name: count / total for name, count in tokens.items()} if total else None
-
-
-def add_counts(total: dict[str, int] | None, more: dict[str, int] | None):
-    """Token counts by component, summed; a new dict (snapshots share the old one)."""
-    if not more:
-        return total
-    summed = dict(total or {})
-    for name, count in more.items():
-        summed[name] = summed.get(name, 0) + count
-    return summed
-
-
-def restored_counts(saved: dict | None) -> dict[str, int] | None:
-    """Token counts by component from a saved position, checked."""
-    if saved is None:
-        return None
-    return dict(zip(saved, counts(saved.values(), "the mixture's tokens")))
+def token_shares(position: dict | None) -> dict[str, float] | None:
+    """Each component's share of the tokens encoded so far, from a mixture's position (its
+    `measured` counts); None for another stream's position or before any token."""
+    measured = (position or {}).get("measured")
+    total = sum(tokens for _, tokens in (measured or {}).values())
+    return {name: tokens / total for name, (_, tokens) in measured.items()} if total else None

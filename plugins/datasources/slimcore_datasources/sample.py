@@ -14,7 +14,7 @@ from slimcore import IGNORE_INDEX, Batch, hookimpl
 
 from .corpus import CorpusSource
 from .documents import DocumentStream
-from .mixture import MixedDocuments, add_counts, restored_counts
+from .mixture import MixedDocuments
 from .token_cache import TokenDocument
 from .positions import restoring
 
@@ -42,11 +42,9 @@ def register_data_sources():
 def sample_batches(run, documents: DocumentStream,
                    state: dict | None = None) -> Iterator[tuple[Batch, dict]]:
     """Batches of one document per row, each with the source state after it."""
-    mixture_tokens = None  # a mixture's tokens read, by component
     if state:
         with restoring(NAME):
             documents.load_state_dict(state["documents"])
-            mixture_tokens = restored_counts(state.get("mixture_tokens"))
     mixed = isinstance(documents, MixedDocuments)
     tokenizer = run.tokenizer
     row_len = run.config.model.seq_len + 1
@@ -63,10 +61,9 @@ def sample_batches(run, documents: DocumentStream,
         rows.append(ids + [PAD_ID] * (row_len - len(ids)))
         if mixed:  # a row's tokens, of the document's characters
             documents.note(documents.last_component, len(text), len(ids))
-            mixture_tokens = add_counts(mixture_tokens, {documents.last_component: len(ids)})
         if len(rows) == batch_size:
             yield padded_batch(rows, lengths, document_start), \
-                {"documents": documents.state_dict(), "mixture_tokens": mixture_tokens}
+                {"documents": documents.state_dict()}
             rows, lengths = [], []
 
 

@@ -116,7 +116,8 @@ def test_the_chunk_source_reports_each_components_share_of_the_tokens(tokenizer,
     for _ in range(60):
         next(source)
     shares = source.data_shares()
-    tokens = source.state_dict()["mixture_tokens"]
+    tokens = {name: count for name, (_, count)
+              in source.state_dict()["documents"]["measured"].items()}
     source.close()
     assert set(shares) == {"web", "code"} and sum(shares.values()) == pytest.approx(1)
     assert shares["web"] == pytest.approx(tokens["web"] / sum(tokens.values()))
