@@ -22,7 +22,7 @@ from ..host.roles import validation_batches, validation_components
 from ..evals.suite import TaskSuite
 from ..model.device import autocast_context, resolve_device
 from ..text.token_bytes import TokenBytes
-from ..train.evaluation import evaluate
+from ..train.evaluation import component_losses, evaluate
 from .generate import quiet_stdout
 from .trained import CHECKPOINTER_HELP, SOURCE_HELP, TrainedModel, load_trained, saved_config
 
@@ -63,19 +63,21 @@ def command_eval(args) -> int:
         config = evaluation_config(trained, args)
         batches = validation_batches(plugins, config, trained.tokenizer, config.eval.batches,
                                      "eval")
+        # a mixing source's components, each on its own held-out data (not with --data)
+        components = None if args.data else validation_components(
+            plugins, config, trained.tokenizer, config.eval.batches)
     bar = progress_bar(len(batches))
+    token_bytes, masked = TokenBytes(trained.tokenizer, device), config.data.document_mask
     loss, accuracy, bpb = evaluate(trained.model, batches, device, autocast_context(device),
-                                   TokenBytes(trained.tokenizer, device), on_batch=bar.update,
-                                   document_mask=config.data.document_mask)
+                                   token_bytes, on_batch=bar.update, document_mask=masked)
     bar.close()
+    components = component_losses(trained.model, components, device, token_bytes, masked)
     tokens = sum(batch.target_count for batch in batches)
     result = {"checkpoint": trained.checkpoint.path, "step": trained.checkpoint.step,
               "data": args.data or "held-out", "source": config.data.source,
               "batches": len(batches), "tokens": tokens, "loss": loss,
               "perplexity": math.exp(min(loss, 700.0)), "bits_per_byte": bpb,
               "accuracy": accuracy}
-    components = None if args.data else component_losses(plugins, trained, config, device,
-                                                          quiet=args.json)
     if components:
         result["components"] = components
     if args.json:
@@ -89,21 +91,6 @@ def command_eval(args) -> int:
     for name, component_loss in (components or {}).items():
         print(f"  {name}: loss {component_loss:.4f}")
     return 0
-
-
-def component_losses(plugins, trained: TrainedModel, config, device, quiet: bool
-                     ) -> dict[str, float] | None:
-    """The held-out loss of each component of a mixing source ({name: loss}), as training
-    reports them; None for a source that does not mix."""
-    with quiet_stdout(quiet):
-        components = validation_components(plugins, config, trained.tokenizer,
-                                           config.eval.batches)
-    if not components:
-        return None
-    return {name: evaluate(trained.model, batches, device, autocast_context(device),
-                           TokenBytes(trained.tokenizer, device),
-                           document_mask=config.data.document_mask)[0]
-            for name, batches in components.items()}
 
 
 def command_eval_tasks(args) -> int:

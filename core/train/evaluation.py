@@ -8,6 +8,7 @@ from typing import Any, Callable
 import torch
 
 from ..contracts.batch import Batch
+from ..model.device import autocast_context
 from ..text.token_bytes import TokenBytes, bits_per_byte
 
 
@@ -37,3 +38,15 @@ def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
     model.train(was_training)
     return (loss_sum.item() / count, correct.item() / count,
             bits_per_byte(loss_sum.item(), byte_count.item()))
+
+
+def component_losses(model: torch.nn.Module, components: dict[str, list[Batch]] | None,
+                     device: torch.device, token_bytes: TokenBytes, document_mask: bool
+                     ) -> dict[str, float] | None:
+    """The held-out loss of each component of a mixing source ({name: batches} from its
+    `validation_components`); None without components."""
+    if not components:
+        return None
+    return {name: evaluate(model, batches, device, autocast_context(device), token_bytes,
+                           document_mask=document_mask)[0]
+            for name, batches in components.items()}

@@ -34,7 +34,7 @@ from ..model.sampling import sample_texts
 from ..text.token_bytes import bits_per_byte
 from .checkpoints import prepare_checkpoint_buffers, save_checkpoint
 from .checks import check_batch, check_position, data_shares
-from .evaluation import evaluate
+from .evaluation import component_losses, evaluate
 from .measure import StepTimer, device_peak_flops, flops_per_token, memory_in_use
 from .state import Training
 
@@ -163,7 +163,7 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
     if step == t.run.start_step + 1:  # the first position, and the optimizer's shapes
         check_position(state.data_state, t.source_name)
         prepare_checkpoint_buffers(t)
-    held_out, component_losses = evaluate_held_out(t, step, heldout)
+    held_out, per_component = evaluate_held_out(t, step, heldout)
     task_scores = score_tasks(t, step)
     memory, memory_kind = memory_in_use(t.run.device)
     tokens_per_second = totals.tokens / step_time
@@ -175,7 +175,7 @@ def measure(t: Training, step: int, totals: StepTotals, learning_rate: float,
         eval_loss=held_out[0], eval_accuracy=held_out[1], bits_per_byte=totals.bits_per_byte,
         eval_bits_per_byte=held_out[2], task_scores=task_scores,
         data_shares=data_shares(t.source, t.source_name),
-        eval_component_losses=component_losses)
+        eval_component_losses=per_component)
 
 
 def evaluate_held_out(t: Training, step: int, heldout: list[Batch] | None):
@@ -185,15 +185,13 @@ def evaluate_held_out(t: Training, step: int, heldout: list[Batch] | None):
     if not heldout or not (step % cfg.eval.interval == 0 or step == cfg.run.steps):
         return (None, None, None), None
 
-    def held_out(batches):
-        return evaluate(t.state.module, batches, t.run.device, autocast_context(t.run.device),
-                        t.token_bytes, document_mask=cfg.data.document_mask)
+    masked, device = cfg.data.document_mask, t.run.device
     # Every rank evaluates the same batches (a sharded model needs them all).
     with t.ranks.collective(f"step {step}: evaluation"):
-        overall = held_out(heldout)
-        components = {name: held_out(batches)[0]
-                      for name, batches in (t.heldout_components or {}).items()}
-    return overall, components or None
+        return (evaluate(t.state.module, heldout, device, autocast_context(device),
+                         t.token_bytes, document_mask=masked),
+                component_losses(t.state.module, t.heldout_components, device, t.token_bytes,
+                                 masked))
 
 
 def score_tasks(t: Training, step: int) -> dict[str, float] | None:
