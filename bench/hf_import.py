@@ -39,7 +39,7 @@ MEASURE = textwrap.dedent("""\
     if which == "slimcore":
         import dataclasses
         from slimcore.config.schema import ModelSection
-        from slimcore.launch.training import materialise
+        from slimcore.launch.training import materialize_from
         from slimcore.model.gpt import GPT
         from slimcore.model.hf_folder import HFFolder
         from slimcore.model.ops import TorchOps
@@ -51,7 +51,7 @@ MEASURE = textwrap.dedent("""\
         cfg = dataclasses.replace(ModelSection(seq_len=2048), **HFFolder.open(folder).shape())
         with torch.device("meta"):
             model = GPT(cfg, cfg.vocab_size, TorchOps)
-        materialise(model, torch.device("cpu"), folder)
+        materialize_from(model, torch.device("cpu"), folder)
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     seconds = time.perf_counter() - began

@@ -192,9 +192,9 @@ def build_state(run: Run, plugins, ranks: Distributed, import_from: str | None =
                     select_ops(config.model.backend, run.device, config.model.compile))
     if sharded:
         wrapped = ranks.wrap(model, run.device)  # FSDP shards the meta parameters in place
-        materialise(model, run.device, import_from)
+        materialize_from(model, run.device, import_from)
     elif import_from:
-        materialise(model, run.device, import_from)
+        materialize_from(model, run.device, import_from)
         wrapped = ranks.wrap(model, run.device)  # DDP starts from rank 0's (equal) weights
     else:
         model.to(run.device)
@@ -207,7 +207,7 @@ def build_state(run: Run, plugins, ranks: Distributed, import_from: str | None =
                          scheduler=build_scheduler(plugins, run, optimizer), wrapped=wrapped)
 
 
-def materialise(model: GPT, device: torch.device, folder: str | None) -> None:
+def materialize_from(model: GPT, device: torch.device, folder: str | None) -> None:
     """A model made on the meta device given storage on `device` and its starting weights:
     the Hugging Face `folder`'s, or its own (None)."""
     model.materialize(device, weights=folder is None)

@@ -16,7 +16,9 @@ The shard key hashes the shard (its path or URL, and a local file's size and mod
 time) and what makes its documents (corpus.text_field, corpus.max_document_chars, the set
 names kept): a changed shard or setting is another key, another tokenizer another folder, so
 a cache is never read for text it was not made from. Files are checked against their sha256
-when opened; a damaged one is named, removed and made again from the text on that pass.
+when a stream first opens them (again only if their size or time changes: a later pass does
+not read them twice); a damaged one is named, removed and made again from the text on that
+pass.
 
 A pass reads a shard's text in record order, but its documents reach the encoder later and
 shuffled (the shuffle buffer): each arrives with a `keep` callback (CacheableText) that
@@ -185,6 +187,9 @@ class TokenCache:
         self.lock = threading.Lock()
         self.writers: dict[str, ShardWriter] = {}
         self.said: set[str] = set()
+        # files whose sha256 this process checked, by key: their (size, mtime) then; a later
+        # pass reads them without hashing them again, unless they changed
+        self.verified: dict[str, tuple] = {}
 
     def key(self, url: str, corpus, set_names) -> str:
         return shard_key(url, corpus.text_field, corpus.max_document_chars, set_names)
@@ -201,9 +206,12 @@ class TokenCache:
             return None
         try:
             manifest = json.loads(paths["json"].read_text())
-            for kind in ("bin", "idx"):
-                if file_sha256(paths[kind]) != manifest["sha256"][kind]:
-                    raise ValueError(f"its {paths[kind].name} fails its sha256")
+            stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in paths.values())
+            if self.verified.get(key) != stamp:
+                for kind in ("bin", "idx"):
+                    if file_sha256(paths[kind]) != manifest["sha256"][kind]:
+                        raise ValueError(f"its {paths[kind].name} fails its sha256")
+                self.verified[key] = stamp
             index = np.load(paths["idx"])
             ids = np.memmap(paths["bin"], dtype=np.dtype(manifest["dtype"]), mode="r",
                             offset=HEADER_INTS * 4, shape=(int(manifest["tokens"]),))
