@@ -169,14 +169,11 @@ class DocumentStream:
                 if writer is not None:  # a damaged shard is not cached
                     cache.abandon(key)
                     writer = None
-                if plan.keeps(shard, item.index) or item.fatal:
-                    yield Position(epoch, cursor, item.index + 1), "damage", (item, url)
+                yield Position(epoch, cursor, item.index + 1), "damage", (item, url)
                 if item.fatal:
                     return
                 continue
             index, record = item
-            if not plan.keeps(shard, index):
-                continue
             after = Position(epoch, cursor, index + 1)
             text = record.get(corpus.text_field, MISSING)
             if not isinstance(text, str) or not text:

@@ -70,9 +70,6 @@ class ShardPlan:
     def is_whole(self, shard: int) -> bool:
         return shard not in self.shared
 
-    def keeps(self, shard: int, record_index: int) -> bool:
-        return self.is_whole(shard) or self.keeps_record(record_index)
-
     def keeps_record(self, record_index: int) -> bool:
         """Of a shared shard: this reader's records."""
         return record_index % self.readers == self.reader

@@ -70,14 +70,15 @@ def kind_of(name: str) -> str | None:
 
 def shard_records(url: str, start: int = 0, keep: Callable[[int], bool] | None = None
                   ) -> Iterator[tuple[int, dict] | Damage]:
-    """The shard's records from index `start` on; with `keep`, of JSON lines only those
-    whose index it keeps are decoded and parsed (the others' damage is theirs to name)."""
+    """The shard's records from index `start` on; with `keep`, only those whose index it
+    keeps, and only their damage, but for damage that ends the shard (JSON lines that are
+    not kept are not even decoded)."""
     kind = kind_of(url)
     with open_shard(url) as raw:
         if kind == "parquet":
-            yield from _parquet_records(raw, start)
+            yield from _kept(_parquet_records(raw, start), keep)
         elif kind == "text":
-            yield from _text_record(raw, start)
+            yield from _kept(_text_record(raw, start), keep)
         else:
             chunks = _chunks(raw)
             if kind == "jsonl.zst":
@@ -85,6 +86,18 @@ def shard_records(url: str, start: int = 0, keep: Callable[[int], bool] | None =
             elif kind == "jsonl.gz":
                 chunks = _gzip_chunks(chunks)
             yield from _json_records(chunks, start, keep)
+
+
+def _kept(items, keep: Callable[[int], bool] | None):
+    """Records and damage of the indices `keep` keeps (and fatal damage), blank runs."""
+    for item in items:
+        if keep is None or isinstance(item, Blank):
+            yield item
+        elif isinstance(item, Damage):
+            if item.fatal or keep(item.index):
+                yield item
+        elif keep(item[0]):
+            yield item
 
 
 def open_shard(url: str):

@@ -371,3 +371,16 @@ def test_dataset_repo_files_are_resolved_as_datasets_streams_them(tmp_path):
     with pytest.raises(UserError, match="has no data files matching test/.*; check "
                                         "corpus.eval_data_files"):
         resolved_files(repo, "test/*.zst", "corpus.eval_path")
+
+
+def test_a_shared_parquet_shard_is_split_by_record_too(tokenizer, tmp_path):
+    """A parquet shard shared by 2 ranks: rank r keeps rows r, r + 2, ... (the reader's
+    filter applies to every kind of shard, not only JSON lines)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "one.parquet"
+    pq.write_table(pa.table({"text": DOCS[:11]}), path)
+    shares = [list(DocumentStream(make_run(tokenizer, path, rank=r, world_size=2), str(path),
+                                  epochs=1)) for r in range(2)]
+    assert shares == [DOCS[0:11:2], DOCS[1:11:2]]
