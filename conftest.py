@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -311,3 +312,9 @@ def run_in_process(config_path, plugins: dict | None = None, overrides=(), resum
 
     run, pm = run_config_file(config_path, plugins, overrides, disabled, resume, overwrite)
     return run.status, pm
+
+
+def steps_of(folder: Path) -> dict[int, dict]:
+    """A run folder's history (history/metrics.jsonl), each step's record by its step."""
+    lines = (Path(folder) / "history" / "metrics.jsonl").read_text().splitlines()
+    return {record["step"]: record for record in map(json.loads, lines)}

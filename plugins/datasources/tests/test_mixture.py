@@ -219,7 +219,7 @@ def test_a_mixed_run_resumes_exactly_and_shows_its_mix(write_config, corpora, tm
     straight run's, bit for bit, with the same shares; every step's `data_shares` in the
     history, drawn by the `mixture` chart, `data/share/NAME` for the trackers; each
     component's held-out loss at the evaluation step."""
-    from conftest import run_cli, run_in_process
+    from conftest import run_cli, run_in_process, steps_of
     from slimcore import ChartData, installed_charts
     from slimcore.testing import draw_chart
     from slimcore_visualizers.tracker_thread import scalars
@@ -235,8 +235,7 @@ def test_a_mixed_run_resumes_exactly_and_shows_its_mix(write_config, corpora, tm
         config = write_config({**settings, "output": {"dir": str(folder)}}, name)
         status, _ = run_in_process(config, resume=resume, disabled=("tensorboard",))
         assert status == "completed"
-        return {m["step"]: m for m in map(json.loads, (folder / "history" / "metrics.jsonl")
-                                          .read_text().splitlines())}
+        return steps_of(folder)
 
     straight = history("straight")
     again = history("again", resume=str(tmp_path / "straight" / "checkpoints" /

@@ -1,13 +1,12 @@
 """The `tokens` source: nanoGPT's and llm.c's pre-tokenized files, read in windows, split
 across ranks, resumed exactly, and bad files refused in one line."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import run_in_process
+from conftest import run_in_process, steps_of
 from slimcore import UserError
 from slimcore_datasources.tokens import LLMC_MAGIC, Rows, open_shards
 
@@ -109,8 +108,7 @@ def test_a_run_on_tokens_resumes_exactly(write_config, tmp_path):
         folder = tmp_path / name
         config = write_config({**settings, "output": {"dir": str(folder)}}, name)
         assert run_in_process(config, resume=resume)[0] == "completed"
-        return {m["step"]: m for m in map(json.loads, (folder / "history" / "metrics.jsonl")
-                                          .read_text().splitlines())}
+        return steps_of(folder)
 
     straight = losses("straight")
     again = losses("again", resume=str(tmp_path / "straight" / "checkpoints" /
