@@ -365,19 +365,23 @@ def test_a_model_too_large_for_one_rank_trains_sharded_on_two(write_config, tmp_
     below DDP's on the same model (a replica each)."""
     import os
 
+    from slimcore.config.schema import ModelSection
+    from slimcore.launch.preparation import TRAINING_BYTES_PER_PARAMETER
+    from slimcore.model.gpt import parameter_count
+
+    shape = {"width": 512, "layers": 8, "heads": 8, "mlp_hidden": 2048, "seq_len": 64}
+    parameters = parameter_count(ModelSection(**shape), 300)  # the tokenizer's vocabulary
     settings = {"run": {"steps": 3}, "data": {"source": "chunk", "batch_size": 2},
                 "corpus": {"path": str(corpus), "shuffle_buffer": 0},
                 "tokenizer": {"vocab_size": 300, "train_documents": 100},
-                "model": {"width": 512, "layers": 8, "heads": 8, "mlp_hidden": 2048,
-                          "seq_len": 64},
-                "checkpoint": {"checkpointer": None}, "eval": {"interval": 0}}
+                "model": shape, "checkpoint": {"checkpointer": None}, "eval": {"interval": 0}}
     budget = {"SLIMCORE_TEST_MEMORY_BYTES": str(int(0.40 * 2**30))}
     alone = subprocess.run([sys.executable, "-m", "slimcore", "run", str(write_config(
         {**settings, "output": {"dir": str(tmp_path / "alone")}}, "alone"))],
         capture_output=True, text=True, cwd=REPO, env={**os.environ, **budget}, timeout=300)
     assert alone.returncode == 2, alone.stderr[-2000:]
-    assert "model: 33,8" in alone.stderr and "a rank has 0.40 GiB of cpu memory" in \
-        alone.stderr, alone.stderr[-2000:]
+    assert f"model: {parameters:,} parameters need 0.5" in alone.stderr and \
+        "a rank has 0.40 GiB of cpu memory" in alone.stderr, alone.stderr[-2000:]
     peaks = {}
     # glibc keeps freed heap memory resident (its mmap threshold rises to 32 MB as blocks
     # are freed): fixed, the resident peak follows the live bytes
@@ -391,7 +395,7 @@ def test_a_model_too_large_for_one_rank_trains_sharded_on_two(write_config, tmp_
         finally:
             for key in ("SLIMCORE_TEST_MEMORY_BYTES", "MALLOC_MMAP_THRESHOLD_"):
                 os.environ.pop(key, None)
-    whole = 33.8e6 * 16 / 1024  # KiB
+    whole = parameters * TRAINING_BYTES_PER_PARAMETER / 1024  # KiB: weights, grads, AdamW
     print(f"peak KiB per rank: fsdp {peaks['fsdp']}, ddp {peaks['ddp']}")
     for rank in (0, 1):
         assert peaks["fsdp"][rank] < peaks["ddp"][rank] - 0.3 * whole, peaks
