@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
@@ -25,7 +24,7 @@ from slimcore.model.gpt import GPT
 from slimcore.model.native_ops import NativeOps
 from slimcore.model.ops import TorchOps
 
-from throughput import issue_shape
+from throughput import issue_shape, train_rate
 
 BOS, EOS = 1, 2
 
@@ -47,25 +46,9 @@ def packed_rows(count: int, seq_len: int, vocab: int, mean_tokens: int, seed: in
     return rows, documents
 
 
-def step_rate(model, batches, device, steps: int, warmup: int = 2) -> float:
-    """Tokens/s of `steps` AdamW steps (bf16 autocast on CUDA) over `batches`."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=device.type == "cuda")
-    for step in range(warmup + steps):
-        if step == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-        inputs, targets, documents = batches[step % len(batches)]
-        with autocast:
-            loss_sum, _, count = model(inputs, targets, documents)
-        (loss_sum / count).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batches[0][0].numel() / (time.perf_counter() - started)
+def masked_loss(model, inputs, targets, documents):
+    loss_sum, _, count = model(inputs, targets, documents)
+    return loss_sum / count
 
 
 def main() -> None:
@@ -92,8 +75,9 @@ def main() -> None:
             model.to(device)
             on_device = [(b.inputs.to(device), b.targets.to(device),
                           b.documents.to(device) if masked else None) for b in batches]
-            rates[masked] = statistics.median(step_rate(model, on_device, device, args.steps)
-                                              for _ in range(args.repeats))
+            rates[masked] = statistics.median(
+                train_rate(model, masked_loss, on_device, device, args.steps)[0]
+                for _ in range(args.repeats))
         print(f"{name:7s} unmasked {rates[False]:9,.0f} tok/s   masked {rates[True]:9,.0f} "
               f"tok/s   masked/unmasked {rates[True] / rates[False]:.3f}x")
 

@@ -145,9 +145,9 @@ def training_step(model, loss_of, device):
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
         else torch.autocast("cpu", enabled=False)
 
-    def step(inputs, targets):
+    def step(inputs, targets, *more):  # more: what else loss_of takes (documents)
         with autocast:
-            loss = loss_of(model, inputs, targets)
+            loss = loss_of(model, inputs, targets, *more)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
