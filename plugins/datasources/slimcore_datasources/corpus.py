@@ -139,19 +139,12 @@ class CorpusSource(BackgroundSource):
         """A mixture's components' held-out batches (each its last shard), unless
         corpus.eval_path names one held-out corpus for all."""
         reading = Reading(config, tokenizer)
-        corpus = settings(reading)
-        if not corpus.mixture or corpus.eval_path is not None:
+        held_out = heldout_documents(reading)
+        if not isinstance(held_out, MixedDocuments):
             return None
-        components = {}
-        for name, component in corpus.mixture.items():
-            if component.weight > 0:
-                held_out = DocumentStream(
-                    reading, *component_source(corpus, component)[:2], role="heldout",
-                    key=f"corpus.mixture.{name}.path", split_ranks=False, epochs=1,
-                    set_names=component.set_names)
-                components[name] = [batch for batch, _ in itertools.islice(
-                    cls.batches(reading, held_out, heldout=True), count)]
-        return components
+        return {name: [batch for batch, _ in itertools.islice(
+                    cls.batches(reading, stream, heldout=True), count)]
+                for name, stream in held_out.streams.items()}
 
     @classmethod
     def validation_batches(cls, config, tokenizer, count):
