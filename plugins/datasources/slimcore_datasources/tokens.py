@@ -89,12 +89,8 @@ class TokensSource(DataSource):
         if settings.path is None:
             raise UserError("tokens.path: the tokens source needs its token files")
         self.shards = open_shards(settings.path, settings.dtype, "tokens.path")
-        document_start = settings.document_start if run.config.data.document_mask else None
-        if run.config.data.document_mask and document_start is None:
-            raise ConfigError("tokens.document_start", "data.document_mask needs the id that "
-                              "begins each document in the token files", run.config.source)
         self.rows = Rows(self.shards, run.config.model.seq_len, run.rank, run.world_size,
-                         document_start)
+                         document_start(run.config))
         self.batch_size = run.config.data.batch_size
         self.drawn = False
 
@@ -114,9 +110,19 @@ class TokensSource(DataSource):
         if settings.eval_path is None:
             return None
         rows = Rows(open_shards(settings.eval_path, settings.dtype, "tokens.eval_path"),
-                    config.model.seq_len, 0, 1,
-                    settings.document_start if config.data.document_mask else None)
+                    config.model.seq_len, 0, 1, document_start(config))
         return [rows.batch(config.data.batch_size) for _ in range(count)]
+
+
+def document_start(config) -> int | None:
+    """The id that begins each document, under data.document_mask (which needs it)."""
+    if not config.data.document_mask:
+        return None
+    start = config.section(NAME).document_start
+    if start is None:
+        raise ConfigError("tokens.document_start", "data.document_mask needs the id that "
+                          "begins each document in the token files", config.source)
+    return start
 
 
 class Rows:
