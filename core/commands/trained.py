@@ -21,9 +21,11 @@ import yaml
 from ..config.parse import parse_config
 from ..config.schema import CheckpointSection, RunConfig
 from ..contracts.checkpoint import Checkpoint
+from ..contracts.checkpointer import Checkpointer
 from ..contracts.errors import UserError
 from ..contracts.paths import RunPaths
 from ..launch.folder import read_run_record
+from ..launch.resume import is_run_folder
 from ..model.gpt import GPT, model_vocab, parameter_count
 from ..model.ops import select_ops
 from ..text.tokenizer import Tokenizer, stored_tokenizer
@@ -58,7 +60,7 @@ def load_trained(source: str, plugins, device: torch.device, checkpointer: str |
         raise UserError(f"{key}: {source} does not exist; give a checkpoint file or a run "
                         "folder (runs/NAME)")
     folder = run_folder_of(path)
-    checkpoint = read_source(path, folder, plugins, checkpointer, key)
+    checkpoint, reader = read_source(path, folder, plugins, checkpointer, key)
     config = saved_config(checkpoint.config, plugins, f"{checkpoint.path} (its config)")
     if checkpoint.tokenizer_model is None:
         raise UserError(f"{key}: {checkpoint.path} carries no tokenizer; it cannot be used")
@@ -68,34 +70,35 @@ def load_trained(source: str, plugins, device: torch.device, checkpointer: str |
     except (RuntimeError, TypeError, ValueError) as e:  # SentencePiece's own parse failure
         raise UserError(f"{key}: {checkpoint.path} carries a tokenizer SentencePiece cannot "
                         f"read ({str(e).strip()[:200]}); the checkpoint is damaged") from None
-    model = build_model(checkpoint, config, tokenizer, device)
+    model = build_model(checkpoint, config, tokenizer, device, reader)
     return TrainedModel(checkpoint=checkpoint, folder=folder, config=config,
                         tokenizer=tokenizer, model=model)
 
 
 def run_folder_of(path: Path) -> Path:
-    """A folder itself; for a file, the nearest folder above it with a run record."""
-    if path.is_dir():
+    """A folder with a run record itself; else the nearest folder above it with one (a
+    sharded checkpoint is a folder inside its run's)."""
+    if path.is_dir() and RunPaths(path).record.is_file():
         return path
     for folder in path.resolve().parents:
         if RunPaths(folder).record.is_file():
             return folder
-    return path.parent
+    return path if path.is_dir() else path.parent
 
 
 def read_source(path: Path, folder: Path, plugins, checkpointer: str | None,
-                key: str) -> Checkpoint:
+                key: str) -> tuple[Checkpoint, Checkpointer]:
     """The checkpoint `path` names (a run folder: its run's newest intact one), verified by
-    its checkpointer."""
+    its checkpointer; and that checkpointer."""
     paths = RunPaths(folder)
     name = checkpointer or folder_checkpointer(paths) or DEFAULT_CHECKPOINTER
     reader = plugins.lookup("checkpointer", name, "--checkpointer")
-    saved = reader.newest(folder, folder_run_id(paths)) if path.is_dir() else \
-        reader.load(str(path))
+    saved = reader.newest(folder, folder_run_id(paths)) if is_run_folder(path, reader) \
+        else reader.load(str(path))
     if not saved:
         raise UserError(f"{key}: {path} holds no intact checkpoint of its run (give a run "
                         "folder of a run that saved one, or a checkpoint file)")
-    return saved
+    return saved, reader
 
 
 def folder_checkpointer(paths: RunPaths) -> str | None:
@@ -121,16 +124,33 @@ def saved_config(raw: dict, plugins, source: str) -> RunConfig:
 
 
 def build_model(checkpoint: Checkpoint, config: RunConfig, tokenizer: Tokenizer,
-                device: torch.device) -> GPT:
+                device: torch.device, reader: Checkpointer) -> GPT:
+    """The record's model. A sharded checkpointer's record holds the weights' shapes only:
+    its files are read into the model built here, and the record then holds its weights
+    (an export format reads them there)."""
     check_config_fits_weights(checkpoint, config, tokenizer)
     model = GPT(config.model, model_vocab(config.model, tokenizer), select_ops("auto", device))
     try:
-        model.load_state_dict(checkpoint.model)
+        if reader.sharded:
+            check_shapes(model, checkpoint)
+            reader.read_shards(checkpoint, {"model": model.state_dict()})
+            checkpoint.model = model.state_dict()
+        else:
+            model.load_state_dict(checkpoint.model)
     except RuntimeError as e:
         first = (str(e).splitlines()[1:] or [str(e)])[0].strip()[:300]
         raise UserError(f"{checkpoint.path}: its weights do not fit the model its config "
                         f"describes ({first})") from None
     return model.to(device).eval()
+
+
+def check_shapes(model: GPT, checkpoint: Checkpoint) -> None:
+    """RuntimeError, as load_state_dict raises it, for names or shapes that differ."""
+    wanted = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    held = {name: tuple(t.shape) for name, t in checkpoint.model.items()}
+    if wanted != held:
+        differ = sorted(n for n in wanted.keys() | held.keys() if wanted.get(n) != held.get(n))
+        raise RuntimeError(f"weights differ:\n{', '.join(differ[:5])}")
 
 
 def check_config_fits_weights(checkpoint: Checkpoint, config: RunConfig,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,6 +38,10 @@ class Run:
     prior_samples: list[dict] = field(default_factory=list)
     # Every chart the loaded plugins register, in dashboard order (each knows its `plugin`).
     charts: list[Chart] = field(default_factory=list)
+    # A torch.distributed process group of every rank for a `sharded` checkpointer's own
+    # collectives, apart from training's so they may run on the checkpoint thread; None when
+    # the run is one process or its checkpointer is not sharded.
+    checkpoint_group: Any = None
 
     @property
     def is_main_process(self) -> bool:

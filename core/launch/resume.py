@@ -3,7 +3,7 @@ record put back in place (model, optimizer, schedule, counters, data position, R
 
     saved = load_resume_checkpoint(run, checkpointer, "auto")   verified by the checkpointer
     settle_resumed_run(run, ranks, folder, saved, ...)          the run keeps its id
-    restore(run, ranks, state, saved)                after the model and optimizer exist
+    restore(run, ranks, state, saved, checkpointer)   after the model and optimizer exist
     position_source(source, state, config)           the data stream where it stopped
 """
 
@@ -20,6 +20,7 @@ from ..config.schema import CORE_SECTIONS, RunConfig, yaml_key
 from ..contracts.checkpoint import Checkpoint
 from ..contracts.checkpointer import Checkpointer
 from ..contracts.errors import ConfigError, UserError, bounded_repr
+from ..contracts.paths import RunPaths
 from ..contracts.run import Run
 from ..contracts.source import DataSource
 from ..train.distributed import Distributed
@@ -57,7 +58,7 @@ def find_checkpoint(run: Run, checkpointer: Checkpointer | None,
                         "resume from")
     if where == "auto":
         return checkpointer.newest(run.output_dir, run.run_id)
-    if Path(where).is_dir():  # a run folder, as the model commands take: its newest set
+    if is_run_folder(Path(where), checkpointer):  # as the model commands take: its newest
         saved = checkpointer.newest(Path(where), None)
         if not saved:
             raise UserError(f"--resume: {where} is a folder holding no intact checkpoint of "
@@ -65,6 +66,12 @@ def find_checkpoint(run: Run, checkpointer: Checkpointer | None,
                             "one, a checkpoint file, or auto")
         return saved
     return checkpointer.load(where)
+
+
+def is_run_folder(path: Path, checkpointer: Checkpointer) -> bool:
+    """Whether `path` names a run folder (its newest checkpoint is meant) rather than a
+    checkpoint: a sharded checkpointer's checkpoint is a folder too, one without run.json."""
+    return path.is_dir() and (not checkpointer.sharded or RunPaths(path).record.is_file())
 
 
 def keep_the_schedule(run: Run, recorded: dict) -> None:
@@ -117,7 +124,8 @@ def settle_resumed_run(run: Run, ranks: Distributed, folder: RunFolder | None,
     run.run_id = checkpoint_run
 
 
-def restore(run: Run, ranks: Distributed, state: TrainingState, saved: Checkpoint) -> None:
+def restore(run: Run, ranks: Distributed, state: TrainingState, saved: Checkpoint,
+            checkpointer: Checkpointer) -> None:
     """Put all of the record in place: model, optimizer, schedule, counters, this rank's
     data position and every random state."""
     if saved.tokenizer_fingerprint != run.tokenizer.fingerprint:
@@ -125,7 +133,12 @@ def restore(run: Run, ranks: Distributed, state: TrainingState, saved: Checkpoin
                         "(fingerprints differ); resume with the same tokenizer settings")
     in_force = optimizer_settings(state)
     try:
-        ranks.load_full_state(state.model, state.optimizer, saved.model, saved.optimizer)
+        if checkpointer.sharded:  # each rank reads its own share, whoever saved it
+            ranks.load_shards(state.model, state.optimizer,
+                              lambda shares: checkpointer.read_shards(saved, shares),
+                              saved.optimizer["param_groups"])
+        else:
+            ranks.load_full_state(state.model, state.optimizer, saved.model, saved.optimizer)
     except RuntimeError as e:
         raise UserError(f"--resume: {saved.path} holds a model of another shape "
                         f"({(str(e).splitlines()[1:] or [str(e)])[0].strip()[:300]})") from None

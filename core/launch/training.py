@@ -80,6 +80,8 @@ def train_in_folder(config: RunConfig, plugins, checkpointer, ranks: Distributed
     run = Run(config=config, output_dir=output_dir_for(config), device=device,
               rank=ranks.rank, world_size=ranks.world_size)
     plugins.observing = run.is_main_process
+    if checkpointer is not None and checkpointer.sharded:
+        run.checkpoint_group = ranks.checkpoint_group()
     folder, fresh_id, holder = claim_output_folder(run, ranks, resume, overwrite)
     try:
         check_the_folder_is_shared(run, ranks, holder)
@@ -165,7 +167,7 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
                  source_name=run.config.data.source,
                  token_bytes=TokenBytes(run.tokenizer, run.device), tasks=tasks)
     if saved:
-        restore(run, ranks, t.state, saved)
+        restore(run, ranks, t.state, saved, checkpointer)
         del saved  # the weights are in the model now; the copies can go
     elif import_from and run.is_main_process:
         print(f"model: the weights of {import_from}")

@@ -39,7 +39,7 @@ def save_checkpoint(t: Training, wait: bool = False) -> str | None:
     """Save through the run's checkpointer; with `wait`, return once it is saved, with its
     path (None on ranks other than 0). Every rank takes part: its data position (and, for a
     sharded model, its shard) is gathered on rank 0, which builds the record and hands it
-    over.
+    over; a sharded checkpointer instead gets each rank's own share on that rank.
 
     Before the record leaves, every output record up to this step is made durable (the
     core's history, and each observer's through `on_checkpoint`), so a resume from this
@@ -49,6 +49,10 @@ def save_checkpoint(t: Training, wait: bool = False) -> str | None:
         t.history.flush(durable=True)
     t.notify("on_checkpoint", step=state.step)
     data_states = ranks.gather(state.data_state, "gathering data positions for a checkpoint")
+    if t.checkpointer.sharded:  # every rank hands over its own share
+        model_state, optimizer_state = ranks.shard_state(state.model, state.optimizer)
+        t.writer.save(checkpoint_record(t, model_state, optimizer_state, data_states))
+        return t.writer.wait() if wait else None
     model_state = ranks.full_model_state(state.model)
     optimizer_state = ranks.full_optimizer_state(state.model, state.optimizer)
     if t.run.is_main_process:
@@ -76,15 +80,20 @@ def checkpoint_record(t: Training, model_state: dict, optimizer_state: dict,
         tokenizer_model=run.tokenizer.model_proto if run.tokenizer else None,
         model=model_state, optimizer=optimizer_state,
         scheduler=state.scheduler.state_dict(), rng=capture_rng(),
-        data_state=None if all(d is None for d in data_states) else
+        data_state=None if not data_states or all(d is None for d in data_states) else
         {"world_size": t.ranks.world_size, "ranks": data_states})
 
 
 def prepare_checkpoint_buffers(t: Training) -> None:
     """Have the writer make its host buffers now, on a thread, for records shaped like this
     one (the local state dicts: no collective; under FSDP the gathered state differs, and
-    its first save makes them)."""
-    if t.checkpointer is not None and t.run.is_main_process and t.ranks.strategy != "fsdp":
+    its first save makes them). A sharded checkpointer's: every rank's share."""
+    if t.checkpointer is None:
+        return
+    if t.checkpointer.sharded:
+        t.writer.prepare(checkpoint_record(
+            t, *t.ranks.shard_state(t.state.model, t.state.optimizer), [t.state.data_state]))
+    elif t.run.is_main_process and t.ranks.strategy != "fsdp":
         t.writer.prepare(checkpoint_record(t, t.state.model.state_dict(),
                                            t.state.optimizer.state_dict(),
                                            [t.state.data_state]))

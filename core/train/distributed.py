@@ -275,6 +275,34 @@ class Distributed:
                              for group in optimizer_state["param_groups"]]}
         set_optimizer_state_dict(model, optimizer, by_name, options=options)
 
+    def shard_state(self, model, optimizer) -> tuple[dict, dict]:
+        """This rank's share of the model's and optimizer's state, keyed by parameter name
+        (a sharded checkpointer's form): DTensor shards under FSDP, the tensors themselves
+        otherwise. No collective."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        return get_state_dict(model, optimizer)
+
+    def load_shards(self, model, optimizer, read, param_groups: list) -> None:
+        """Fill the model and optimizer with `read({"model": ..., "optimizer": {"state":
+        ...}})`, which writes into this rank's share in place (a sharded checkpointer's
+        `read_shards`); `param_groups` (by parameter name) are the saved groups."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_state, optimizer_state = get_state_dict(model, optimizer)  # state made if none
+        with self.collective("reading a sharded checkpoint"):
+            read({"model": model_state, "optimizer": {"state": optimizer_state["state"]}})
+        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict={
+            "state": optimizer_state["state"], "param_groups": param_groups})
+
+    def checkpoint_group(self):
+        """A process group of every rank for a sharded checkpointer's collectives (gloo: its
+        collectives run on host memory, on the checkpoint thread beside training's)."""
+        if not self.active:
+            return None
+        return dist.new_group(backend="gloo",
+                              timeout=datetime.timedelta(seconds=self.timeout_s))
+
     def check_replicas_agree(self, model: torch.nn.Module) -> None:
         """DDP with two ranks or more: every rank holds the same parameters after training,
         or TrainingHalted. Nothing to compare otherwise (FSDP holds no replicas)."""

@@ -103,7 +103,9 @@ class HostBuffers:
 
         def copy(name: str, tensor: torch.Tensor) -> torch.Tensor:
             seen.add(name)
-            return self._buffer(name, tensor).copy_(tensor.detach(), non_blocking=tensor.is_cuda)
+            local = local_part(tensor.detach())
+            copied = self._buffer(name, local).copy_(local, non_blocking=local.is_cuda)
+            return as_shard_like(copied, tensor) if is_dtensor(tensor) else copied
 
         snapshot = Checkpoint(**self._mirror(checkpoint, copy))
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -115,7 +117,8 @@ class HostBuffers:
     def allocate(self, checkpoint: Checkpoint) -> None:
         """Buffers for every tensor of records shaped like `checkpoint`, their pages touched
         (the kernel maps fresh memory on first write: that is the slow part)."""
-        self._mirror(checkpoint, lambda name, tensor: self._buffer(name, tensor).zero_())
+        self._mirror(checkpoint, lambda name, tensor:
+                     self._buffer(name, local_part(tensor.detach())).zero_())
 
     def _mirror(self, checkpoint: Checkpoint, on_tensor) -> dict[str, Any]:
         """The record's fields with every container rebuilt and each tensor replaced by
@@ -139,3 +142,24 @@ class HostBuffers:
             buffer = torch.empty(like.shape, dtype=like.dtype, pin_memory=like.is_cuda)
             self.buffers[name] = buffer
         return buffer
+
+
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """What this rank holds of `tensor`: a DTensor's shard (a sharded checkpointer's record
+    under FSDP), else the tensor itself."""
+    return tensor.to_local() if is_dtensor(tensor) else tensor
+
+
+def as_shard_like(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The host copy `local` of DTensor `like`'s shard, as a DTensor placed as `like` is, so
+    the checkpointer still sees where the shard sits in the whole."""
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(local, like.device_mesh, like.placements, run_check=False,
+                              shape=like.shape, stride=like.stride())
