@@ -362,7 +362,8 @@ def test_a_model_too_large_for_one_rank_trains_sharded_on_two(write_config, tmp_
     test budget of 0.40 GiB a rank (SLIMCORE_TEST_MEMORY_BYTES) one process is refused
     before it builds anything, and FSDP on 2 ranks trains it: each rank builds its half on
     the meta device and never holds the whole, so its peak stays at least 0.3 x the whole
-    below DDP's on the same model (a replica each)."""
+    below DDP's on the same model (a replica each), checkpoint included: the sharded
+    checkpointer has each rank write its own share, nothing gathered."""
     import os
 
     from slimcore.config.schema import ModelSection
@@ -374,7 +375,8 @@ def test_a_model_too_large_for_one_rank_trains_sharded_on_two(write_config, tmp_
     settings = {"run": {"steps": 3}, "data": {"source": "chunk", "batch_size": 2},
                 "corpus": {"path": str(corpus), "shuffle_buffer": 0},
                 "tokenizer": {"vocab_size": 300, "train_documents": 100},
-                "model": shape, "checkpoint": {"checkpointer": None}, "eval": {"interval": 0}}
+                "model": shape, "checkpoint": {"checkpointer": "sharded"},
+                "eval": {"interval": 0}}
     budget = {"SLIMCORE_TEST_MEMORY_BYTES": str(int(0.40 * 2**30))}
     alone = subprocess.run([sys.executable, "-m", "slimcore", "run", str(write_config(
         {**settings, "output": {"dir": str(tmp_path / "alone")}}, "alone"))],
@@ -399,3 +401,6 @@ def test_a_model_too_large_for_one_rank_trains_sharded_on_two(write_config, tmp_
     print(f"peak KiB per rank: fsdp {peaks['fsdp']}, ddp {peaks['ddp']}")
     for rank in (0, 1):
         assert peaks["fsdp"][rank] < peaks["ddp"][rank] - 0.3 * whole, peaks
+    # It checkpointed (the end of the run), each rank writing its own share.
+    saved = tmp_path / "fsdp" / "checkpoints" / "sharded_step_3"
+    assert {p.name for p in saved.iterdir()} >= {"__0_0.distcp", "__1_0.distcp", "record.bin"}
