@@ -4,6 +4,7 @@ save takes in all, its bytes, and load with full verification.
 
     BENCH_DIR=/work python bench/checkpoint.py               # both models
     python bench/checkpoint.py --models quickstart
+    python bench/checkpoint.py --ranks 2 4                    # sharded, bench/checkpoint_ranks.py
 
 In the same process, beside slimcore's background save (core/train/writer.py handing a
 snapshot to three_file): a plain copy of the same state into host memory (the least any
@@ -211,8 +212,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ranks", nargs="+", type=int,
+                        help="instead: the sharded checkpointer on a model sharded over each "
+                             "of these numbers of ranks (bench/checkpoint_ranks.py)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.ranks:
+        import checkpoint_ranks
+
+        checkpoint_ranks.main(["--ranks", *map(str, args.ranks), "--rounds", str(args.rounds)])
+        return
     for name in args.models:
         measure(name, args.rounds)
 

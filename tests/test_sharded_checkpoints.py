@@ -28,8 +28,9 @@ def settings_for(corpus, folder, **changes):
 
 def test_a_sharded_set_resumes_on_two_one_and_four_ranks(write_config, tmp_path, corpus):
     """Saved by 2 FSDP ranks (each writing its own file, about half of the bytes); resumed
-    at 2 ranks bit for bit; at 1 and 4 ranks (each rank reading its new share of both
-    files) as one process trains the same global batch, to float32's reduction order."""
+    at 2 ranks bit for bit; under DDP on 2, and at 1 and 4 ranks (each rank reading its new
+    share of both files), as one process trains the same global batch, to float32's
+    reduction order."""
     straight_dir = tmp_path / "straight"
     job = torchrun(write_config(settings_for(corpus, straight_dir), "straight"))
     assert job.returncode == 0, job.stderr[-3000:]
@@ -43,6 +44,14 @@ def test_a_sharded_set_resumes_on_two_one_and_four_ranks(write_config, tmp_path,
     assert job.returncode == 0, job.stderr[-3000:]
     assert [history(again)[s]["loss"] for s in (3, 4)] == \
         [straight[s]["loss"] for s in (3, 4)]
+
+    # The FSDP set resumes under DDP too (each rank reading the whole of each tensor).
+    ddp = tmp_path / "ddp"
+    job = torchrun(write_config(settings_for(corpus, ddp, distributed={"strategy": "ddp"}),
+                                "ddp"), "--resume", str(saved))
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert [history(ddp)[s]["loss"] for s in (3, 4)] == pytest.approx(
+        [straight[s]["loss"] for s in (3, 4)], rel=1e-5)
 
     alone = tmp_path / "alone"
     run_in_process(write_config(settings_for(

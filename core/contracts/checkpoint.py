@@ -32,8 +32,9 @@ class Checkpoint:
     run_id: str | None  # the run it belongs to (run.json); None before run ids existed
     config: dict[str, Any]  # RunConfig.to_dict() of the run that saved it
     tokenizer_fingerprint: str | None
-    # The whole model's state dict (gathered under FSDP). Its tensors may be the live model's
-    # own: a checkpointer stores them before save_checkpoint returns.
+    # The whole model's state dict (gathered under FSDP; a `sharded` checkpointer gets this
+    # rank's share, keyed by name). Its tensors may be the live model's own: a checkpointer
+    # stores them before save_checkpoint returns.
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]  # the whole optimizer's state dict, by parameter position
     scheduler: dict[str, Any]  # the learning-rate scheduler's state dict (JSON values)

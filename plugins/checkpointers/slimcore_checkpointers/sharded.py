@@ -21,7 +21,9 @@ rank then reads only the parts of the files its share needs, whatever world size
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -35,13 +37,14 @@ from typing import Annotated, Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.filesystem import FileSystem
 
 from slimcore import Checkpoint, Checkpointer, Range, UserError, hookimpl, make_durable
 
 from . import tensor_files
 from .consolidate import register_commands  # noqa: F401 - `slimcore consolidate`, its hook
-from .dcp_files import (DIGEST_KEY, FORMAT_VERSION, METADATA, RECORD, VerifiedReader,
-                        file_digest, first_line, job_group, read_set)
+from .dcp_files import (DATA_FILE, DIGEST_KEY, FORMAT_VERSION, METADATA, RECORD,
+                        VerifiedReader, file_digest, first_line, job_group, read_set)
 from .three_file import checkpoints_of, fault_point, header_state
 
 NAME = "sharded"
@@ -85,8 +88,8 @@ class Sharded(Checkpointer):
         partial = final.with_name(final.name + PARTIAL)
         agree(group, lambda: start_partial(partial) if rank_of(group) == 0 else None,
               final)
-        write_shares(checkpoint, partial, group)
-        digests = agree(group, lambda: digests_of(partial, rank_of(group)), final)
+        written = write_shares(checkpoint, partial, group)
+        digests = agree(group, lambda: written, final)
         fault_point("written", checkpoint.step)
         agree(group, lambda: commit(checkpoint, partial, final, digests)
               if rank_of(group) == 0 else None, final)
@@ -164,20 +167,69 @@ def start_partial(partial: Path) -> None:
     partial.mkdir(parents=True)
 
 
-def write_shares(checkpoint: Checkpoint, partial: Path, group) -> None:
+def write_shares(checkpoint: Checkpoint, partial: Path, group) -> dict[str, dict]:
     """Every rank's share of the model and optimizer into `partial` (DCP: its collectives
-    on `group`; each rank's files fsynced)."""
+    on `group`; each rank's files fsynced); {file name: {"sha256", "bytes"}} of the files
+    this rank wrote, hashed as they were written."""
     state = {"model": checkpoint.model, "optimizer": {"state": checkpoint.optimizer["state"]}}
     for name, value in dcp_entries(state):
         if not isinstance(value, torch.Tensor):
             raise UserError(f"checkpoint: {name} is a {type(value).__name__}, not a tensor; "
                             f"checkpointer {NAME} stores tensors only (use three_file)")
+    writer = dcp.FileSystemWriter(partial, sync_files=True)
+    writer.fs = HashingFileSystem()
     try:
-        dcp.save(state, storage_writer=dcp.FileSystemWriter(partial, sync_files=True),
-                 process_group=group, no_dist=group is None)
+        dcp.save(state, storage_writer=writer, process_group=group, no_dist=group is None)
     except dcp.CheckpointException as e:
         raise UserError(f"checkpoint: could not write {partial} ({first_line(e)}); the "
                         "previous checkpoint is intact") from None
+    return {name: digest for name, digest in writer.fs.digests.items()
+            if DATA_FILE.fullmatch(name)}
+
+
+class HashingFileSystem(FileSystem):
+    """DCP's file system, each file it writes hashed on its way to the disk (no second
+    read): `digests` maps a file's name to its {"sha256", "bytes"}."""
+
+    def __init__(self):
+        super().__init__()
+        self.digests: dict[str, dict] = {}
+
+    @contextlib.contextmanager
+    def create_stream(self, path, mode: str):
+        with super().create_stream(path, mode) as stream:
+            if "w" not in mode:
+                yield stream
+                return
+            hashing = HashingStream(stream)
+            yield hashing
+            self.digests[Path(path).name] = hashing.digest()
+
+
+class HashingStream:
+    """A file opened for writing whose bytes also go into a sha256 as they are written
+    (DCP only writes a file front to back, asking `tell()` where it is)."""
+
+    def __init__(self, stream):
+        self.stream, self.sha256, self.bytes = stream, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.sha256.update(view)
+        self.bytes += len(view)
+        return self.stream.write(view)
+
+    def digest(self) -> dict:
+        return {"sha256": self.sha256.hexdigest(), "bytes": self.bytes}
+
+    def __getattr__(self, name):  # tell, flush, fileno, close: the file's own
+        return getattr(self.stream, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stream.close()
 
 
 def dcp_entries(state: dict, prefix: str = ""):
@@ -187,12 +239,6 @@ def dcp_entries(state: dict, prefix: str = ""):
             yield from dcp_entries(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
-
-
-def digests_of(partial: Path, rank: int) -> dict[str, dict]:
-    """{file name: {"sha256", "bytes"}} of the data files this rank wrote."""
-    return {path.name: file_digest(path)
-            for path in sorted(partial.glob(f"__{rank}_*.distcp"))}
 
 
 def commit(checkpoint: Checkpoint, partial: Path, final: Path, digests: list[dict]) -> None:

@@ -44,9 +44,7 @@ def trained(write_config, tmp_path):
 
 def test_a_set_is_a_folder_of_dcp_files_and_a_record_and_rotates(trained):
     _, folder, _ = trained
-    # The set it resumed from is kept beside the newest two; nothing unfinished is left.
-    assert sorted(p.name for p in folder.iterdir()) == ["sharded_step_2", "sharded_step_4",
-                                                         "sharded_step_6"]
+    assert sorted(p.name for p in folder.iterdir()) == ["sharded_step_4", "sharded_step_6"]
     files = sorted(p.name for p in (folder / "sharded_step_6").iterdir())
     assert files == [".metadata", "__0_0.distcp", "record.bin"]
     _, metadata = tensor_files.read(folder / "sharded_step_6" / "record.bin",
@@ -79,6 +77,17 @@ def test_auto_resume_takes_the_newest_set_and_a_resumed_run_saves_again(trained,
     assert sorted(resumed.losses) == [7, 8]
     assert sorted(p.name for p in folder.iterdir()) == ["sharded_step_6", "sharded_step_8"]
     assert read_set(folder / "sharded_step_8", group=None)[0].step == 8
+
+
+@pytest.mark.parametrize("changes", [{"optimizer": {"name": "muon"}},
+                                     {"model": {"tie_embeddings": True}}], ids=["muon", "tied"])
+def test_muon_and_tied_weights_resume_bit_for_bit(write_config, changes):
+    config = write_config({**SETTINGS, "run": {"steps": 4}, **changes})
+    straight, resumed = Losses(), Losses()
+    run_in_process(config, {"losses": straight})
+    folder = config.parent / "out" / "checkpoints"
+    run_in_process(config, {"losses": resumed}, resume=str(folder / "sharded_step_2"))
+    assert resumed.losses == {3: straight.losses[3], 4: straight.losses[4]}
 
 
 @pytest.mark.parametrize("name", ["__0_0.distcp", ".metadata", "record.bin"])
