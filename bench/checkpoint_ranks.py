@@ -11,6 +11,7 @@ Each rank process times, on the same model and optimizer state, one after the ot
 - three_file as a sharded run used it before (the whole model and optimizer gathered to
   rank 0, which copies and writes them);
 - torch.distributed.checkpoint's own `async_save` of the same shares (the peer).
+Before each timed save the disk's writeback of the last one is let finish (`os.sync`, 3 s).
 Each kind runs in a job of fresh processes of its own; its memory figure is the rank's peak
 resident set over its saves less the resident set before the first: what checkpointing adds
 to the rank (buffers included). glibc's mmap threshold is fixed (MALLOC_MMAP_THRESHOLD_), or
@@ -52,6 +53,7 @@ MODELS = {
                  32000),
 }
 PAGE = os.sysconf("SC_PAGE_SIZE")
+SETTLE_S = 3.0
 
 
 def resident() -> int:
@@ -112,7 +114,11 @@ def rank_main(rank: int, world: int, store: str, folder: str, name: str, kind: s
 
 
 def timed_save(start, writer, ranks: Distributed) -> tuple[float, float]:
-    """(blocked s, total s) of one save, the ranks in step."""
+    """(blocked s, total s) of one save, the ranks in step, after the last save's
+    writeback has finished (as between two checkpoints of a run: a save timed while the
+    kernel still flushes the one before measures the disk's backlog)."""
+    os.sync()
+    time.sleep(SETTLE_S)
     ranks.barrier("bench")
     started = time.perf_counter()
     pending = start()

@@ -294,15 +294,17 @@ def test_sigterm_to_torchrun_saves_and_says_the_torchrun_command_to_go_on(
 
 
 @pytest.mark.slow  # torchrun restarting a 2-process job: the slow tier
+@pytest.mark.parametrize("checkpointer", ["three_file", "sharded"])
 def test_max_restarts_with_resume_auto_recovers_a_killed_rank(write_config, tmp_path,
-                                                              installed_plugins):
+                                                              installed_plugins, checkpointer):
     """`torchrun --max-restarts 2 ... --resume auto`: rank 1 SIGKILLed at step 6, torchrun
     starts the job again, which resumes from the step-4 checkpoint and ends with the losses
     of a job that was never killed. The restarted ranks start gloo at once (they read the
     dead ranks' addresses from torchrun's store, and failed, before their keys were named
     by attempt)."""
     settings = {"run": {"steps": 8}, "data": {"source": "counting"},
-                "intervals": {"checkpoint": 2}, "distributed": {"timeout_s": 20}}
+                "intervals": {"checkpoint": 2}, "distributed": {"timeout_s": 20},
+                "checkpoint": {"checkpointer": checkpointer}}
     straight = torchrun(write_config({**settings, "output": {"dir": str(tmp_path / "straight")}},
                                      "straight"), "--resume", "auto", env=installed_plugins)
     assert straight.returncode == 0, straight.stderr[-3000:]

@@ -150,3 +150,36 @@ def test_sharded_saves_spare_rank_zero_and_a_resume_then_save_costs_no_more(
     assert peaks["sharded"][0] < peaks["three_file"][0] - 0.25 * whole_kib, peaks
     for rank in (0, 1):
         assert resumed[rank] <= 1.3 * peaks["sharded"][rank], (rank, peaks, resumed)
+
+
+def test_sigterm_to_torchrun_saves_every_ranks_share_and_resumes(write_config, tmp_path,
+                                                                 installed_plugins):
+    """torchrun forwards SIGTERM: every rank stops after the same step and writes its share
+    of the set; `--resume auto` goes on from it."""
+    import signal
+    import time
+
+    config = write_config({"run": {"steps": 500}, "data": {"source": "counting"},
+                           "intervals": {"checkpoint": 1000},
+                           "checkpoint": {"checkpointer": "sharded"},
+                           "distributed": {"strategy": "fsdp"}})
+    job = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "slimcore", "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=REPO, env={**os.environ, **installed_plugins, "OMP_NUM_THREADS": "1",
+                                  "COUNTING_PAUSE_S": "0.05"})
+    deadline = time.monotonic() + 120
+    for line in job.stdout:
+        if line.startswith("step 3/") or time.monotonic() > deadline:
+            break
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 1, (job.returncode, stderr[-3000:])  # torchrun's, documented
+    sets = list((tmp_path / "out" / "checkpoints").glob("sharded_step_*"))
+    assert len(sets) == 1 and {"__0_0.distcp", "__1_0.distcp"} <= \
+        {p.name for p in sets[0].iterdir()}, stderr[-3000:]
+    step = int(sets[0].name.rsplit("_", 1)[1])
+    resumed = torchrun(config, "--resume", "auto", "--steps", str(step + 2),
+                       env=installed_plugins)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count(f"resume: continuing from step {step}") == 2

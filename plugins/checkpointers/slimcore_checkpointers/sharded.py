@@ -259,6 +259,39 @@ def commit(checkpoint: Checkpoint, partial: Path, final: Path, digests: list[dic
     make_durable(final.parent)
 
 
+# -- inspect (three_file's command, for this format's sets) ---------------------------------
+
+
+def is_sharded(path: Path) -> bool:
+    """A sharded set, or a run folder whose checkpoints are sharded sets only."""
+    if (path / RECORD).is_file():
+        return True
+    folder = checkpoints_of(path)
+    return folder.is_dir() and bool(complete_sets(folder)) and \
+        not any(folder.glob("checkpoint_step_*.bin"))
+
+
+def inspect_sharded(path: Path) -> int:
+    if not (path / RECORD).is_file():
+        newest = Sharded().newest(path, None)
+        if newest is None:
+            raise UserError(f"inspect: {path} holds no intact checkpoint")
+        path = Path(newest.path)
+    saved, _ = read_set(path, group=None)  # every file hashed; UserError (exit 2) if damaged
+    model = saved.config.get("model") or {}
+    parameters = sum(t.numel() for t in saved.model.values())
+    ranks = (saved.data_state or {}).get("world_size", "?")
+    print(f"{path}: verified (sha256 of every file matches)")
+    print(f"  step {saved.step}, {saved.tokens_seen:,} tokens seen, run "
+          f"{(saved.config.get('run') or {}).get('name')!r} (id {saved.run_id}), saved by "
+          f"{ranks} rank(s)")
+    print(f"  model: width {model.get('width')}, {model.get('layers')} layers, "
+          f"{model.get('heads')} heads, seq {model.get('seq_len')}, {parameters:,} parameters")
+    for file in sorted(path.iterdir()):
+        print(f"  {file.name}: {file.stat().st_size:,} bytes")
+    return 0
+
+
 # -- rotation -------------------------------------------------------------------------------
 
 

@@ -149,13 +149,18 @@ def newest_intact(folder: Path, run_id: str | None = None) -> Checkpoint | dict:
 @hookimpl
 def register_commands(subparsers):
     parser = subparsers.add_parser("inspect", help="describe and verify a checkpoint")
-    parser.add_argument("checkpoint", help="a checkpoint_step_N.bin file, or a run folder "
+    parser.add_argument("checkpoint", help="a checkpoint_step_N.bin file, a sharded set "
+                                           "(checkpoints/sharded_step_N), or a run folder "
                                            "(its newest intact checkpoint)")
     parser.set_defaults(handler=command_inspect)
 
 
 def command_inspect(args) -> int:
     base = Path(args.checkpoint)
+    from .sharded import inspect_sharded, is_sharded  # the other format of this package
+
+    if is_sharded(base):
+        return inspect_sharded(base)
     if base.is_dir():  # a run folder, as every other model command takes
         newest = newest_intact(checkpoints_of(base))
         if not newest:

@@ -232,3 +232,19 @@ def test_read_whole_gives_the_optimizer_by_position(trained):
     positions = sorted(i for group in groups for i in group["params"])
     assert positions == list(range(len(saved.model)))
     assert sorted(saved.optimizer["state"]) == positions
+
+
+def test_inspect_describes_and_verifies_a_sharded_set(trained, cli):
+    _, folder, _ = trained
+    for source in (folder.parent, folder / "sharded_step_4"):
+        result = cli("inspect", str(source))
+        assert result.returncode == 0, result.stderr
+        step = 6 if source == folder.parent else 4
+        assert f"sharded_step_{step}: verified" in result.stdout
+        assert f"step {step}, " in result.stdout and "saved by 1 rank(s)" in result.stdout
+        assert "__0_0.distcp" in result.stdout
+    damaged = folder / "sharded_step_4" / "__0_0.distcp"
+    damaged.write_bytes(damaged.read_bytes()[:-1])
+    result = cli("inspect", str(folder / "sharded_step_4"))
+    assert result.returncode == 2 and "__0_0.distcp fails its sha256 check" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
