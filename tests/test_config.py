@@ -239,6 +239,7 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
     from slimcore.config.schema import CORE_SECTIONS
     from slimcore.config.reference import field_reference
     from slimcore.optim.muon import MuonSection
+    from slimcore_checkpointers.sharded import ShardedConfig
     from slimcore_checkpointers.three_file import ThreeFileConfig
     from slimcore_datasources.chunk import ChunkConfig
     from slimcore_visualizers.dashboard import DashboardConfig
@@ -258,7 +259,8 @@ def test_docs_configuration_lists_every_key_with_its_type_default_and_range():
 
     sections = {**CORE_SECTIONS, "muon": MuonSection, "corpus": CorpusConfig, "chunk": ChunkConfig,
                 "tokens": TokensConfig,
-                "three_file": ThreeFileConfig, "dashboard": DashboardConfig,
+                "three_file": ThreeFileConfig, "sharded": ShardedConfig,
+                "dashboard": DashboardConfig,
                 "json_export": JsonExportConfig,
                 "tensorboard": TensorBoardConfig, "wandb": WandbConfig, "mlflow": MlflowConfig}
     expected = {key: rest for name, cls in sections.items()

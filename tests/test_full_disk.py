@@ -57,3 +57,18 @@ def test_a_disk_full_between_checkpoints_is_one_line_and_the_history_stays_whole
     assert log.endswith("\n")
     steps = [json.loads(line)["step"] for line in log.splitlines()]
     assert steps == list(range(1, len(steps) + 1)) and 20 < len(steps) < 300
+
+
+def test_a_disk_full_in_a_sharded_save_is_one_line_and_commits_nothing(warm_config, tmp_path):
+    """The sharded checkpointer's data file (about 800 KB for this model) cannot be written
+    past 300 KB: the run stops at that save with one line naming the set being written; no
+    set is committed, so a resume would take the one before."""
+    result = run_with_file_limit(300_000, "run", str(warm_config), "--set",
+                                 "checkpoint.checkpointer=sharded", "--steps", "4",
+                                 "--checkpoint-interval", "2")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    partial = tmp_path / "out" / "checkpoints" / "sharded_step_2.partial"
+    assert last.startswith(f"slimcore: error: checkpoint: could not write {partial} ("), last
+    assert not list((tmp_path / "out" / "checkpoints").glob("sharded_step_?"))

@@ -141,7 +141,7 @@ def test_a_checkpoint_carries_its_tokenizer(trained_run, tmp_path, capsys):
     (["generate", "{tmp}", "--prompt", "x"], "holds no intact checkpoint"),
     (["generate", "{run}/config.yaml", "--prompt", "x"], "damaged or not a slimcore checkpoint"),
     (["generate", "{run}", "--prompt", "x", "--checkpointer", "nope"],
-     "--checkpointer: unknown checkpointer 'nope' (installed: three_file"),
+     "--checkpointer: unknown checkpointer 'nope' (installed: sharded, three_file"),
     (["generate", "{run}", "--prompt", "x", "--device", "cuda:7"], "run.device"),
     (["eval", "{run}", "--batches", "0"], "--batches: must be at least 1"),
     (["eval", "{run}", "--data", "{tmp}/missing.jsonl"], "{tmp}/missing.jsonl"),

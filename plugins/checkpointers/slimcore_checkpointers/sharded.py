@@ -9,7 +9,8 @@ reading its own share of the model and optimizer.
                         its own digest (safetensors, as three_file's .bin)
 
 Saving (every rank together, on the checkpoint thread when async): the set is written into
-`sharded_step_N.partial/`, each rank hashes the files it wrote, rank 0 gathers the digests,
+`sharded_step_N.partial/`, each rank hashing its files as it writes them; rank 0 gathers the
+digests,
 writes `record.bin`, makes the folder durable and renames it: the rename commits the set,
 so a kill at any moment leaves the previous set whole. No rank gathers the model.
 
@@ -106,16 +107,21 @@ class Sharded(Checkpointer):
         return saved
 
     def newest(self, output_dir: Path, run_id: str | None) -> Checkpoint | None:
+        """Every rank of a job takes the same set: the verdicts are shared (dcp_files.py);
+        rank 0 says what was skipped."""
+        says = rank_of(job_group()) == 0
         for folder in reversed(complete_sets(checkpoints_of(output_dir))):
             try:
                 saved = self.load(str(folder))
             except UserError as e:
-                print(f"slimcore: warning: {e}; falling back to the previous checkpoint",
-                      file=sys.stderr)
+                if says:
+                    print(f"slimcore: warning: {e}; falling back to the previous checkpoint",
+                          file=sys.stderr)
                 continue
             if run_id is not None and saved.run_id not in (None, run_id):
-                print(f"slimcore: warning: {folder} belongs to run {saved.run_id}, not to "
-                      f"this folder's run {run_id}; skipped", file=sys.stderr)
+                if says:
+                    print(f"slimcore: warning: {folder} belongs to run {saved.run_id}, not "
+                          f"to this folder's run {run_id}; skipped", file=sys.stderr)
                 continue
             return saved
         return None

@@ -171,6 +171,7 @@ def test_a_kill_mid_save_leaves_the_previous_set_and_is_cleaned_up(write_config,
                                                          "sharded_step_6"]
 
 
+@pytest.mark.slow  # seven CLI processes and a second training run: the slow tier
 def test_model_commands_and_consolidate_read_a_sharded_run(trained, write_config, tmp_path,
                                                            cli):
     _, folder, _ = trained
