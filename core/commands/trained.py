@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..config.parse import parse_config
 from ..config.schema import CheckpointSection, RunConfig
@@ -24,7 +23,7 @@ from ..contracts.checkpoint import Checkpoint
 from ..contracts.checkpointer import Checkpointer
 from ..contracts.errors import UserError
 from ..contracts.paths import RunPaths
-from ..launch.folder import read_run_record
+from ..launch.folder import read_run_record, recorded_checkpointer, run_folder_of
 from ..launch.resume import is_run_folder
 from ..model.gpt import GPT, model_vocab, parameter_count
 from ..model.ops import select_ops
@@ -75,23 +74,12 @@ def load_trained(source: str, plugins, device: torch.device, checkpointer: str |
                         tokenizer=tokenizer, model=model)
 
 
-def run_folder_of(path: Path) -> Path:
-    """A folder with a run record itself; else the nearest folder above it with one (a
-    sharded checkpoint is a folder inside its run's)."""
-    if path.is_dir() and RunPaths(path).record.is_file():
-        return path
-    for folder in path.resolve().parents:
-        if RunPaths(folder).record.is_file():
-            return folder
-    return path if path.is_dir() else path.parent
-
-
 def read_source(path: Path, folder: Path, plugins, checkpointer: str | None,
                 key: str) -> tuple[Checkpoint, Checkpointer]:
     """The checkpoint `path` names (a run folder: its run's newest intact one), verified by
     its checkpointer; and that checkpointer."""
     paths = RunPaths(folder)
-    name = checkpointer or folder_checkpointer(paths) or DEFAULT_CHECKPOINTER
+    name = checkpointer or recorded_checkpointer(paths) or DEFAULT_CHECKPOINTER
     reader = plugins.lookup("checkpointer", name, "--checkpointer")
     saved = reader.newest(folder, folder_run_id(paths)) if is_run_folder(path, reader) \
         else reader.load(str(path))
@@ -99,15 +87,6 @@ def read_source(path: Path, folder: Path, plugins, checkpointer: str | None,
         raise UserError(f"{key}: {path} holds no intact checkpoint of its run (give a run "
                         "folder of a run that saved one, or a checkpoint file)")
     return saved, reader
-
-
-def folder_checkpointer(paths: RunPaths) -> str | None:
-    """The checkpointer the run in this folder used (its config.yaml), if it says."""
-    try:
-        recorded = yaml.safe_load(paths.config.read_text())
-        return recorded["checkpoint"]["checkpointer"] or None
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return None
 
 
 def folder_run_id(paths: RunPaths) -> str | None:

@@ -25,6 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
+import yaml
+
 from ..contracts.errors import UserError
 from ..contracts.paths import RunPaths
 from ..storage.atomic import write_atomically
@@ -43,6 +45,26 @@ SAVED_STEP = "checkpoint_saved_at_step"
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+def run_folder_of(path: Path) -> Path:
+    """A folder with a run record itself; else the nearest folder above it with one (a
+    sharded checkpoint is a folder inside its run's)."""
+    if path.is_dir() and RunPaths(path).record.is_file():
+        return path
+    for folder in path.resolve().parents:
+        if RunPaths(folder).record.is_file():
+            return folder
+    return path if path.is_dir() else path.parent
+
+
+def recorded_checkpointer(paths: RunPaths) -> str | None:
+    """The checkpointer the run in this folder last used (its config.yaml), if it says."""
+    try:
+        recorded = yaml.safe_load(paths.config.read_text())
+        return recorded["checkpoint"]["checkpointer"] or None
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
 
 
 def read_run_record(root: Path) -> dict:

@@ -1,9 +1,9 @@
 """Resuming a run: the checkpoint `--resume` names, the output folder it goes into, and the
 record put back in place (model, optimizer, schedule, counters, data position, RNG).
 
-    saved = load_resume_checkpoint(run, checkpointer, "auto")   verified by the checkpointer
+    saved, reader = load_resume_checkpoint(run, checkpointer, "auto", plugins)  verified
     settle_resumed_run(run, ranks, folder, saved, ...)          the run keeps its id
-    restore(run, ranks, state, saved, checkpointer)   after the model and optimizer exist
+    restore(run, ranks, state, saved, reader)        after the model and optimizer exist
     position_source(source, state, config)           the data stream where it stopped
 """
 
@@ -27,17 +27,19 @@ from ..train.distributed import Distributed
 from ..train.rng import restore_rng
 from ..train.state import TrainingState
 from .changes import config_changes, keep_checkpoint_values, say_changes
-from .folder import RunFolder
+from .folder import RunFolder, recorded_checkpointer, run_folder_of
 
 def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None, where: str,
-                           source_class: type | None = None) -> Checkpoint | None:
+                           plugins, source_class: type | None = None
+                           ) -> tuple[Checkpoint | None, Checkpointer | None]:
     """The checkpoint `--resume` names (`where`: a checkpoint, a run folder or `auto`), read
-    and verified by the checkpointer; None when `auto` finds none of this run. Each config
-    key that differs gets its fate (changes.py), said in one warning; the kept ones take the
-    checkpoint's values in `run.config`."""
-    saved = find_checkpoint(run, checkpointer, where)
+    and verified, and the checkpointer that read it: the config's, or the one that saved
+    the run folder's earlier sets (its config.yaml names it) when they differ; None when
+    `auto` finds none of this run. Each config key that differs gets its fate (changes.py),
+    said in one warning; the kept ones take the checkpoint's values in `run.config`."""
+    saved, reader = find_checkpoint(run, checkpointer, where, plugins)
     if not saved:
-        return None
+        return None, None
     if saved.step >= run.config.run.steps:
         raise UserError(f"--resume: {saved.path} is at step {saved.step} and run.steps is "
                         f"{run.config.run.steps}: nothing left to train; raise --steps to "
@@ -48,24 +50,57 @@ def load_resume_checkpoint(run: Run, checkpointer: Checkpointer | None, where: s
     keep_checkpoint_values(run.config, changes)
     if run.is_main_process:
         say_changes(changes, saved.path)
-    return saved
+        if reader is not checkpointer:
+            print(f"resume: {saved.path} was saved by checkpointer {reader.name!r}; this run "
+                  f"saves with {checkpointer.name!r} from here")
+    return saved, reader
 
 
-def find_checkpoint(run: Run, checkpointer: Checkpointer | None,
-                    where: str) -> Checkpoint | None:
+def find_checkpoint(run: Run, checkpointer: Checkpointer | None, where: str,
+                    plugins) -> tuple[Checkpoint | None, Checkpointer]:
+    """The checkpoint and its reader: each reader (the config's checkpointer first) tried
+    in turn; the first reader's error when none reads it."""
     if checkpointer is None:
         raise UserError("--resume: checkpoint.checkpointer is null, so there is nothing to "
                         "resume from")
+    folder = run.output_dir if where == "auto" else run_folder_of(Path(where))
+    first_error = None
+    for reader in (checkpointer, *earlier_checkpointer(folder, checkpointer, plugins)):
+        try:
+            saved = read_checkpoint(run, reader, where)
+        except UserError as e:
+            first_error = first_error or e
+            continue
+        if saved:
+            return saved, reader
+    if first_error is not None:
+        raise first_error
+    if where != "auto":
+        raise UserError(f"--resume: {where} is a folder holding no intact checkpoint of "
+                        f"checkpointer {checkpointer.name!r}; give a run folder that has "
+                        "one, a checkpoint file, or auto")
+    return None, checkpointer
+
+
+def read_checkpoint(run: Run, reader: Checkpointer, where: str) -> Checkpoint | None:
     if where == "auto":
-        return checkpointer.newest(run.output_dir, run.run_id)
-    if is_run_folder(Path(where), checkpointer):  # as the model commands take: its newest
-        saved = checkpointer.newest(Path(where), None)
-        if not saved:
-            raise UserError(f"--resume: {where} is a folder holding no intact checkpoint of "
-                            f"checkpointer {checkpointer.name!r}; give a run folder that has "
-                            "one, a checkpoint file, or auto")
-        return saved
-    return checkpointer.load(where)
+        return reader.newest(run.output_dir, run.run_id)
+    if is_run_folder(Path(where), reader):  # as the model commands take: its newest
+        return reader.newest(Path(where), None)
+    return reader.load(where)
+
+
+def earlier_checkpointer(folder: Path, checkpointer: Checkpointer, plugins) -> list:
+    """The checkpointer the run in `folder` last saved with, when it is another installed
+    one than the config's: a run may change checkpointers at a resume (three_file to
+    sharded as it grows onto more ranks)."""
+    name = recorded_checkpointer(RunPaths(folder))
+    if not name or name == checkpointer.name:
+        return []
+    try:
+        return [plugins.lookup("checkpointer", name)]
+    except UserError:
+        return []
 
 
 def is_run_folder(path: Path, checkpointer: Checkpointer) -> bool:
@@ -127,7 +162,7 @@ def settle_resumed_run(run: Run, ranks: Distributed, folder: RunFolder | None,
 def restore(run: Run, ranks: Distributed, state: TrainingState, saved: Checkpoint,
             checkpointer: Checkpointer) -> None:
     """Put all of the record in place: model, optimizer, schedule, counters, this rank's
-    data position and every random state."""
+    data position and every random state. `checkpointer` is the one that read `saved`."""
     if saved.tokenizer_fingerprint != run.tokenizer.fingerprint:
         raise UserError(f"--resume: {saved.path} was trained with another tokenizer "
                         "(fingerprints differ); resume with the same tokenizer settings")

@@ -146,10 +146,11 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
     if run.is_main_process:
         print(run_header(plugins, {DATA_SOURCE: run.config.data.source,
                                    CHECKPOINTER: run.config.checkpoint.checkpointer}))
-    saved = None
+    saved = reader = None
     if resume:
-        saved = load_resume_checkpoint(run, checkpointer, resume,
-                                       plugins.lookup("data source", run.config.data.source))
+        saved, reader = load_resume_checkpoint(
+            run, checkpointer, resume, plugins,
+            plugins.lookup("data source", run.config.data.source))
         settle_resumed_run(run, ranks, folder, saved, fresh_id, overwrite)
     if run.is_main_process:
         write_run_record(run, plugins, folder)
@@ -167,7 +168,7 @@ def prepare(run: Run, plugins, checkpointer, ranks: Distributed, folder: RunFold
                  source_name=run.config.data.source,
                  token_bytes=TokenBytes(run.tokenizer, run.device), tasks=tasks)
     if saved:
-        restore(run, ranks, t.state, saved, checkpointer)
+        restore(run, ranks, t.state, saved, reader)
         del saved  # the weights are in the model now; the copies can go
     elif import_from and run.is_main_process:
         print(f"model: the weights of {import_from}")

@@ -249,3 +249,27 @@ def test_inspect_describes_and_verifies_a_sharded_set(trained, cli):
     result = cli("inspect", str(folder / "sharded_step_4"))
     assert result.returncode == 2 and "__0_0.distcp fails its sha256 check" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_run_changes_checkpointers_at_a_resume_both_ways(write_config, tmp_path, capsys):
+    """A run saved by three_file goes on with the sharded checkpointer (the run folder's
+    config.yaml names the one that saved it), and back, as the run never stopped."""
+    plain = {**SETTINGS, "checkpoint": {"checkpointer": "three_file"}}
+    straight = Losses()
+    run_in_process(write_config({**plain, "output": {"dir": str(tmp_path / "straight")}},
+                                "straight"), {"losses": straight})
+    run_in_process(write_config({**plain, "run": {"steps": 4}, "schedule": {"total_steps": 6}},
+                                "first"))  # stopped at 4 of the straight run's 6
+    resumed = Losses()
+    run_in_process(write_config(SETTINGS, "second"), {"losses": resumed}, resume="auto")
+    out = capsys.readouterr().out
+    assert "was saved by checkpointer 'three_file'; this run saves with 'sharded'" in out
+    assert resumed.losses == {5: straight.losses[5], 6: straight.losses[6]}
+    folder = tmp_path / "out" / "checkpoints"
+    assert (folder / "sharded_step_6" / "record.bin").is_file()
+    back = Losses()
+    run_in_process(write_config({**plain, "run": {"steps": 8}}, "third"), {"losses": back},
+                   resume=str(folder / "sharded_step_6"))
+    assert "was saved by checkpointer 'sharded'; this run saves with 'three_file'" in \
+        capsys.readouterr().out
+    assert sorted(back.losses) == [7, 8] and (folder / "checkpoint_step_8.bin").is_file()
