@@ -41,6 +41,7 @@ _guard = importlib.util.spec_from_file_location("slimcore_network_guard",
                                                 GUARD / "sitecustomize.py")
 _guard.loader.exec_module(importlib.util.module_from_spec(_guard))  # guards this process
 
+from slimcore import hookimpl as slimcore_hookimpl  # noqa: E402
 from slimcore.testing import TINY_CONFIG  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
@@ -312,6 +313,18 @@ def run_in_process(config_path, plugins: dict | None = None, overrides=(), resum
 
     run, pm = run_config_file(config_path, plugins, overrides, disabled, resume, overwrite)
     return run.status, pm
+
+
+class Losses:
+    """An in-process plugin that keeps each step's loss:
+    `run_in_process(config, {"losses": losses})`, then `losses.losses[step]`."""
+
+    def __init__(self):
+        self.losses: dict[int, float] = {}
+
+    @slimcore_hookimpl
+    def on_metrics(self, metrics):
+        self.losses[metrics.step] = metrics.loss
 
 
 def steps_of(folder: Path) -> dict[int, dict]:

@@ -264,28 +264,35 @@ def test_nodes_that_do_not_share_the_output_folder_stop_with_one_line(write_conf
     assert not (tmp_path / "shared" / "history").exists()
 
 
+def sigterm_after_step(config, step: int, env: dict) -> tuple[int, str]:
+    """A 2-rank torchrun job of `config` (its batches 0.05 s apart), SIGTERMed once it has
+    printed step `step`: torchrun's exit status and its stderr."""
+    import os
+    import signal
+
+    job = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "slimcore", "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=REPO, env={**os.environ, **env, "OMP_NUM_THREADS": "1",
+                                  "COUNTING_PAUSE_S": "0.05"})
+    deadline = time.monotonic() + 120
+    for line in job.stdout:
+        if line.startswith(f"step {step}/") or time.monotonic() > deadline:
+            break
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=120)
+    return job.returncode, stderr
+
+
 def test_sigterm_to_torchrun_saves_and_says_the_torchrun_command_to_go_on(
         write_config, tmp_path, installed_plugins):
     """torchrun forwards SIGTERM: every rank stops after the same step, rank 0 saves, and the
     line to go on is a torchrun command of the job's shape. torchrun itself then exits 1 with
     a traceback of its own (SignalException), as the README says."""
-    import os
-    import signal
-
     config = write_config({"run": {"steps": 500}, "data": {"source": "counting"},
                            "intervals": {"checkpoint": 1000}})
-    job = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "slimcore", "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=REPO, env={**os.environ, **installed_plugins, "OMP_NUM_THREADS": "1",
-                                  "COUNTING_PAUSE_S": "0.05"})
-    deadline = time.monotonic() + 120
-    for line in job.stdout:
-        if line.startswith("step 3/") or time.monotonic() > deadline:
-            break
-    job.send_signal(signal.SIGTERM)
-    stdout, stderr = job.communicate(timeout=120)
-    assert job.returncode == 1, (job.returncode, stderr[-3000:])
+    returncode, stderr = sigterm_after_step(config, 3, installed_plugins)
+    assert returncode == 1, (returncode, stderr[-3000:])
     assert f"go on with: torchrun --standalone --nproc-per-node 2 -m slimcore run {config} " \
            "--resume auto" in stderr, stderr[-3000:]
     assert "SignalException" in stderr  # torchrun's, documented

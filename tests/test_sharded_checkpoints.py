@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from conftest import REPO, run_in_process
-from test_distributed import corpus, history, peaks_of_a_job, torchrun  # noqa: F401
+from test_distributed import (corpus, history, peaks_of_a_job,  # noqa: F401
+                              sigterm_after_step, torchrun)
 
 pytestmark = pytest.mark.slow  # every test here runs torchrun jobs: the slow tier
 
@@ -156,25 +157,12 @@ def test_sigterm_to_torchrun_saves_every_ranks_share_and_resumes(write_config, t
                                                                  installed_plugins):
     """torchrun forwards SIGTERM: every rank stops after the same step and writes its share
     of the set; `--resume auto` goes on from it."""
-    import signal
-    import time
-
     config = write_config({"run": {"steps": 500}, "data": {"source": "counting"},
                            "intervals": {"checkpoint": 1000},
                            "checkpoint": {"checkpointer": "sharded"},
                            "distributed": {"strategy": "fsdp"}})
-    job = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "slimcore", "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=REPO, env={**os.environ, **installed_plugins, "OMP_NUM_THREADS": "1",
-                                  "COUNTING_PAUSE_S": "0.05"})
-    deadline = time.monotonic() + 120
-    for line in job.stdout:
-        if line.startswith("step 3/") or time.monotonic() > deadline:
-            break
-    job.send_signal(signal.SIGTERM)
-    _, stderr = job.communicate(timeout=120)
-    assert job.returncode == 1, (job.returncode, stderr[-3000:])  # torchrun's, documented
+    returncode, stderr = sigterm_after_step(config, 3, installed_plugins)
+    assert returncode == 1, (returncode, stderr[-3000:])  # torchrun's, documented
     sets = list((tmp_path / "out" / "checkpoints").glob("sharded_step_*"))
     assert len(sets) == 1 and {"__0_0.distcp", "__1_0.distcp"} <= \
         {p.name for p in sets[0].iterdir()}, stderr[-3000:]

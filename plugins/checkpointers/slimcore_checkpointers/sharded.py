@@ -33,20 +33,20 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.filesystem import FileSystem
 
-from slimcore import Checkpoint, Checkpointer, Range, UserError, hookimpl, make_durable
+from slimcore import Checkpoint, Checkpointer, UserError, hookimpl, make_durable
 
 from . import tensor_files
 from .consolidate import register_commands  # noqa: F401 - `slimcore consolidate`, its hook
 from .dcp_files import (DATA_FILE, DIGEST_KEY, FORMAT_VERSION, METADATA, RECORD,
                         VerifiedReader, file_digest, first_line, job_group, read_set)
-from .three_file import checkpoints_of, fault_point, header_state
+from .three_file import ThreeFileConfig, checkpoints_of, fault_point, header_state
 
 NAME = "sharded"
 PARTIAL = ".partial"
@@ -58,12 +58,8 @@ warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled")
 
 
 @dataclass
-class ShardedConfig:
-    # Complete sets kept; older ones are deleted after a new one is whole. At least 2, so a
-    # damaged newest set always has a predecessor.
-    keep_last: Annotated[int, Range(min=2)] = 3
-    # also keep every set whose step is a multiple of this
-    keep_every: Annotated[int, Range(min=1)] | None = None
+class ShardedConfig(ThreeFileConfig):
+    """The same keys as three_file's: keep_last, keep_every."""
 
 
 @hookimpl

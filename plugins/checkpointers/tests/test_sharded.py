@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, run_in_process
-from slimcore import UserError, hookimpl
+from conftest import REPO, Losses, run_in_process
+from slimcore import UserError
 from slimcore_checkpointers import tensor_files
 from slimcore_checkpointers.consolidate import read_whole
 from slimcore_checkpointers.dcp_files import DIGEST_KEY, file_digest, read_set
@@ -22,15 +22,6 @@ from slimcore_checkpointers.three_file import read_checkpoint
 
 SETTINGS = {"run": {"steps": 6}, "intervals": {"checkpoint": 2},
             "checkpoint": {"checkpointer": "sharded"}, "sharded": {"keep_last": 2}}
-
-
-class Losses:
-    def __init__(self):
-        self.losses = {}
-
-    @hookimpl
-    def on_metrics(self, metrics):
-        self.losses[metrics.step] = metrics.loss
 
 
 @pytest.fixture

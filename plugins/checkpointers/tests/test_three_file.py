@@ -8,18 +8,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import run_in_process
-from slimcore import UserError, hookimpl
+from conftest import Losses, run_in_process
+from slimcore import UserError
 from slimcore_checkpointers.three_file import complete_sets, read_checkpoint
-
-
-class Losses:
-    def __init__(self):
-        self.losses = {}
-
-    @hookimpl
-    def on_metrics(self, metrics):
-        self.losses[metrics.step] = metrics.loss
 
 
 @pytest.fixture
