@@ -104,6 +104,13 @@ class TokensSource(DataSource):
     def load_state_dict(self, state):
         self.rows.restore(state)
 
+    def skip(self, batches: int) -> None:
+        """Without reading: a job of another number of ranks (each rank takes every
+        world-th window) goes on where the saved job's windows ended when its global batch
+        is the same (the core skips the steps done, in batches of this rank's)."""
+        self.rows.advance(batches * self.batch_size)
+        self.drawn = True
+
     @classmethod
     def validation_batches(cls, config, tokenizer, count):
         settings: TokensConfig = config.section(NAME)
@@ -148,6 +155,24 @@ class Rows:
         ids = self.shards[self.shard].ids[start:start + self.span]
         self.window += self.world
         return torch.from_numpy(ids.astype(np.int64))
+
+    def advance(self, windows: int) -> None:
+        """Past `windows` of this rank's windows, as that many next() calls would go,
+        reading nothing: in each epoch this rank takes windows rank, rank + world, ... of all
+        the shards' windows in a row."""
+        total = sum(self.counts)
+        per_epoch = max(0, total - self.rank + self.world - 1) // self.world
+        if per_epoch == 0:
+            return
+        place = sum(self.counts[:self.shard]) + self.window
+        if place >= total:  # the epoch's last window was drawn: the next begins again
+            self.epoch, place = self.epoch + 1, self.rank
+        epochs, taken = divmod((place - self.rank) // self.world + windows, per_epoch)
+        self.epoch += epochs
+        self.shard, self.window = 0, self.rank + taken * self.world
+        while self.window >= self.counts[self.shard]:
+            self.window -= self.counts[self.shard]
+            self.shard += 1
 
     def batch(self, size: int) -> Batch:
         """The next `size` windows as a batch: inputs and targets one id apart."""

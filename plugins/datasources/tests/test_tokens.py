@@ -116,3 +116,28 @@ def test_a_run_on_tokens_resumes_exactly(write_config, tmp_path):
     assert [again[s]["loss"] for s in (4, 5, 6)] == [straight[s]["loss"] for s in (4, 5, 6)]
     assert straight[6]["eval_loss"] is not None and torch.isfinite(
         torch.tensor(straight[6]["eval_loss"]))
+
+
+def test_advancing_reads_nothing_and_lands_where_drawing_would(tmp_path):
+    """Rows.advance(n) puts a rank where n draws would, across shards and epochs; so a job of
+    another number of ranks (the same global batch) goes on where the saved one's windows
+    ended (the tokens source's skip, which a resume at another world size calls)."""
+    llmc(tmp_path / "shard_000.bin", IDS[:500])
+    llmc(tmp_path / "shard_001.bin", IDS[300:1000])  # 5 and 7 windows of 100
+    shards = open_shards(str(tmp_path / "shard_*.bin"), "uint16", "k")
+    for rank, world in ((0, 1), (0, 2), (1, 2), (2, 3), (1, 4)):
+        for n in (0, 1, 4, 5, 11, 12, 29):
+            drawn, advanced = Rows(shards, 99, rank, world), Rows(shards, 99, rank, world)
+            windows(drawn, n)
+            advanced.advance(n)
+            assert windows(advanced, 3) == windows(drawn, 3), (rank, world, n)
+            assert advanced.epoch == drawn.epoch
+    # 2 ranks drew 3 batches of 2 (12 windows of 12: one epoch); 4 ranks of 1 skip 3 each.
+    two = [Rows(shards, 99, r, 2) for r in (0, 1)]
+    for rows in two:
+        windows(rows, 6)
+    four = [Rows(shards, 99, r, 4) for r in range(4)]
+    for rows in four:
+        rows.advance(3)
+    expected = [w for pair in zip(*(windows(rows, 2) for rows in two)) for w in pair]
+    assert [w for quad in zip(*(windows(rows, 1) for rows in four)) for w in quad] == expected
