@@ -305,8 +305,8 @@ def test_sigterm_to_torchrun_saves_and_says_the_torchrun_command_to_go_on(
 def test_max_restarts_with_resume_auto_recovers_a_killed_rank(write_config, tmp_path,
                                                               installed_plugins, checkpointer):
     """`torchrun --max-restarts 2 ... --resume auto`: rank 1 SIGKILLed at step 6, torchrun
-    starts the job again, which resumes from the step-4 checkpoint and ends with the losses
-    of a job that was never killed. The restarted ranks start gloo at once (they read the
+    starts the job again, which resumes from the newest whole checkpoint and ends with the
+    losses of a job that was never killed. The restarted ranks start gloo at once (they read the
     dead ranks' addresses from torchrun's store, and failed, before their keys were named
     by attempt)."""
     settings = {"run": {"steps": 8}, "data": {"source": "counting"},
@@ -324,7 +324,11 @@ def test_max_restarts_with_resume_auto_recovers_a_killed_rank(write_config, tmp_
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert marker.exists() and "rank 1: kill at batch 6" in restarted.stdout
     assert "connectFullMesh" not in restarted.stderr  # the next attempt's gloo starts
-    assert "resume: continuing from step 4" in restarted.stdout
+    # Under three_file rank 0 alone writes, so the step-4 save outlives rank 1. A sharded
+    # save needs every rank: one still in flight when rank 1 dies is lost (never committed),
+    # and the job goes on from the set before.
+    steps = "4" if checkpointer == "three_file" else "[24]"
+    assert re.search(f"resume: continuing from step {steps}\\b", restarted.stdout)
     expected, got = history(tmp_path / "straight"), history(tmp_path / "restarted")
     assert sorted(got) == list(range(1, 9))
     assert [got[s]["loss"] for s in range(1, 9)] == [expected[s]["loss"] for s in range(1, 9)]
