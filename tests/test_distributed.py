@@ -42,6 +42,7 @@ def corpus(tmp_path):
     return path
 
 
+@pytest.mark.slow  # four 2-process jobs and three runs: the slow tier
 def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpus, capsys):
     settings = {"run": {"steps": 4}, "intervals": {"checkpoint": 2}, "json_export": {"every": 2},
                 "data": {"source": "sample", "batch_size": 2},
@@ -143,7 +144,8 @@ def test_sharded_and_replicated_ranks_train_like_one_process(write_config, tmp_p
 
 # a SIGSTOPped rank outlives torchrun's SIGTERM: its 30 s grace passes before the SIGKILL
 @pytest.mark.parametrize("fault, monitor", [
-    ("exit", "5"), ("kill", "5"), ("kill", "0.1"), ("hang", "5"),
+    ("exit", "5"), ("kill", "5"), ("kill", "0.1"),
+    pytest.param("hang", "5", marks=pytest.mark.slow),  # waits out distributed.timeout_s
     pytest.param("stop", "5", marks=pytest.mark.slow)])
 def test_a_rank_that_dies_or_hangs_ends_the_job_with_a_line(write_config, tmp_path,
                                                              installed_plugins, fault, monitor):
