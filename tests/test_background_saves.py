@@ -208,3 +208,36 @@ def test_killed_at_random_moments_and_resumed_the_history_is_the_straight_runs(
 
     assert tensorboard_losses(tmp_path / "out") == tensorboard_losses(tmp_path / "straight")
     assert [step for step, _ in tensorboard_losses(tmp_path / "out")] == list(range(1, 25))
+
+
+def test_a_snapshot_of_a_shard_keeps_its_place_in_host_buffers_reused(tmp_path):
+    """A sharded checkpointer's record holds DTensor shards (FSDP): the snapshot copies each
+    rank's local part into a host buffer kept from one save to the next, and hands it on as
+    a DTensor placed as the shard is (its mesh, placements and global shape), its local part
+    that very buffer."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor, init_device_mesh
+
+    from slimcore import Checkpoint
+    from slimcore.train.writer import HostBuffers
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        shard = distribute_tensor(torch.randn(6, 4), init_device_mesh("cpu", (1,)), [Shard(0)])
+        record = Checkpoint(step=1, tokens_seen=0, skipped_steps=0, run_id=None, config={},
+                            tokenizer_fingerprint=None, model={"w": shard},
+                            optimizer={"state": {}, "param_groups": []}, scheduler={}, rng={},
+                            data_state=None)
+        buffers = HostBuffers()
+        first = buffers.snapshot(record).model["w"]
+        assert isinstance(first, DTensor) and first.placements == shard.placements
+        assert first.shape == shard.shape and torch.equal(first.to_local(), shard.to_local())
+        assert first.to_local().data_ptr() == buffers.buffers["model.w"].data_ptr()
+        shard.to_local().add_(1)  # training goes on: the snapshot does not change
+        assert not torch.equal(first.to_local(), shard.to_local())
+        second = buffers.snapshot(record).model["w"]
+        assert second.to_local().data_ptr() == first.to_local().data_ptr()  # reused
+        assert torch.equal(second.to_local(), shard.to_local())
+    finally:
+        dist.destroy_process_group()

@@ -158,8 +158,9 @@ def local_part(tensor: torch.Tensor) -> torch.Tensor:
 
 def as_shard_like(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The host copy `local` of DTensor `like`'s shard, as a DTensor placed as `like` is, so
-    the checkpointer still sees where the shard sits in the whole."""
+    the checkpointer still sees where the shard sits in the whole. Made from `like`'s spec,
+    as torch.distributed.checkpoint's own staging makes its host copies: `from_local` would
+    move the copy back to the mesh's device (a GPU)."""
     from torch.distributed.tensor import DTensor
 
-    return DTensor.from_local(local, like.device_mesh, like.placements, run_check=False,
-                              shape=like.shape, stride=like.stride())
+    return DTensor(local, like._spec, requires_grad=False)
