@@ -59,6 +59,7 @@ def test_a_disk_full_between_checkpoints_is_one_line_and_the_history_stays_whole
     assert steps == list(range(1, len(steps) + 1)) and 20 < len(steps) < 300
 
 
+@pytest.mark.slow  # a CLI run past a warm-up run: the slow tier
 def test_a_disk_full_in_a_sharded_save_is_one_line_and_commits_nothing(warm_config, tmp_path):
     """The sharded checkpointer's data file (about 800 KB for this model) cannot be written
     past 300 KB: the run stops at that save with one line naming the set being written; no

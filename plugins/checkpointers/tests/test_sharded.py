@@ -137,6 +137,7 @@ def test_a_manifest_naming_other_files_is_refused(trained, name):
         read_set(target, group=None)
 
 
+@pytest.mark.slow  # two CLI runs, one killed: the slow tier
 def test_a_kill_mid_save_leaves_the_previous_set_and_is_cleaned_up(write_config, tmp_path):
     config = write_config(SETTINGS)
     process = subprocess.Popen(
@@ -202,6 +203,7 @@ def test_model_commands_and_consolidate_read_a_sharded_run(trained, write_config
         (tmp_path / "hf-whole" / "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow  # three CLI processes: the slow tier
 def test_consolidate_refuses_bad_input_in_one_line(trained, tmp_path, cli):
     _, folder, _ = trained
     taken = tmp_path / "taken"
