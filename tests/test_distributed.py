@@ -55,7 +55,8 @@ def test_two_ranks_train_as_one_process_and_resume(write_config, tmp_path, corpu
     # One set of outputs: one progress line per step, one history, rank 0's checkpoints.
     assert ddp.stdout.count("step 3/4 ") == 1
     assert ("1 shards do not divide evenly among 2 ranks x 1 corpus.workers: each reader "
-            "reads 0 whole and keeps 1 record in 2 of the 1 left over") in ddp.stderr
+            "reads 0 whole, then 1 record in 2 of one of the 1 left over, which its 2 readers "
+            "each decompress") in ddp.stderr
     assert "distributed: parameters identical on 2 ranks" in ddp.stdout
     two_ranks = history(tmp_path / "ddp")
     assert sorted(two_ranks) == [1, 2, 3, 4]

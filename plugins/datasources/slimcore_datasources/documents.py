@@ -125,12 +125,14 @@ class DocumentStream:
         plan = self.plans[0]
         if plan.shared and self.announce and not self.warned:
             self.warned = True
+            shared = f"then 1 record in {plan.sharers} of one of the {plan.left_over} left " \
+                f"over, which its {plan.sharers} readers each decompress" \
+                if self.plan_version >= 3 else f"then 1 record in {plan.readers} of each of " \
+                f"the {plan.left_over} left over, which every reader decompresses"
             print(f"slimcore: warning: {self.key}: {len(shards)} shards do not divide evenly "
                   f"among {world} ranks x {workers} corpus.workers: each reader reads "
-                  f"{len(plan.whole)} whole and keeps 1 record in {plan.readers} of the "
-                  f"{len(plan.shared)} left over, which every reader decompresses; a shard "
-                  f"count divisible by {plan.readers} reads less", file=sys.stderr,
-                  flush=True)
+                  f"{len(plan.whole)} whole, {shared}; a shard count divisible by "
+                  f"{plan.readers} reads less", file=sys.stderr, flush=True)
         self.shard_count, self.files = len(shards), files
 
     def _shard_items(self, worker: int, start: Position, cacheable: bool = True

@@ -34,9 +34,10 @@ class Ref(NamedTuple):
 
 
 # The version of ShardPlan a saved position was read under (DocumentStream's state "plan"):
-# 2 splits the shards left over by record; 1 (a position without the key) read every shard
-# whenever the shard count did not divide among the readers.
-PLAN_VERSION = 2
+# 3 gives each shard left over to its own group of readers, split by record; 2 split every
+# shard left over by record among all readers (each decompressed all of them); 1 (a
+# position without the key) read every shard whenever the count did not divide.
+PLAN_VERSION = 3
 
 
 class ShardPlan:
@@ -44,20 +45,30 @@ class ShardPlan:
     order each epoch, and which records of each it keeps.
 
     The shards divide among the readers as far as they go, whole: reader g reads shards g,
-    g + R, ... of the first R x (S // R). The S mod R left over are read by every reader,
-    each keeping the records whose index is g modulo R: their lines are decompressed by all
-    and parsed by one. So each reader parses about 1/R of the corpus whatever the shard
-    count (8 shards for 16 readers: each parses 1/16, against all of it when every record
-    was parsed). Whole shards come first in an epoch, then the shared ones, each group in a
-    seeded order per epoch. `version` 1: the plan of positions saved before version 2."""
+    g + R, ... of the first R x (S // R). Of the L = S mod R left over, reader g reads shard
+    g mod L, with the other readers of the same remainder, each keeping the records whose
+    index is its place among them modulo their number: a shard left over is decompressed
+    by its readers only (about R / L of them) and each line parsed by one. So each reader
+    parses about 1/R of the corpus and decompresses at most one shard more than its whole
+    ones, whatever the shard count (8 shards for 16 readers: each decompresses 1 and parses
+    half of it). Whole shards come first in an epoch, then the shared one, each group in a
+    seeded order per epoch. `version` 2 split every shard left over among all readers (each
+    decompressed all of them), 1 read every shard when the count did not divide: the plans
+    of positions saved under them."""
 
     def __init__(self, shards: list[int], reader: int, readers: int, seed: int,
                  shuffle: bool, version: int = PLAN_VERSION):
         whole = len(shards) // readers * readers if version >= 2 else \
             (len(shards) if len(shards) % readers == 0 else 0)
-        self.whole, self.shared = shards[:whole][reader::readers], shards[whole:]
+        self.whole, left = shards[:whole][reader::readers], shards[whole:]
+        if version >= 3 and left:
+            self.shared = [left[reader % len(left)]]
+            self.sharers = len(range(reader % len(left), readers, len(left)))
+            self.place = reader // len(left)
+        else:
+            self.shared, self.sharers, self.place = left, readers, reader
         self.by_shard = not self.shared  # every shard this reader reads is its own
-        self.reader, self.readers = reader, readers
+        self.reader, self.readers, self.left_over = reader, readers, len(left)
         self.seed, self.shuffle = seed, shuffle
 
     def order(self, epoch: int) -> list[int]:
@@ -72,4 +83,4 @@ class ShardPlan:
 
     def keeps_record(self, record_index: int) -> bool:
         """Of a shared shard: this reader's records."""
-        return record_index % self.readers == self.reader
+        return record_index % self.sharers == self.place

@@ -253,7 +253,7 @@ def test_two_ranks_read_disjoint_shares_whose_union_is_the_corpus(tokenizer, sha
     assert sorted(shares[0] + shares[1]) == sorted(DOCS)
     assert shares[0] == DOCS[:15] + DOCS[30:45]  # whole shards 0 and 2
     # 4 shards for 3 ranks: shards 0, 1, 2 whole, one each; then one record in 3 of shard 3
-    # each (its lines decompressed by all, parsed by one), with a warning that says so.
+    # each (its lines decompressed by the 3, parsed by one), with a warning that says so.
     shares = [list(DocumentStream(make_run(tokenizer, sharded_corpus, rank=r, world_size=3),
                                   str(sharded_corpus), epochs=1, announce=True))
               for r in range(3)]
@@ -261,15 +261,17 @@ def test_two_ranks_read_disjoint_shares_whose_union_is_the_corpus(tokenizer, sha
         assert share == DOCS[15 * rank:15 * rank + 15] + DOCS[45 + rank:60:3]
     assert sorted(shares[0] + shares[1] + shares[2]) == sorted(DOCS)
     assert ("4 shards do not divide evenly among 3 ranks x 1 corpus.workers: each reader "
-            "reads 1 whole and keeps 1 record in 3 of the 1 left over") in \
-        capsys.readouterr().err
-    # 4 shards for 8 readers (4 ranks x 2 workers): every reader keeps 1 record in 8 of all
+            "reads 1 whole, then 1 record in 3 of one of the 1 left over, which its 3 readers "
+            "each decompress") in capsys.readouterr().err
+    # 4 shards for 8 readers (4 ranks x 2 workers): reader g reads shard g mod 4 alone with
+    # reader g + 4 or g - 4, the two keeping alternate records; each decompresses 1 shard.
     shares = [list(DocumentStream(make_run(tokenizer, sharded_corpus, rank=r, world_size=4,
                                            workers=2), str(sharded_corpus), epochs=1,
                                   workers=2)) for r in range(4)]
     assert sorted(sum(shares, [])) == sorted(DOCS)
-    # of 15 records a shard, readers 0 to 6 keep 2 and reader 7 keeps 1; two readers a rank
-    assert [len(share) for share in shares] == [16, 16, 16, 12]
+    # of 15 records a shard, readers 0 to 3 keep 8 (the even ones), readers 4 to 7 keep 7
+    assert [len(share) for share in shares] == [16, 16, 14, 14]
+    assert sorted(shares[2]) == sorted(DOCS[1:15:2] + DOCS[16:30:2])  # readers 4, 5
 
 
 def test_a_shared_shards_lines_are_parsed_by_the_reader_that_keeps_them(tokenizer, tmp_path,
@@ -314,6 +316,28 @@ def test_a_position_saved_under_the_first_plan_goes_on_under_it(tokenizer, shard
     assert list(stream(saved)) == old_share[7:]
     saved["plan"] = 2  # the same place under the new plan is another document
     assert list(stream(saved)) != old_share[7:]
+
+
+def test_a_position_saved_under_the_second_plan_goes_on_under_it(tokenizer, sharded_corpus):
+    """Plan 2 split every shard left over among all readers (4 shards for 8 ranks: rank 1
+    kept records 1 and 9 of each); a position it saved reads on as it did. Under plan 3
+    rank 1 reads shard 1 alone with rank 5, keeping its even records."""
+    def stream(version, state=None):
+        documents = DocumentStream(make_run(tokenizer, sharded_corpus, rank=1, world_size=8),
+                                   str(sharded_corpus), epochs=1)
+        documents.plan_version = version
+        if state is not None:
+            documents.load_state_dict(state)
+        return documents
+
+    assert list(stream(3)) == DOCS[15:30:2]
+    old_share = [d for shard in range(4) for d in DOCS[15 * shard + 1:15 * shard + 15:8]]
+    documents = stream(2)
+    reading = iter(documents)
+    assert [next(reading) for _ in range(3)] == old_share[:3]
+    saved = documents.state_dict()
+    assert saved["plan"] == 2
+    assert list(stream(3, saved)) == old_share[3:]  # the saved plan, not the stream's
 
 
 def test_heldout_shard_is_left_out_of_training(tokenizer, sharded_corpus, capsys):
