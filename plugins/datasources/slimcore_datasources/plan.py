@@ -67,7 +67,6 @@ class ShardPlan:
             self.place = reader // len(left)
         else:
             self.shared, self.sharers, self.place = left, readers, reader
-        self.by_shard = not self.shared  # every shard this reader reads is its own
         self.reader, self.readers, self.left_over = reader, readers, len(left)
         self.seed, self.shuffle = seed, shuffle
 
