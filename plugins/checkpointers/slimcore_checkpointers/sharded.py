@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from . import tensor_files
 from .consolidate import register_commands  # noqa: F401 - `slimcore consolidate`, its hook
 from .dcp_files import (DATA_FILE, DIGEST_KEY, FORMAT_VERSION, METADATA, RECORD,
                         VerifiedReader, file_digest, first_line, job_group, read_set)
+from .rotation import describe, expired, newest_of
 from .three_file import ThreeFileConfig, checkpoints_of, fault_point, header_state
 
 NAME = "sharded"
@@ -105,22 +105,9 @@ class Sharded(Checkpointer):
     def newest(self, output_dir: Path, run_id: str | None) -> Checkpoint | None:
         """Every rank of a job takes the same set: the verdicts are shared (dcp_files.py);
         rank 0 says what was skipped."""
-        says = rank_of(job_group()) == 0
-        for folder in reversed(complete_sets(checkpoints_of(output_dir))):
-            try:
-                saved = self.load(str(folder))
-            except UserError as e:
-                if says:
-                    print(f"slimcore: warning: {e}; falling back to the previous checkpoint",
-                          file=sys.stderr)
-                continue
-            if run_id is not None and saved.run_id not in (None, run_id):
-                if says:
-                    print(f"slimcore: warning: {folder} belongs to run {saved.run_id}, not "
-                          f"to this folder's run {run_id}; skipped", file=sys.stderr)
-                continue
-            return saved
-        return None
+        return newest_of(complete_sets(checkpoints_of(output_dir)),
+                         lambda folder: self.load(str(folder)), run_id,
+                         say=rank_of(job_group()) == 0)
 
     def read_shards(self, checkpoint: Checkpoint, state: dict[str, Any]) -> None:
         if checkpoint.path not in self.indexes:  # a record this instance did not load
@@ -280,17 +267,8 @@ def inspect_sharded(path: Path) -> int:
             raise UserError(f"inspect: {path} holds no intact checkpoint")
         path = Path(newest.path)
     saved, _ = read_set(path, group=None)  # every file hashed; UserError (exit 2) if damaged
-    model = saved.config.get("model") or {}
-    parameters = sum(t.numel() for t in saved.model.values())
     ranks = (saved.data_state or {}).get("world_size", "?")
-    print(f"{path}: verified (sha256 of every file matches)")
-    print(f"  step {saved.step}, {saved.tokens_seen:,} tokens seen, run "
-          f"{(saved.config.get('run') or {}).get('name')!r} (id {saved.run_id}), saved by "
-          f"{ranks} rank(s)")
-    print(f"  model: width {model.get('width')}, {model.get('layers')} layers, "
-          f"{model.get('heads')} heads, seq {model.get('seq_len')}, {parameters:,} parameters")
-    for file in sorted(path.iterdir()):
-        print(f"  {file.name}: {file.stat().st_size:,} bytes")
+    describe(path, saved, sorted(path.iterdir()), f"saved by {ranks} rank(s)")
     return 0
 
 
@@ -323,8 +301,6 @@ def prune(folder: Path, run_id: str | None, keep_last: int, keep_every: int | No
     """Delete this run's sets beyond its newest `keep_last`, except milestones and `keep`
     (the set this run resumed from); other runs' sets are never deleted."""
     own = [s for s in complete_sets(folder) if run_id is None or run_id_of(s) == run_id]
-    for old in own[:-keep_last]:
-        if old.name in keep or (keep_every and step_of(old) % keep_every == 0):
-            continue
+    for old in expired(own, keep_last, keep_every, keep, step_of):
         (old / RECORD).unlink(missing_ok=True)  # first: the set stops counting as intact
         shutil.rmtree(old, ignore_errors=True)

@@ -40,6 +40,7 @@ from slimcore import (Checkpoint, Checkpointer, Range, UserError, bounded_repr, 
                       make_durable)
 
 from . import tensor_files
+from .rotation import describe, expired, newest_of
 
 NAME = "three_file"
 # The .bin holds the core's Checkpoint record as split() gives it, written and read in one
@@ -131,19 +132,7 @@ def keep_other_runs_set(base: Path, run_id: str | None) -> None:
 def newest_intact(folder: Path, run_id: str | None = None) -> Checkpoint | dict:
     """The newest set of run `run_id` (None: of any run) that verifies; a damaged one is
     skipped loudly, and so is another run's. {} when none."""
-    for base in reversed(complete_sets(folder, warn=True)):
-        try:
-            saved = read_checkpoint(base)
-        except UserError as e:
-            print(f"slimcore: warning: {e}; falling back to the previous checkpoint",
-                  file=sys.stderr)
-            continue
-        if run_id is not None and saved.run_id not in (None, run_id):
-            print(f"slimcore: warning: {base} belongs to run {saved.run_id}, not to this "
-                  f"folder's run {run_id}; skipped", file=sys.stderr)
-            continue
-        return saved
-    return {}
+    return newest_of(complete_sets(folder, warn=True), read_checkpoint, run_id) or {}
 
 
 @hookimpl
@@ -168,20 +157,7 @@ def command_inspect(args) -> int:
                             "that has one, or a checkpoint_step_N.bin file")
         base = Path(newest.path)
     saved = read_checkpoint(base)  # raises UserError (exit 2) when damaged
-    config = saved.config if isinstance(saved.config, dict) else {}
-    model = config.get("model") or {}
-    parameters = sum(t.numel() for t in saved.model.values())
-    embed = saved.model.get("embed.weight")
-    vocabulary = f"{embed.shape[0]:,}" if embed is not None else "?"
-    print(f"{base}: verified (sha256 of every file matches)")
-    print(f"  step {saved.step}, {saved.tokens_seen:,} tokens seen, run "
-          f"{(config.get('run') or {}).get('name')!r} (id {saved.run_id})")
-    print(f"  model: width {model.get('width')}, {model.get('layers')} layers, "
-          f"{model.get('heads')} heads, seq {model.get('seq_len')}, vocabulary {vocabulary}, "
-          f"{parameters:,} parameters")
-    for suffix in ("", *SUFFIXES):
-        path = base.with_name(base.name + suffix)
-        print(f"  {path.name}: {path.stat().st_size:,} bytes")
+    describe(base, saved, [base.with_name(base.name + suffix) for suffix in ("", *SUFFIXES)])
     return 0
 
 
@@ -351,8 +327,6 @@ def prune(folder: Path, run_id: str | None, keep_last: int, keep_every: int | No
     from before run ids): it is nobody's, so it neither takes a slot nor is removed."""
     own = [base for base in complete_sets(folder, warn=True)
            if run_id is None or run_id_of(base) == run_id]
-    for old in own[:-keep_last]:
-        if old.name in keep or (keep_every and step_of(old) % keep_every == 0):
-            continue
+    for old in expired(own, keep_last, keep_every, keep, step_of):
         for suffix in ("", *SUFFIXES):  # .bin first: the set stops counting
             old.with_name(old.name + suffix).unlink(missing_ok=True)
