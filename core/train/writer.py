@@ -103,7 +103,7 @@ class HostBuffers:
 
         def copy(name: str, tensor: torch.Tensor) -> torch.Tensor:
             seen.add(name)
-            local = local_part(tensor.detach())
+            local = held_part(tensor.detach())
             copied = self._buffer(name, local).copy_(local, non_blocking=local.is_cuda)
             return as_shard_like(copied, tensor) if is_dtensor(tensor) else copied
 
@@ -118,7 +118,7 @@ class HostBuffers:
         """Buffers for every tensor of records shaped like `checkpoint`, their pages touched
         (the kernel maps fresh memory on first write: that is the slow part)."""
         self._mirror(checkpoint, lambda name, tensor:
-                     self._buffer(name, local_part(tensor.detach())).zero_())
+                     self._buffer(name, held_part(tensor.detach())).zero_())
 
     def _mirror(self, checkpoint: Checkpoint, on_tensor) -> dict[str, Any]:
         """The record's fields with every container rebuilt and each tensor replaced by
@@ -150,7 +150,7 @@ def is_dtensor(tensor: torch.Tensor) -> bool:
     return isinstance(tensor, DTensor)
 
 
-def local_part(tensor: torch.Tensor) -> torch.Tensor:
+def held_part(tensor: torch.Tensor) -> torch.Tensor:
     """What this rank holds of `tensor`: a DTensor's shard (a sharded checkpointer's record
     under FSDP), else the tensor itself."""
     return tensor.to_local() if is_dtensor(tensor) else tensor
