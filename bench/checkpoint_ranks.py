@@ -134,12 +134,11 @@ def timed_save(start, writer, ranks: Distributed) -> tuple[float, float]:
 
 def gather_and_save(ranks, model, optimizer, scheduler, config, step, writer) -> None:
     """What a sharded run's save cost before: the whole state gathered on rank 0."""
-    data = ranks.gather(None, "bench")
+    ranks.gather(None, "bench")  # as the core gathers the ranks' data positions
     model_state = ranks.full_model_state(model)
     optimizer_state = ranks.full_optimizer_state(model, optimizer)
     if ranks.rank == 0:
         writer.save(record(step, model_state, optimizer_state, scheduler, config))
-    del data
 
 
 def dcp_async(ranks, model, optimizer, folder: Path, run):

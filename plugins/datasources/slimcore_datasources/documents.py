@@ -58,7 +58,7 @@ class DocumentStream:
         # records kept by meta.redpajama_set_name (empty: all); a mixture's component has its own
         self.set_names = settings(run).set_names if set_names is None else set_names
         self.token_cache = cache_for(run)  # None unless corpus.token_cache and a tokenizer
-        self.plan_version = PLAN_VERSION  # a restored position may have been read under 1
+        self.plan_version = PLAN_VERSION  # a restored position may be of an earlier plan
 
     # -- state -----------------------------------------------------------------------------
 
@@ -87,7 +87,7 @@ class DocumentStream:
                                             "the counters")
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
-        # positions saved under the plan before version 2 go on under it
+        # positions saved under an earlier plan go on under it (no "plan": version 1)
         self.plan_version, = counts([state.get("plan", 1)], "the plan's version")
         self.files = None  # planned (again) under that version
         if self.announce:

@@ -169,10 +169,8 @@ class Rows:
             self.epoch, place = self.epoch + 1, self.rank
         epochs, taken = divmod((place - self.rank) // self.world + windows, per_epoch)
         self.epoch += epochs
+        # counted from the first shard: next() carries the window into its shard
         self.shard, self.window = 0, self.rank + taken * self.world
-        while self.window >= self.counts[self.shard]:
-            self.window -= self.counts[self.shard]
-            self.shard += 1
 
     def batch(self, size: int) -> Batch:
         """The next `size` windows as a batch: inputs and targets one id apart."""
